@@ -1,0 +1,207 @@
+"""``CfgNode`` with ``_BASE_`` inheritance and one-line errors, ``get_cfg``, ``configurable``."""
+import functools
+import inspect
+import logging
+import os
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+import yaml
+from fvcore.common.config import CfgNode as _FvCfgNode
+
+from segtrain.utils.errors import ConfigError
+from segtrain.utils.registry import closest_matches
+
+__all__ = ["CfgNode", "get_cfg", "configurable", "load_config", "all_keys", "read_modules_from_yaml"]
+
+logger = logging.getLogger(__name__)
+
+
+def all_keys(cfg: _FvCfgNode, prefix: str = "") -> List[str]:
+    """Every leaf key of ``cfg`` as a dotted path, e.g. ``MODEL.CRITERION.NAME``."""
+    out = []
+    for k, v in cfg.items():
+        full = f"{prefix}{k}"
+        if isinstance(v, _FvCfgNode):
+            out.extend(all_keys(v, full + "."))
+        else:
+            out.append(full)
+    return out
+
+
+def _suggest_keys(key: str, valid: Sequence[str]) -> str:
+    hits = closest_matches(key, valid)
+    if not hits:  # a typo in the last component only: compare the leaf names
+        leaf = key.rsplit(".", 1)[-1]
+        hits = [v for v in valid if v.rsplit(".", 1)[-1] in closest_matches(leaf, [x.rsplit(".", 1)[-1] for x in valid])][:3]
+    return (" Closest valid keys: " + ", ".join(hits)) if hits else ""
+
+
+class CfgNode(_FvCfgNode):
+    """fvcore ``CfgNode`` whose merge errors are one line naming the key (and file)."""
+
+    def _check_known_keys(self, other: _FvCfgNode, source: str, prefix: str = "") -> None:
+        valid = all_keys(self)
+        for k, v in other.items():
+            full = f"{prefix}{k}"
+            if k == "_BASE_":
+                continue
+            node = self
+            for part in full.split(".")[:-1]:
+                node = node[part]
+            if k not in node:
+                if full.split(".")[0] == "VERSION":
+                    continue
+                raise ConfigError(f"{source}: unknown config key {full!r}.{_suggest_keys(full, valid)}")
+            if isinstance(v, dict) and isinstance(node[k], _FvCfgNode):
+                self._check_known_keys(_FvCfgNode(v) if not isinstance(v, _FvCfgNode) else v, source, full + ".")
+
+    def merge_from_file(self, cfg_filename: str, allow_unsafe: bool = True) -> None:
+        """Merge a YAML file (following its ``_BASE_`` chain) into this config."""
+        if not os.path.isfile(cfg_filename):
+            raise ConfigError(f"config file not found: {cfg_filename!r}")
+        try:
+            loaded = self.load_yaml_with_base(cfg_filename, allow_unsafe=allow_unsafe)
+        except yaml.YAMLError as e:
+            msg = " ".join(str(e).split())
+            raise ConfigError(f"{cfg_filename}: invalid YAML ({msg})") from e
+        except FileNotFoundError as e:
+            raise ConfigError(f"{cfg_filename}: _BASE_ file not found: {e.filename!r}") from e
+        loaded = type(self)(loaded)
+        self._check_known_keys(loaded, cfg_filename)
+        try:
+            self.merge_from_other_cfg(loaded)
+        except (ValueError, KeyError, AssertionError) as e:
+            raise ConfigError(f"{cfg_filename}: {' '.join(str(e).split())}") from e
+
+    def merge_from_list(self, cfg_list: Sequence[str]) -> None:
+        """Merge ``[KEY, VALUE, KEY, VALUE, ...]`` (command-line overrides)."""
+        cfg_list = list(cfg_list)
+        if len(cfg_list) % 2 != 0:
+            raise ConfigError(
+                f"command-line overrides must be KEY VALUE pairs; got an odd count ({len(cfg_list)}): {cfg_list}"
+            )
+        valid = all_keys(self)
+        for key in cfg_list[0::2]:
+            node = self
+            parts = key.split(".")
+            for part in parts[:-1]:
+                if not isinstance(node, _FvCfgNode) or part not in node:
+                    raise ConfigError(f"command line: unknown config key {key!r}.{_suggest_keys(key, valid)}")
+                node = node[part]
+            if not isinstance(node, _FvCfgNode) or parts[-1] not in node:
+                raise ConfigError(f"command line: unknown config key {key!r}.{_suggest_keys(key, valid)}")
+        try:
+            super().merge_from_list(cfg_list)
+        except (ValueError, KeyError, AssertionError) as e:
+            raise ConfigError(f"command line: {' '.join(str(e).split())}") from e
+
+    def dump(self, *args, **kwargs) -> str:
+        return super().dump(*args, **kwargs)
+
+
+def get_cfg() -> CfgNode:
+    """A fresh copy of all defaults: the base keys plus every built-in family's node."""
+    from . import families
+    from .defaults import _C
+
+    cfg = _C.clone()
+    families.add_all_family_configs(cfg)
+    return cfg
+
+
+def read_modules_from_yaml(cfg_filename: str) -> List[str]:
+    """The ``MODULES`` list of a YAML file and its ``_BASE_`` chain, read before the merge
+    so that user modules can register components (and config keys) first."""
+    if not cfg_filename or not os.path.isfile(cfg_filename):
+        return []
+    try:
+        loaded = _FvCfgNode.load_yaml_with_base(cfg_filename, allow_unsafe=True)
+    except Exception:
+        return []  # the real merge reports the problem
+    mods = loaded.get("MODULES", []) if isinstance(loaded, dict) else []
+    return list(mods or [])
+
+
+def load_config(config_file: Optional[str], opts: Sequence[str] = (), modules: Iterable[str] = ()) -> CfgNode:
+    """``get_cfg`` + user modules + file + command-line overrides, then ``MODULES`` recorded.
+
+    User modules (``--module`` and the config's ``MODULES``) are imported first so their
+    ``@X_REGISTRY.register()`` decorators run and their ``add_config(cfg)`` (if any) adds keys.
+    """
+    from segtrain.utils.imports import import_user_modules
+
+    opts = list(opts or [])
+    mods = list(modules or []) + read_modules_from_yaml(config_file or "")
+    if "MODULES" in opts[0::2]:
+        i = opts[0::2].index("MODULES")
+        import ast
+
+        try:
+            mods += list(ast.literal_eval(opts[2 * i + 1]))
+        except (ValueError, SyntaxError) as e:
+            raise ConfigError(f"command line: MODULES must be a list literal, got {opts[2 * i + 1]!r}") from e
+    imported = import_user_modules(mods)
+    cfg = get_cfg()
+    for m in imported:
+        add = getattr(m, "add_config", None)
+        if callable(add):
+            add(cfg)
+    if config_file:
+        cfg.merge_from_file(config_file)
+    cfg.merge_from_list(opts)
+    cfg.MODULES = list(dict.fromkeys(list(cfg.MODULES) + list(modules or [])))
+    return cfg
+
+
+def configurable(init_func=None, *, from_config=None):
+    """Let a constructor take either its plain arguments or a ``cfg``.
+
+    On ``__init__``: ``Cls(cfg, ...)`` calls ``Cls.from_config(cfg, ...)`` for the keyword
+    arguments; ``Cls(a=1, ...)`` is a plain call. On a function, ``from_config`` is given.
+    """
+
+    def _is_cfg_call(args, kwargs):
+        if args and isinstance(args[0], _FvCfgNode):
+            return True
+        return isinstance(kwargs.get("cfg"), _FvCfgNode)
+
+    def _call_from_config(fn, args, kwargs):
+        sig = inspect.signature(fn)
+        if "cfg" not in sig.parameters:
+            raise TypeError(f"{fn.__qualname__} must take 'cfg' as its first argument")
+        bound = sig.bind_partial(*args, **kwargs)
+        if not any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
+            extra = {k: v for k, v in bound.arguments.items() if k not in sig.parameters}
+            assert not extra
+        return fn(*args, **kwargs)
+
+    if init_func is not None:
+        assert inspect.isfunction(init_func) and init_func.__name__ == "__init__", \
+            "@configurable without arguments decorates __init__"
+
+        @functools.wraps(init_func)
+        def wrapped(self, *args, **kwargs):
+            if _is_cfg_call(args, kwargs):
+                from_cfg = getattr(type(self), "from_config", None)
+                if from_cfg is None:
+                    raise AttributeError(f"{type(self).__name__} is @configurable but has no from_config")
+                explicit = _call_from_config(from_cfg, args, kwargs)
+                init_func(self, **explicit)
+            else:
+                init_func(self, *args, **kwargs)
+
+        return wrapped
+
+    assert from_config is not None and inspect.isfunction(from_config)
+
+    def deco(func):
+        @functools.wraps(func)
+        def wrapped(*args, **kwargs):
+            if _is_cfg_call(args, kwargs):
+                return func(**_call_from_config(from_config, args, kwargs))
+            return func(*args, **kwargs)
+
+        wrapped.from_config = from_config
+        return wrapped
+
+    return deco

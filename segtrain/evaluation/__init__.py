@@ -1,0 +1,1 @@
+from .build import EVALUATOR_REGISTRY  # noqa

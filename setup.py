@@ -1,0 +1,27 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="segtrain",
+    version="0.1.0",
+    description="Detectron2-style training of Mask2Former, SAM 3-style and SAM 2-style segmentation models",
+    packages=find_packages(include=["segtrain", "segtrain.*"]),
+    python_requires=">=3.9",
+    install_requires=[
+        "torch>=2.1,<3",
+        "fvcore>=0.1.5",
+        "iopath>=0.1.9",
+        "numpy",
+        "scipy",
+        "pycocotools>=2.0.6",
+        "opencv-python-headless",
+        "tabulate",
+        "PyYAML",
+        "tqdm",
+    ],
+    extras_require={
+        "tb": ["tensorboard"],
+        "wandb": ["wandb"],
+        "plot": ["matplotlib"],
+        "dev": ["pytest", "hypothesis", "matplotlib", "tensorboard"],
+    },
+)
