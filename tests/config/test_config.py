@@ -1,0 +1,111 @@
+"""Config: defaults, _BASE_ chains, overrides, one-line errors naming the key."""
+import os
+import textwrap
+
+import pytest
+
+from segtrain.config import get_cfg, load_config
+from segtrain.utils.errors import ConfigError
+
+
+def _write(path, text):
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+def test_official_loss_defaults():
+    cfg = get_cfg()
+    sc = cfg.MODEL.CRITERION.SET_CRITERION
+    assert dict(sc.WEIGHT_DICT) == {"loss_ce": 2.0, "loss_mask": 5.0, "loss_dice": 5.0}
+    assert sc.EOS_COEF == 0.1 and sc.NUM_POINTS == 12544
+    sam3 = cfg.MODEL.CRITERION.SAM3
+    assert dict(sam3.IABCE.WEIGHT_DICT) == {"loss_ce": 20.0, "presence_loss": 20.0}
+    assert dict(sam3.BOXES.WEIGHT_DICT) == {"loss_bbox": 5.0, "loss_giou": 2.0}
+    assert dict(sam3.MASKS.WEIGHT_DICT) == {"loss_mask": 200.0, "loss_dice": 10.0}
+    assert dict(cfg.MODEL.CRITERION.MULTISTEP.WEIGHT_DICT) == {
+        "loss_mask": 20.0, "loss_dice": 1.0, "loss_iou": 1.0, "loss_class": 1.0}
+
+
+def test_get_cfg_returns_independent_copies():
+    a, b = get_cfg(), get_cfg()
+    a.SOLVER.BASE_LR = 123.0
+    assert b.SOLVER.BASE_LR != 123.0
+
+
+def test_base_chain_and_overrides(tmp_path):
+    _write(tmp_path / "base.yaml", """
+        SOLVER:
+          BASE_LR: 0.5
+          MAX_ITER: 10
+        """)
+    child = _write(tmp_path / "child.yaml", """
+        _BASE_: base.yaml
+        SOLVER:
+          MAX_ITER: 20
+        """)
+    cfg = load_config(child, ["SOLVER.IMS_PER_BATCH", "8", "MODEL.CRITERION.SET_CRITERION.WEIGHT_DICT.loss_ce", "3.0"])
+    assert cfg.SOLVER.BASE_LR == 0.5  # from the base
+    assert cfg.SOLVER.MAX_ITER == 20  # child wins
+    assert cfg.SOLVER.IMS_PER_BATCH == 8  # command line wins
+    assert cfg.MODEL.CRITERION.SET_CRITERION.WEIGHT_DICT.loss_ce == 3.0
+
+
+def test_unknown_key_in_file_names_file_key_and_suggestion(tmp_path):
+    bad = _write(tmp_path / "bad.yaml", """
+        SOLVER:
+          BASE_LRR: 0.1
+        """)
+    with pytest.raises(ConfigError) as e:
+        load_config(bad)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert "bad.yaml" in msg and "SOLVER.BASE_LRR" in msg and "SOLVER.BASE_LR" in msg
+
+
+def test_unknown_nested_weight_key(tmp_path):
+    bad = _write(tmp_path / "bad.yaml", """
+        MODEL:
+          CRITERION:
+            SET_CRITERION:
+              WEIGHT_DICT:
+                loss_dic: 1.0
+        """)
+    with pytest.raises(ConfigError, match="WEIGHT_DICT.loss_dic.*WEIGHT_DICT.loss_dice"):
+        load_config(bad)
+
+
+def test_unknown_key_on_command_line():
+    with pytest.raises(ConfigError, match="'MODEL.CRITERION.NAM'.*MODEL.CRITERION.NAME"):
+        load_config(None, ["MODEL.CRITERION.NAM", "SetCriterion"])
+
+
+def test_odd_override_list_and_type_mismatch():
+    with pytest.raises(ConfigError, match="KEY VALUE pairs"):
+        load_config(None, ["SOLVER.BASE_LR"])
+    with pytest.raises(ConfigError, match="command line"):
+        load_config(None, ["SOLVER.MAX_ITER", "'abc'"])
+
+
+def test_missing_config_file_and_missing_base(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found: .*nope.yaml"):
+        load_config(str(tmp_path / "nope.yaml"))
+    child = _write(tmp_path / "child.yaml", "_BASE_: missing_base.yaml\n")
+    with pytest.raises(ConfigError, match="missing_base.yaml"):
+        load_config(child)
+
+
+def test_invalid_yaml_is_one_line(tmp_path):
+    bad = _write(tmp_path / "bad.yaml", "SOLVER: [unclosed\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(bad)
+    assert "\n" not in str(e.value) and "bad.yaml" in str(e.value)
+
+
+def test_dump_round_trip(tmp_path):
+    cfg = get_cfg()
+    cfg.SOLVER.MAX_ITER = 77
+    path = tmp_path / "config.yaml"
+    path.write_text(cfg.dump())
+    again = load_config(str(path))
+    assert again.SOLVER.MAX_ITER == 77
+    assert again.dump() == cfg.dump()
