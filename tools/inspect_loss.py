@@ -1,0 +1,73 @@
+#!/usr/bin/env python
+"""One batch of the configured dataset through the configured model and criterion:
+a table of every loss component (raw, weight, weighted, share of core_loss, gradient
+norm into the model) and warnings for dominant / vanishing components and for weights
+that differ from the criterion's official defaults.
+
+    python tools/inspect_loss.py --config-file projects/m2f/r50.yaml [KEY VALUE ...]
+"""
+import argparse
+import json
+import logging
+import sys
+
+sys.path.insert(0, __import__("os").path.dirname(__import__("os").path.dirname(__import__("os").path.abspath(__file__))))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True, metavar="FILE")
+    parser.add_argument("--module", action="append", default=[], help="user module to import first")
+    parser.add_argument("--json", default="", help="also write the report as JSON here")
+    parser.add_argument("--no-grad-norms", action="store_true", help="skip per-component gradient norms")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(args)
+    except Exception as e:
+        from segtrain.utils.errors import SegtrainError
+
+        if args.debug or not isinstance(e, SegtrainError):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
+    import torch
+
+    from segtrain.config import load_config
+    from segtrain.engine.defaults import DefaultTrainer
+    from segtrain.utils.env import seed_all_rng
+    from segtrain.utils.loss_inspection import inspect_loss_dict, official_weight_differences
+
+    cfg = load_config(args.config_file, args.opts, args.module)
+    cfg.DATALOADER.NUM_WORKERS = 0
+    cfg.freeze()
+    seed_all_rng(cfg.SEED if cfg.SEED >= 0 else 0)
+    model = DefaultTrainer.build_model(cfg)
+    model.train()
+    batch = next(iter(DefaultTrainer.build_train_loader(cfg)))
+    loss_dict = model(batch)
+    params = None if args.no_grad_norms else [p for p in model.parameters() if p.requires_grad]
+    report = inspect_loss_dict(loss_dict, params)
+    report.warnings.extend(official_weight_differences(cfg))
+    print(f"criterion {cfg.MODEL.CRITERION.NAME} on {cfg.MODEL.META_ARCHITECTURE}, "
+          f"one batch of {len(batch)} from {cfg.DATASETS.TRAIN[0]}")
+    print(report.table())
+    for w in report.warnings:
+        print(f"WARNING: {w}")
+    if not report.warnings:
+        print("no warnings")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"core_loss": report.core_loss, "summaries": report.summaries, "warnings": report.warnings,
+                       "components": [c.__dict__ for c in report.components]}, f, indent=2)
+    del torch
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
