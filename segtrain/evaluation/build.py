@@ -1,7 +1,61 @@
 """EVALUATOR registry and builder."""
-from segtrain.utils.registry import Registry
+import logging
+import os
+from typing import Dict, Optional
 
-__all__ = ["EVALUATOR_REGISTRY"]
+from segtrain.utils.errors import ConfigError, UnknownNameError
+from segtrain.utils.registry import Registry, format_suggestions
+
+__all__ = ["EVALUATOR_REGISTRY", "EVALUATOR_TYPE_TO_NAME", "build_evaluator"]
+
+logger = logging.getLogger(__name__)
 
 EVALUATOR_REGISTRY = Registry("EVALUATOR")
 EVALUATOR_REGISTRY.__doc__ = """Evaluators: class(cfg, dataset_name, output_dir) -> DatasetEvaluator, via from_config."""
+
+# Metadata ``evaluator_type`` -> EVALUATOR registry name. Modules that add an evaluator for a
+# new dataset type add an entry here; a type that is itself a registered name also works.
+EVALUATOR_TYPE_TO_NAME: Dict[str, str] = {
+    "coco": "COCOEvaluator",
+    "sem_seg": "SemSegEvaluator",
+}
+
+
+def build_evaluator(cfg, dataset_name: str, output_dir: Optional[str] = None):
+    """The evaluator for ``dataset_name``: ``cfg.TEST.EVALUATOR`` when set, else the one that the
+    dataset metadata's ``evaluator_type`` maps to. ``output_dir`` defaults to
+    ``cfg.OUTPUT_DIR/inference``. Returns a ``DatasetEvaluator``."""
+    from . import coco_evaluation, sem_seg_evaluation  # noqa: F401  (their classes register on import)
+
+    try:
+        from segtrain.data.datasets.builtin import register_shapes_from_cfg
+    except ImportError:
+        pass
+    else:  # the built-in shapes datasets take their sizes (hence json_file) from the config
+        register_shapes_from_cfg(cfg)
+    if output_dir is None:
+        output_dir = os.path.join(cfg.OUTPUT_DIR, "inference")
+    name = cfg.TEST.EVALUATOR
+    if not name:
+        from segtrain.data.catalog import MetadataCatalog
+
+        etype = getattr(MetadataCatalog.get(dataset_name), "evaluator_type", None)
+        if not etype:
+            raise ConfigError(
+                f"dataset {dataset_name!r} has no evaluator_type in its metadata; set TEST.EVALUATOR to one of: "
+                f"{', '.join(EVALUATOR_REGISTRY.names())}"
+            )
+        name = EVALUATOR_TYPE_TO_NAME.get(etype, etype)
+        if name not in EVALUATOR_REGISTRY:
+            known = sorted(set(EVALUATOR_TYPE_TO_NAME) | set(EVALUATOR_REGISTRY.names()))
+            raise UnknownNameError(
+                f"dataset {dataset_name!r} has evaluator_type {etype!r}, which names no evaluator."
+                f"{format_suggestions(etype, known)} Known types: {', '.join(sorted(EVALUATOR_TYPE_TO_NAME))}; "
+                f"registered evaluators: {', '.join(EVALUATOR_REGISTRY.names())}; or set TEST.EVALUATOR"
+            )
+    try:
+        cls = EVALUATOR_REGISTRY.get(name)
+    except UnknownNameError as e:
+        raise UnknownNameError(f"TEST.EVALUATOR: {e}") from None
+    logger.info(f"Evaluator for {dataset_name}: {name}")
+    return cls(cfg, dataset_name, output_dir=output_dir)

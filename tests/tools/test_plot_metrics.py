@@ -1,0 +1,77 @@
+"""tools/plot_metrics.py: a PNG grid from a synthetic metrics.json; one-line errors."""
+import importlib.util
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+_TOOL = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "plot_metrics.py")
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location("plot_metrics_tool", _TOOL)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _write_metrics(path, n=40):
+    rng = np.random.default_rng(0)
+    with open(path, "w") as f:
+        for it in range(0, n * 20, 20):
+            rec = {"iteration": it, "core_loss": 5.0 / (1 + it / 100), "lr": 1e-4, "time": 0.1,
+                   "loss_ce": float(rng.random()), "loss_mask": float(rng.random()), "name": "skip-me"}
+            rec.update({f"loss_ce_{i}": float(rng.random()) for i in range(9)})
+            if it % 200 == 0:
+                rec.update({"segm/AP": it / 10, "segm/AP-circle": it / 9, "segm/AP-square": it / 11})
+            f.write(json.dumps(rec) + "\n")
+        f.write('{"iteration": 99')  # a run killed mid-write
+
+
+def test_plot_metrics_writes_png(tmp_path):
+    tool = _load_tool()
+    metrics = tmp_path / "metrics.json"
+    _write_metrics(metrics)
+    out = tmp_path / "plots" / "m.png"
+    assert tool.main([str(metrics), "--output", str(out)]) == 0
+    img = cv2.imread(str(out))
+    assert img is not None and img.shape[0] > 100 and img.shape[1] > 100
+
+
+def test_grouping_puts_aux_copies_with_their_main_key():
+    tool = _load_tool()
+    groups = tool.group_keys(["core_loss", "loss_ce", "loss_ce_0", "loss_ce_8", "loss_mask_aux_1", "loss_mask",
+                              "AP50", "segm/AP-a", "segm/AP-b", "lr"])
+    assert list(groups)[0] == "core_loss"
+    assert groups["loss_ce"] == ["loss_ce", "loss_ce_0", "loss_ce_8"]
+    assert groups["loss_mask"] == ["loss_mask", "loss_mask_aux_1"]
+    assert groups["segm/AP-<class>"] == ["segm/AP-a", "segm/AP-b"]
+    assert groups["AP50"] == ["AP50"]
+
+
+def test_read_metrics_skips_non_numeric(tmp_path):
+    tool = _load_tool()
+    metrics = tmp_path / "metrics.json"
+    _write_metrics(metrics, n=3)
+    records, x_key = tool.read_metrics(str(metrics))
+    assert x_key == "iteration" and len(records) == 3
+    assert all("name" not in r for r in records)
+
+
+@pytest.mark.parametrize("content,expect", [
+    (None, "not found"),
+    ("", "empty"),
+    ('{"iteration": 1, "loss": 2}\nnot json\n{"iteration": 2}\n', ":2: not a JSON object"),
+    ('{"iteration": 1, "name": "x"}\n', "no numeric metrics"),
+])
+def test_bad_files_give_one_line_errors(tmp_path, capsys, content, expect):
+    tool = _load_tool()
+    path = tmp_path / "metrics.json"
+    if content is not None:
+        path.write_text(content)
+    assert tool.main([str(path), "--output", str(tmp_path / "o.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert expect in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o.png").exists()

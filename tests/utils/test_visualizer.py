@@ -1,0 +1,120 @@
+"""Visualizer: PNG of the right size whose masked pixels changed colour."""
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from segtrain.structures import Instances
+from segtrain.utils.visualizer import PALETTE, Visualizer, class_color
+
+
+class _Meta:
+    thing_classes = ["circle", "square"]
+    thing_colors = [(255, 0, 0), (0, 0, 255)]
+
+
+def _image(h=48, w=64):
+    return np.full((h, w, 3), 100, dtype=np.uint8)
+
+
+def test_draw_instance_predictions_writes_png(tmp_path):
+    h, w = 48, 64
+    masks = torch.zeros(3, h, w, dtype=torch.bool)
+    masks[0, 20:40, 5:25] = True
+    masks[1, 15:30, 40:60] = True  # its label sits above it, rows < 15
+    masks[2, 30:45, 45:60] = True  # below the score threshold: not drawn
+    inst = Instances((h, w), pred_masks=masks, pred_boxes=torch.tensor([[5, 20, 25, 40], [40, 15, 60, 30],
+                                                                        [45, 30, 60, 45]], dtype=torch.float32),
+                     scores=torch.tensor([0.9, 0.8, 0.2]), pred_classes=torch.tensor([0, 1, 1]))
+    vis = Visualizer(_image(h, w), _Meta(), alpha=0.5)
+    out = vis.draw_instance_predictions(inst, score_threshold=0.5)
+    path = tmp_path / "sub" / "pred.png"
+    vis.save(str(path))
+    png = cv2.imread(str(path))
+    assert png.shape == (h, w, 3)
+    assert np.array_equal(png[..., ::-1], out)  # saved as BGR, returned as RGB
+    # mask interiors (away from contours, boxes and labels) blend towards the class colour
+    assert tuple(out[32, 15]) == (178, 50, 50)  # 0.5 * 100 + 0.5 * (255, 0, 0)
+    assert tuple(out[25, 50]) == (50, 50, 178)
+    assert tuple(out[40, 52]) == (100, 100, 100)  # low score: untouched
+    assert tuple(out[2, 2]) == (100, 100, 100)  # background untouched
+
+
+def test_draw_dataset_dict_polygon_and_rle(tmp_path):
+    import pycocotools.mask as mask_util
+
+    h, w = 40, 50
+    rle_mask = np.zeros((h, w), dtype=np.uint8, order="F")
+    rle_mask[25:38, 30:45] = 1
+    rle = mask_util.encode(rle_mask)
+    rle["counts"] = rle["counts"].decode()
+    d = {"file_name": "x.png", "height": h, "width": w, "image_id": 1, "annotations": [
+        {"bbox": [2, 2, 20, 15], "bbox_mode": 1, "category_id": 0, "iscrowd": 0,
+         "segmentation": [[2, 2, 22, 2, 22, 17, 2, 17]]},
+        {"bbox": [30, 25, 15, 13], "bbox_mode": 1, "category_id": 1, "iscrowd": 0, "segmentation": rle},
+    ]}
+    out = Visualizer(_image(h, w), _Meta()).draw_dataset_dict(d)
+    assert out.shape == (h, w, 3)
+    assert tuple(out[12, 15]) == (178, 50, 50)
+    assert tuple(out[33, 38]) == (50, 50, 178)
+    assert tuple(out[30, 10]) == (100, 100, 100)
+
+
+def test_masks_without_metadata_use_palette_and_wrong_size_errors():
+    h, w = 20, 20
+    m = np.zeros((1, h, w), bool)
+    m[0, 5:15, 5:15] = True
+    vis = Visualizer(torch.full((3, h, w), 100, dtype=torch.uint8), alpha=1.0)  # CHW tensor input
+    out = vis.overlay_instances(masks=m, class_ids=[3])
+    assert tuple(out[10, 10]) == PALETTE[3] == class_color(3)
+    with pytest.raises(ValueError, match="masks are 10x10 but the image is 20x20"):
+        vis.overlay_instances(masks=np.ones((1, 10, 10), bool))
+
+
+def test_draw_sem_seg():
+    sem = np.full((64, 64), 255, dtype=np.uint8)
+    sem[:32] = 1
+    out = Visualizer(_image(64, 64), _Meta(), alpha=1.0).draw_sem_seg(sem)
+    assert tuple(out[25, 10]) == (0, 0, 255)
+    assert tuple(out[50, 10]) == (100, 100, 100)
+
+
+@pytest.mark.parametrize("source", ["annotation", "dataloader"])
+def test_visualize_data_tool_on_small_shapes(tmp_path, monkeypatch, source):
+    import importlib.util
+    import os
+
+    from segtrain.data.datasets import builtin
+
+    original_root = builtin.get_datasets_root()
+    monkeypatch.setenv("SEGTRAIN_DATASETS", str(tmp_path / "datasets"))
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text("DATASETS:\n  SHAPES:\n    NUM_TRAIN: 3\n    NUM_VAL: 2\n    IMAGE_SIZE: 64\n"
+                        "SOLVER:\n  IMS_PER_BATCH: 2\nSEED: 0\n")
+    tool_path = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "visualize_data.py")
+    spec = importlib.util.spec_from_file_location("visualize_data_tool", tool_path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "vis"
+    try:
+        rc = tool.main(["--config-file", str(cfg_file), "--source", source, "--output-dir", str(out), "--num", "3"])
+    finally:
+        builtin.register_shapes(original_root)
+    assert rc == 0
+    pngs = sorted(out.glob("*.png"))
+    assert len(pngs) == 3
+    img = cv2.imread(str(pngs[0]))
+    assert img.ndim == 3 and img.shape[2] == 3 and min(img.shape[:2]) > 0
+
+
+def test_visualize_data_tool_bad_config_is_one_line(tmp_path, capsys):
+    import importlib.util
+    import os
+
+    tool_path = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "visualize_data.py")
+    spec = importlib.util.spec_from_file_location("visualize_data_tool", tool_path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.main(["--config-file", str(tmp_path / "missing.yaml"), "--output-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "missing.yaml" in err and len(err.splitlines()) == 1
