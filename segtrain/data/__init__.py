@@ -1,0 +1,35 @@
+"""Data pipeline: dataset catalog, loaders (COCO JSON, built-in shapes), mappers,
+augmentations, samplers and the train / test loader builders.
+
+Importing this package registers the built-in datasets (``shapes_train``, ``shapes_val``,
+and COCO 2017 when present under ``$SEGTRAIN_DATASETS``).
+"""
+from . import transforms
+from .build import build_test_loader, build_train_loader, get_dataset_dicts
+from .catalog import DATASET_REGISTRY, DatasetCatalog, Metadata, MetadataCatalog
+from .datasets import builtin as _builtin  # noqa: F401  (registers the built-in datasets)
+from .datasets.builtin import register_shapes, register_shapes_from_cfg
+from .datasets.coco import bad_annotation_policy, load_coco_json, register_coco_instances
+from .mappers import MAPPER_REGISTRY, InstanceDatasetMapper, build_mapper
+from .samplers import InferenceSampler, TrainingSampler
+
+__all__ = [
+    "DatasetCatalog",
+    "MetadataCatalog",
+    "Metadata",
+    "DATASET_REGISTRY",
+    "MAPPER_REGISTRY",
+    "register_coco_instances",
+    "load_coco_json",
+    "bad_annotation_policy",
+    "register_shapes",
+    "register_shapes_from_cfg",
+    "build_train_loader",
+    "build_test_loader",
+    "get_dataset_dicts",
+    "build_mapper",
+    "InstanceDatasetMapper",
+    "TrainingSampler",
+    "InferenceSampler",
+    "transforms",
+]

@@ -1,0 +1,32 @@
+"""Optimizers, gradient clipping, LR schedules and frozen modules."""
+from .build import (
+    build_gradient_clipper,
+    build_optimizer,
+    count_parameters,
+    freeze_modules,
+    get_default_optimizer_params,
+    log_parameter_counts,
+    make_gradient_clipper,
+)
+from .lr_scheduler import (
+    WarmupCosineLR,
+    WarmupMultiStepLR,
+    WarmupPolyLR,
+    WarmupStepLR,
+    build_lr_scheduler,
+)
+
+__all__ = [
+    "build_optimizer",
+    "get_default_optimizer_params",
+    "build_gradient_clipper",
+    "make_gradient_clipper",
+    "freeze_modules",
+    "count_parameters",
+    "log_parameter_counts",
+    "build_lr_scheduler",
+    "WarmupMultiStepLR",
+    "WarmupCosineLR",
+    "WarmupStepLR",
+    "WarmupPolyLR",
+]

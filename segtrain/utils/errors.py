@@ -6,7 +6,7 @@ for anything a user can fix: bad config keys, unknown registry names, broken
 annotation files, incompatible components.
 """
 
-__all__ = ["SegtrainError", "ConfigError", "UnknownNameError", "DatasetError", "NonFiniteLossError"]
+__all__ = ["SegtrainError", "ConfigError", "UnknownNameError", "DatasetError", "NonFiniteLossError", "CheckpointError"]
 
 
 class SegtrainError(Exception):
@@ -30,3 +30,7 @@ class DatasetError(SegtrainError, ValueError):
 
 class NonFiniteLossError(SegtrainError, FloatingPointError):
     """A loss component became NaN or Inf during training."""
+
+
+class CheckpointError(SegtrainError, RuntimeError):
+    """A checkpoint or weights file is missing, truncated or unreadable."""

@@ -1,0 +1,44 @@
+"""OpenCV augmentations (random, drawing parameters) and the deterministic transforms they return."""
+from .augmentation import (
+    Augmentation,
+    ColorJitter,
+    FixedSizeCrop,
+    RandomCrop,
+    RandomFlip,
+    ResizeScale,
+    ResizeShortestEdge,
+    apply_augmentations,
+)
+from .build import build_augmentations
+from .transform import (
+    ColorTransform,
+    CropTransform,
+    HFlipTransform,
+    NoOpTransform,
+    PadTransform,
+    ResizeTransform,
+    Transform,
+    TransformList,
+    VFlipTransform,
+)
+
+__all__ = [
+    "Augmentation",
+    "ColorJitter",
+    "FixedSizeCrop",
+    "RandomCrop",
+    "RandomFlip",
+    "ResizeScale",
+    "ResizeShortestEdge",
+    "apply_augmentations",
+    "build_augmentations",
+    "ColorTransform",
+    "CropTransform",
+    "HFlipTransform",
+    "NoOpTransform",
+    "PadTransform",
+    "ResizeTransform",
+    "Transform",
+    "TransformList",
+    "VFlipTransform",
+]

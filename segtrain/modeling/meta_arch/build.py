@@ -25,7 +25,17 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_model(cfg) -> torch.nn.Module:
-    """Build ``cfg.MODEL.META_ARCHITECTURE``, move it to ``cfg.MODEL.DEVICE``."""
+    """Build ``cfg.MODEL.META_ARCHITECTURE``, move it to ``cfg.MODEL.DEVICE``.
+
+    When the model has a ``criterion`` and declares ``output_keys``, the pairing is checked
+    (``check_criterion_outputs``): a criterion needing outputs the meta-arch does not
+    produce fails here, with a one-line error, not in the first training step."""
     model = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
+    criterion = getattr(model, "criterion", None)
+    output_keys = getattr(model, "output_keys", None)
+    if criterion is not None and output_keys is not None:
+        from segtrain.modeling.criterion.build import check_criterion_outputs
+
+        check_criterion_outputs(cfg.MODEL.META_ARCHITECTURE, output_keys, criterion)
     model.to(resolve_device(cfg.MODEL.DEVICE))
     return model

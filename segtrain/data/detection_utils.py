@@ -1,0 +1,113 @@
+"""Helpers shared by mappers: read an image, check it against its dataset dict, and turn
+(transformed) annotations into an ``Instances`` of targets."""
+import logging
+import os
+from typing import Any, Dict, List, Sequence, Tuple
+
+import cv2
+import numpy as np
+import torch
+
+from segtrain.structures import Instances
+from segtrain.structures.masks import masks_to_boxes, polygons_to_bitmask, rle_to_bitmask
+from segtrain.utils.errors import DatasetError
+
+from .transforms.transform import Transform
+
+__all__ = ["read_image", "check_image_size", "transform_segmentations", "annotations_to_instances"]
+
+logger = logging.getLogger(__name__)
+
+_IMAGE_FORMATS = ("RGB", "BGR")
+
+
+def read_image(file_name: str, format: str = "RGB") -> np.ndarray:
+    """Read an image with OpenCV as uint8 [H, W, 3] in ``format`` ("RGB" or "BGR").
+
+    EXIF orientation is applied; grey / 16-bit / float images are converted (floats
+    in [0, 1] are scaled to 255). Raises ``DatasetError`` naming the file when it is
+    missing, cannot be decoded, or holds NaN / Inf.
+    """
+    if format not in _IMAGE_FORMATS:
+        raise DatasetError(f"image format must be one of {', '.join(_IMAGE_FORMATS)}; got {format!r}")
+    if not os.path.isfile(file_name):
+        raise DatasetError(f"image file not found: {file_name!r}")
+    # ANYDEPTH keeps 16-bit / float data so that NaN can be detected before conversion
+    img = cv2.imread(file_name, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    if img is None or img.size == 0:
+        raise DatasetError(f"{file_name}: image cannot be decoded (corrupt or unsupported format)")
+    if img.dtype != np.uint8:
+        if np.issubdtype(img.dtype, np.floating):
+            if not np.isfinite(img).all():
+                raise DatasetError(f"{file_name}: image holds NaN or infinite pixel values")
+            scale = 255.0 if float(img.max(initial=0.0)) <= 1.0 else 1.0
+            img = np.clip(img * scale + 0.5, 0, 255).astype(np.uint8)
+        elif img.dtype == np.uint16:
+            img = ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)
+        else:
+            img = np.clip(img, 0, 255).astype(np.uint8)
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    if format == "RGB":
+        img = np.ascontiguousarray(img[:, :, ::-1])
+    return img
+
+
+def check_image_size(dataset_dict: Dict[str, Any], image: np.ndarray) -> None:
+    """Raise ``DatasetError`` when the decoded image size differs from the dict's
+    ``height`` / ``width`` (the annotation JSON's)."""
+    h, w = image.shape[:2]
+    exp_h, exp_w = dataset_dict.get("height"), dataset_dict.get("width")
+    if (exp_h is not None and exp_h != h) or (exp_w is not None and exp_w != w):
+        raise DatasetError(
+            f"{dataset_dict.get('file_name')}: image id {dataset_dict.get('image_id')} is {w}x{h} (WxH) "
+            f"but the annotations say {exp_w}x{exp_h}"
+        )
+
+
+def transform_segmentations(
+    annotations: Sequence[Dict[str, Any]],
+    transforms: Transform,
+    image_size: Tuple[int, int],
+    output_size: Tuple[int, int],
+) -> np.ndarray:
+    """Masks of ``annotations`` after ``transforms``: bool [N, H', W'].
+
+    Polygons are transformed as coordinates and rasterized once at the output size;
+    RLEs are decoded at ``image_size`` (h, w) and warped like the image (nearest).
+    """
+    h, w = image_size
+    out_h, out_w = output_size
+    masks = np.zeros((len(annotations), out_h, out_w), dtype=bool)
+    for i, ann in enumerate(annotations):
+        segm = ann["segmentation"]
+        if isinstance(segm, dict):
+            if [int(v) for v in segm["size"]] != [h, w]:
+                raise DatasetError(
+                    f"annotation id {ann.get('id')}: RLE size {list(segm['size'])} differs from the image size [{h}, {w}]"
+                )
+            m = transforms.apply_segmentation(rle_to_bitmask(segm))
+            if m.shape != (out_h, out_w):
+                raise DatasetError(
+                    f"annotation id {ann.get('id')}: transformed mask is {m.shape}, image is {(out_h, out_w)}"
+                )
+            masks[i] = m
+        else:
+            masks[i] = polygons_to_bitmask(transforms.apply_polygons(segm), out_h, out_w)
+    return masks
+
+
+def annotations_to_instances(
+    annotations: Sequence[Dict[str, Any]], masks: np.ndarray, image_size: Tuple[int, int]
+) -> Instances:
+    """Targets of one image. ``masks``: bool [N, H, W] aligned with ``annotations``.
+    Empty masks are dropped. Returns ``Instances(image_size)`` with ``gt_classes`` int64 [N'],
+    ``gt_boxes`` float32 [N', 4] XYXY (tight boxes of the masks), ``gt_masks`` bool [N', H, W]."""
+    h, w = image_size
+    gt_masks = torch.from_numpy(np.ascontiguousarray(masks)).reshape(len(annotations), h, w)
+    classes = torch.tensor([int(a["category_id"]) for a in annotations], dtype=torch.int64)
+    keep = gt_masks.flatten(1).any(dim=1) if len(annotations) else torch.zeros(0, dtype=torch.bool)
+    gt_masks, classes = gt_masks[keep], classes[keep]
+    return Instances(
+        (h, w), gt_classes=classes, gt_boxes=masks_to_boxes(gt_masks), gt_masks=gt_masks
+    )

@@ -1,0 +1,94 @@
+"""``InstanceDatasetMapper``: dataset dict -> model input for instance segmentation."""
+import copy
+import logging
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from segtrain.config import configurable
+from segtrain.utils.errors import DatasetError
+
+from ..datasets.coco import BAD_ANNOTATION_POLICIES
+from ..detection_utils import annotations_to_instances, check_image_size, read_image, transform_segmentations
+from ..transforms import Augmentation, apply_augmentations, build_augmentations
+from .build import MAPPER_REGISTRY
+
+__all__ = ["InstanceDatasetMapper"]
+
+logger = logging.getLogger(__name__)
+
+
+@MAPPER_REGISTRY.register()
+class InstanceDatasetMapper:
+    """Read the image, augment it, and build the targets (CONTRACTS.md "Mapper output").
+
+    Returns ``{"file_name", "image_id", "height", "width"`` (original size),
+    ``"image"``: uint8 [3, H, W] RGB, ``"instances"``: ``Instances`` with ``gt_classes``
+    int64 [N], ``gt_boxes`` float32 [N, 4] XYXY, ``gt_masks`` bool [N, H, W]}.
+    Crowd annotations and instances whose mask is empty after augmentation are dropped.
+    ``instances`` is present whenever the dict has ``annotations`` (also at test time,
+    for a validation loss). With ``on_bad_annotation="skip"`` a bad image gives ``None``.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        is_train: bool = True,
+        *,
+        augmentations: Sequence[Augmentation] = (),
+        image_format: str = "RGB",
+        on_bad_annotation: str = "error",
+    ):
+        if on_bad_annotation not in BAD_ANNOTATION_POLICIES:
+            raise DatasetError(
+                f"on_bad_annotation must be one of {', '.join(BAD_ANNOTATION_POLICIES)}; got {on_bad_annotation!r}"
+            )
+        self.is_train = is_train
+        self.augmentations = list(augmentations)
+        self.image_format = image_format
+        self.on_bad_annotation = on_bad_annotation
+        mode = "training" if is_train else "inference"
+        logger.info("InstanceDatasetMapper (%s) augmentations: %s", mode, self.augmentations)
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True) -> Dict[str, Any]:
+        return {
+            "is_train": is_train,
+            "augmentations": build_augmentations(cfg, is_train),
+            "image_format": cfg.INPUT.FORMAT,
+            "on_bad_annotation": cfg.DATASETS.ON_BAD_ANNOTATION,
+        }
+
+    def __call__(self, dataset_dict: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        try:
+            return self._map(dataset_dict)
+        except DatasetError as e:
+            if self.on_bad_annotation == "error":
+                raise
+            logger.warning("Skipping an image (DATASETS.ON_BAD_ANNOTATION='skip'): %s", e)
+            return None
+
+    def _map(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
+        # the dict belongs to the dataset list; never modify it
+        annos: Optional[List[dict]] = dataset_dict.get("annotations")
+        image = read_image(dataset_dict["file_name"], self.image_format)
+        check_image_size(dataset_dict, image)
+        h, w = image.shape[:2]
+        image, transforms = apply_augmentations(self.augmentations, image)
+        out_h, out_w = image.shape[:2]
+        out = {
+            "file_name": dataset_dict["file_name"],
+            "image_id": dataset_dict.get("image_id"),
+            "height": dataset_dict.get("height", h),
+            "width": dataset_dict.get("width", w),
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+        }
+        if annos is not None:
+            annos = [copy.copy(a) for a in annos if not a.get("iscrowd", 0)]
+            try:
+                masks = transform_segmentations(annos, transforms, (h, w), (out_h, out_w))
+            except DatasetError as e:
+                raise DatasetError(f"{dataset_dict['file_name']}: {e}") from None
+            out["instances"] = annotations_to_instances(annos, masks, (out_h, out_w))
+        return out

@@ -1,0 +1,369 @@
+"""Defaults for the common case: argument parser, config setup, ``DefaultTrainer`` and the
+``run_cli`` wrapper of entry scripts.
+
+``DefaultTrainer`` assumes one model, one optimizer, one LR schedule and one training
+loader, all built from the config by its ``build_*`` classmethods (override them to change
+one piece). For anything more unusual write the loop out with ``SimpleTrainer`` and hooks.
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+import weakref
+from collections import OrderedDict
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+from segtrain.checkpoint import Checkpointer, atomic_write_bytes
+from segtrain.config import load_config
+from segtrain.solver import (
+    build_gradient_clipper,
+    build_lr_scheduler,
+    build_optimizer,
+    freeze_modules,
+    log_parameter_counts,
+)
+from segtrain.utils import comm
+from segtrain.utils.env import collect_env_info, seed_all_rng, setup_determinism
+from segtrain.utils.errors import ConfigError, SegtrainError
+from segtrain.utils.events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardXWriter, WandbWriter
+from segtrain.utils.logger import setup_logger
+
+from . import hooks
+from .launch import launch
+from .train_loop import AMPTrainer, SimpleTrainer, TrainerBase
+
+__all__ = [
+    "default_argument_parser",
+    "setup_cfg",
+    "default_setup",
+    "default_writers",
+    "create_ddp_model",
+    "DefaultTrainer",
+    "run_cli",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentParser:
+    """Arguments shared by the training / evaluation entry scripts."""
+    parser = argparse.ArgumentParser(
+        epilog=epilog or "Example: train_net.py --config-file projects/m2f/r50.yaml SOLVER.MAX_ITER 100",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config-file", default="", metavar="FILE", help="path to the config YAML")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the last checkpoint in OUTPUT_DIR (model, optimizer, schedule, "
+                             "iteration, data position); without it MODEL.WEIGHTS initializes the model only")
+    parser.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS and exit")
+    parser.add_argument("--num-gpus", type=int, default=1,
+                        help="processes per machine (GPUs; CPU processes with Gloo when there is no GPU)")
+    parser.add_argument("--num-machines", type=int, default=1)
+    parser.add_argument("--machine-rank", type=int, default=0, help="rank of this machine (0 .. num-machines-1)")
+    parser.add_argument("--dist-url", default="auto",
+                        help="tcp://host:port of machine 0; 'auto' picks a free local port (one machine)")
+    parser.add_argument("--module", action="append", default=[], metavar="MODULE",
+                        help="user module (dotted name or .py path) imported first so its components register; "
+                             "repeatable")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks of user errors")
+    parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
+                        help="config overrides as KEY VALUE pairs at the end, e.g. SOLVER.BASE_LR 0.001")
+    return parser
+
+
+def setup_cfg(args: argparse.Namespace):
+    """Defaults + user modules + ``--config-file`` + command-line overrides, frozen."""
+    cfg = load_config(args.config_file or None, args.opts or [], getattr(args, "module", []) or [])
+    cfg.freeze()
+    return cfg
+
+
+def default_setup(cfg, args: argparse.Namespace) -> None:
+    """Output folder, loggers (console + ``log.txt``), environment / arguments / config in the
+    log, ``OUTPUT_DIR/config.yaml``, per-rank seed and determinism settings."""
+    output_dir = cfg.OUTPUT_DIR
+    rank = comm.get_rank()
+    if comm.is_main_process() and output_dir:
+        os.makedirs(output_dir, exist_ok=True)
+    setup_logger(output_dir, distributed_rank=rank, name="fvcore")
+    log = setup_logger(output_dir, distributed_rank=rank)
+    log.info(f"Rank of current process: {rank}. World size: {comm.get_world_size()}")
+    log.info("Environment info:\n" + collect_env_info())
+    log.info(f"Command line arguments: {args}")
+    config_file = getattr(args, "config_file", "")
+    if config_file:
+        with open(config_file) as f:
+            log.info(f"Contents of {config_file}:\n{f.read()}")
+    log.info("Running with full config:\n" + cfg.dump())
+    if comm.is_main_process() and output_dir:
+        path = os.path.join(output_dir, "config.yaml")
+        atomic_write_bytes(path, cfg.dump().encode())
+        log.info(f"Full config saved to {path}")
+    # a different stream per rank; SEED < 0 draws (and logs) a fresh one
+    seed = seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)
+    log.info(f"Random seed of rank {rank}: {seed}")
+    setup_determinism(cfg.DETERMINISTIC, cfg.CUDNN_BENCHMARK and not getattr(args, "eval_only", False))
+
+
+def default_writers(cfg, max_iter: int) -> List[EventWriter]:
+    """Console line, ``OUTPUT_DIR/metrics.json``, TensorBoard (``WRITERS.TENSORBOARD``) and
+    W&B (``WRITERS.WANDB.ENABLED``)."""
+    writers: List[EventWriter] = [
+        CommonMetricPrinter(max_iter),
+        JSONWriter(os.path.join(cfg.OUTPUT_DIR, "metrics.json")),
+    ]
+    if cfg.WRITERS.TENSORBOARD:
+        writers.append(TensorboardXWriter(cfg.OUTPUT_DIR))
+    if cfg.WRITERS.WANDB.ENABLED:
+        import yaml
+
+        writers.append(WandbWriter(project=cfg.WRITERS.WANDB.PROJECT, mode=cfg.WRITERS.WANDB.MODE,
+                                   output_dir=cfg.OUTPUT_DIR, config=yaml.safe_load(cfg.dump())))
+    return writers
+
+
+def create_ddp_model(model: nn.Module, **kwargs: Any) -> nn.Module:
+    """Wrap in ``DistributedDataParallel`` when there is more than one process."""
+    if comm.get_world_size() == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    if "device_ids" not in kwargs and next(model.parameters()).is_cuda:
+        kwargs["device_ids"] = [comm.get_local_rank()]
+    return DistributedDataParallel(model, **kwargs)
+
+
+class DefaultTrainer(TrainerBase):
+    """Builds model, optimizer, loader, schedule, checkpointer and hooks from ``cfg`` and
+    trains (``SimpleTrainer`` or ``AMPTrainer`` with ``SOLVER.AMP.ENABLED``; DDP when the
+    world size is > 1). Usage::
+
+        trainer = DefaultTrainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
+        trainer.train()
+    """
+
+    def __init__(self, cfg):
+        super().__init__()
+        if not logging.getLogger("segtrain").isEnabledFor(logging.INFO):
+            setup_logger()
+        self.cfg = cfg
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = create_ddp_model(model, broadcast_buffers=False)
+        step_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
+        kwargs = {"dtype": cfg.SOLVER.AMP.DTYPE} if cfg.SOLVER.AMP.ENABLED else {}
+        self._trainer = step_cls(model, data_loader, optimizer, build_gradient_clipper(cfg),
+                                 cfg.SOLVER.ACCUM_ITER, **kwargs)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, cfg=cfg, optimizer=optimizer,
+                                         scheduler=self.scheduler, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self._last_eval_results: Optional[Dict] = None
+        self.register_hooks(self.build_hooks())
+
+    @property
+    def model(self) -> nn.Module:
+        return self._trainer.model
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self._trainer.optimizer
+
+    @property
+    def data_loader(self):
+        return self._trainer.data_loader
+
+    def resume_or_load(self, resume: bool = True) -> None:
+        """``resume``: continue from the last checkpoint in ``OUTPUT_DIR`` if there is one.
+        Otherwise initialize the model from ``MODEL.WEIGHTS`` (if set) and start at iteration 0."""
+        extra = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
+        if "iteration" in extra:
+            self.start_iter = int(extra["iteration"]) + 1
+            logger.info(f"Resumed: training continues at iteration {self.start_iter} of {self.max_iter}")
+        else:
+            self.start_iter = 0
+
+    def build_hooks(self) -> List[Optional[hooks.HookBase]]:
+        """Timer, LR, checkpoint hooks, evaluation, best checkpoint, early stopping, writers."""
+        cfg = self.cfg
+
+        def test_and_save_results():
+            self._last_eval_results = self.test(self.cfg, self.model)
+            return self._last_eval_results
+
+        ret: List[Optional[hooks.HookBase]] = [
+            hooks.IterationTimer(),
+            hooks.LRScheduler(),
+            hooks.FailureCheckpointer(self.checkpointer),
+            # checkpoint before evaluating, so a failing evaluation does not lose the trained weights
+            hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD,
+                                       max_to_keep=cfg.SOLVER.MAX_TO_KEEP),
+            hooks.SignalCheckpointer(self.checkpointer),
+            hooks.EvalHook(cfg.TEST.EVAL_PERIOD, test_and_save_results),
+        ]
+        # both read the metric the evaluation hook (above) just put into the storage
+        if cfg.TEST.BEST_CHECKPOINT.METRIC:
+            ret.append(hooks.BestCheckpointer(self.checkpointer, cfg.TEST.BEST_CHECKPOINT.METRIC,
+                                              cfg.TEST.BEST_CHECKPOINT.MODE))
+        if cfg.TEST.EARLY_STOP.PATIENCE > 0:
+            metric = cfg.TEST.EARLY_STOP.METRIC or cfg.TEST.BEST_CHECKPOINT.METRIC
+            if not metric:
+                raise ConfigError("TEST.EARLY_STOP.PATIENCE > 0 needs TEST.EARLY_STOP.METRIC "
+                                  "(or TEST.BEST_CHECKPOINT.METRIC), e.g. 'segm/AP'")
+            ret.append(hooks.EarlyStopping(metric, cfg.TEST.EARLY_STOP.MODE, cfg.TEST.EARLY_STOP.PATIENCE))
+        if comm.is_main_process():
+            # writers last: they publish what every other hook put into the storage this iteration
+            ret.append(hooks.PeriodicWriter(self.build_writers(), period=cfg.LOG_PERIOD))
+        return ret
+
+    def build_writers(self) -> List[EventWriter]:
+        return default_writers(self.cfg, self.max_iter)
+
+    def train(self) -> Optional[Dict]:
+        """Train from ``start_iter`` to ``SOLVER.MAX_ITER``; returns the last evaluation results
+        (also written to ``OUTPUT_DIR/metrics_final.json``)."""
+        super().train(self.start_iter, self.max_iter)
+        results = self._last_eval_results
+        if results and comm.is_main_process() and self.cfg.OUTPUT_DIR:
+            path = os.path.join(self.cfg.OUTPUT_DIR, "metrics_final.json")
+            payload = {"iteration": self.iter - 1, "results": results}
+            atomic_write_bytes(path, json.dumps(payload, indent=2, default=float).encode())
+            logger.info(f"Final evaluation results written to {path}")
+        return results
+
+    def run_step(self) -> None:
+        self._trainer.iter = self.iter
+        self._trainer.max_iter = self.max_iter
+        self._trainer.run_step()
+
+    def state_dict(self) -> Dict[str, Any]:
+        ret = super().state_dict()
+        ret["_trainer"] = self._trainer.state_dict()
+        return ret
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self._trainer.load_state_dict(state["_trainer"])
+
+    # ------------------------------------------------------------------ builders
+    @classmethod
+    def build_model(cls, cfg) -> nn.Module:
+        """``segtrain.modeling.build_model`` + ``MODEL.FROZEN_MODULES``; logs parameter counts."""
+        from segtrain.modeling import build_model
+
+        model = build_model(cfg)
+        freeze_modules(model, cfg.MODEL.FROZEN_MODULES)
+        log_parameter_counts(model)
+        logger.debug(f"Model:\n{model}")
+        return model
+
+    @classmethod
+    def build_optimizer(cls, cfg, model: nn.Module) -> torch.optim.Optimizer:
+        return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer: torch.optim.Optimizer):
+        return build_lr_scheduler(cfg, optimizer)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        from segtrain.data import build_train_loader
+
+        return build_train_loader(cfg)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name: str):
+        from segtrain.data import build_test_loader
+
+        return build_test_loader(cfg, dataset_name)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name: str, output_folder: Optional[str] = None):
+        from segtrain.evaluation.build import build_evaluator
+
+        return build_evaluator(cfg, dataset_name, output_folder)
+
+    @classmethod
+    def test(cls, cfg, model: nn.Module, evaluators: Optional[Sequence] = None) -> Dict:
+        """Evaluate ``model`` on every ``DATASETS.TEST`` dataset. ``evaluators``: one per dataset
+        (default: ``build_evaluator``). Returns ``{dataset: results}``, or the results
+        themselves when there is a single dataset."""
+        from segtrain.evaluation.evaluator import inference_on_dataset, print_csv_format
+
+        names = list(cfg.DATASETS.TEST)
+        if evaluators is not None and not isinstance(evaluators, (list, tuple)):
+            evaluators = [evaluators]
+        if evaluators is not None and len(evaluators) != len(names):
+            raise ConfigError(f"{len(evaluators)} evaluators given for {len(names)} DATASETS.TEST entries {names}")
+        results: "OrderedDict[str, Any]" = OrderedDict()
+        for idx, name in enumerate(names):
+            loader = cls.build_test_loader(cfg, name)
+            evaluator = evaluators[idx] if evaluators is not None else cls.build_evaluator(cfg, name)
+            res = inference_on_dataset(model, loader, evaluator)
+            results[name] = res
+            if comm.is_main_process() and res:
+                logger.info(f"Evaluation results for {name} in csv format:")
+                print_csv_format(res)
+        if len(results) == 1:
+            return list(results.values())[0]
+        return results
+
+
+class _CliWorker:
+    """Runs ``main(args)`` turning a ``SegtrainError`` into one ``error: ...`` line on stderr
+    and exit code 2 (130 on interruption). Picklable, so it runs in spawned workers too."""
+
+    def __init__(self, main: Callable, debug: bool):
+        self.main = main
+        self.debug = debug
+
+    def _report(self, msg: str) -> None:
+        prefix = f"error (rank {comm.get_rank()})" if comm.get_world_size() > 1 else "error"
+        print(f"{prefix}: {msg}", file=sys.stderr, flush=True)
+
+    def __call__(self, args) -> int:
+        try:
+            self.main(args)
+            code = 0
+        except SegtrainError as e:
+            if self.debug:
+                raise
+            logging.getLogger("segtrain").debug("user error", exc_info=True)  # the full trace in log.txt
+            self._report(str(e).splitlines()[0] if str(e) else type(e).__name__)
+            code = 2
+        except KeyboardInterrupt as e:
+            if self.debug:
+                raise
+            self._report(str(e) or "interrupted")
+            code = 130
+        if code and comm.get_world_size() > 1:
+            sys.exit(code)  # a spawned worker reports through its exit code
+        return code
+
+
+def run_cli(main: Callable[[argparse.Namespace], Any], args: argparse.Namespace) -> int:
+    """Run ``main(args)`` in ``args.num_gpus * args.num_machines`` processes (``launch``) and
+    return the exit code: 0, 2 after a user error (one ``error: <message>`` line on stderr,
+    no traceback unless ``--debug``), 130 after an interruption."""
+    from torch.multiprocessing import ProcessExitedException
+
+    worker = _CliWorker(main, bool(getattr(args, "debug", False)))
+    try:
+        code = launch(worker, getattr(args, "num_gpus", 1), num_machines=getattr(args, "num_machines", 1),
+                      machine_rank=getattr(args, "machine_rank", 0), dist_url=getattr(args, "dist_url", "auto"),
+                      args=(args,))
+    except ProcessExitedException as e:
+        return int(e.exit_code or 1)  # the worker already printed its error
+    except SegtrainError as e:  # raised by launch itself (bad --num-gpus / --dist-url)
+        if worker.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
+    return int(code or 0)

@@ -1,0 +1,371 @@
+"""The training loop: ``HookBase``, ``TrainerBase``, ``SimpleTrainer`` and ``AMPTrainer``.
+
+``SimpleTrainer.run_step`` is fetch -> forward -> check -> backward -> (every ``accum_iter``
+iterations) clip + optimizer step. It back-propagates ``loss_dict[CORE_LOSS_KEY]`` only;
+the other keys are logged. Everything else (LR schedule, checkpoints, evaluation,
+writers) lives in hooks.
+"""
+import logging
+import math
+import random
+import time
+import weakref
+from contextlib import nullcontext
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from segtrain.modeling.criterion.build import CORE_LOSS_KEY
+from segtrain.utils import comm
+from segtrain.utils.errors import ConfigError, NonFiniteLossError
+from segtrain.utils.events import EventStorage, get_event_storage
+
+__all__ = ["HookBase", "TrainerBase", "SimpleTrainer", "AMPTrainer"]
+
+logger = logging.getLogger(__name__)
+
+
+class HookBase:
+    """Base class of training hooks. ``self.trainer`` is a weak proxy set by
+    ``TrainerBase.register_hooks``. A hook with state returns it from ``state_dict``; it is
+    saved in the trainer's checkpoint state and restored on resume."""
+
+    trainer: "TrainerBase" = None
+
+    def before_train(self) -> None:
+        pass
+
+    def after_train(self) -> None:
+        pass
+
+    def before_step(self) -> None:
+        pass
+
+    def after_backward(self) -> None:
+        pass
+
+    def after_step(self) -> None:
+        pass
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        pass
+
+
+class TrainerBase:
+    """An iteration counter that calls its hooks around ``run_step``.
+
+    ``iter``: the current iteration (after ``train`` returns: one past the last one run).
+    ``exception``: the exception that ended training, or None (read by hooks in ``after_train``).
+    ``request_stop(reason)``: end training after the current step (early stopping, signals).
+    """
+
+    def __init__(self) -> None:
+        self._hooks: List[HookBase] = []
+        self.iter = 0
+        self.start_iter = 0
+        self.max_iter = 0
+        self.storage: Optional[EventStorage] = None
+        self.exception: Optional[BaseException] = None
+        self._stop_reason: Optional[str] = None
+
+    def register_hooks(self, hooks: Iterable[Optional[HookBase]]) -> None:
+        """Append hooks (None entries are skipped); they run in registration order."""
+        hooks = [h for h in hooks if h is not None]
+        for h in hooks:
+            assert isinstance(h, HookBase), f"{type(h).__name__} is not a HookBase"
+            # a weak proxy: the trainer owns its hooks, not the other way round
+            h.trainer = weakref.proxy(self)
+        self._hooks.extend(hooks)
+
+    def request_stop(self, reason: str) -> None:
+        self._stop_reason = reason
+
+    def train(self, start_iter: int, max_iter: int) -> None:
+        """Run iterations ``start_iter .. max_iter - 1`` (fewer if a hook requests a stop)."""
+        logger.info(f"Starting training from iteration {start_iter}")
+        self.iter = self.start_iter = start_iter
+        self.max_iter = max_iter
+        self.exception = None
+        self._stop_reason = None
+        with EventStorage(start_iter) as self.storage:
+            try:
+                self.before_train()
+                for self.iter in range(start_iter, max_iter):
+                    self.before_step()
+                    self.run_step()
+                    self.after_step()
+                    if self._stop_reason is not None:
+                        logger.info(f"Stopping at iteration {self.iter}: {self._stop_reason}")
+                        break
+                if max_iter > start_iter:
+                    self.iter += 1
+            except BaseException as e:
+                self.exception = e
+                if isinstance(e, Exception):
+                    logger.error(f"Training stopped at iteration {self.iter} by {type(e).__name__}: {e}")
+                raise
+            finally:
+                self.after_train()
+
+    def before_train(self) -> None:
+        for h in self._hooks:
+            h.before_train()
+
+    def after_train(self) -> None:
+        for h in self._hooks:
+            h.after_train()
+
+    def before_step(self) -> None:
+        self.storage.iter = self.iter
+        for h in self._hooks:
+            h.before_step()
+
+    def after_backward(self) -> None:
+        for h in self._hooks:
+            h.after_backward()
+
+    def after_step(self) -> None:
+        for h in self._hooks:
+            h.after_step()
+
+    def run_step(self) -> None:
+        raise NotImplementedError
+
+    def state_dict(self) -> Dict[str, Any]:
+        """``{"iteration": iter, "hooks": {hook class name: state}}``."""
+        hooks = {}
+        for h in self._hooks:
+            s = h.state_dict()
+            if s:
+                name = type(h).__qualname__
+                if name in hooks:
+                    logger.warning(f"two hooks named {name} have state; only the first is checkpointed")
+                    continue
+                hooks[name] = s
+        return {"iteration": self.iter, "hooks": hooks}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.iter = state["iteration"]
+        for name, s in state.get("hooks", {}).items():
+            matches = [h for h in self._hooks if type(h).__qualname__ == name]
+            if matches:
+                matches[0].load_state_dict(s)
+            else:
+                logger.warning(f"checkpoint has state for hook {name!r}, which is not registered; ignored")
+
+
+def _rng_state() -> Dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class SimpleTrainer(TrainerBase):
+    """Fetch a batch, ``loss_dict = model(batch)``, back-propagate ``loss_dict["core_loss"]``.
+
+    model: in training mode; returns a dict of scalar losses with ``CORE_LOSS_KEY`` (may be
+    wrapped in DistributedDataParallel). data_loader: an iterable of batches; if it has
+    ``state_dict`` / ``load_state_dict`` its position is checkpointed. grad_clipper:
+    ``clip(params) -> norm or None`` called right before ``optimizer.step``. accum_iter: the
+    loss is scaled by ``1 / accum_iter`` and the optimizer steps after iterations
+    ``accum_iter - 1, 2 * accum_iter - 1, ...`` (and after the last one).
+    """
+
+    def __init__(self, model: nn.Module, data_loader: Iterable, optimizer: torch.optim.Optimizer,
+                 grad_clipper: Optional[Callable] = None, accum_iter: int = 1):
+        super().__init__()
+        if accum_iter < 1:
+            raise ConfigError(f"SOLVER.ACCUM_ITER must be >= 1, got {accum_iter}")
+        model.train()
+        self.model = model
+        self.data_loader = data_loader
+        self.optimizer = optimizer
+        self.grad_clipper = grad_clipper
+        self.accum_iter = int(accum_iter)
+        self._data_loader_iter_obj = None
+        self._zeroed = False
+
+    @property
+    def _data_loader_iter(self):
+        # created lazily so that a resumed loader state is loaded before iteration starts
+        if self._data_loader_iter_obj is None:
+            self._data_loader_iter_obj = iter(self.data_loader)
+        return self._data_loader_iter_obj
+
+    def _is_boundary(self) -> bool:
+        return (self.iter + 1) % self.accum_iter == 0 or self.iter + 1 >= self.max_iter
+
+    def run_step(self) -> None:
+        assert self.model.training, "[SimpleTrainer] the model was switched to eval mode"
+        if not self._zeroed:
+            self.optimizer.zero_grad(set_to_none=True)
+            self._zeroed = True
+        start = time.perf_counter()
+        data = next(self._data_loader_iter)
+        data_time = time.perf_counter() - start
+
+        boundary = self._is_boundary()
+        # skip the DDP gradient all-reduce on micro-steps that do not update
+        sync = nullcontext() if boundary or not hasattr(self.model, "no_sync") else self.model.no_sync()
+        with sync:
+            loss_dict = self._forward(data)
+            core = self._check_losses(loss_dict)
+            self._backward(core / self.accum_iter)
+        self.after_backward()
+        self._write_metrics(loss_dict, data_time)
+        if boundary:
+            grad_norm = self._optimizer_step()
+            if grad_norm is not None:
+                get_event_storage().put_scalar("grad_norm", grad_norm)
+            self.optimizer.zero_grad(set_to_none=True)
+
+    def _forward(self, data: Any) -> Dict[str, torch.Tensor]:
+        return self.model(data)
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def _clip(self) -> Optional[torch.Tensor]:
+        if self.grad_clipper is None:
+            return None
+        return self.grad_clipper([p for g in self.optimizer.param_groups for p in g["params"]])
+
+    def _optimizer_step(self) -> Optional[torch.Tensor]:
+        norm = self._clip()
+        self.optimizer.step()
+        return norm
+
+    def _check_losses(self, loss_dict: Mapping[str, Any]) -> torch.Tensor:
+        """The core loss, after checking that every value of ``loss_dict`` is finite
+        (on every process, so that all of them stop together)."""
+        if not isinstance(loss_dict, Mapping) or CORE_LOSS_KEY not in loss_dict:
+            keys = sorted(loss_dict) if isinstance(loss_dict, Mapping) else type(loss_dict).__name__
+            raise ConfigError(f"model {type(self.model).__name__} returned no {CORE_LOSS_KEY!r} in training "
+                              f"(got {keys}); its criterion must return the total under {CORE_LOSS_KEY!r}")
+        core = loss_dict[CORE_LOSS_KEY]
+        values = torch.stack([torch.as_tensor(v, device=core.device).detach().float().reshape(-1).sum()
+                              for v in loss_dict.values()])
+        bad_local = ~torch.isfinite(values)
+        any_bad = bad_local.any().float()
+        if comm.get_world_size() > 1:
+            any_bad = comm.all_reduce_mean(any_bad)
+        if any_bad.item() > 0:
+            names = list(loss_dict)
+            bad = [f"{names[i]}={values[i].item()}" for i in bad_local.nonzero().flatten().tolist()
+                   if names[i] != CORE_LOSS_KEY]
+            core_val = float(torch.as_tensor(core).detach().float().sum())
+            if not bad and math.isfinite(core_val):
+                detail = f"a loss on another process (rank {comm.get_rank()} is finite)"
+            else:
+                detail = ", ".join(bad) if bad else "(only the total)"
+            raise NonFiniteLossError(f"non-finite loss at iteration {self.iter}: {detail} "
+                                     f"({CORE_LOSS_KEY}={core_val})")
+        return core
+
+    def _write_metrics(self, loss_dict: Mapping[str, Any], data_time: float) -> None:
+        """Losses and data time averaged over processes, put into the event storage (main process)."""
+        ref = loss_dict[CORE_LOSS_KEY]
+        metrics = {k: torch.as_tensor(v, device=ref.device).detach().float().reshape(-1).sum()
+                   for k, v in loss_dict.items()}
+        metrics["data_time"] = torch.tensor(data_time, device=ref.device)
+        metrics = comm.reduce_dict(metrics)
+        if comm.is_main_process():
+            storage = get_event_storage()
+            data_time = metrics.pop("data_time")
+            storage.put_scalar("data_time", data_time)
+            storage.put_scalars(**{k: v.item() for k, v in metrics.items()})
+
+    def state_dict(self) -> Dict[str, Any]:
+        ret = super().state_dict()
+        ret["rng"] = _rng_state()
+        if callable(getattr(self.data_loader, "state_dict", None)):
+            ret["data_loader"] = self.data_loader.state_dict()
+        return ret
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        if "rng" in state:
+            if comm.get_world_size() == 1:
+                _set_rng_state(state["rng"])
+            else:
+                logger.info("Not restoring the RNG state of rank 0 on every process; each rank keeps its seed")
+        can_load = callable(getattr(self.data_loader, "load_state_dict", None))
+        if "data_loader" in state and can_load:
+            self.data_loader.load_state_dict(state["data_loader"])
+            self._data_loader_iter_obj = None
+            logger.info("Restored the training data loader position")
+        elif can_load:
+            logger.warning("checkpoint has no data loader state; the data order restarts from the beginning")
+        else:
+            logger.warning("the training data loader has no state_dict; the resumed data order is not exact")
+
+
+def _autocast_dtype(dtype: str, device_type: str) -> torch.dtype:
+    if dtype == "auto":
+        return torch.float16 if device_type == "cuda" else torch.bfloat16
+    table = {"float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    if dtype not in table:
+        raise ConfigError(f"SOLVER.AMP.DTYPE: unknown dtype {dtype!r}; valid: auto, float16, bfloat16")
+    return table[dtype]
+
+
+class AMPTrainer(SimpleTrainer):
+    """``SimpleTrainer`` with autocast: bf16 on CPU, fp16 with a ``GradScaler`` on CUDA
+    (``dtype="auto"``). The scaler's state is part of ``state_dict``."""
+
+    def __init__(self, model: nn.Module, data_loader: Iterable, optimizer: torch.optim.Optimizer,
+                 grad_clipper: Optional[Callable] = None, accum_iter: int = 1, *, dtype: str = "auto",
+                 grad_scaler: Optional[torch.amp.GradScaler] = None):
+        super().__init__(model, data_loader, optimizer, grad_clipper, accum_iter)
+        param = next(model.parameters())
+        self.device_type = param.device.type
+        self.dtype = _autocast_dtype(dtype, self.device_type)
+        if grad_scaler is None and self.dtype == torch.float16:
+            grad_scaler = torch.amp.GradScaler(self.device_type)
+        self.grad_scaler = grad_scaler
+        logger.info(f"AMP: autocast {self.dtype} on {self.device_type}"
+                    + (" with GradScaler" if grad_scaler is not None else ""))
+
+    def _forward(self, data: Any) -> Dict[str, torch.Tensor]:
+        with torch.autocast(device_type=self.device_type, dtype=self.dtype):
+            return self.model(data)
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        if self.grad_scaler is None:
+            loss.backward()
+        else:
+            self.grad_scaler.scale(loss).backward()
+
+    def _optimizer_step(self) -> Optional[torch.Tensor]:
+        if self.grad_scaler is None:
+            return super()._optimizer_step()
+        self.grad_scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
+        norm = self._clip()
+        self.grad_scaler.step(self.optimizer)
+        self.grad_scaler.update()
+        return norm
+
+    def state_dict(self) -> Dict[str, Any]:
+        ret = super().state_dict()
+        if self.grad_scaler is not None:
+            ret["grad_scaler"] = self.grad_scaler.state_dict()
+        return ret
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        if self.grad_scaler is not None and "grad_scaler" in state:
+            self.grad_scaler.load_state_dict(state["grad_scaler"])

@@ -1,0 +1,103 @@
+"""Point sampling of mask logits (PointRend / Mask2Former), LOSSES.md "Functional pieces".
+
+Coordinates are normalized to [0, 1]^2 as ``(x, y)``; ``(0, 0)`` is the top-left
+corner of the top-left pixel and ``(1, 1)`` the bottom-right corner of the
+bottom-right pixel (``grid_sample`` with ``align_corners=False``).
+"""
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "point_sample",
+    "get_uncertain_point_coords_with_randomness",
+    "calculate_uncertainty",
+    "select_uncertain_point_coords",
+]
+
+
+def point_sample(input: Tensor, point_coords: Tensor, **kwargs) -> Tensor:
+    """Bilinear sample of ``input`` at normalized points.
+
+    input: [N, C, H, W]; point_coords: [N, P, 2] (or [N, Hg, Wg, 2]) in [0, 1]^2.
+    Returns [N, C, P] (or [N, C, Hg, Wg]) = ``grid_sample(input, 2*coords - 1)``,
+    ``align_corners=False`` unless given in ``kwargs``; mixed dtypes are promoted.
+    """
+    kwargs.setdefault("align_corners", False)
+    if input.dtype != point_coords.dtype:  # e.g. fp16 logits with fp32 coords outside autocast
+        dtype = torch.promote_types(input.dtype, point_coords.dtype)
+        input, point_coords = input.to(dtype), point_coords.to(dtype)
+    add_dim = point_coords.dim() == 3
+    if add_dim:
+        point_coords = point_coords.unsqueeze(2)
+    grid = (point_coords * 2.0).sub_(1.0)  # == 2*coords - 1, one temporary instead of two
+    output = F.grid_sample(input, grid, **kwargs)
+    if add_dim:
+        output = output.squeeze(3)
+    return output
+
+
+def calculate_uncertainty(logits: Tensor) -> Tensor:
+    """Uncertainty of binary mask logits: ``-|logit|`` (highest at the decision boundary).
+
+    logits: [N, 1, ...] class-agnostic logits. Returns the same shape.
+    """
+    assert logits.shape[1] == 1, f"calculate_uncertainty expects one channel, got shape {tuple(logits.shape)}"
+    return torch.abs(logits).neg_()  # a new tensor: the input is never modified
+
+
+def select_uncertain_point_coords(
+    coarse_logits: Tensor,
+    uncertainty_func: Callable[[Tensor], Tensor],
+    oversampled_coords: Tensor,
+    num_uncertain_points: int,
+    random_coords: Optional[Tensor] = None,
+) -> Tensor:
+    """The deterministic half of :func:`get_uncertain_point_coords_with_randomness`.
+
+    coarse_logits: [N, 1, H, W]; oversampled_coords: [N, S, 2] candidate points;
+    random_coords: [N, R, 2] or None. Keeps, per row, the ``num_uncertain_points``
+    candidates whose *sampled* logits score highest under ``uncertainty_func``
+    (``topk`` order), then appends ``random_coords``. Returns [N, num_uncertain + R, 2].
+    Splitting the draws from the selection lets a batched caller draw the random
+    numbers in exactly the order a per-layer loop would and select in one call.
+    """
+    num_boxes, num_sampled = oversampled_coords.shape[:2]
+    point_logits = point_sample(coarse_logits, oversampled_coords, align_corners=False)
+    point_uncertainties = uncertainty_func(point_logits)
+    idx = torch.topk(point_uncertainties[:, 0, :], k=num_uncertain_points, dim=1)[1]
+    coords = torch.gather(oversampled_coords, 1, idx.unsqueeze(-1).expand(num_boxes, num_uncertain_points, 2))
+    if random_coords is not None and random_coords.shape[1] > 0:
+        coords = torch.cat([coords, random_coords.to(coords.dtype)], dim=1)
+    return coords
+
+
+def get_uncertain_point_coords_with_randomness(
+    coarse_logits: Tensor,
+    uncertainty_func: Callable[[Tensor], Tensor] = calculate_uncertainty,
+    num_points: int = 12544,
+    oversample_ratio: float = 3.0,
+    importance_sample_ratio: float = 0.75,
+) -> Tensor:
+    """Importance-sample points where the mask logits are most uncertain, plus random ones.
+
+    coarse_logits: [N, 1, H, W] logits. Draws ``S = int(num_points*oversample_ratio)``
+    uniform points ``torch.rand(N, S, 2)``, scores their sampled logits with
+    ``uncertainty_func``, keeps the ``int(importance_sample_ratio*num_points)`` most
+    uncertain, then appends ``torch.rand(N, num_points - kept, 2)`` fresh uniform points.
+    Returns [N, num_points, 2] in [0, 1]^2 (no gradient is needed through it).
+    """
+    if oversample_ratio < 1:
+        raise ValueError(f"oversample_ratio must be >= 1, got {oversample_ratio}")
+    if not 0 <= importance_sample_ratio <= 1:
+        raise ValueError(f"importance_sample_ratio must be in [0, 1], got {importance_sample_ratio}")
+    num_boxes = coarse_logits.shape[0]
+    num_sampled = int(num_points * oversample_ratio)
+    num_uncertain = int(importance_sample_ratio * num_points)
+    num_random = num_points - num_uncertain
+    device = coarse_logits.device
+    over = torch.rand(num_boxes, num_sampled, 2, device=device)
+    rand = torch.rand(num_boxes, num_random, 2, device=device) if num_random > 0 else None
+    return select_uncertain_point_coords(coarse_logits, uncertainty_func, over, num_uncertain, rand)

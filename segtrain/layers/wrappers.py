@@ -1,0 +1,32 @@
+"""Thin wrappers over ``torch.nn`` layers (Detectron2 style)."""
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+__all__ = ["Conv2d"]
+
+
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` followed by an optional norm and activation.
+
+    The norm is the submodule ``norm`` so checkpoint keys read ``<name>.norm.weight``
+    (Detectron2 / Mask2Former naming); the activation is a plain callable (e.g.
+    ``F.relu``) and holds no state.
+
+    Extra keyword arguments: ``norm`` (an ``nn.Module`` or ``None``), ``activation``
+    (a callable or ``None``). Input [B, C_in, H, W] -> [B, C_out, H', W'].
+    """
+
+    def __init__(self, *args, norm: Optional[nn.Module] = None, activation: Optional[Callable] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.norm = norm
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._conv_forward(x, self.weight, self.bias)
+        if self.norm is not None:
+            x = self.norm(x)
+        if self.activation is not None:
+            x = self.activation(x)
+        return x

@@ -1,0 +1,362 @@
+"""Mask2Former ``HungarianMatcher``: one-to-one matching of queries to GT masks (LOSSES.md).
+
+Per image ``b`` with ``n_b`` GT masks, the cost of (query q, GT j) is::
+
+    C[q, j] = cost_class * (-softmax(pred_logits[b])[q, labels[j]])
+            + cost_mask  * mean_P bce(point_logits[q], point_labels[j])      (batch_sigmoid_ce_loss)
+            + cost_dice  * dice(point_logits[q], point_labels[j])            (batch_dice_loss)
+
+with ONE set of ``num_points`` uniform points per image shared by all of its
+predicted and GT masks (``num_points <= 0``: no sampling; predictions are
+bilinearly upsampled to the GT size and every pixel is used, as MaskFormer did).
+Costs are computed in float32 with autocast disabled (the assignment must not
+change with precision), moved to the CPU once, and solved per image with
+``scipy.optimize.linear_sum_assignment``.
+
+Batching. :meth:`HungarianMatcher.match_many` matches a list of predictions
+(e.g. Mask2Former's 10 decoder outputs) against the same targets at once:
+
+* shared across predictions: the target packing (labels, float masks, padding),
+  the GT point sampling (one ``grid_sample`` over all GT masks at the points of all
+  predictions) and the single device -> CPU copy of every cost matrix;
+* NOT shared: each prediction gets its own fresh points per image, drawn exactly
+  as the official code draws them (``torch.rand(1, num_points, 2)`` per image, per
+  call, predictions in list order), so ``match_many([o0, o1])`` equals
+  ``[forward(o0), forward(o1)]`` under the same RNG state;
+* batched over images: one ``grid_sample`` and one batched matmul per cost term
+  per prediction (targets padded to the largest ``n_b`` of the batch).
+
+:meth:`HungarianMatcher.forward_per_image` is the straightforward per-image loop
+(the reference the benchmark and the tests compare against).
+"""
+import logging
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor, nn
+
+from segtrain.config import configurable
+from segtrain.layers.losses import batch_dice_loss, batch_sigmoid_ce_loss
+from segtrain.layers.point_sample import point_sample
+from segtrain.utils.errors import DatasetError, NonFiniteLossError
+
+from .build import MATCHER_REGISTRY
+
+__all__ = ["HungarianMatcher", "PackedInstanceTargets", "pack_instance_targets"]
+
+logger = logging.getLogger(__name__)
+
+Indices = List[Tuple[Tensor, Tensor]]
+
+
+@dataclass
+class PackedInstanceTargets:
+    """Per-image instance targets concatenated over the batch (G = total GT masks).
+
+    labels: [G] int64; masks: [G, H, W] float32 (zero-padded to the batch's largest
+    H, W); sizes: n_b per image; offsets: first row of each image in the packed rows.
+    """
+
+    labels: Tensor
+    masks: Optional[Tensor]
+    sizes: List[int]
+    offsets: List[int]
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.sizes)
+
+    @property
+    def num_masks(self) -> int:
+        return int(sum(self.sizes))
+
+    def image_index(self) -> Tensor:
+        """[G] int64: the image each packed row belongs to (on the labels' device)."""
+        return torch.repeat_interleave(
+            torch.arange(len(self.sizes), device=self.labels.device),
+            torch.as_tensor(self.sizes, device=self.labels.device),
+        )
+
+    def padded(self, values: Tensor, fill: float = 0) -> Tensor:
+        """[G, ...] rows -> [B, max n_b, ...], ``fill`` in the padding."""
+        maxn = max(self.sizes) if self.sizes else 0
+        out = values.new_full((len(self.sizes), maxn) + tuple(values.shape[1:]), fill)
+        if values.shape[0]:
+            b = self.image_index()
+            j = torch.arange(values.shape[0], device=values.device) - torch.as_tensor(
+                self.offsets, device=values.device)[b]
+            out[b, j] = values
+        return out
+
+
+def pack_instance_targets(targets, device=None, need_masks: bool = True) -> PackedInstanceTargets:
+    """Pack a list of B dicts ``{"labels": [n_b] int64, "masks": [n_b, H, W]}``.
+
+    Masks of different sizes are zero-padded at the bottom/right to the largest
+    (as Mask2Former's ``nested_tensor_from_tensor_list``) and converted to float32
+    once for the whole batch. An already packed object is returned unchanged.
+    """
+    if isinstance(targets, PackedInstanceTargets):
+        return targets
+    labels, masks, sizes = [], [], []
+    for b, t in enumerate(targets):
+        if "labels" not in t:
+            raise DatasetError(f"target {b} has no 'labels'; keys: {sorted(t)}")
+        lab = torch.as_tensor(t["labels"]).reshape(-1).long()
+        labels.append(lab)
+        sizes.append(int(lab.numel()))
+        if need_masks:
+            if "masks" not in t:
+                raise DatasetError(f"target {b} has no 'masks'; keys: {sorted(t)}")
+            m = torch.as_tensor(t["masks"])
+            if m.dim() != 3 or m.shape[0] != lab.numel():
+                raise DatasetError(
+                    f"target {b}: 'masks' must be [n, H, W] with n = len(labels) = {lab.numel()}, got shape {tuple(m.shape)}"
+                )
+            masks.append(m)
+    if device is None:
+        device = labels[0].device if labels else torch.device("cpu")
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int).tolist() if sizes else []
+    packed_labels = torch.cat(labels).to(device) if labels else torch.zeros(0, dtype=torch.long, device=device)
+    packed_masks = None
+    if need_masks and masks:
+        H = max(m.shape[-2] for m in masks)
+        W = max(m.shape[-1] for m in masks)
+        if all(m.shape[-2:] == (H, W) for m in masks):
+            packed_masks = torch.cat([m.to(device) for m in masks]).to(torch.float32)
+        else:
+            packed_masks = torch.zeros((sum(sizes), H, W), dtype=torch.float32, device=device)
+            for m, o in zip(masks, offsets):
+                packed_masks[o:o + m.shape[0], : m.shape[1], : m.shape[2]] = m.to(device)
+    return PackedInstanceTargets(packed_labels, packed_masks, sizes, offsets)
+
+
+def _empty_indices() -> Tuple[Tensor, Tensor]:
+    return torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64)
+
+
+@MATCHER_REGISTRY.register()
+class HungarianMatcher(nn.Module):
+    """Mask2Former's matcher (no grad). See the module docstring for the cost and batching.
+
+    ``forward(outputs, targets)``: outputs ``{"pred_logits": [B, Q, K+1], "pred_masks":
+    [B, Q, h, w]}`` (or a list of such dicts); targets: list of B ``{"labels": [n_b]
+    int64, "masks": [n_b, H, W]}``. Returns a list of B ``(query_idx, target_idx)``
+    int64 CPU tensors of length ``min(Q, n_b)``, query_idx ascending (or one such list
+    per output when given a list). An image without GT gets two empty tensors.
+    """
+
+    #: set by a trainer or hook; quoted in the non-finite cost error when not None
+    iteration: Optional[int] = None
+
+    @configurable
+    def __init__(self, cost_class: float = 1, cost_mask: float = 1, cost_dice: float = 1, num_points: int = 0):
+        super().__init__()
+        if cost_class == 0 and cost_mask == 0 and cost_dice == 0:
+            raise ValueError("HungarianMatcher: all costs are 0 (cost_class, cost_mask, cost_dice); set at least one")
+        self.cost_class = cost_class
+        self.cost_mask = cost_mask
+        self.cost_dice = cost_dice
+        self.num_points = int(num_points)
+
+    @classmethod
+    def from_config(cls, cfg) -> Dict:
+        node = cfg.MODEL.MATCHER.HUNGARIAN
+        return {
+            "cost_class": node.COST_CLASS,
+            "cost_mask": node.COST_MASK,
+            "cost_dice": node.COST_DICE,
+            "num_points": node.NUM_POINTS,
+        }
+
+    def extra_repr(self) -> str:
+        return (f"cost_class={self.cost_class}, cost_mask={self.cost_mask}, "
+                f"cost_dice={self.cost_dice}, num_points={self.num_points}")
+
+    # ------------------------------------------------------------------ points
+    def draw_point_coords(self, batch_size: int, device=None) -> Optional[Tensor]:
+        """The points of one matching call: [B, num_points, 2] uniform in [0, 1]^2, drawn
+        as ``torch.rand(1, num_points, 2)`` once per image in image order (the official
+        RNG consumption); None when ``num_points <= 0``."""
+        if self.num_points <= 0:
+            return None
+        if batch_size == 0:
+            return torch.zeros(0, self.num_points, 2, device=device)
+        return torch.cat([torch.rand(1, self.num_points, 2, device=device) for _ in range(batch_size)])
+
+    # ------------------------------------------------------------------ public
+    @torch.no_grad()
+    def forward(self, outputs, targets, point_coords=None):
+        """Match one output dict (-> list of B index pairs) or a list of them (-> list of lists).
+        point_coords: [B, P, 2] (or a list of them for a list of outputs); None draws fresh ones."""
+        if isinstance(outputs, (list, tuple)):
+            return self.match_many(outputs, targets, point_coords=point_coords)
+        return self.match_many([outputs], targets, point_coords=None if point_coords is None else [point_coords])[0]
+
+    @torch.no_grad()
+    def match_many(
+        self,
+        outputs_list: Sequence[Dict[str, Tensor]],
+        targets: Union[Sequence[Dict[str, Tensor]], PackedInstanceTargets],
+        point_coords: Optional[Sequence[Optional[Tensor]]] = None,
+        layer_names: Optional[Sequence[str]] = None,
+    ) -> List[Indices]:
+        """Match every output of ``outputs_list`` against the same targets (module docstring).
+
+        point_coords: per output, [B, num_points, 2] or None (drawn here, in list order).
+        layer_names: how errors name each output (default ``outputs[i]``).
+        Returns one list of B ``(query_idx, target_idx)`` pairs per output.
+        """
+        L = len(outputs_list)
+        if L == 0:
+            return []
+        names = list(layer_names) if layer_names is not None else [f"outputs[{i}]" for i in range(L)]
+        B, Q = outputs_list[0]["pred_logits"].shape[:2]
+        device = outputs_list[0]["pred_logits"].device
+        if point_coords is None:
+            point_coords = [self.draw_point_coords(B, device) for _ in range(L)]
+        packed = pack_instance_targets(targets, device=device, need_masks=self._needs_masks())
+        if len(packed.sizes) != B:
+            raise DatasetError(f"HungarianMatcher: {len(packed.sizes)} targets for a batch of {B} predictions")
+        if packed.num_masks == 0:
+            return [[_empty_indices() for _ in range(B)] for _ in range(L)]
+        maxn = max(packed.sizes)
+        dev_type = device.type if device.type in ("cuda", "cpu", "xpu", "mps") else "cpu"
+        # costs in float32 under autocast: the assignment must not change with precision
+        with torch.autocast(device_type=dev_type, enabled=False):
+            tgt_points = self._sample_targets(packed, point_coords, L)  # [B, maxn, L, P] / [B, maxn, H*W]
+            labels_padded = packed.padded(packed.labels)  # [B, maxn]
+            costs = []
+            for l, out in enumerate(outputs_list):
+                tgt_l = tgt_points[:, :, l] if self.num_points > 0 else tgt_points
+                costs.append(self._cost(out, labels_padded, tgt_l, point_coords[l], packed)[0])
+            C = torch.stack(costs).cpu()  # [L, B, Q, maxn]: the one device -> CPU copy
+        C_np = C.numpy()
+        # a non-finite cost never reaches scipy: check every (output, image) before solving any
+        cols = np.arange(maxn)[None, None, None, :] < np.asarray(packed.sizes)[None, :, None, None]
+        bad = ~np.isfinite(C_np) & cols
+        if bad.any():
+            l, b = (int(v) for v in np.argwhere(bad.any(axis=(2, 3)))[0])
+            tgt_l = tgt_points[:, :, l] if self.num_points > 0 else tgt_points
+            with torch.autocast(device_type=dev_type, enabled=False):
+                self._raise_non_finite(outputs_list[l], labels_padded, tgt_l, point_coords[l], packed, b, names[l])
+        results = []
+        for l in range(L):
+            per_image = []
+            for b, n in enumerate(packed.sizes):
+                if n == 0:
+                    per_image.append(_empty_indices())
+                    continue
+                i, j = linear_sum_assignment(C_np[l, b, :, :n])
+                per_image.append((torch.as_tensor(i, dtype=torch.int64), torch.as_tensor(j, dtype=torch.int64)))
+            results.append(per_image)
+        return results
+
+    @torch.no_grad()
+    def forward_per_image(self, outputs: Dict[str, Tensor], targets, point_coords: Optional[Tensor] = None,
+                          layer_name: str = "outputs") -> Indices:
+        """Reference: the official per-image loop (one image's costs at a time).
+        Same RNG consumption and same result as :meth:`forward`."""
+        B = outputs["pred_logits"].shape[0]
+        device = outputs["pred_logits"].device
+        dev_type = device.type if device.type in ("cuda", "cpu", "xpu", "mps") else "cpu"
+        indices = []
+        for b in range(B):
+            t = targets[b]
+            coords = None
+            if self.num_points > 0:
+                coords = point_coords[b:b + 1] if point_coords is not None else torch.rand(1, self.num_points, 2, device=device)
+            labels = torch.as_tensor(t["labels"]).to(device).long()
+            if labels.numel() == 0:
+                indices.append(_empty_indices())
+                continue
+            with torch.autocast(device_type=dev_type, enabled=False):
+                prob = outputs["pred_logits"][b].float().softmax(-1)  # [Q, K+1]
+                cost_class = -prob[:, labels]
+                out_mask = outputs["pred_masks"][b].float()  # [Q, h, w]
+                tgt_mask = torch.as_tensor(t["masks"]).to(device).float()  # [n, H, W]
+                if self.num_points > 0:
+                    out_pts = point_sample(out_mask[:, None], coords.repeat(out_mask.shape[0], 1, 1)).squeeze(1)
+                    tgt_pts = point_sample(tgt_mask[:, None], coords.repeat(tgt_mask.shape[0], 1, 1)).squeeze(1)
+                else:
+                    out_pts = F.interpolate(out_mask[:, None], size=tgt_mask.shape[-2:], mode="bilinear",
+                                            align_corners=False).flatten(1)
+                    tgt_pts = tgt_mask.flatten(1)
+                cost_mask = batch_sigmoid_ce_loss(out_pts, tgt_pts)
+                cost_dice = batch_dice_loss(out_pts, tgt_pts)
+                C = self.cost_mask * cost_mask + self.cost_class * cost_class + self.cost_dice * cost_dice
+            c = C.cpu()
+            if not torch.isfinite(c).all():
+                for term, v in (("class", cost_class), ("mask", cost_mask), ("dice", cost_dice)):
+                    if not torch.isfinite(v).all():
+                        raise self._non_finite_error(term, b, layer_name)
+                raise self._non_finite_error("total", b, layer_name)
+            i, j = linear_sum_assignment(c.numpy())
+            indices.append((torch.as_tensor(i, dtype=torch.int64), torch.as_tensor(j, dtype=torch.int64)))
+        return indices
+
+    # ------------------------------------------------------------------ internals
+    def _needs_masks(self) -> bool:
+        return self.cost_mask != 0 or self.cost_dice != 0
+
+    def _sample_targets(self, packed: PackedInstanceTargets, point_coords, L: int) -> Optional[Tensor]:
+        """GT masks at the points of every output in one ``grid_sample``.
+        Returns [B, maxn, L, P] (points) or [B, maxn, H*W] (full masks); None without mask costs."""
+        if not self._needs_masks():
+            return None
+        if self.num_points <= 0:
+            return packed.padded(packed.masks.flatten(1))
+        P = self.num_points
+        coords = torch.cat([pc.to(packed.masks.device, torch.float32) for pc in point_coords], dim=1)  # [B, L*P, 2]
+        gt_coords = coords[packed.image_index()]  # [G, L*P, 2]: each GT at its image's points
+        pts = point_sample(packed.masks[:, None], gt_coords).squeeze(1)  # [G, L*P]
+        return packed.padded(pts.view(-1, L, P))
+
+    def _cost(self, out: Dict[str, Tensor], labels_padded: Tensor, tgt_pts: Optional[Tensor],
+              coords: Optional[Tensor], packed: PackedInstanceTargets):
+        """[B, Q, maxn] total cost and its three terms (each None when its weight is 0)."""
+        logits = out["pred_logits"].float()
+        B, Q = logits.shape[:2]
+        maxn = labels_padded.shape[1]
+        total = logits.new_zeros(B, Q, maxn)
+        cost_class = cost_mask = cost_dice = None
+        if self.cost_class != 0:
+            prob = logits.softmax(-1)
+            cost_class = -torch.gather(prob, 2, labels_padded[:, None, :].expand(B, Q, maxn))
+            total = total + self.cost_class * cost_class
+        if self._needs_masks():
+            out_mask = out["pred_masks"].float()  # [B, Q, h, w]
+            if self.num_points > 0:
+                # [B, Q, h, w] sampled as Q channels at the image's points -> [B, Q, P]
+                out_pts = point_sample(out_mask, coords.to(out_mask.device, torch.float32))
+            else:
+                out_pts = F.interpolate(out_mask, size=packed.masks.shape[-2:], mode="bilinear",
+                                        align_corners=False).flatten(2)
+            if self.cost_mask != 0:
+                cost_mask = batch_sigmoid_ce_loss(out_pts, tgt_pts)
+                total = total + self.cost_mask * cost_mask
+            if self.cost_dice != 0:
+                cost_dice = batch_dice_loss(out_pts, tgt_pts)
+                total = total + self.cost_dice * cost_dice
+        return total, cost_class, cost_mask, cost_dice
+
+    def _raise_non_finite(self, out, labels_padded, tgt_pts, coords, packed, b: int, name: str):
+        n = packed.sizes[b]
+        _, cc, cm, cd = self._cost(out, labels_padded, tgt_pts, coords, packed)
+        for term, v in (("class", cc), ("mask", cm), ("dice", cd)):
+            if v is not None and not torch.isfinite(v[b, :, :n]).all():
+                raise self._non_finite_error(term, b, name)
+        raise self._non_finite_error("total", b, name)
+
+    def _non_finite_error(self, term: str, b: int, name: str) -> NonFiniteLossError:
+        source = {"class": "pred_logits", "mask": "pred_masks", "dice": "pred_masks"}.get(term, "pred_logits/pred_masks")
+        where = f" at iteration {self.iteration}" if self.iteration is not None else ""
+        what = f"{term} cost (cost_{term})" if term != "total" else "total cost (weighted sum of the class, mask, dice costs)"
+        return NonFiniteLossError(
+            f"HungarianMatcher: non-finite {what} for image {b} of {name}{where}; "
+            f"{source} holds NaN or Inf, scipy's linear_sum_assignment was not called"
+        )

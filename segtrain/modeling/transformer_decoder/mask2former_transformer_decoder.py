@@ -1,0 +1,375 @@
+"""Mask2Former's masked-attention transformer decoder (``MultiScaleMaskedTransformerDecoder``).
+
+Module structure and parameter names are those of the official implementation, so an
+official checkpoint loads with no renames (see ``docs/mask2former.md``). The forward pass
+is reorganised for speed (batch-first tensors, fused attention with a head-broadcast
+boolean mask, no host-device synchronisation) but computes the same function.
+"""
+import logging
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from segtrain.config import configurable
+from segtrain.layers.wrappers import Conv2d
+from segtrain.utils.errors import ConfigError
+
+from .build import TRANSFORMER_DECODER_REGISTRY
+from .position_encoding import PositionEmbeddingSine
+
+__all__ = [
+    "SelfAttentionLayer",
+    "CrossAttentionLayer",
+    "FFNLayer",
+    "MLP",
+    "MultiScaleMaskedTransformerDecoder",
+    "masked_attention_mask",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def _with_pos(x: Tensor, pos: Optional[Tensor]) -> Tensor:
+    return x if pos is None else x + pos
+
+
+def _activation(name: str):
+    acts = {"relu": F.relu, "gelu": F.gelu, "glu": F.glu}
+    if name not in acts:
+        raise ConfigError(f"unknown activation {name!r}; valid: {', '.join(sorted(acts))}")
+    return acts[name]
+
+
+def _xavier_init(module: nn.Module) -> None:
+    # Official init: xavier-uniform on every matrix of the layer, biases left as built.
+    for p in module.parameters():
+        if p.dim() > 1:
+            nn.init.xavier_uniform_(p)
+
+
+class SelfAttentionLayer(nn.Module):
+    """Self-attention among queries with residual and LayerNorm (post-norm by default).
+
+    forward(tgt [B, Q, C], query_pos [B, Q, C] or None) -> [B, Q, C].
+    """
+
+    def __init__(self, d_model: int, nhead: int, dropout: float = 0.0, activation: str = "relu",
+                 normalize_before: bool = False):
+        super().__init__()
+        # batch_first only changes the call layout, not the parameters (in_proj_weight,
+        # in_proj_bias, out_proj.*), so official checkpoints still load.
+        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
+        self.norm = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.activation = _activation(activation)
+        self.normalize_before = normalize_before
+        _xavier_init(self)
+
+    def forward(self, tgt: Tensor, query_pos: Optional[Tensor] = None) -> Tensor:
+        x = self.norm(tgt) if self.normalize_before else tgt
+        q = k = _with_pos(x, query_pos)
+        # need_weights=False: the fused kernel, no [B, Q, Q] weight average computed for nothing
+        out = self.self_attn(q, k, value=x, need_weights=False)[0]
+        tgt = tgt + self.dropout(out)
+        return tgt if self.normalize_before else self.norm(tgt)
+
+
+class CrossAttentionLayer(nn.Module):
+    """Queries attend to one feature level, optionally restricted by a mask.
+
+    forward(tgt [B, Q, C], memory [B, S, C], attn_mask bool [B, 1 or nheads, Q, S] with
+    True = blocked (or None), pos [B, S, C], query_pos [B, Q, C]) -> [B, Q, C].
+    """
+
+    def __init__(self, d_model: int, nhead: int, dropout: float = 0.0, activation: str = "relu",
+                 normalize_before: bool = False):
+        super().__init__()
+        self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
+        self.norm = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.activation = _activation(activation)
+        self.normalize_before = normalize_before
+        _xavier_init(self)
+
+    def _attend(self, query: Tensor, key: Tensor, value: Tensor, attn_mask: Optional[Tensor]) -> Tensor:
+        """Multi-head attention with the module's own weights, the mask broadcast over heads.
+
+        nn.MultiheadAttention wants a [B * nheads, Q, S] mask and turns a boolean one into
+        a float copy of that size; here one [B, 1, Q, S] boolean mask serves every head.
+        """
+        attn = self.multihead_attn
+        B, Q, C = query.shape
+        S = key.shape[1]
+        h = attn.num_heads
+        w_q, w_k, w_v = attn.in_proj_weight.chunk(3)
+        b_q, b_k, b_v = attn.in_proj_bias.chunk(3)
+        q = F.linear(query, w_q, b_q).view(B, Q, h, C // h).transpose(1, 2)
+        k = F.linear(key, w_k, b_k).view(B, S, h, C // h).transpose(1, 2)
+        v = F.linear(value, w_v, b_v).view(B, S, h, C // h).transpose(1, 2)
+        # SDPA's boolean mask marks the positions that TAKE PART (the opposite of MHA's)
+        keep = None if attn_mask is None else ~attn_mask
+        dropout_p = attn.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=dropout_p)
+        out = out.transpose(1, 2).reshape(B, Q, C)
+        return attn.out_proj(out)
+
+    def forward(self, tgt: Tensor, memory: Tensor, attn_mask: Optional[Tensor] = None,
+                pos: Optional[Tensor] = None, query_pos: Optional[Tensor] = None) -> Tensor:
+        x = self.norm(tgt) if self.normalize_before else tgt
+        out = self._attend(_with_pos(x, query_pos), _with_pos(memory, pos), memory, attn_mask)
+        tgt = tgt + self.dropout(out)
+        return tgt if self.normalize_before else self.norm(tgt)
+
+
+class FFNLayer(nn.Module):
+    """Two-layer feed-forward block with residual and LayerNorm. [B, Q, C] -> [B, Q, C]."""
+
+    def __init__(self, d_model: int, dim_feedforward: int = 2048, dropout: float = 0.0,
+                 activation: str = "relu", normalize_before: bool = False):
+        super().__init__()
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.dropout = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.norm = nn.LayerNorm(d_model)
+        self.activation = _activation(activation)
+        self.normalize_before = normalize_before
+        _xavier_init(self)
+
+    def forward(self, tgt: Tensor) -> Tensor:
+        x = self.norm(tgt) if self.normalize_before else tgt
+        out = self.linear2(self.dropout(self.activation(self.linear1(x))))
+        tgt = tgt + self.dropout(out)
+        return tgt if self.normalize_before else self.norm(tgt)
+
+
+class MLP(nn.Module):
+    """``num_layers`` Linear layers (``layers.{i}``) with ReLU between them. [..., in] -> [..., out]."""
+
+    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int):
+        super().__init__()
+        self.num_layers = num_layers
+        dims_in = [input_dim] + [hidden_dim] * (num_layers - 1)
+        dims_out = [hidden_dim] * (num_layers - 1) + [output_dim]
+        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims_in, dims_out))
+
+    def forward(self, x: Tensor) -> Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < self.num_layers - 1:
+                x = F.relu(x)
+        return x
+
+
+def masked_attention_mask(mask_logits: Tensor, size: Tuple[int, int]) -> Tensor:
+    """Mask2Former's attention mask from mask logits, for one feature level.
+
+    mask_logits: [B, Q, H, W] logits; size: the level's (h, w).
+    Returns bool [B, 1, Q, h*w], True = blocked: ``sigmoid(resized logits) < 0.5``, with
+    rows where every position would be blocked fully unblocked instead. The head axis has
+    size 1 and broadcasts (the official code repeats the mask over heads: same values).
+    """
+    resized = F.interpolate(mask_logits.detach(), size=size, mode="bilinear", align_corners=False)
+    # sigmoid(x) < 0.5 <=> x < 0 (also for NaN: both False), so no sigmoid is needed
+    blocked = resized.flatten(2) < 0
+    # A query blocked everywhere would give a softmax over nothing (NaN): let it see all.
+    # Computed on the device without indexing, so no host synchronisation.
+    blocked = blocked & ~blocked.all(dim=-1, keepdim=True)
+    return blocked.unsqueeze(1)
+
+
+@TRANSFORMER_DECODER_REGISTRY.register()
+class MultiScaleMaskedTransformerDecoder(nn.Module):
+    """Masked-attention decoder: learnable queries attend, level by level (round robin over
+    3 scales, coarse to fine), to the pixel decoder's features, each cross-attention
+    restricted to the foreground of the previous prediction's masks.
+
+    forward(x: list of 3 [B, in_channels, h_l, w_l] (strides 32, 16, 8), mask_features
+    [B, mask_dim, H, W]) -> {"pred_logits": [B, Q, K+1], "pred_masks": [B, Q, H, W] logits,
+    "aux_outputs": list of ``dec_layers`` dicts with the same two keys}, the aux list
+    ordered from the queries' own prediction to the second-to-last layer's.
+    """
+
+    _version = 2
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        # Checkpoints older than the official version 2 call query_feat "static_query".
+        version = local_metadata.get("version", None)
+        if version is None or version < 2:
+            renamed = False
+            for k in list(state_dict.keys()):
+                if k.startswith(prefix) and "static_query" in k:
+                    state_dict[k.replace("static_query", "query_feat")] = state_dict.pop(k)
+                    renamed = True
+            if renamed:
+                logger.warning("%s: renamed old 'static_query' weights to 'query_feat'", type(self).__name__)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    @configurable
+    def __init__(
+        self,
+        in_channels: int,
+        mask_classification: bool = True,
+        *,
+        num_classes: int,
+        hidden_dim: int,
+        num_queries: int,
+        nheads: int,
+        dim_feedforward: int,
+        dec_layers: int,
+        pre_norm: bool,
+        mask_dim: int,
+        enforce_input_project: bool,
+    ):
+        """
+        in_channels: channels of each of the 3 input feature levels.
+        mask_classification: must be True (class logits are always predicted).
+        num_classes: K; ``class_embed`` predicts K + 1 logits.
+        hidden_dim: C, the query width; nheads must divide it.
+        num_queries: Q.
+        dec_layers: number of transformer LAYERS (the config's DEC_LAYERS - 1).
+        pre_norm: pre-LayerNorm layers instead of post-norm.
+        mask_dim: channels of ``mask_features`` (the mask embedding width).
+        enforce_input_project: 1x1 projections even when in_channels == hidden_dim.
+        """
+        super().__init__()
+        if not mask_classification:
+            raise ConfigError("MultiScaleMaskedTransformerDecoder only supports mask_classification=True")
+        if hidden_dim % nheads != 0:
+            raise ConfigError(f"MODEL.MASK_FORMER.HIDDEN_DIM ({hidden_dim}) must be divisible by NHEADS ({nheads})")
+        self.mask_classification = mask_classification
+
+        self.pe_layer = PositionEmbeddingSine(hidden_dim // 2, normalize=True)
+        # Without a padding mask the position embedding depends only on (h, w): computed
+        # once per size and device, not 3 times per iteration (sin/cos over every pixel).
+        self._pos_cache: Dict[Tuple, Tensor] = {}
+
+        self.num_heads = nheads
+        self.num_layers = dec_layers
+        self.transformer_self_attention_layers = nn.ModuleList()
+        self.transformer_cross_attention_layers = nn.ModuleList()
+        self.transformer_ffn_layers = nn.ModuleList()
+        for _ in range(self.num_layers):
+            # The decoder itself never uses dropout (official: 0.0 everywhere here)
+            self.transformer_self_attention_layers.append(
+                SelfAttentionLayer(hidden_dim, nheads, dropout=0.0, normalize_before=pre_norm))
+            self.transformer_cross_attention_layers.append(
+                CrossAttentionLayer(hidden_dim, nheads, dropout=0.0, normalize_before=pre_norm))
+            self.transformer_ffn_layers.append(
+                FFNLayer(hidden_dim, dim_feedforward=dim_feedforward, dropout=0.0, normalize_before=pre_norm))
+
+        self.decoder_norm = nn.LayerNorm(hidden_dim)
+
+        self.num_queries = num_queries
+        self.query_feat = nn.Embedding(num_queries, hidden_dim)  # learnable query features
+        self.query_embed = nn.Embedding(num_queries, hidden_dim)  # learnable query positions
+
+        self.num_feature_levels = 3  # always 3 scales
+        self.level_embed = nn.Embedding(self.num_feature_levels, hidden_dim)
+        self.input_proj = nn.ModuleList()
+        for _ in range(self.num_feature_levels):
+            if in_channels != hidden_dim or enforce_input_project:
+                proj = Conv2d(in_channels, hidden_dim, kernel_size=1)
+                # detectron2's c2_xavier_fill: kaiming-uniform with a=1, zero bias
+                nn.init.kaiming_uniform_(proj.weight, a=1)
+                nn.init.zeros_(proj.bias)
+                self.input_proj.append(proj)
+            else:
+                self.input_proj.append(nn.Sequential())  # identity with no parameters
+
+        self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
+        self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
+
+    @classmethod
+    def from_config(cls, cfg, in_channels, mask_classification=True):
+        mf = cfg.MODEL.MASK_FORMER
+        # Official key semantics: DEC_LAYERS counts the predictions, one more than the
+        # layers, because the learnable queries' own prediction is supervised too.
+        if mf.DEC_LAYERS < 1:
+            raise ConfigError(f"MODEL.MASK_FORMER.DEC_LAYERS must be >= 1 (layers + 1), got {mf.DEC_LAYERS}")
+        return {
+            "in_channels": in_channels,
+            "mask_classification": mask_classification,
+            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+            "hidden_dim": mf.HIDDEN_DIM,
+            "num_queries": mf.NUM_OBJECT_QUERIES,
+            "nheads": mf.NHEADS,
+            "dim_feedforward": mf.DIM_FEEDFORWARD,
+            "dec_layers": mf.DEC_LAYERS - 1,
+            "pre_norm": mf.PRE_NORM,
+            "enforce_input_project": mf.ENFORCE_INPUT_PROJ,
+            "mask_dim": cfg.MODEL.SEM_SEG_HEAD.MASK_DIM,
+        }
+
+    def forward(self, x: List[Tensor], mask_features: Tensor, mask: Optional[Tensor] = None) -> Dict:
+        """See the class docstring. ``mask`` (padding) is ignored, as in the official code."""
+        del mask  # official: masking the padded region does not change the results
+        if len(x) != self.num_feature_levels:
+            raise ValueError(f"expected {self.num_feature_levels} feature levels, got {len(x)}")
+        src, pos, size_list = [], [], []
+        for i in range(self.num_feature_levels):
+            size_list.append((int(x[i].shape[-2]), int(x[i].shape[-1])))
+            pos.append(self._position_embedding(x[i]))  # [1, h*w, C], broadcast over the batch
+            # [B, C, h, w] -> [B, h*w, C]
+            src.append((self.input_proj[i](x[i]).flatten(2) + self.level_embed.weight[i][None, :, None])
+                       .transpose(1, 2))
+
+        bs = src[0].shape[0]
+        query_embed = self.query_embed.weight.unsqueeze(0).expand(bs, -1, -1)  # [B, Q, C], no copy
+        output = self.query_feat.weight.unsqueeze(0).expand(bs, -1, -1)
+
+        # Flattened once and shared by the 10 mask predictions: [B, mask_dim, H*W]
+        mask_feat_flat = mask_features.flatten(2)
+        mask_hw = mask_features.shape[-2:]
+
+        predictions_class, predictions_mask = [], []
+        outputs_class, outputs_mask = self._heads(output, mask_feat_flat, mask_hw)
+        predictions_class.append(outputs_class)
+        predictions_mask.append(outputs_mask)
+
+        for i in range(self.num_layers):
+            level_index = i % self.num_feature_levels
+            attn_mask = masked_attention_mask(outputs_mask, size_list[level_index])
+            # cross-attention first, then self-attention, then FFN (official order)
+            output = self.transformer_cross_attention_layers[i](
+                output, src[level_index], attn_mask=attn_mask, pos=pos[level_index], query_pos=query_embed)
+            output = self.transformer_self_attention_layers[i](output, query_pos=query_embed)
+            output = self.transformer_ffn_layers[i](output)
+
+            outputs_class, outputs_mask = self._heads(output, mask_feat_flat, mask_hw)
+            predictions_class.append(outputs_class)
+            predictions_mask.append(outputs_mask)
+
+        return {
+            "pred_logits": predictions_class[-1],
+            "pred_masks": predictions_mask[-1],
+            "aux_outputs": [
+                {"pred_logits": a, "pred_masks": b}
+                for a, b in zip(predictions_class[:-1], predictions_mask[:-1])
+            ],
+        }
+
+    def _position_embedding(self, x: Tensor) -> Tensor:
+        """Sine embedding of a [B, C, h, w] map as [1, h*w, hidden_dim] (cached per size)."""
+        key = (int(x.shape[-2]), int(x.shape[-1]), x.device)
+        pos = self._pos_cache.get(key)
+        if pos is None:
+            with torch.no_grad():
+                pos = self.pe_layer(x[:1], None).flatten(2).transpose(1, 2).contiguous()
+            if len(self._pos_cache) >= 16:  # multi-scale inputs: keep the cache bounded
+                self._pos_cache.clear()
+            self._pos_cache[key] = pos
+        return pos
+
+    def _heads(self, output: Tensor, mask_feat_flat: Tensor, mask_hw) -> Tuple[Tensor, Tensor]:
+        """Class logits [B, Q, K+1] and mask logits [B, Q, H, W] from queries [B, Q, C]."""
+        decoder_output = self.decoder_norm(output)
+        outputs_class = self.class_embed(decoder_output)
+        mask_embed = self.mask_embed(decoder_output)
+        # "bqc,bchw->bqhw" as one batched matmul on the pre-flattened features
+        outputs_mask = torch.bmm(mask_embed, mask_feat_flat).view(
+            output.shape[0], output.shape[1], mask_hw[0], mask_hw[1])
+        return outputs_class, outputs_mask

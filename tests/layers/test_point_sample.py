@@ -1,0 +1,59 @@
+"""point_sample and uncertainty-based point selection."""
+import torch
+
+from segtrain.layers.point_sample import (
+    calculate_uncertainty,
+    get_uncertain_point_coords_with_randomness,
+    point_sample,
+)
+
+
+def test_point_sample_hand():
+    """2x2 image [[0,1],[2,3]], align_corners=False: pixel centers are at 0.25 / 0.75.
+    (x=.25,y=.25) -> 0, (.75,.25) -> 1, (.25,.75) -> 2, (.5,.5) -> mean 1.5."""
+    img = torch.tensor([[0.0, 1.0], [2.0, 3.0]]).view(1, 1, 2, 2)
+    coords = torch.tensor([[[0.25, 0.25], [0.75, 0.25], [0.25, 0.75], [0.5, 0.5]]])
+    out = point_sample(img, coords)
+    assert out.shape == (1, 1, 4)
+    torch.testing.assert_close(out[0, 0], torch.tensor([0.0, 1.0, 2.0, 1.5]))
+
+
+def test_point_sample_grid_shape_and_mixed_dtype():
+    img = torch.randn(2, 3, 5, 5, dtype=torch.float16)
+    out = point_sample(img, torch.rand(2, 4, 6, 2))
+    assert out.shape == (2, 3, 4, 6)
+
+
+def test_point_sample_gradcheck():
+    img = torch.randn(1, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    # keep points away from pixel centers/edges, where bilinear sampling is not differentiable in the coords
+    coords = (torch.rand(1, 5, 2, dtype=torch.float64) * 0.6 + 0.2 + 0.013).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, c: point_sample(a, c), (img, coords))
+
+
+def test_uncertain_points_rng_order_and_selection():
+    """Draw order: rand(N, S, 2), then rand(N, R, 2); the kept points are the S candidates
+    with the smallest |logit|, by topk."""
+    logits = torch.linspace(-3, 3, 8).view(1, 1, 1, 8).expand(2, 1, 8, 8).contiguous()
+    torch.manual_seed(0)
+    out = get_uncertain_point_coords_with_randomness(logits, calculate_uncertainty, 10, 3.0, 0.75)
+    assert out.shape == (2, 10, 2)
+    torch.manual_seed(0)
+    over = torch.rand(2, 30, 2)
+    extra = torch.rand(2, 3, 2)
+    unc = calculate_uncertainty(point_sample(logits, over))[:, 0]
+    idx = unc.topk(7, dim=1)[1]
+    expected = torch.cat([torch.gather(over, 1, idx[..., None].expand(2, 7, 2)), extra], 1)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    # the kept points are the most uncertain candidates
+    kept = calculate_uncertainty(point_sample(logits, out[:, :7]))[:, 0]
+    assert (kept.min(1).values >= unc.topk(7, dim=1).values.min(1).values - 1e-6).all()
+
+
+def test_uncertain_points_ratio_edges():
+    logits = torch.randn(3, 1, 6, 6)
+    torch.manual_seed(1)
+    out = get_uncertain_point_coords_with_randomness(logits, calculate_uncertainty, 5, 1.0, 1.0)
+    assert out.shape == (3, 5, 2) and ((out >= 0) & (out <= 1)).all()
+    out = get_uncertain_point_coords_with_randomness(logits, calculate_uncertainty, 5, 2.0, 0.0)
+    assert out.shape == (3, 5, 2)

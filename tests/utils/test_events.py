@@ -1,0 +1,115 @@
+"""EventStorage and writers: smoothing, JSON lines (incl. values put late), console line,
+TensorBoard / W&B fallbacks, setup_logger files."""
+import json
+import logging
+
+import pytest
+
+from segtrain.utils.events import (
+    CommonMetricPrinter,
+    EventStorage,
+    JSONWriter,
+    TensorboardXWriter,
+    WandbWriter,
+    get_event_storage,
+)
+from segtrain.utils.logger import setup_logger
+
+
+def test_storage_smoothing_history_and_context():
+    with pytest.raises(RuntimeError):
+        get_event_storage()
+    with EventStorage(start_iter=10) as s:
+        assert get_event_storage() is s
+        for i, v in enumerate([1.0, 9.0, 2.0]):
+            s.iter = 10 + i
+            s.put_scalars(core_loss=v)
+            s.put_scalar("lr", 0.1 * (i + 1), smoothing_hint=False)
+        latest = s.latest_with_smoothing_hint(window_size=3)
+        assert latest["core_loss"] == (2.0, 12)  # median of 1, 9, 2
+        assert latest["lr"][0] == pytest.approx(0.3)
+        assert s.history("core_loss").values() == [(1.0, 10), (9.0, 11), (2.0, 12)]
+        with s.name_scope("val"):
+            s.put_scalar("loss", 1.0)
+        assert "val/loss" in s.latest()
+        with pytest.raises(KeyError, match="nope"):
+            s.history("nope")
+
+
+def test_json_writer_writes_late_values_at_written_iteration(tmp_path):
+    path = tmp_path / "metrics.json"
+    w = JSONWriter(str(path), window_size=1)
+    with EventStorage() as s:
+        for it in range(3):
+            s.iter = it
+            s.put_scalars(core_loss=float(it), loss_ce=1.0)
+            w.write()
+        s.put_scalars(**{"segm/AP": 42.0}, smoothing_hint=False)  # final evaluation, same iteration
+        w.write()
+        w.write()  # nothing new: nothing written
+    w.close()
+    lines = [json.loads(x) for x in open(path)]
+    assert lines == [{"iteration": 0, "core_loss": 0.0, "loss_ce": 1.0},
+                     {"iteration": 1, "core_loss": 1.0, "loss_ce": 1.0},
+                     {"iteration": 2, "core_loss": 2.0, "loss_ce": 1.0},
+                     {"iteration": 2, "segm/AP": 42.0}]
+
+
+def test_common_metric_printer_line(caplog, monkeypatch):
+    p = CommonMetricPrinter(max_iter=100)
+    with EventStorage() as s:
+        s.iter = 9
+        s.put_scalars(core_loss=1.5, loss_dice_3=0.25, time=0.5, data_time=0.01)
+        s.put_scalar("lr", 1e-4, smoothing_hint=False)
+        monkeypatch.setattr(logging.getLogger("segtrain"), "propagate", True)  # reach caplog's root handler
+        with caplog.at_level(logging.INFO, logger="segtrain.utils.events"):
+            p.write()
+    line = caplog.records[-1].getMessage()
+    assert "iter: 10/100" in line and "eta: 0:00:45" in line
+    assert line.index("core_loss: 1.5") < line.index("loss_dice_3: 0.25")
+    assert "time: 0.5000" in line and "data_time: 0.0100" in line and "lr: 0.0001" in line
+
+
+def test_tensorboard_writer_writes_event_file(tmp_path):
+    w = TensorboardXWriter(str(tmp_path))
+    with EventStorage() as s:
+        s.put_scalar("core_loss", 1.0)
+        w.write()
+    w.close()
+    if w._writer is not None:  # tensorboard installed
+        assert any(p.name.startswith("events.out.tfevents") for p in tmp_path.iterdir())
+
+
+def test_wandb_writer_without_wandb_is_noop(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_wandb(name, *a, **k):
+        if name == "wandb":
+            raise ImportError("no wandb")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_wandb)
+    w = WandbWriter(project="p", mode="offline", output_dir=str(tmp_path))
+    with EventStorage() as s:
+        s.put_scalar("core_loss", 1.0)
+        w.write()
+    w.close()
+
+
+def test_setup_logger_files_and_rank_suffix(tmp_path):
+    name = "segtrain_test_logger"
+    lg = setup_logger(str(tmp_path), 0, name=name)
+    lg.info("hello rank0")
+    setup_logger(str(tmp_path), 0, name=name)  # a second call must not duplicate handlers
+    assert len(lg.handlers) == 2
+    lg1 = setup_logger(str(tmp_path), 1, name=name + "_r1")
+    lg1.info("hello rank1")
+    assert len(lg1.handlers) == 1  # no console on rank > 0
+    for h in lg.handlers + lg1.handlers:
+        h.flush()
+    assert "hello rank0" in (tmp_path / "log.txt").read_text()
+    assert "hello rank1" in (tmp_path / "log.txt.rank1").read_text()
+    for h in lg.handlers + lg1.handlers:
+        h.close()

@@ -1,0 +1,39 @@
+#!/usr/bin/env python
+"""Train a segmentation model from a config, or evaluate one (``--eval-only``).
+
+    python tools/train_net.py --config-file projects/m2f/r50.yaml [KEY VALUE ...]
+    python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS out/model_final.pth
+    python tools/train_net.py --config-file ... --resume          # continue OUTPUT_DIR's run
+    python tools/train_net.py --config-file ... --num-gpus 8      # torch.distributed
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from segtrain.checkpoint import Checkpointer  # noqa: E402
+from segtrain.engine import DefaultTrainer, default_argument_parser, default_setup, run_cli, setup_cfg  # noqa: E402
+from segtrain.utils.errors import ConfigError  # noqa: E402
+
+
+def setup(args):
+    cfg = setup_cfg(args)
+    default_setup(cfg, args)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        if not cfg.MODEL.WEIGHTS and not args.resume:
+            raise ConfigError("--eval-only needs MODEL.WEIGHTS (a .pth / .pkl file) or --resume")
+        model = DefaultTrainer.build_model(cfg)
+        Checkpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        return DefaultTrainer.test(cfg, model)
+    trainer = DefaultTrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main, default_argument_parser().parse_args()))
