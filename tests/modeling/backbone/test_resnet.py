@@ -135,7 +135,9 @@ def test_torchvision_conversion_loads_strictly(depth):
     assert is_torchvision_resnet_state_dict(tv)
     converted = convert_torchvision_resnet_state_dict(tv)
     assert not any(k.startswith("fc.") for k in converted)
-    assert "stem.conv1.norm.running_var" in converted and "res2.0.shortcut.norm.weight" in converted
+    assert "stem.conv1.norm.running_var" in converted
+    # res2.0 of a basic-block ResNet keeps its width (no shortcut conv); res3.0 always downsamples
+    assert "res3.0.shortcut.norm.weight" in converted
     model = build_backbone(_cfg(depth, norm="BN"))
     model.load_state_dict(converted, strict=True)
     assert not is_torchvision_resnet_state_dict(model.state_dict())
