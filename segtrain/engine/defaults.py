@@ -76,7 +76,10 @@ def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentPa
 
 
 def setup_cfg(args: argparse.Namespace):
-    """Defaults + user modules + ``--config-file`` + command-line overrides, frozen."""
+    """Defaults + user modules + ``--config-file`` + command-line overrides, frozen.
+    A run always names its config: a missing ``--config-file`` is a one-line error."""
+    if not args.config_file:
+        raise ConfigError("no --config-file given (e.g. --config-file projects/m2f/r50.yaml)")
     cfg = load_config(args.config_file or None, args.opts or [], getattr(args, "module", []) or [])
     cfg.freeze()
     return cfg

@@ -4,7 +4,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-__all__ = ["Conv2d"]
+__all__ = ["Conv2d", "c2_msra_fill", "c2_xavier_fill"]
 
 
 class Conv2d(nn.Conv2d):
@@ -30,3 +30,19 @@ class Conv2d(nn.Conv2d):
         if self.activation is not None:
             x = self.activation(x)
         return x
+
+
+# Caffe2-style initializers (same semantics as ``fvcore.nn.weight_init``; written here
+# because importing ``fvcore.nn`` TorchScript-compiles its losses at import time).
+def c2_msra_fill(module: nn.Module) -> None:
+    """He (MSRA) normal init, fan_out, for convs followed by ReLU; bias 0."""
+    nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+    if getattr(module, "bias", None) is not None:
+        nn.init.constant_(module.bias, 0)
+
+
+def c2_xavier_fill(module: nn.Module) -> None:
+    """Caffe2 "XavierFill": uniform in +-sqrt(3 / fan_in) (kaiming_uniform with a=1); bias 0."""
+    nn.init.kaiming_uniform_(module.weight, a=1)
+    if getattr(module, "bias", None) is not None:
+        nn.init.constant_(module.bias, 0)

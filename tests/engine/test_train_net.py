@@ -24,6 +24,13 @@ def test_missing_config_file(tmp_path):
     assert "Traceback" not in r.stdout + r.stderr
 
 
+def test_no_config_file_flag(tmp_path):
+    r = _run("OUTPUT_DIR", str(tmp_path / "out"))
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == ["error: no --config-file given (e.g. --config-file projects/m2f/r50.yaml)"]
+    assert not (tmp_path / "out").exists()
+
+
 def test_unknown_config_key(tmp_path):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("SOLVER:\n  BASE_LRR: 0.1\n")

@@ -1,6 +1,5 @@
 """Multi-scale deformable attention: the fast path and the official-algorithm reference
 against an explicit bilinear computation, gradients, and the module."""
-import math
 
 import pytest
 import torch

@@ -12,13 +12,12 @@ import logging
 import re
 from typing import Dict, List, Optional, Sequence
 
-import fvcore.nn.weight_init as weight_init
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from segtrain.layers.norm import FrozenBatchNorm2d, get_norm
-from segtrain.layers.wrappers import Conv2d
+from segtrain.layers.wrappers import Conv2d, c2_msra_fill
 from segtrain.structures.shape_spec import ShapeSpec
 from segtrain.utils.errors import ConfigError
 
@@ -70,7 +69,7 @@ class BasicBlock(CNNBlockBase):
                             norm=get_norm(norm, out_channels))
         for layer in (self.conv1, self.conv2, self.shortcut):
             if layer is not None:
-                weight_init.c2_msra_fill(layer)
+                c2_msra_fill(layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu_(self.conv1(x))
@@ -105,7 +104,7 @@ class BottleneckBlock(CNNBlockBase):
                             norm=get_norm(norm, out_channels))
         for layer in (self.conv1, self.conv2, self.conv3, self.shortcut):
             if layer is not None:
-                weight_init.c2_msra_fill(layer)
+                c2_msra_fill(layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu_(self.conv1(x))
@@ -122,7 +121,7 @@ class BasicStem(CNNBlockBase):
         super().__init__(in_channels, out_channels, 4)
         self.conv1 = Conv2d(in_channels, out_channels, kernel_size=7, stride=2, padding=3, bias=False,
                             norm=get_norm(norm, out_channels))
-        weight_init.c2_msra_fill(self.conv1)
+        c2_msra_fill(self.conv1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu_(self.conv1(x))

@@ -2,14 +2,13 @@
 import logging
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
-import fvcore.nn.weight_init as weight_init
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from segtrain.config import configurable
 from segtrain.layers.norm import get_norm
-from segtrain.layers.wrappers import Conv2d
+from segtrain.layers.wrappers import Conv2d, c2_xavier_fill
 from segtrain.structures.shape_spec import ShapeSpec
 
 from .build import PIXEL_DECODER_REGISTRY
@@ -45,7 +44,7 @@ class BasePixelDecoder(nn.Module):
             if idx == len(self.in_features) - 1:
                 output_conv = Conv2d(in_channels, conv_dim, kernel_size=3, stride=1, padding=1, bias=use_bias,
                                      norm=get_norm(norm, conv_dim), activation=F.relu)
-                weight_init.c2_xavier_fill(output_conv)
+                c2_xavier_fill(output_conv)
                 self.add_module(f"layer_{idx + 1}", output_conv)
                 lateral_convs.append(None)
                 output_convs.append(output_conv)
@@ -53,8 +52,8 @@ class BasePixelDecoder(nn.Module):
                 lateral_conv = Conv2d(in_channels, conv_dim, kernel_size=1, bias=use_bias, norm=get_norm(norm, conv_dim))
                 output_conv = Conv2d(conv_dim, conv_dim, kernel_size=3, stride=1, padding=1, bias=use_bias,
                                      norm=get_norm(norm, conv_dim), activation=F.relu)
-                weight_init.c2_xavier_fill(lateral_conv)
-                weight_init.c2_xavier_fill(output_conv)
+                c2_xavier_fill(lateral_conv)
+                c2_xavier_fill(output_conv)
                 self.add_module(f"adapter_{idx + 1}", lateral_conv)
                 self.add_module(f"layer_{idx + 1}", output_conv)
                 lateral_convs.append(lateral_conv)
@@ -66,7 +65,7 @@ class BasePixelDecoder(nn.Module):
 
         self.mask_dim = mask_dim
         self.mask_features = Conv2d(conv_dim, mask_dim, kernel_size=3, stride=1, padding=1)
-        weight_init.c2_xavier_fill(self.mask_features)
+        c2_xavier_fill(self.mask_features)
         self.maskformer_num_feature_levels = 3  # always use 3 scales
 
     @classmethod
