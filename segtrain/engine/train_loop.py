@@ -222,6 +222,7 @@ class SimpleTrainer(TrainerBase):
         # skip the DDP gradient all-reduce on micro-steps that do not update
         sync = nullcontext() if boundary or not hasattr(self.model, "no_sync") else self.model.no_sync()
         with sync:
+            self._tag_iteration()
             loss_dict = self._forward(data)
             core = self._check_losses(loss_dict)
             self._backward(core / self.accum_iter)
@@ -235,6 +236,14 @@ class SimpleTrainer(TrainerBase):
 
     def _forward(self, data: Any) -> Dict[str, torch.Tensor]:
         return self.model(data)
+
+    def _tag_iteration(self) -> None:
+        """Tell the criterion (and through it the matcher) the iteration, so a non-finite
+        cost or loss error can name it."""
+        model = getattr(self.model, "module", self.model)  # DDP
+        criterion = getattr(model, "criterion", None)
+        if criterion is not None and hasattr(criterion, "iteration"):
+            criterion.iteration = self.iter
 
     def _backward(self, loss: torch.Tensor) -> None:
         loss.backward()

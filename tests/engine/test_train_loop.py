@@ -198,3 +198,25 @@ def test_bad_amp_dtype():
     m = LinearRegression()
     with pytest.raises(ConfigError, match="SOLVER.AMP.DTYPE.*'fp8'"):
         AMPTrainer(m, [], torch.optim.SGD(m.parameters(), lr=0.1), dtype="fp8")
+
+
+def test_trainer_tells_the_criterion_its_iteration():
+    """So a matcher's non-finite-cost error can name the iteration it happened at."""
+
+    class _Crit:
+        iteration = None
+
+    class _WithCriterion(LinearRegression):
+        def __init__(self):
+            super().__init__()
+            self.criterion = _Crit()
+            self.seen = []
+
+        def forward(self, batch):
+            self.seen.append(self.criterion.iteration)
+            return super().forward(batch)
+
+    torch.manual_seed(0)
+    model = _WithCriterion()
+    SimpleTrainer(model, _loader(_samples(8), 2), torch.optim.SGD(model.parameters(), lr=0.1)).train(3, 6)
+    assert model.seen == [3, 4, 5]
