@@ -22,11 +22,12 @@ Returns the unweighted ``loss_ce``, ``loss_mask``, ``loss_dice`` (aux: ``loss_ce
 takes its base key's weight unless ``weight_dict`` names it), and the detached logging
 scalars ``core_loss_final`` (final-prediction terms) and ``core_loss_aux`` (aux terms).
 
-Order of matched masks for point sampling. ``match_order="target"`` (default) takes
+Order of matched masks for point sampling. ``match_order="query"`` (default) keeps the
+official order (pairs sorted by query index), for bit parity of the random points with the
+official code under the same seed. ``match_order="target"`` takes
 the matched pairs of each image in GT order, so row r of ``torch.rand(M, S, 2)`` always
 belongs to the same GT mask and the loss is exactly invariant to a permutation of the
-queries under a fixed seed. ``match_order="query"`` keeps the official order (pairs
-sorted by query index), for bit parity of the random points with the official code.
+queries under a fixed seed (the official order is invariant only in distribution).
 
 Two execution paths, equal to float32 round-off under the same RNG state:
 
@@ -108,7 +109,7 @@ class SetCriterion(nn.Module):
         *,
         deep_supervision: bool = True,
         batched: bool = True,
-        match_order: str = "target",
+        match_order: str = "query",
     ):
         super().__init__()
         if int(num_classes) < 1:
