@@ -94,6 +94,9 @@ _C.INPUT.VIDEO.PAD_OBJECTS = False
 _C.INPUT.VIDEO.IMAGE_SIZE = 128
 # "horizontal", "vertical" or "none"; drawn once per clip
 _C.INPUT.VIDEO.RANDOM_FLIP = "horizontal"
+# Chance that a training batch is made of images (one-frame clips) when DATASETS.TRAIN mixes
+# image and video datasets; negative = the share of images among all items
+_C.INPUT.VIDEO.IMAGE_BATCH_PROB = -1.0
 
 # ---------------------------------------------------------------------------- #
 # Datasets

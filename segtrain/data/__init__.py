@@ -8,6 +8,7 @@ from . import transforms
 from .build import build_test_loader, build_train_loader, get_dataset_dicts
 from .catalog import DATASET_REGISTRY, DatasetCatalog, Metadata, MetadataCatalog
 from .datasets import builtin as _builtin  # noqa: F401  (registers the built-in datasets)
+from .datasets import shapes_video as _shapes_video, ytvis as _ytvis  # noqa: F401  (register video datasets)
 from .datasets.builtin import register_shapes, register_shapes_from_cfg
 from .datasets.coco import bad_annotation_policy, load_coco_json, register_coco_instances
 from .mappers import MAPPER_REGISTRY, InstanceDatasetMapper, build_mapper

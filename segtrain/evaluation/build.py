@@ -18,6 +18,7 @@ EVALUATOR_REGISTRY.__doc__ = """Evaluators: class(cfg, dataset_name, output_dir)
 EVALUATOR_TYPE_TO_NAME: Dict[str, str] = {
     "coco": "COCOEvaluator",
     "sem_seg": "SemSegEvaluator",
+    "video": "VideoEvaluator",
 }
 
 

@@ -1,0 +1,183 @@
+"""``VideoDatasetMapper``: video (or image) dataset dict -> one clip with per-frame targets,
+augmented identically on every frame."""
+import logging
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from segtrain.config import configurable
+from segtrain.utils.errors import ConfigError, DatasetError
+
+from ..datasets.coco import BAD_ANNOTATION_POLICIES
+from ..detection_utils import read_image, transform_segmentations
+from ..mappers import MAPPER_REGISTRY
+from ..transforms import Augmentation, ColorJitter, RandomFlip, ResizeTransform, Transform, apply_augmentations
+from .clip_sampler import ClipSampler, as_video_dict
+
+__all__ = ["VideoDatasetMapper", "ResizeSquare", "build_video_augmentations"]
+
+logger = logging.getLogger(__name__)
+
+_FLIPS = ("horizontal", "vertical", "none")
+
+
+class ResizeSquare(Augmentation):
+    """Resize to ``size`` x ``size`` regardless of the aspect ratio (SAM 2's input resize):
+    every clip of a batch then has the same frame size."""
+
+    def __init__(self, size: int):
+        if size <= 0:
+            raise ConfigError(f"INPUT.VIDEO.IMAGE_SIZE must be > 0, got {size}")
+        self.size = int(size)
+
+    def get_transform(self, image: np.ndarray) -> Transform:
+        h, w = image.shape[:2]
+        return ResizeTransform(h, w, self.size, self.size)
+
+
+def build_video_augmentations(cfg, is_train: bool) -> List[Augmentation]:
+    """Training: ResizeSquare(INPUT.VIDEO.IMAGE_SIZE) + [RandomFlip] + [ColorJitter
+    (INPUT.COLOR_JITTER)]; test: ResizeSquare only. Drawn once per clip by the mapper."""
+    v = cfg.INPUT.VIDEO
+    augs: List[Augmentation] = [ResizeSquare(v.IMAGE_SIZE)]
+    if not is_train:
+        return augs
+    flip = str(v.RANDOM_FLIP).lower()
+    if flip not in _FLIPS:
+        raise ConfigError(f"INPUT.VIDEO.RANDOM_FLIP must be one of {', '.join(_FLIPS)}; got {v.RANDOM_FLIP!r}")
+    if flip != "none":
+        augs.append(RandomFlip(horizontal=flip == "horizontal", vertical=flip == "vertical"))
+    if cfg.INPUT.COLOR_JITTER.ENABLED:
+        cj = cfg.INPUT.COLOR_JITTER
+        augs.append(ColorJitter(cj.BRIGHTNESS, cj.CONTRAST, cj.SATURATION))
+    return augs
+
+
+@MAPPER_REGISTRY.register()
+class VideoDatasetMapper:
+    """Read a clip, augment all its frames the same way, and build its per-frame targets.
+
+    Input: a video dict (``load_ytvis_json``) or an image dict (CONTRACTS.md), which is read
+    as a one-frame video (``image_dict_to_video_dict``). Training draws frames and objects
+    with ``clip_sampler``; inference (``is_train=False``) takes every frame and every object.
+    The augmentation is drawn ONCE, on the first frame, and its ``Transform`` is replayed on
+    every frame and mask, so a flip or resize is identical across the clip.
+
+    Returns ``{"video_id", "height", "width", "length"`` (original video), ``"is_image"``,
+    ``"file_names"`` [T], ``"frame_indices"``: int64 [T] (indices in the video),
+    ``"images"``: uint8 [T, 3, H, W] RGB, ``"masks"``: bool [T, N, H, W] (empty where absent),
+    ``"obj_ids"``: int64 [N] annotation ids, ``"category_ids"``: int64 [N]}.
+    In training a clip without any visible object gives ``None`` (the loader draws another);
+    so does a bad video under ``on_bad_annotation="skip"``.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        is_train: bool = True,
+        *,
+        clip_sampler: Optional[ClipSampler] = None,
+        augmentations: Sequence[Augmentation] = (),
+        image_format: str = "RGB",
+        on_bad_annotation: str = "error",
+    ):
+        if on_bad_annotation not in BAD_ANNOTATION_POLICIES:
+            raise DatasetError(
+                f"on_bad_annotation must be one of {', '.join(BAD_ANNOTATION_POLICIES)}; got {on_bad_annotation!r}"
+            )
+        if is_train and clip_sampler is None:
+            raise ConfigError("VideoDatasetMapper(is_train=True) needs a clip_sampler")
+        self.is_train = is_train
+        self.clip_sampler = clip_sampler
+        self.augmentations = list(augmentations)
+        self.image_format = image_format
+        self.on_bad_annotation = on_bad_annotation
+        logger.info(
+            "VideoDatasetMapper (%s): %s, augmentations: %s",
+            "training" if is_train else "inference", clip_sampler if is_train else "all frames, all objects",
+            self.augmentations,
+        )
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True) -> Dict[str, Any]:
+        v = cfg.INPUT.VIDEO
+        sampler = ClipSampler(
+            v.NUM_FRAMES, v.MAX_OBJECTS, max_frame_stride=v.MAX_FRAME_STRIDE, object_sampling=v.OBJECT_SAMPLING
+        )
+        return {
+            "is_train": is_train,
+            "clip_sampler": sampler,
+            "augmentations": build_video_augmentations(cfg, is_train),
+            "image_format": cfg.INPUT.FORMAT,
+            "on_bad_annotation": cfg.DATASETS.ON_BAD_ANNOTATION,
+        }
+
+    def __call__(self, dataset_dict: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        try:
+            return self._map(dataset_dict)
+        except DatasetError as e:
+            if self.on_bad_annotation == "error":
+                raise
+            logger.warning("Skipping a video (DATASETS.ON_BAD_ANNOTATION='skip'): %s", e)
+            return None
+
+    def _map(self, dataset_dict: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        # the dict belongs to the dataset list; never modify it
+        video = as_video_dict(dataset_dict)
+        vid = video.get("video_id")
+        if self.is_train:
+            frames, objects = self.clip_sampler.sample(video)
+            if not objects:
+                logger.debug("video id %s: no visible object in frames %s; drawing another clip", vid, frames)
+                return None
+        else:
+            frames, objects = ClipSampler.full(video)
+        h, w = int(video["height"]), int(video["width"])
+        annos = [video["annotations"][k] for k in objects]
+
+        images: List[np.ndarray] = []
+        transforms = None
+        for t in frames:
+            file_name = video["file_names"][t]
+            img = read_image(file_name, self.image_format)
+            if img.shape[:2] != (h, w):
+                raise DatasetError(
+                    f"{file_name}: video id {vid} frame {t} is {img.shape[1]}x{img.shape[0]} (WxH) "
+                    f"but the annotations say {w}x{h}"
+                )
+            if transforms is None:
+                # draw the random parameters once per clip; replayed on every other frame
+                img, transforms = apply_augmentations(self.augmentations, img)
+            else:
+                img = transforms.apply_image(img)
+            images.append(img)
+        out_h, out_w = images[0].shape[:2]
+
+        masks = np.zeros((len(frames), len(annos), out_h, out_w), dtype=bool)
+        for i, t in enumerate(frames):
+            present = [
+                (n, {"id": a["id"], "segmentation": a["segmentations"][t]})
+                for n, a in enumerate(annos) if a["segmentations"][t] is not None
+            ]
+            if not present:
+                continue
+            try:
+                m = transform_segmentations([p for _, p in present], transforms, (h, w), (out_h, out_w))
+            except DatasetError as e:
+                raise DatasetError(f"{video['file_names'][t]}: video id {vid} frame {t}: {e}") from None
+            masks[i, [n for n, _ in present]] = m
+
+        return {
+            "video_id": vid,
+            "height": h,
+            "width": w,
+            "length": len(video["file_names"]),
+            "is_image": bool(video.get("is_image", False)),
+            "file_names": [video["file_names"][t] for t in frames],
+            "frame_indices": torch.tensor(frames, dtype=torch.int64),
+            "images": torch.from_numpy(np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2))),
+            "masks": torch.from_numpy(masks),
+            "obj_ids": torch.tensor([int(a["id"]) for a in annos], dtype=torch.int64),
+            "category_ids": torch.tensor([int(a["category_id"]) for a in annos], dtype=torch.int64),
+        }

@@ -1,0 +1,365 @@
+"""Semi-supervised video object segmentation metrics, DAVIS-style: J (region IoU), F (boundary
+F-measure) and J&F, per object and overall, plus the "copy the first-frame mask" baseline.
+
+Conventions follow the DAVIS 2017 evaluation (and the SA-V evaluator built on it):
+- J per frame is the IoU of the predicted and GT masks; a frame where both are empty scores 1.
+- F per frame is the F-measure of the boundary pixels (``seg2bmap``), a boundary pixel counting
+  as matched when the other boundary lies within ``ceil(bound_th * image diagonal)`` pixels
+  (a disk dilation; ``bound_th=0.008``). Both boundaries empty -> 1; one empty -> 0.
+- The first and last frames of a video are left out (the first one holds the prompt); videos
+  of 1 or 2 frames keep every frame.
+- Per object: mean over frames ("J"), recall (share of frames above 0.5) and decay (mean of
+  the first quarter of the frames minus the last quarter). Overall: the mean over objects.
+"""
+import json
+import logging
+import os
+from collections import OrderedDict
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+import torch
+from tabulate import tabulate
+
+from segtrain.config import configurable
+from segtrain.structures.masks import segmentation_to_bitmask
+from segtrain.utils import comm
+from segtrain.utils.errors import DatasetError
+
+from .build import EVALUATOR_REGISTRY
+from .evaluator import DatasetEvaluator
+
+__all__ = [
+    "VideoEvaluator",
+    "db_eval_iou",
+    "db_eval_boundary",
+    "seg2bmap",
+    "db_statistics",
+    "video_gt_masks",
+    "copy_first_frame_prediction",
+    "evaluate_copy_first_frame_baseline",
+]
+
+logger = logging.getLogger(__name__)
+
+_MaskLike = Union[np.ndarray, torch.Tensor]
+
+
+def _np_bool(x: _MaskLike) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x).astype(bool)
+
+
+# ------------------------------------------------------------------ per-frame measures
+def db_eval_iou(gt: _MaskLike, pred: _MaskLike) -> np.ndarray:
+    """Region similarity J. gt, pred: [T, H, W] or [H, W] (nonzero = foreground).
+    Returns float64 [T] (or a 0-d array): IoU per frame, 1 where both masks are empty."""
+    gt, pred = _np_bool(gt), _np_bool(pred)
+    if gt.shape != pred.shape:
+        raise ValueError(f"db_eval_iou: GT {gt.shape} and prediction {pred.shape} differ in shape")
+    inter = (gt & pred).sum(axis=(-2, -1)).astype(np.float64)
+    union = (gt | pred).sum(axis=(-2, -1)).astype(np.float64)
+    return np.where(union == 0, 1.0, inter / np.maximum(union, 1.0))
+
+
+def seg2bmap(seg: np.ndarray) -> np.ndarray:
+    """DAVIS boundary map of a bool [H, W] mask: pixels whose right, bottom or bottom-right
+    neighbour differs (so a boundary is one pixel wide, on the foreground's right/bottom side
+    or the background's left/top side, exactly as the DAVIS toolkit)."""
+    seg = seg.astype(bool)
+    e = np.zeros_like(seg)
+    s = np.zeros_like(seg)
+    se = np.zeros_like(seg)
+    e[:, :-1] = seg[:, 1:]
+    s[:-1, :] = seg[1:, :]
+    se[:-1, :-1] = seg[1:, 1:]
+    b = (seg ^ e) | (seg ^ s) | (seg ^ se)
+    b[-1, :] = seg[-1, :] ^ e[-1, :]
+    b[:, -1] = seg[:, -1] ^ s[:, -1]
+    b[-1, -1] = False
+    return b
+
+
+def _disk(radius: int) -> np.ndarray:
+    """uint8 structuring element of the pixels within ``radius`` of the centre (skimage's disk)."""
+    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    return (xx * xx + yy * yy <= radius * radius).astype(np.uint8)
+
+
+def _f_measure_frame(gt: np.ndarray, pred: np.ndarray, bound_pix: int) -> float:
+    gt_b, fg_b = seg2bmap(gt), seg2bmap(pred)
+    kernel = _disk(bound_pix)
+    fg_dil = cv2.dilate(fg_b.astype(np.uint8), kernel).astype(bool)
+    gt_dil = cv2.dilate(gt_b.astype(np.uint8), kernel).astype(bool)
+    gt_match = gt_b & fg_dil
+    fg_match = fg_b & gt_dil
+    n_fg, n_gt = int(fg_b.sum()), int(gt_b.sum())
+    if n_fg == 0 and n_gt > 0:
+        precision, recall = 1.0, 0.0
+    elif n_fg > 0 and n_gt == 0:
+        precision, recall = 0.0, 1.0
+    elif n_fg == 0 and n_gt == 0:
+        precision, recall = 1.0, 1.0
+    else:
+        precision, recall = fg_match.sum() / n_fg, gt_match.sum() / n_gt
+    if precision + recall == 0:
+        return 0.0
+    return float(2 * precision * recall / (precision + recall))
+
+
+def db_eval_boundary(gt: _MaskLike, pred: _MaskLike, bound_th: float = 0.008) -> np.ndarray:
+    """Boundary F-measure F. gt, pred: [T, H, W] or [H, W]. ``bound_th`` < 1 is a fraction of
+    the image diagonal (tolerance ``ceil(bound_th * sqrt(H^2 + W^2))`` pixels), >= 1 pixels.
+    Returns float64 [T] (or a 0-d array)."""
+    gt, pred = _np_bool(gt), _np_bool(pred)
+    if gt.shape != pred.shape:
+        raise ValueError(f"db_eval_boundary: GT {gt.shape} and prediction {pred.shape} differ in shape")
+    h, w = gt.shape[-2:]
+    bound_pix = int(bound_th if bound_th >= 1 else np.ceil(bound_th * np.hypot(h, w)))
+    if gt.ndim == 2:
+        return np.asarray(_f_measure_frame(gt, pred, bound_pix))
+    return np.array([_f_measure_frame(g, p, bound_pix) for g, p in zip(gt, pred)], dtype=np.float64)
+
+
+def db_statistics(per_frame: np.ndarray) -> Tuple[float, float, float]:
+    """(mean, recall = share of frames > 0.5, decay = mean of the first quarter of the frames
+    minus the mean of the last quarter), NaN-aware, as the DAVIS toolkit."""
+    x = np.asarray(per_frame, dtype=np.float64)
+    if x.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    mean = float(np.nanmean(x))
+    recall = float(np.nanmean(x > 0.5))
+    ids = (np.round(np.linspace(1, len(x), 5) + 1e-10) - 1).astype(np.int64)
+    bins = [x[ids[i] : ids[i + 1] + 1] for i in range(4)]
+    decay = float(np.nanmean(bins[0]) - np.nanmean(bins[3]))
+    return mean, recall, decay
+
+
+# ------------------------------------------------------------------ GT and the baseline
+def video_gt_masks(
+    video: Mapping[str, Any], frame_indices: Optional[Sequence[int]] = None
+) -> Tuple[List[Any], np.ndarray]:
+    """(object ids [N], bool [T, N, H, W]) of a video dict (``load_ytvis_json`` format) at its
+    original size, for ``frame_indices`` (default: every frame). Absent frames are empty."""
+    h, w = int(video["height"]), int(video["width"])
+    frames = list(range(len(video["file_names"]))) if frame_indices is None else [int(t) for t in frame_indices]
+    annos = video["annotations"]
+    masks = np.zeros((len(frames), len(annos), h, w), dtype=bool)
+    for n, a in enumerate(annos):
+        for i, t in enumerate(frames):
+            segm = a["segmentations"][t]
+            if segm is None:
+                continue
+            try:
+                masks[i, n] = segmentation_to_bitmask(segm, h, w)
+            except ValueError as e:
+                raise DatasetError(
+                    f"video id {video.get('video_id')} annotation id {a.get('id')} frame {t}: {e}"
+                ) from None
+    return [a["id"] for a in annos], masks
+
+
+def copy_first_frame_prediction(gt_masks: _MaskLike) -> np.ndarray:
+    """The trivial tracker: each object's mask on the first frame where it is visible, copied
+    unchanged to that frame and every later one (empty before). gt_masks: [T, N, H, W].
+    Returns bool [T, N, H, W]."""
+    gt = _np_bool(gt_masks)
+    out = np.zeros_like(gt)
+    visible = gt.reshape(gt.shape[0], gt.shape[1], -1).any(axis=2)  # [T, N]
+    for n in range(gt.shape[1]):
+        ts = np.flatnonzero(visible[:, n])
+        if ts.size:
+            out[ts[0] :, n] = gt[ts[0], n]
+    return out
+
+
+def evaluate_copy_first_frame_baseline(
+    dataset: Union[str, Sequence[Mapping[str, Any]]], **evaluator_kwargs: Any
+) -> "OrderedDict[str, Dict[str, float]]":
+    """J / F / J&F of ``copy_first_frame_prediction`` on a video dataset (a registered name or
+    video dicts): the score a tracker has to beat. Returns ``VideoEvaluator.evaluate()``."""
+    if isinstance(dataset, str):
+        from segtrain.data.catalog import DatasetCatalog
+
+        dataset = DatasetCatalog.get(dataset)
+    evaluator = VideoEvaluator(dataset_name=None, distributed=False, **evaluator_kwargs)
+    evaluator.reset()
+    for video in dataset:
+        if "file_names" not in video:
+            raise DatasetError("evaluate_copy_first_frame_baseline needs video dicts (with 'file_names')")
+        obj_ids, gt = video_gt_masks(video)
+        frames = list(range(gt.shape[0]))
+        inp = {"video_id": video["video_id"], "frame_indices": frames, "gt_masks": gt, "gt_obj_ids": obj_ids}
+        evaluator.process([inp], [{"pred_masks": copy_first_frame_prediction(gt), "obj_ids": obj_ids}])
+    return evaluator.evaluate()
+
+
+# ------------------------------------------------------------------ the evaluator
+def _as_list(x: Any) -> List[Any]:
+    return x.tolist() if isinstance(x, (torch.Tensor, np.ndarray)) else list(x)
+
+
+def _predictions_by_object(output: Mapping[str, Any], video_id: Any) -> Dict[Any, np.ndarray]:
+    pred = output.get("pred_masks")
+    if pred is None:
+        raise DatasetError(f"video id {video_id}: the model output has no 'pred_masks'")
+    if isinstance(pred, Mapping):
+        return {k: _np_bool(v) for k, v in pred.items()}
+    pred = _np_bool(pred)
+    obj_ids = output.get("obj_ids")
+    if obj_ids is None:
+        raise DatasetError(f"video id {video_id}: 'pred_masks' [T, N, H, W] needs 'obj_ids' [N] naming the objects")
+    obj_ids = _as_list(obj_ids)
+    if pred.ndim != 4 or pred.shape[1] != len(obj_ids):
+        raise DatasetError(
+            f"video id {video_id}: 'pred_masks' must be [T, N, H, W] with N = len(obj_ids) = {len(obj_ids)}, "
+            f"got {list(pred.shape)}"
+        )
+    return {k: pred[:, n] for n, k in enumerate(obj_ids)}
+
+
+@EVALUATOR_REGISTRY.register()
+class VideoEvaluator(DatasetEvaluator):
+    """DAVIS-style J, F and J&F of predicted object tracks (module docstring for conventions).
+
+    ``process(inputs, outputs)``, one entry per video:
+    - ``inputs[i]``: ``video_id`` and ``frame_indices`` [T] (the frames predicted; the test
+      loader's clip dicts have both). The GT comes from the dataset (looked up by video id, at
+      the original size) unless the input holds ``gt_masks`` bool [T, N, H, W] with
+      ``gt_obj_ids`` [N].
+    - ``outputs[i]``: ``pred_masks`` at the original size, either bool [T, N, H, W] with
+      ``obj_ids`` [N] (annotation ids of the objects, as the test loader's ``obj_ids``), or a
+      dict ``{obj_id: bool [T, H, W]}``. A GT object without a prediction counts as predicted
+      empty; predictions for unknown ids are ignored (with a warning).
+
+    ``evaluate()`` -> ``{"video": {"J&F", "J", "F", "J_recall", "F_recall", "J_decay",
+    "F_decay", "num_objects", "num_videos"}}``, metrics in percent; per-object values are
+    logged as a table and written to ``output_dir/video_metrics.json``.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        dataset_name: Optional[str],
+        distributed: bool = True,
+        output_dir: Optional[str] = None,
+        *,
+        bound_th: float = 0.008,
+        skip_first_last: bool = True,
+    ):
+        self._dataset_name = dataset_name
+        self._distributed = distributed
+        self._output_dir = output_dir
+        self._bound_th = float(bound_th)
+        self._skip_first_last = bool(skip_first_last)
+        self._gt_index: Optional[Dict[Any, Mapping[str, Any]]] = None
+        self._records: List[Dict[str, Any]] = []
+
+    @classmethod
+    def from_config(cls, cfg, dataset_name: str, output_dir: Optional[str] = None) -> Dict[str, Any]:
+        return {"dataset_name": dataset_name, "distributed": True, "output_dir": output_dir}
+
+    def reset(self) -> None:
+        self._records = []
+
+    def _video(self, video_id: Any) -> Mapping[str, Any]:
+        if self._gt_index is None:  # loaded on first use: building the evaluator stays cheap
+            if self._dataset_name is None:
+                raise DatasetError(
+                    f"video id {video_id}: VideoEvaluator has no dataset_name, so inputs must carry 'gt_masks'"
+                )
+            from segtrain.data.catalog import DatasetCatalog
+
+            self._gt_index = {d.get("video_id"): d for d in DatasetCatalog.get(self._dataset_name)}
+        if video_id not in self._gt_index:
+            raise DatasetError(f"video id {video_id!r} is not in dataset {self._dataset_name!r}")
+        return self._gt_index[video_id]
+
+    def _ground_truth(self, inp: Mapping[str, Any]) -> Tuple[List[Any], np.ndarray, List[int]]:
+        vid = inp.get("video_id")
+        if "gt_masks" in inp:
+            gt = _np_bool(inp["gt_masks"])
+            ids = inp.get("gt_obj_ids")
+            ids = list(range(gt.shape[1])) if ids is None else _as_list(ids)
+            frames = inp.get("frame_indices")
+            return ids, gt, [int(t) for t in (range(gt.shape[0]) if frames is None else _as_list(frames))]
+        video = self._video(vid)
+        frames = inp.get("frame_indices")
+        frames = [int(t) for t in (range(len(video["file_names"])) if frames is None else _as_list(frames))]
+        ids, gt = video_gt_masks(video, frames)
+        return ids, gt, frames
+
+    def process(self, inputs: List[Dict[str, Any]], outputs: List[Dict[str, Any]]) -> None:
+        for inp, out in zip(inputs, outputs):
+            vid = inp.get("video_id")
+            obj_ids, gt, frames = self._ground_truth(inp)
+            preds = _predictions_by_object(out, vid)
+            unknown = [k for k in preds if k not in set(obj_ids)]
+            if unknown:
+                logger.warning("video id %s: predictions for unknown object id(s) %s are ignored", vid, unknown[:10])
+            # DAVIS leaves out the prompted first frame and the last frame
+            keep = slice(1, -1) if self._skip_first_last and gt.shape[0] > 2 else slice(None)
+            for n, oid in enumerate(obj_ids):
+                g = gt[:, n]
+                p = preds.get(oid)
+                if p is None:
+                    logger.debug("video id %s: no prediction for object id %s; scored as empty", vid, oid)
+                    p = np.zeros_like(g)
+                if p.shape != g.shape:
+                    raise DatasetError(
+                        f"video id {vid} object id {oid}: predicted masks are {list(p.shape)} (TxHxW), "
+                        f"GT is {list(g.shape)} at the original size"
+                    )
+                self._records.append({
+                    "video_id": vid,
+                    "obj_id": oid,
+                    "frames": frames[keep],
+                    "J": db_eval_iou(g[keep], p[keep]).tolist(),
+                    "F": db_eval_boundary(g[keep], p[keep], self._bound_th).tolist(),
+                })
+
+    def evaluate(self) -> "Optional[OrderedDict[str, Dict[str, float]]]":
+        records = self._records
+        if self._distributed and comm.get_world_size() > 1:
+            comm.synchronize()
+            gathered = comm.gather(records, dst=0)
+            if not comm.is_main_process():
+                return OrderedDict()
+            records = [r for part in gathered for r in part]
+        if not records:
+            logger.warning("VideoEvaluator: no object was processed; nothing to evaluate")
+            return OrderedDict()
+
+        rows = []
+        for r in records:
+            jm, jr, jd = db_statistics(np.asarray(r["J"]))
+            fm, fr, fd = db_statistics(np.asarray(r["F"]))
+            rows.append({"video_id": r["video_id"], "obj_id": r["obj_id"], "J": jm, "J_recall": jr, "J_decay": jd,
+                         "F": fm, "F_recall": fr, "F_decay": fd, "J&F": (jm + fm) / 2})
+
+        def mean(key: str) -> float:
+            return float(np.nanmean([row[key] for row in rows])) * 100
+
+        res = OrderedDict()
+        res["J&F"] = (mean("J") + mean("F")) / 2
+        for key in ("J", "F", "J_recall", "F_recall", "J_decay", "F_decay"):
+            res[key] = mean(key)
+        res["num_objects"] = len(rows)
+        res["num_videos"] = len({row["video_id"] for row in rows})
+
+        table = [[row["video_id"], row["obj_id"], 100 * row["J&F"], 100 * row["J"], 100 * row["F"]] for row in rows]
+        logger.info(
+            "Per-object video segmentation results (%%):\n%s",
+            tabulate(table, headers=["video", "object", "J&F", "J", "F"], tablefmt="pipe", floatfmt=".1f"),
+        )
+        logger.info(
+            "Video segmentation results (%%):\n%s",
+            tabulate([[res[k] for k in res]], headers=list(res), tablefmt="pipe", floatfmt=".2f"),
+        )
+        if self._output_dir:
+            os.makedirs(self._output_dir, exist_ok=True)
+            with open(os.path.join(self._output_dir, "video_metrics.json"), "w") as f:
+                json.dump({"overall": res, "per_object": rows}, f, default=str)
+        return OrderedDict(video=dict(res))
