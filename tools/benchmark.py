@@ -423,15 +423,9 @@ def main(argv: List[str] = None) -> int:
     # the subcommand's own options, forwarded to isolated workers
     args._argv = [a for a in argv[argv.index(args.command) + 1:]] if args.command in argv else []
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return args.func(args)
-    except Exception as e:
-        from segtrain.utils.errors import SegtrainError
+    from segtrain.utils.cli import one_line_errors
 
-        if args.debug or not isinstance(e, SegtrainError):
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return one_line_errors(lambda: args.func(args), args.debug)
 
 
 if __name__ == "__main__":

@@ -24,15 +24,9 @@ def main(argv=None) -> int:
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return _run(args)
-    except Exception as e:
-        from segtrain.utils.errors import SegtrainError
+    from segtrain.utils.cli import one_line_errors
 
-        if args.debug or not isinstance(e, SegtrainError):
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return one_line_errors(lambda: _run(args), args.debug)
 
 
 def _run(args) -> int:

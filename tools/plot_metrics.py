@@ -163,19 +163,16 @@ def main(argv=None) -> int:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from segtrain.utils.errors import SegtrainError
+    from segtrain.utils.cli import one_line_errors
 
-    try:
+    def run() -> int:
         records, x_key = read_metrics(args.metrics)
         output = args.output or os.path.join(os.path.dirname(os.path.abspath(args.metrics)), "metrics.png")
         n = plot_metrics(records, x_key, output, args.keys, args.smooth)
-    except SegtrainError as e:
-        if args.debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    logger.info(f"wrote {n} subplots from {len(records)} records to {output}")
-    return 0
+        logger.info(f"wrote {n} subplots from {len(records)} records to {output}")
+        return 0
+
+    return one_line_errors(run, args.debug)
 
 
 if __name__ == "__main__":

@@ -28,17 +28,14 @@ def main(argv=None) -> int:
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from segtrain.utils.errors import SegtrainError
+    from segtrain.utils.cli import one_line_errors
 
-    try:
+    def run() -> int:
         n = _run(args)
-    except SegtrainError as e:
-        if args.debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    logger.info(f"wrote {n} images to {args.output_dir}")
-    return 0
+        logger.info(f"wrote {n} images to {args.output_dir}")
+        return 0
+
+    return one_line_errors(run, args.debug)
 
 
 def _run(args) -> int:
