@@ -13,11 +13,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from segtrain.checkpoint import Checkpointer  # noqa: E402
 from segtrain.engine import DefaultTrainer, default_argument_parser, default_setup, run_cli, setup_cfg  # noqa: E402
+from segtrain.engine.startup_check import validate_config  # noqa: E402
 from segtrain.utils.errors import ConfigError  # noqa: E402
 
 
 def setup(args):
     cfg = setup_cfg(args)
+    validate_config(cfg, train=not args.eval_only, resume=args.resume)  # every config problem, before any work
     default_setup(cfg, args)
     return cfg
 

@@ -1,19 +1,22 @@
 """Loader builders: dataset dicts -> mapper (in worker processes) -> batches (lists of dicts)."""
+import contextlib
 import logging
 import pickle
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
+import random
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from segtrain.config import configurable
 from segtrain.utils import comm
 from segtrain.utils.errors import ConfigError, DatasetError
 
 from .catalog import DatasetCatalog
+from .datasets.annotation_checks import bad_annotation_policy, count_skipped, get_bad_annotation_policy
 from .datasets.builtin import register_shapes_from_cfg
-from .datasets.coco import bad_annotation_policy, get_bad_annotation_policy
+from .detection_utils import bad_items_skipped
 from .mappers import build_mapper
 from .samplers import InferenceSampler, TrainingSampler
 
@@ -85,52 +88,106 @@ class DatasetFromList(Dataset):
 
 
 class MapDataset(Dataset):
-    """``map_func(dataset[idx])``, with the mapper's ``np.random`` draws taken from this
-    dataset's own RNG (seeded per worker), so augmentation is reproducible and does not
-    disturb the caller's global RNG.
+    """``map_func(dataset[idx])`` with reproducible randomness: every item is mapped under
+    ``np.random`` / ``random`` / ``torch`` (CPU) states seeded from ``(seed, key)`` (the
+    caller's states are restored after, in the main process), so an item's augmentation
+    depends only on the base seed and its key, not on the worker, the worker count or what
+    was mapped before.
 
-    When ``map_func`` returns ``None`` (a skipped bad image): with ``retry`` another random
-    item is mapped instead; without, ``None`` is returned (the collate drops it).
+    ``dataset[idx]``: the item keyed by ``idx`` (``None`` when it was skipped as bad).
+    ``map_at(position, idx)``: the item at ``position`` of a sample stream (the training
+    sampler's global position), returned with the number of bad items skipped for it.
+
+    When ``map_func`` returns ``None`` (a skipped bad image, or a clip without objects): with
+    ``retry`` another item, drawn from the same seeded stream, is mapped instead; without,
+    ``None`` is returned.
     """
 
     def __init__(self, dataset: Dataset, map_func: Callable[[Any], Any], *, retry: bool, seed: int = 0):
         self._dataset, self._map_func, self._retry = dataset, map_func, retry
-        self._rng = np.random.RandomState(seed % 2**32)
+        self._seed = int(seed)
 
     def reseed(self, seed: int) -> None:
-        self._rng = np.random.RandomState(seed % 2**32)
+        """Change the base seed of every item's randomness."""
+        self._seed = int(seed)
 
     def __len__(self) -> int:
         return len(self._dataset)
 
     def __getitem__(self, idx: int) -> Any:
-        saved = np.random.get_state()
-        np.random.set_state(self._rng.get_state())
-        try:
+        return self.map_at(idx, idx)[0]
+
+    def map_at(self, position: int, idx: int) -> Tuple[Any, int]:
+        """``(mapped item or None, bad items skipped)`` for ``position`` of the sample stream."""
+        with _seeded_random(_mix_seed(self._seed, position)):
+            skipped_before = bad_items_skipped()
             for _ in range(_MAX_SKIPS_IN_A_ROW):
                 out = self._map_func(self._dataset[idx])
                 if out is not None or not self._retry:
-                    return out
+                    return out, bad_items_skipped() - skipped_before
                 idx = int(np.random.randint(len(self._dataset)))
-            raise DatasetError(
-                f"{_MAX_SKIPS_IN_A_ROW} images in a row were skipped as bad; check the dataset (last index {idx})"
-            )
-        finally:
-            self._rng.set_state(np.random.get_state())
-            np.random.set_state(saved)
+        raise DatasetError(
+            f"{_MAX_SKIPS_IN_A_ROW} images in a row were skipped as bad; check the dataset (last index {idx})"
+        )
+
+
+@contextlib.contextmanager
+def _seeded_random(seed: int) -> Iterator[None]:
+    """Seed numpy's, Python's and torch's global RNGs for the block. In the main process
+    (no loader workers) the caller's states are restored after; a worker process owns its
+    RNGs, so it skips the (comparatively slow) save and restore."""
+    restore = torch.utils.data.get_worker_info() is None
+    if restore:
+        saved = np.random.get_state(), random.getstate(), torch.get_rng_state()
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+    torch.default_generator.manual_seed(seed % 2**63)  # CPU only: torch.manual_seed also seeds devices, slowly
+    try:
+        yield
+    finally:
+        if restore:
+            np.random.set_state(saved[0])
+            random.setstate(saved[1])
+            torch.set_rng_state(saved[2])
+
+
+class _PositionedSampler(Sampler):
+    """``(position, index)`` keys for ``_PositionedItems``: a ``TrainingSampler``'s global
+    positions, or for any other sampler each index as its own position."""
+
+    def __init__(self, sampler: Sampler):
+        self.sampler = sampler
+
+    def __iter__(self) -> Iterator[Tuple[int, int]]:
+        if isinstance(self.sampler, TrainingSampler):
+            return self.sampler.positions()
+        return ((i, i) for i in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+class _PositionedItems(Dataset):
+    """``MapDataset.map_at`` under ``(position, index)`` keys."""
+
+    def __init__(self, dataset: MapDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: Tuple[int, int]) -> Tuple[Any, int]:
+        return self.dataset.map_at(*key)
 
 
 def _worker_init_fn(worker_id: int) -> None:
-    info = torch.utils.data.get_worker_info()
-    # torch gives each worker base_seed + worker_id, with base_seed drawn from the loader's generator
-    seed = info.seed % 2**32
-    np.random.seed(seed)
-    if isinstance(info.dataset, MapDataset):
-        info.dataset.reseed(seed)
+    # MapDataset seeds every item itself; this only gives other code in the worker its own stream
+    np.random.seed(torch.utils.data.get_worker_info().seed % 2**32)
 
 
-def _collate_list(batch: List[Any]) -> List[Any]:
-    return [x for x in batch if x is not None]
+def _collate_counted(batch: List[Tuple[Any, int]]) -> Tuple[List[Any], int]:
+    """(items that were not skipped, number of bad items skipped for this batch)."""
+    return [x for x, _ in batch if x is not None], sum(n for _, n in batch)
 
 
 def _mix_seed(*parts: int) -> int:
@@ -141,8 +198,11 @@ class TrainDataLoader:
     """Infinite iterable of training batches (lists of mapper outputs, ``batch_size`` each)
     with an exact-resume position.
 
+    Each sample's augmentation is seeded from (seed, its global position in the sample
+    stream), so a resumed run maps exactly the samples an uninterrupted run would have.
     ``state_dict()`` counts the batches handed out (not those prefetched by workers);
-    ``load_state_dict`` makes the next batch the one after that position.
+    ``load_state_dict`` makes the next batch the one after that position. ``num_skipped``:
+    bad items skipped (and replaced) under ``DATASETS.ON_BAD_ANNOTATION='skip'``.
     """
 
     def __init__(self, dataset: MapDataset, sampler: TrainingSampler, batch_size: int, num_workers: int, seed: int):
@@ -150,20 +210,18 @@ class TrainDataLoader:
         self.batch_size, self.num_workers, self.seed = int(batch_size), int(num_workers), int(seed)
         self._base = sampler.start  # per-rank items consumed when the current iterator started
         self._batches = 0  # batches handed out since then
-        self._it: Optional[Iterator[List[Any]]] = None
+        self.num_skipped = 0
+        self._it: Optional[Iterator[Tuple[List[Any], int]]] = None
 
-    def _make_iter(self) -> Iterator[List[Any]]:
-        # augmentation seeds depend on the position, so a resumed run does not repeat them
-        seed = _mix_seed(self.seed, comm.get_rank(), self.sampler.start)
-        self.dataset.reseed(seed)
+    def _make_iter(self) -> Iterator[Tuple[List[Any], int]]:
         g = torch.Generator()
-        g.manual_seed(seed % 2**63)
+        g.manual_seed(_mix_seed(self.seed, comm.get_rank(), self.sampler.start) % 2**63)
         loader = DataLoader(
-            self.dataset,
+            _PositionedItems(self.dataset),
             batch_size=self.batch_size,
-            sampler=self.sampler,
+            sampler=_PositionedSampler(self.sampler),
             num_workers=self.num_workers,
-            collate_fn=_collate_list,
+            collate_fn=_collate_counted,
             drop_last=True,
             worker_init_fn=_worker_init_fn,
             generator=g,
@@ -174,8 +232,9 @@ class TrainDataLoader:
         while True:
             if self._it is None:
                 self._it = self._make_iter()
-            batch = next(self._it)
+            batch, skipped = next(self._it)
             self._batches += 1
+            self.num_skipped += skipped
             yield batch
 
     @property
@@ -183,30 +242,57 @@ class TrainDataLoader:
         """Items of this rank's stream handed out so far (including before a resume)."""
         return self._base + self._batches * self.batch_size
 
+    def log_skipped(self) -> None:
+        """Log how many bad items were skipped (the trainer calls it when training ends)."""
+        if self.num_skipped:
+            logger.warning("Training skipped %d bad item(s) (DATASETS.ON_BAD_ANNOTATION='skip'); each was "
+                           "replaced by another item of the dataset", self.num_skipped)
+
     def state_dict(self) -> Dict[str, Any]:
-        return self.sampler.state_dict(consumed=self.position)
+        return dict(self.sampler.state_dict(consumed=self.position), num_skipped=self.num_skipped)
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.sampler.load_state_dict(state)
+        self.num_skipped = int(state.get("num_skipped", 0))
         self._base, self._batches = self.sampler.start, 0
         self._it = None  # drop prefetched batches; restart at the loaded position
 
 
 class InferenceDataLoader:
-    """Batches of an ``InferenceSampler`` shard (each image once), skipping batches that
-    became empty because their image was skipped as bad. ``len`` = number of batches."""
+    """Batches of an ``InferenceSampler`` shard (each image once), without the images skipped
+    as bad (a batch left empty is not yielded). ``len`` = number of batches.
 
-    def __init__(self, loader: DataLoader):
+    ``num_skipped``: images skipped so far, by the mapper and (``skipped_at_load``) when the
+    annotation file was read; logged once the pass is complete."""
+
+    def __init__(self, loader: DataLoader, *, skipped_at_load: int = 0):
         self._loader = loader
-        self.dataset, self.batch_size, self.sampler = loader.dataset, loader.batch_size, loader.sampler
+        self.dataset, self.batch_size = loader.dataset.dataset, loader.batch_size
+        self.sampler = loader.sampler.sampler
+        self.skipped_at_load = int(skipped_at_load)
+        self.skipped_by_mapper = 0
+
+    @property
+    def num_skipped(self) -> int:
+        return self.skipped_at_load + self.skipped_by_mapper
 
     def __len__(self) -> int:
         return len(self._loader)
 
     def __iter__(self) -> Iterator[List[Any]]:
-        for batch in self._loader:
+        self.skipped_by_mapper = 0
+        mapped = 0
+        for batch, skipped in self._loader:
+            self.skipped_by_mapper += skipped
+            mapped += len(batch)
             if batch:
                 yield batch
+        if self.num_skipped:
+            logger.warning(
+                "Inference loader: %d image(s) mapped, %d skipped as bad (%d when reading the annotations, %d by "
+                "the mapper; DATASETS.ON_BAD_ANNOTATION='skip')",
+                mapped, self.num_skipped, self.skipped_at_load, self.skipped_by_mapper,
+            )
 
 
 def _resolve_seed(seed: Optional[int]) -> int:
@@ -269,10 +355,12 @@ def build_train_loader(
 
 def _test_loader_from_config(cfg, dataset_name: Union[str, Sequence[str]], mapper=None) -> Dict[str, Any]:
     register_shapes_from_cfg(cfg)
-    dataset = get_dataset_dicts(dataset_name, filter_empty=False, on_bad_annotation=cfg.DATASETS.ON_BAD_ANNOTATION)
+    with count_skipped() as skipped:
+        dataset = get_dataset_dicts(dataset_name, filter_empty=False, on_bad_annotation=cfg.DATASETS.ON_BAD_ANNOTATION)
     if mapper is None:
         mapper = build_mapper(cfg, is_train=False)
-    return {"dataset": dataset, "mapper": mapper, "num_workers": cfg.DATALOADER.NUM_WORKERS}
+    return {"dataset": dataset, "mapper": mapper, "num_workers": cfg.DATALOADER.NUM_WORKERS,
+            "skipped_at_load": skipped.images}
 
 
 @configurable(from_config=_test_loader_from_config)
@@ -282,17 +370,19 @@ def build_test_loader(
     mapper: Callable[[Dict[str, Any]], Any],
     num_workers: int = 0,
     batch_size: int = 1,
+    skipped_at_load: int = 0,
 ) -> InferenceDataLoader:
     """Inference loader over this rank's contiguous shard of ``dataset``, every image once,
     batches of ``batch_size`` (1) lists of mapper outputs. ``build_test_loader(cfg, name)``
-    loads dataset ``name`` with the test mapper."""
+    loads dataset ``name`` with the test mapper. ``skipped_at_load``: images of the dataset
+    already dropped as bad when it was read (reported with the mapper's skips)."""
     data = MapDataset(DatasetFromList(dataset), mapper, retry=False, seed=0)
     loader = DataLoader(
-        data,
+        _PositionedItems(data),
         batch_size=batch_size,
-        sampler=InferenceSampler(len(dataset)),
+        sampler=_PositionedSampler(InferenceSampler(len(dataset))),
         num_workers=num_workers,
-        collate_fn=_collate_list,
+        collate_fn=_collate_counted,
         worker_init_fn=_worker_init_fn,
     )
-    return InferenceDataLoader(loader)
+    return InferenceDataLoader(loader, skipped_at_load=skipped_at_load)

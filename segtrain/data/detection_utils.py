@@ -1,8 +1,9 @@
-"""Helpers shared by mappers: read an image, check it against its dataset dict, and turn
-(transformed) annotations into an ``Instances`` of targets."""
+"""Helpers shared by mappers: read an image and check it against its annotations, apply the
+bad-annotation policy to one item, and turn (transformed) annotations into an ``Instances``
+of targets."""
 import logging
 import os
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -12,9 +13,19 @@ from segtrain.structures import Instances
 from segtrain.structures.masks import masks_to_boxes, polygons_to_bitmask, rle_to_bitmask
 from segtrain.utils.errors import DatasetError
 
+from .datasets.annotation_checks import BAD_ANNOTATION_POLICIES
 from .transforms.transform import Transform
 
-__all__ = ["read_image", "check_image_size", "transform_segmentations", "annotations_to_instances"]
+__all__ = [
+    "read_image",
+    "read_image_checked",
+    "check_image_size",
+    "check_mapper_policy",
+    "map_or_skip",
+    "bad_items_skipped",
+    "transform_segmentations",
+    "annotations_to_instances",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -53,16 +64,59 @@ def read_image(file_name: str, format: str = "RGB") -> np.ndarray:
     return img
 
 
+def read_image_checked(file_name: str, format: str, height: Optional[int], width: Optional[int], where: str) -> np.ndarray:
+    """``read_image``, then a ``DatasetError`` naming ``file_name`` and ``where`` (e.g. "image id
+    3", "video id 2 frame 5") when the decoded size differs from the annotations' ``height`` x
+    ``width`` (None: not checked)."""
+    img = read_image(file_name, format)
+    _check_size(img, height, width, file_name, where)
+    return img
+
+
 def check_image_size(dataset_dict: Dict[str, Any], image: np.ndarray) -> None:
     """Raise ``DatasetError`` when the decoded image size differs from the dict's
     ``height`` / ``width`` (the annotation JSON's)."""
+    _check_size(image, dataset_dict.get("height"), dataset_dict.get("width"), dataset_dict.get("file_name"),
+                f"image id {dataset_dict.get('image_id')}")
+
+
+def _check_size(image: np.ndarray, height: Optional[int], width: Optional[int], file_name: Any, where: str) -> None:
     h, w = image.shape[:2]
-    exp_h, exp_w = dataset_dict.get("height"), dataset_dict.get("width")
-    if (exp_h is not None and exp_h != h) or (exp_w is not None and exp_w != w):
+    if (height is not None and height != h) or (width is not None and width != w):
+        raise DatasetError(f"{file_name}: {where} is {w}x{h} (WxH) but the annotations say {width}x{height}")
+
+
+def check_mapper_policy(policy: str) -> str:
+    """``policy`` when it is a valid ``on_bad_annotation`` of a mapper, else a ``DatasetError``."""
+    if policy not in BAD_ANNOTATION_POLICIES:
         raise DatasetError(
-            f"{dataset_dict.get('file_name')}: image id {dataset_dict.get('image_id')} is {w}x{h} (WxH) "
-            f"but the annotations say {exp_w}x{exp_h}"
+            f"on_bad_annotation must be one of {', '.join(BAD_ANNOTATION_POLICIES)}; got {policy!r}"
         )
+    return policy
+
+
+# Bad items this process's mappers skipped; ``MapDataset`` reads it before and after each item
+# (in loader workers too) to report the count to the main process.
+_SKIPPED = [0]
+
+
+def bad_items_skipped() -> int:
+    """How many items ``map_or_skip`` has skipped in this process so far."""
+    return _SKIPPED[0]
+
+
+def map_or_skip(map_fn: Callable[[Dict[str, Any]], Any], dataset_dict: Dict[str, Any], policy: str,
+                what: str = "an image") -> Optional[Any]:
+    """``map_fn(dataset_dict)``; a ``DatasetError`` is raised again under the "error" policy, and
+    under "skip" it is logged (one warning naming the item) and gives ``None``."""
+    try:
+        return map_fn(dataset_dict)
+    except DatasetError as e:
+        if policy == "error":
+            raise
+        _SKIPPED[0] += 1
+        logger.warning("Skipping %s (DATASETS.ON_BAD_ANNOTATION='skip'): %s", what, e)
+        return None
 
 
 def transform_segmentations(

@@ -2,7 +2,7 @@
 exact position, and an inference sampler that visits every item once."""
 import itertools
 import logging
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 from torch.utils.data import Sampler
@@ -22,7 +22,8 @@ class TrainingSampler(Sampler):
     the past). Rank ``r`` of ``W`` yields global items ``r, r + W, r + 2W, ...``, so ranks
     are disjoint within an epoch. ``start`` (per-rank items already consumed) resumes
     exactly; ``state_dict`` / ``load_state_dict`` carry the position (set by the loader,
-    which knows how many items the trainer really consumed).
+    which knows how many items the trainer really consumed). ``positions()`` yields the
+    same indices with their global positions.
     """
 
     def __init__(
@@ -63,8 +64,16 @@ class TrainingSampler(Sampler):
             epoch, offset = epoch + 1, 0
 
     def __iter__(self) -> Iterator[int]:
+        for _, index in self.positions():
+            yield index
+
+    def positions(self) -> Iterator[Tuple[int, int]]:
+        """This rank's items as ``(global position, index)``: the position in the global
+        stream identifies a sample across resumes and world sizes (the loader seeds each
+        sample's augmentation from it)."""
         global_start = self.start * self._world_size + self._rank
-        yield from itertools.islice(self._global_stream(global_start), 0, None, self._world_size)
+        stream = itertools.islice(self._global_stream(global_start), 0, None, self._world_size)
+        return zip(itertools.count(global_start, self._world_size), stream)
 
     def state_dict(self, consumed: Optional[int] = None) -> Dict[str, Any]:
         """``{"seed", "size", "global_position"}``; ``global_position`` counts items of the

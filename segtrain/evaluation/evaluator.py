@@ -167,8 +167,11 @@ def inference_on_dataset(
 
     total_time = time.perf_counter() - start
     per_image = (time.perf_counter() - timed_start) / max(num_images_timed, 1)
+    # a loader that drops bad images (DATASETS.ON_BAD_ANNOTATION='skip') says how many
+    skipped = int(getattr(data_loader, "num_skipped", 0) or 0)
+    skipped_note = f" (+{skipped} skipped as bad, DATASETS.ON_BAD_ANNOTATION='skip')" if skipped else ""
     logger.info(
-        f"Total inference time: {_format_eta(total_time)} ({total_time:.3f} s) for {num_images} images "
+        f"Total inference time: {_format_eta(total_time)} ({total_time:.3f} s) for {num_images} images{skipped_note} "
         f"({per_image:.4f} s/img after warm-up, {compute_time / max(num_images_timed, 1):.4f} s/img in the model; "
         f"{comm.get_world_size()} process(es))"
     )

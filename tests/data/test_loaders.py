@@ -42,9 +42,11 @@ def test_train_loader_deterministic_across_workers_and_runs(tiny_cfg):
 
     ids0, imgs0 = run(0)
     ids0b, imgs0b = run(0)
-    ids2, _ = run(2)
+    ids2, imgs2 = run(2)
     assert ids0 == ids0b == ids2  # the sampler order does not depend on workers
-    assert all(torch.equal(a, b) for a, b in zip(imgs0, imgs0b))  # augmentation is seeded too
+    # augmentation is seeded per sample: the same with 0 or 2 workers
+    assert all(torch.equal(a, b) for a, b in zip(imgs0, imgs0b))
+    assert all(torch.equal(a, b) for a, b in zip(imgs0, imgs2))
     tiny_cfg.SEED = 8
     assert run(0)[0] != ids0
 
@@ -63,6 +65,46 @@ def test_train_loader_resume(tiny_cfg):
     by_iter = build_train_loader(tiny_cfg, start_iter=5)
     assert _ids(itertools.islice(iter(by_iter), 3)) == after
     assert len(first) == 5
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_train_loader_resume_repeats_random_augmentation(tiny_cfg, workers):
+    """A loader resumed at batch 3 hands out the very tensors (random sizes and flips included)
+    that the uninterrupted loader gave as batches 3.., and they differ from those of batches 0.."""
+    tiny_cfg.INPUT.RANDOM_FLIP = "horizontal"
+    tiny_cfg.INPUT.MIN_SIZE_TRAIN = (40, 48, 56, 64)
+    tiny_cfg.INPUT.MAX_SIZE_TRAIN = 64
+    tiny_cfg.DATALOADER.NUM_WORKERS = workers
+    loader = build_train_loader(tiny_cfg)
+    it = iter(loader)
+    first = list(itertools.islice(it, 3))
+    state = loader.state_dict()
+    after = list(itertools.islice(it, 6))  # crosses the epoch boundary (8 images)
+    resumed = build_train_loader(tiny_cfg)
+    resumed.load_state_dict(state)
+    again = list(itertools.islice(iter(resumed), 6))
+    flat = lambda batches: [x for b in batches for x in b]  # noqa: E731
+    assert _ids(again) == _ids(after)
+    for a, b in zip(flat(after), flat(again)):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["instances"].gt_masks, b["instances"].gt_masks)
+    # the augmentation really is random: the same image in two epochs is not always mapped the same
+    by_id = {}
+    for x in flat(first + after):
+        by_id.setdefault(x["image_id"], []).append(x["image"])
+    assert any(len(v) > 1 and (v[0].shape != v[1].shape or not torch.equal(v[0], v[1])) for v in by_id.values())
+
+
+def test_map_dataset_does_not_touch_global_rng(tiny_cfg):
+    tiny_cfg.INPUT.RANDOM_FLIP = "horizontal"
+    np.random.seed(3)
+    expected = np.random.rand()
+    np.random.seed(3)
+    torch.manual_seed(3)
+    expected_torch = torch.rand(1)
+    torch.manual_seed(3)
+    np.random.seed(3)
+    list(itertools.islice(iter(build_train_loader(tiny_cfg)), 2))
+    assert np.random.rand() == expected and torch.equal(torch.rand(1), expected_torch)
 
 
 def test_train_loader_checks_batch_size(tiny_cfg):

@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import cv2
 import numpy as np
@@ -31,6 +31,13 @@ __all__ = [
     "generate_shapes",
     "ensure_shapes",
     "render_shapes_image",
+    "shape_polygon",
+    "rasterize_polygon",
+    "draw_background",
+    "pick_shape_color",
+    "write_jpeg",
+    "write_annotations",
+    "ensure_generated",
 ]
 
 logger = logging.getLogger(__name__)
@@ -52,7 +59,7 @@ def shapes_dir(root: str, split: str, num_images: int, image_size: int) -> str:
 
 
 # ------------------------------------------------------------------ geometry
-def _shape_polygon(rng: np.random.Generator, cls: int, cx: float, cy: float, r: float) -> np.ndarray:
+def shape_polygon(rng: np.random.Generator, cls: int, cx: float, cy: float, r: float) -> np.ndarray:
     """Vertices [V, 2] (x, y) of a shape of class ``cls`` with circumradius ``r``."""
     theta = rng.uniform(0, 2 * np.pi)
     name = SHAPES_CLASSES[cls]
@@ -78,7 +85,8 @@ def _shape_polygon(rng: np.random.Generator, cls: int, cx: float, cy: float, r: 
     return np.round(pts, 2)
 
 
-def _rasterize(poly: np.ndarray, h: int, w: int) -> np.ndarray:
+def rasterize_polygon(poly: np.ndarray, h: int, w: int) -> np.ndarray:
+    """bool [h, w]: the COCO rasterization of ``poly`` ([V, 2] x, y vertices)."""
     rle = mask_util.frPyObjects([poly.reshape(-1).tolist()], h, w)
     return mask_util.decode(mask_util.merge(rle)).astype(bool)
 
@@ -88,7 +96,7 @@ def _random_color(rng: np.random.Generator) -> np.ndarray:
     return rng.integers(0, 256, size=3).astype(np.float32)
 
 
-def _background(rng: np.random.Generator, s: int) -> Tuple[np.ndarray, List[np.ndarray]]:
+def draw_background(rng: np.random.Generator, s: int) -> Tuple[np.ndarray, List[np.ndarray]]:
     """A float32 [s, s, 3] textured background and the colours it uses."""
     c1, c2 = _random_color(rng), _random_color(rng)
     kind = int(rng.integers(4))
@@ -115,7 +123,7 @@ def _background(rng: np.random.Generator, s: int) -> Tuple[np.ndarray, List[np.n
     return img, [c1, c2]
 
 
-def _shape_color(rng: np.random.Generator, avoid: List[np.ndarray]) -> np.ndarray:
+def pick_shape_color(rng: np.random.Generator, avoid: List[np.ndarray]) -> np.ndarray:
     """A colour far (L1 > 120) from the background colours, when one can be found quickly."""
     best, best_d = None, -1.0
     for _ in range(20):
@@ -134,16 +142,16 @@ def render_shapes_image(rng: np.random.Generator, image_size: int) -> Tuple[np.n
     where instance ``k`` has ``category`` (0-based class), ``polygon`` (flat list) and
     ``occluded`` (bool), and the id map holds ``k`` on its visible pixels and -1 elsewhere."""
     s = int(image_size)
-    img, bg_colors = _background(rng, s)
+    img, bg_colors = draw_background(rng, s)
     n = int(rng.integers(0, _MAX_INSTANCES + 1))
     shapes = []
     for _ in range(n):
         cls = int(rng.integers(len(SHAPES_CLASSES)))
         r = rng.uniform(max(4.0, 0.06 * s), 0.22 * s)
         cx, cy = rng.uniform(r, s - r, size=2)
-        poly = _shape_polygon(rng, cls, cx, cy, r)
-        color = _shape_color(rng, bg_colors)
-        shapes.append({"category": cls, "polygon": poly, "color": color, "mask": _rasterize(poly, s, s)})
+        poly = shape_polygon(rng, cls, cx, cy, r)
+        color = pick_shape_color(rng, bg_colors)
+        shapes.append({"category": cls, "polygon": poly, "color": color, "mask": rasterize_polygon(poly, s, s)})
 
     def id_map(items):
         m = np.full((s, s), -1, dtype=np.int16)
@@ -191,11 +199,7 @@ def generate_shapes(out_dir: str, split: str, num_images: int, image_size: int) 
         rng = np.random.default_rng([_SPLIT_SEEDS[split], s, i])
         rgb, instances, ids = render_shapes_image(rng, s)
         file_name = f"{i:06d}.jpg"
-        ok, buf = cv2.imencode(".jpg", rgb[:, :, ::-1], [int(cv2.IMWRITE_JPEG_QUALITY), _JPEG_QUALITY])
-        if not ok:
-            raise DatasetError(f"could not encode shapes image {file_name} as JPEG")
-        with open(os.path.join(img_dir, file_name), "wb") as f:
-            f.write(buf.tobytes())
+        write_jpeg(os.path.join(img_dir, file_name), rgb)
         image_id = i + 1
         images.append({"id": image_id, "file_name": file_name, "height": s, "width": s})
         for k, inst in enumerate(instances):
@@ -216,23 +220,44 @@ def generate_shapes(out_dir: str, split: str, num_images: int, image_size: int) 
                 "iscrowd": 0,
             })
             ann_id += 1
-    data = {
-        "info": {"description": f"segtrain shapes {split}", "version": _FORMAT_VERSION},
-        "images": images,
-        "annotations": annotations,
-        "categories": [
-            {"id": k + _CATEGORY_ID_OFFSET, "name": name, "supercategory": "shape"}
-            for k, name in enumerate(SHAPES_CLASSES)
-        ],
-    }
+    write_annotations(out_dir, f"segtrain shapes {split}", images=images, annotations=annotations)
+
+
+def ensure_shapes(root: str, split: str, num_images: int, image_size: int) -> str:
+    """The folder of a split, generating it first if needed (``ensure_generated``)."""
+    return ensure_generated(
+        shapes_dir(root, split, num_images, image_size),
+        lambda tmp: generate_shapes(tmp, split, num_images, image_size),
+        f"shapes {split} ({num_images} images, {image_size}px)",
+    )
+
+
+# ------------------------------------------------------------------ shared by the generated datasets
+def write_jpeg(path: str, rgb: np.ndarray) -> None:
+    """Write RGB uint8 [H, W, 3] as a JPEG (quality 92) to ``path``."""
+    ok, buf = cv2.imencode(".jpg", rgb[:, :, ::-1], [int(cv2.IMWRITE_JPEG_QUALITY), _JPEG_QUALITY])
+    if not ok:
+        raise DatasetError(f"could not encode {path} as JPEG")
+    with open(path, "wb") as f:
+        f.write(buf.tobytes())
+
+
+def write_annotations(out_dir: str, description: str, **lists: List[Dict[str, Any]]) -> None:
+    """Write ``out_dir/annotations.json``: ``info``, the given lists (``images`` or ``videos``,
+    and ``annotations``) and the shapes ``categories`` (dataset ids start at 1)."""
+    data: Dict[str, Any] = {"info": {"description": description, "version": _FORMAT_VERSION}}
+    data.update(lists)
+    data["categories"] = [{"id": k + _CATEGORY_ID_OFFSET, "name": name, "supercategory": "shape"}
+                          for k, name in enumerate(SHAPES_CLASSES)]
     with open(os.path.join(out_dir, "annotations.json"), "w") as f:
         json.dump(data, f, separators=(",", ":"))
 
 
-def ensure_shapes(root: str, split: str, num_images: int, image_size: int) -> str:
-    """The folder of a split, generating it first if needed; safe when several processes
-    do this at once (each writes a private temporary folder; the first rename wins)."""
-    target = shapes_dir(root, split, num_images, image_size)
+def ensure_generated(target: str, generate: Callable[[str], None], description: str) -> str:
+    """``target``, after running ``generate(tmp_folder)`` and renaming the result to ``target``
+    if ``target/annotations.json`` does not exist yet. Safe when several processes do this at
+    once: each writes a private temporary folder and the first rename wins (the copies are
+    identical, generation being deterministic)."""
     if os.path.isfile(os.path.join(target, "annotations.json")):
         return target
     parent = os.path.dirname(target)
@@ -240,21 +265,18 @@ def ensure_shapes(root: str, split: str, num_images: int, image_size: int) -> st
     tmp = tempfile.mkdtemp(prefix=os.path.basename(target) + ".tmp-", dir=parent)
     start = time.perf_counter()
     try:
-        generate_shapes(tmp, split, num_images, image_size)
+        generate(tmp)
         os.chmod(tmp, 0o755)  # mkdtemp makes it private
         try:
             os.rename(tmp, target)
         except OSError as e:
             if not os.path.isfile(os.path.join(target, "annotations.json")):
                 raise DatasetError(
-                    f"cannot create the shapes dataset at {target!r} ({e.strerror}); remove the folder and retry"
+                    f"cannot create the {description} dataset at {target!r} ({e.strerror}); remove the folder and retry"
                 ) from None
             # another process finished first; its copy is identical
         else:
-            logger.info(
-                "Generated shapes %s (%d images, %dpx) in %.1fs at %s",
-                split, num_images, image_size, time.perf_counter() - start, target,
-            )
+            logger.info("Generated %s in %.1fs at %s", description, time.perf_counter() - start, target)
     finally:
         if os.path.isdir(tmp):
             shutil.rmtree(tmp, ignore_errors=True)

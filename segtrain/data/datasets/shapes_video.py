@@ -18,15 +18,10 @@ Layout: ``<root>/shapes_video/<split>_n<N>_f<T>_s<S>/{videos/<video>/<frame>.jpg
 (YouTube-VIS format, read by ``load_ytvis_json``); the folder appears atomically (written to a
 temporary folder, then renamed).
 """
-import json
 import logging
 import os
-import shutil
-import tempfile
-import time
 from typing import Any, Dict, List, Optional, Tuple
 
-import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 
@@ -34,7 +29,17 @@ from segtrain.utils.errors import DatasetError
 
 from ..catalog import DatasetCatalog, MetadataCatalog
 # Reuse the image generator's drawing so that both datasets look alike and share fixes.
-from .shapes import SHAPES_CLASSES, SHAPES_COLORS, _background, _rasterize, _shape_color, _shape_polygon
+from .shapes import (
+    SHAPES_CLASSES,
+    SHAPES_COLORS,
+    draw_background,
+    ensure_generated,
+    pick_shape_color,
+    rasterize_polygon,
+    shape_polygon,
+    write_annotations,
+    write_jpeg,
+)
 from .ytvis import YTVIS_EVALUATOR_TYPE, load_ytvis_json
 
 __all__ = [
@@ -55,8 +60,6 @@ _DEFAULT_SIZES = {"num_train": 300, "num_val": 30, "num_frames": 12, "image_size
 _SPLIT_SEEDS = {"train": 3003, "val": 4004}
 _CATEGORY_ID_OFFSET = 1  # dataset ids start at 1, as in the image shapes dataset
 _MAX_OBJECTS = 5
-_JPEG_QUALITY = 92
-_FORMAT_VERSION = 1
 _MOTIONS = ("inside", "enter", "leave")
 
 
@@ -110,7 +113,7 @@ def render_shapes_video(
     ``k`` (in depth order, later on top) has ``category`` (0-based class), ``motion`` and
     ``masks``: bool [T, S, S] of its visible pixels per frame."""
     s, n_t = int(image_size), int(num_frames)
-    bg, bg_colors = _background(rng, s)
+    bg, bg_colors = draw_background(rng, s)
     n_obj = int(rng.integers(1, _MAX_OBJECTS + 1))
     objects = []
     for k in range(n_obj):
@@ -118,15 +121,15 @@ def render_shapes_video(
         cls = int(rng.integers(len(SHAPES_CLASSES)))
         r = rng.uniform(max(4.0, 0.08 * s), 0.2 * s)
         # one polygon around the origin, then rotated and moved per frame
-        base = _shape_polygon(rng, cls, 0.0, 0.0, r)
+        base = shape_polygon(rng, cls, 0.0, 0.0, r)
         omega = rng.uniform(-0.1, 0.1)
         centres = _trajectory(rng, motion, r, s, n_t)
-        color = _shape_color(rng, bg_colors)
+        color = pick_shape_color(rng, bg_colors)
         full = []
         for t in range(n_t):
             c, si = np.cos(omega * t), np.sin(omega * t)
             poly = np.round(base @ np.array([[c, -si], [si, c]]).T + centres[t], 2)
-            full.append(_rasterize(poly, s, s))
+            full.append(rasterize_polygon(poly, s, s))
         objects.append({"category": cls, "motion": motion, "color": color, "full": np.stack(full)})
 
     frames = []
@@ -169,11 +172,7 @@ def generate_shapes_video(out_dir: str, split: str, num_videos: int, num_frames:
         file_names = []
         for t, rgb in enumerate(frames):
             rel = f"{rel_dir}/{t:05d}.jpg"
-            ok, buf = cv2.imencode(".jpg", rgb[:, :, ::-1], [int(cv2.IMWRITE_JPEG_QUALITY), _JPEG_QUALITY])
-            if not ok:
-                raise DatasetError(f"could not encode shapes_video frame {rel} as JPEG")
-            with open(os.path.join(out_dir, rel), "wb") as f:
-                f.write(buf.tobytes())
+            write_jpeg(os.path.join(out_dir, rel), rgb)
             file_names.append(rel)
         video_id = i + 1
         videos.append({"id": video_id, "file_names": file_names, "height": s, "width": s, "length": n_t})
@@ -203,49 +202,16 @@ def generate_shapes_video(out_dir: str, split: str, num_videos: int, num_frames:
                 "motion": obj["motion"],
             })
             ann_id += 1
-    data = {
-        "info": {"description": f"segtrain shapes_video {split}", "version": _FORMAT_VERSION},
-        "videos": videos,
-        "annotations": annotations,
-        "categories": [
-            {"id": k + _CATEGORY_ID_OFFSET, "name": name, "supercategory": "shape"}
-            for k, name in enumerate(SHAPES_CLASSES)
-        ],
-    }
-    with open(os.path.join(out_dir, "annotations.json"), "w") as f:
-        json.dump(data, f, separators=(",", ":"))
+    write_annotations(out_dir, f"segtrain shapes_video {split}", videos=videos, annotations=annotations)
 
 
 def ensure_shapes_video(root: str, split: str, num_videos: int, num_frames: int, image_size: int) -> str:
-    """The folder of a split, generating it first if needed; safe when several processes do
-    this at once (each writes a private temporary folder; the first rename wins)."""
-    target = shapes_video_dir(root, split, num_videos, num_frames, image_size)
-    if os.path.isfile(os.path.join(target, "annotations.json")):
-        return target
-    parent = os.path.dirname(target)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=os.path.basename(target) + ".tmp-", dir=parent)
-    start = time.perf_counter()
-    try:
-        generate_shapes_video(tmp, split, num_videos, num_frames, image_size)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private
-        try:
-            os.rename(tmp, target)
-        except OSError as e:
-            if not os.path.isfile(os.path.join(target, "annotations.json")):
-                raise DatasetError(
-                    f"cannot create the shapes_video dataset at {target!r} ({e.strerror}); remove the folder and retry"
-                ) from None
-            # another process finished first; its copy is identical
-        else:
-            logger.info(
-                "Generated shapes_video %s (%d videos x %d frames, %dpx) in %.1fs at %s",
-                split, num_videos, num_frames, image_size, time.perf_counter() - start, target,
-            )
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    """The folder of a split, generating it first if needed (``shapes.ensure_generated``)."""
+    return ensure_generated(
+        shapes_video_dir(root, split, num_videos, num_frames, image_size),
+        lambda tmp: generate_shapes_video(tmp, split, num_videos, num_frames, image_size),
+        f"shapes_video {split} ({num_videos} videos x {num_frames} frames, {image_size}px)",
+    )
 
 
 # ------------------------------------------------------------------ registration

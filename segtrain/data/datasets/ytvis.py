@@ -28,7 +28,17 @@ from typing import Any, Dict, List, Optional
 from segtrain.utils.errors import DatasetError
 
 from ..catalog import DatasetCatalog, MetadataCatalog
-from .coco import _check_policy, _check_segmentation, _is_int, _Problems, get_bad_annotation_policy
+from .annotation_checks import (
+    ProblemLog,
+    checked_annotations,
+    check_policy,
+    check_segmentation,
+    check_top_level,
+    get_bad_annotation_policy,
+    is_int,
+    parse_categories,
+    read_json_file,
+)
 
 __all__ = ["load_ytvis_json", "register_ytvis_instances", "register_ytvis_2019", "YTVIS_EVALUATOR_TYPE"]
 
@@ -39,22 +49,6 @@ _VIDEO_KEYS = ("id", "file_names", "height", "width")
 _ANN_KEYS = ("id", "video_id", "category_id", "segmentations")
 
 
-def _read_json(json_file: str) -> Any:
-    import json
-
-    if not os.path.isfile(json_file):
-        raise DatasetError(f"video annotation file not found: {json_file!r}")
-    try:
-        with open(json_file, "r", encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise DatasetError(
-            f"{json_file}: malformed JSON at line {e.lineno} column {e.colno} (char {e.pos}): {e.msg}"
-        ) from None
-    except UnicodeDecodeError as e:
-        raise DatasetError(f"{json_file}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
-
-
 def _check_video(video: Any, k: int, image_root: str) -> Optional[str]:
     """None when ``video`` (entry #k of 'videos') is well formed and all its frames exist."""
     if not isinstance(video, dict):
@@ -63,16 +57,16 @@ def _check_video(video: Any, k: int, image_root: str) -> Optional[str]:
     vid = video.get("id", f"#{k}")
     if missing:
         return f"video id {vid}: missing required key(s) {', '.join(missing)} (required: {', '.join(_VIDEO_KEYS)})"
-    if not _is_int(vid):
+    if not is_int(vid):
         return f"video #{k}: id must be an integer, got {vid!r}"
     h, w = video["height"], video["width"]
-    if not (_is_int(h) and _is_int(w) and h > 0 and w > 0):
+    if not (is_int(h) and is_int(w) and h > 0 and w > 0):
         return f"video id {vid}: height/width must be positive integers, got {h!r}/{w!r}"
     names = video["file_names"]
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         return f"video id {vid}: 'file_names' must be a non-empty list of paths"
     length = video.get("length", len(names))
-    if not _is_int(length) or length != len(names):
+    if not is_int(length) or length != len(names):
         return f"video id {vid}: 'length' is {length!r} but 'file_names' lists {len(names)} frames"
     for t, name in enumerate(names):
         path = os.path.join(image_root, name)
@@ -95,35 +89,13 @@ def load_ytvis_json(
     ``evaluator_type="video"``. Every per-frame segmentation is checked (type, RLE size equal
     to the video size, polygon shape); every frame file must exist.
     """
-    policy = _check_policy(on_bad_annotation or get_bad_annotation_policy())
-    data = _read_json(json_file)
-    if not isinstance(data, dict):
-        raise DatasetError(f"{json_file}: top level must be a JSON object, got {type(data).__name__}")
-    for key in ("videos", "annotations", "categories"):
-        if key not in data:
-            raise DatasetError(
-                f"{json_file}: missing required key {key!r} (a video file needs videos, annotations, categories)"
-            )
-        if not isinstance(data[key], list):
-            raise DatasetError(f"{json_file}: {key!r} must be a list, got {type(data[key]).__name__}")
-
-    # categories are fatal under either policy: every annotation depends on them
-    names_by_id: Dict[int, str] = {}
-    for k, cat in enumerate(data["categories"]):
-        if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
-            raise DatasetError(f"{json_file}: category #{k} needs keys 'id' and 'name', got {cat!r}")
-        if not _is_int(cat["id"]):
-            raise DatasetError(f"{json_file}: category {cat['name']!r} has a non-integer id {cat['id']!r}")
-        if cat["id"] in names_by_id:
-            raise DatasetError(f"{json_file}: category id {cat['id']} is used twice")
-        names_by_id[int(cat["id"])] = str(cat["name"])
-    if not names_by_id:
-        raise DatasetError(f"{json_file}: 'categories' is empty")
+    policy = check_policy(on_bad_annotation or get_bad_annotation_policy())
+    data = read_json_file(json_file, "video annotation")
+    check_top_level(json_file, data, ("videos", "annotations", "categories"), "video")
+    names_by_id, id_map, valid_cat = parse_categories(json_file, data["categories"])
     cat_ids = sorted(names_by_id)
-    id_map = {cid: i for i, cid in enumerate(cat_ids)}
-    valid_cat = ", ".join(map(str, cat_ids[:20])) + (", ..." if len(cat_ids) > 20 else "")
 
-    problems = _Problems(json_file, policy)
+    problems = ProblemLog(json_file, policy, logger)
     videos: Dict[int, Dict[str, Any]] = {}
     all_video_ids = set()
     for k, video in enumerate(data["videos"]):
@@ -139,28 +111,10 @@ def load_ytvis_json(
 
     anns_by_video: Dict[int, List[Dict[str, Any]]] = {vid: [] for vid in videos}
     ann_ids = set()
-    for k, ann in enumerate(data["annotations"]):
-        if not isinstance(ann, dict):
-            problems.report(f"annotation #{k} is not a JSON object")
-            continue
-        aid = ann.get("id", f"#{k}")
-        missing = [key for key in _ANN_KEYS if key not in ann]
-        if missing:
-            problems.report(
-                f"annotation id {aid}: missing required key(s) {', '.join(missing)} (required: {', '.join(_ANN_KEYS)})"
-            )
-            continue
-        if aid in ann_ids:
-            raise DatasetError(f"{json_file}: annotation id {aid} is used twice")
-        vid = ann["video_id"]
-        if vid not in videos:
-            if vid not in all_video_ids:
-                problems.report(f"annotation id {aid}: video_id {vid!r} is not in 'videos'")
-            continue  # its video was skipped and already counted
-        cid = ann["category_id"]
-        if cid not in id_map:
-            problems.report(f"video id {vid} annotation id {aid}: unknown category_id {cid!r} (valid: {valid_cat})")
-            continue
+    for ann, aid, vid, category in checked_annotations(
+        problems, data["annotations"], required=_ANN_KEYS, parent_key="video_id", parents=videos,
+        all_parent_ids=all_video_ids, id_map=id_map, valid_categories=valid_cat, seen_ids=ann_ids,
+    ):
         video = videos[vid]
         length, h, w = len(video["file_names"]), video["height"], video["width"]
         segms = ann["segmentations"]
@@ -176,7 +130,7 @@ def load_ytvis_json(
             if segm is None or (isinstance(segm, list) and len(segm) == 0):
                 out_segms.append(None)
                 continue
-            err = _check_segmentation(segm, h, w)
+            err = check_segmentation(segm, h, w)
             if err is not None:
                 problems.report(f"video id {vid} annotation id {aid} frame {t}: {err}")
                 break
@@ -186,7 +140,7 @@ def load_ytvis_json(
         ann_ids.add(aid)
         obj = {
             "id": aid,
-            "category_id": id_map[cid],
+            "category_id": category,
             "iscrowd": int(ann.get("iscrowd", 0)),
             "segmentations": out_segms,
         }
@@ -206,7 +160,7 @@ def load_ytvis_json(
             "file_names": [os.path.join(root, n) for n in video["file_names"]],
             "annotations": anns_by_video[vid],
         })
-    problems.log_summary()
+    problems.log_summary("video")
     logger.info(
         "Loaded %d videos (%d frames) with %d object tracks from %s",
         len(dicts), sum(d["length"] for d in dicts), len(ann_ids), json_file,

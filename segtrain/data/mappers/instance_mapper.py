@@ -9,8 +9,13 @@ import torch
 from segtrain.config import configurable
 from segtrain.utils.errors import DatasetError
 
-from ..datasets.coco import BAD_ANNOTATION_POLICIES
-from ..detection_utils import annotations_to_instances, check_image_size, read_image, transform_segmentations
+from ..detection_utils import (
+    annotations_to_instances,
+    check_mapper_policy,
+    map_or_skip,
+    read_image_checked,
+    transform_segmentations,
+)
 from ..transforms import Augmentation, apply_augmentations, build_augmentations
 from .build import MAPPER_REGISTRY
 
@@ -40,14 +45,10 @@ class InstanceDatasetMapper:
         image_format: str = "RGB",
         on_bad_annotation: str = "error",
     ):
-        if on_bad_annotation not in BAD_ANNOTATION_POLICIES:
-            raise DatasetError(
-                f"on_bad_annotation must be one of {', '.join(BAD_ANNOTATION_POLICIES)}; got {on_bad_annotation!r}"
-            )
         self.is_train = is_train
         self.augmentations = list(augmentations)
         self.image_format = image_format
-        self.on_bad_annotation = on_bad_annotation
+        self.on_bad_annotation = check_mapper_policy(on_bad_annotation)
         mode = "training" if is_train else "inference"
         logger.info("InstanceDatasetMapper (%s) augmentations: %s", mode, self.augmentations)
 
@@ -61,19 +62,13 @@ class InstanceDatasetMapper:
         }
 
     def __call__(self, dataset_dict: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-        try:
-            return self._map(dataset_dict)
-        except DatasetError as e:
-            if self.on_bad_annotation == "error":
-                raise
-            logger.warning("Skipping an image (DATASETS.ON_BAD_ANNOTATION='skip'): %s", e)
-            return None
+        return map_or_skip(self._map, dataset_dict, self.on_bad_annotation, "an image")
 
     def _map(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
         # the dict belongs to the dataset list; never modify it
         annos: Optional[List[dict]] = dataset_dict.get("annotations")
-        image = read_image(dataset_dict["file_name"], self.image_format)
-        check_image_size(dataset_dict, image)
+        image = read_image_checked(dataset_dict["file_name"], self.image_format, dataset_dict.get("height"),
+                                   dataset_dict.get("width"), f"image id {dataset_dict.get('image_id')}")
         h, w = image.shape[:2]
         image, transforms = apply_augmentations(self.augmentations, image)
         out_h, out_w = image.shape[:2]

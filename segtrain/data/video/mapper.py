@@ -9,8 +9,7 @@ import torch
 from segtrain.config import configurable
 from segtrain.utils.errors import ConfigError, DatasetError
 
-from ..datasets.coco import BAD_ANNOTATION_POLICIES
-from ..detection_utils import read_image, transform_segmentations
+from ..detection_utils import check_mapper_policy, map_or_skip, read_image_checked, transform_segmentations
 from ..mappers import MAPPER_REGISTRY
 from ..transforms import Augmentation, ColorJitter, RandomFlip, ResizeTransform, Transform, apply_augmentations
 from .clip_sampler import ClipSampler, as_video_dict
@@ -82,17 +81,13 @@ class VideoDatasetMapper:
         image_format: str = "RGB",
         on_bad_annotation: str = "error",
     ):
-        if on_bad_annotation not in BAD_ANNOTATION_POLICIES:
-            raise DatasetError(
-                f"on_bad_annotation must be one of {', '.join(BAD_ANNOTATION_POLICIES)}; got {on_bad_annotation!r}"
-            )
         if is_train and clip_sampler is None:
             raise ConfigError("VideoDatasetMapper(is_train=True) needs a clip_sampler")
         self.is_train = is_train
         self.clip_sampler = clip_sampler
         self.augmentations = list(augmentations)
         self.image_format = image_format
-        self.on_bad_annotation = on_bad_annotation
+        self.on_bad_annotation = check_mapper_policy(on_bad_annotation)
         logger.info(
             "VideoDatasetMapper (%s): %s, augmentations: %s",
             "training" if is_train else "inference", clip_sampler if is_train else "all frames, all objects",
@@ -114,13 +109,7 @@ class VideoDatasetMapper:
         }
 
     def __call__(self, dataset_dict: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-        try:
-            return self._map(dataset_dict)
-        except DatasetError as e:
-            if self.on_bad_annotation == "error":
-                raise
-            logger.warning("Skipping a video (DATASETS.ON_BAD_ANNOTATION='skip'): %s", e)
-            return None
+        return map_or_skip(self._map, dataset_dict, self.on_bad_annotation, "a video")
 
     def _map(self, dataset_dict: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         # the dict belongs to the dataset list; never modify it
@@ -140,12 +129,7 @@ class VideoDatasetMapper:
         transforms = None
         for t in frames:
             file_name = video["file_names"][t]
-            img = read_image(file_name, self.image_format)
-            if img.shape[:2] != (h, w):
-                raise DatasetError(
-                    f"{file_name}: video id {vid} frame {t} is {img.shape[1]}x{img.shape[0]} (WxH) "
-                    f"but the annotations say {w}x{h}"
-                )
+            img = read_image_checked(file_name, self.image_format, h, w, f"video id {vid} frame {t}")
             if transforms is None:
                 # draw the random parameters once per clip; replayed on every other frame
                 img, transforms = apply_augmentations(self.augmentations, img)
