@@ -182,6 +182,7 @@ class Checkpointer:
         return self._restore(self._load_file(path), path, checkpointables)
 
     def _restore(self, ckpt: Dict[str, Any], path: str, checkpointables: Optional[Iterable[str]]) -> Dict[str, Any]:
+        self.last_loaded_path = path  # read by the trainer's start-up summary
         self._load_model(ckpt.pop("model"), path)
         names = self.checkpointables if checkpointables is None else list(checkpointables)
         for key in names:

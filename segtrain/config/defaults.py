@@ -24,6 +24,9 @@ _C.MODEL.PIXEL_MEAN = [123.675, 116.280, 103.530]
 _C.MODEL.PIXEL_STD = [58.395, 57.120, 57.375]
 # Module-name prefixes to freeze (requires_grad False), e.g. ["backbone.res2"]
 _C.MODEL.FROZEN_MODULES = []
+# torch.compile the backbone and the pixel decoder in place (parameter names unchanged).
+# Off by default: on a 2-core CPU it did not pay for its compile time (docs/benchmarks.md)
+_C.MODEL.COMPILE = False
 
 _C.MODEL.BACKBONE = CN()
 _C.MODEL.BACKBONE.NAME = "build_resnet_backbone"
@@ -197,7 +200,11 @@ _C.TEST.EARLY_STOP.PATIENCE = 0
 # Validation loss on the test loader at EVAL_PERIOD, logged as val/<key>
 _C.TEST.VAL_LOSS = CN()
 _C.TEST.VAL_LOSS.ENABLED = False
+# Batches per process; the images are the first NUM_BATCHES x IMS_PER_BATCH x processes of
+# DATASETS.TEST[0] (the same images for any number of processes); <= 0: the whole dataset
 _C.TEST.VAL_LOSS.NUM_BATCHES = 10
+# Images per batch, per process (0 = SOLVER.IMS_PER_BATCH / processes, as in training)
+_C.TEST.VAL_LOSS.IMS_PER_BATCH = 0
 # PNG of predictions on a few fixed validation images every PERIOD iterations (0 = off)
 _C.TEST.VIS = CN()
 _C.TEST.VIS.PERIOD = 0
@@ -215,6 +222,9 @@ _C.DETERMINISTIC = False
 _C.CUDNN_BENCHMARK = False
 _C.LOG_PERIOD = 20
 _C.WRITERS = CN()
+# Prefix of the training loss keys in every writer: "" keeps the model's keys (core_loss,
+# loss_ce, ...); e.g. "train/" logs train/core_loss, train/loss_ce, ... and train/total_loss
+_C.WRITERS.TRAIN_PREFIX = ""
 _C.WRITERS.TENSORBOARD = True
 _C.WRITERS.WANDB = CN()
 _C.WRITERS.WANDB.ENABLED = False

@@ -18,6 +18,8 @@ from .hooks import (
     PeriodicCheckpointer,
     PeriodicWriter,
     SignalCheckpointer,
+    ValidationLoss,
+    VisualizationHook,
 )
 from .launch import launch
 from .train_loop import AMPTrainer, HookBase, SimpleTrainer, TrainerBase
@@ -44,4 +46,6 @@ __all__ = [
     "BestCheckpointer",
     "EarlyStopping",
     "PeriodicWriter",
+    "ValidationLoss",
+    "VisualizationHook",
 ]

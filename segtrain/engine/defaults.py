@@ -31,6 +31,7 @@ from segtrain.utils.env import collect_env_info, seed_all_rng, setup_determinism
 from segtrain.utils.errors import ConfigError, SegtrainError
 from segtrain.utils.events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardXWriter, WandbWriter
 from segtrain.utils.logger import setup_logger
+from segtrain.utils.plot_metrics import write_metrics_png
 
 from . import hooks
 from .launch import launch
@@ -114,9 +115,9 @@ def default_setup(cfg, args: argparse.Namespace) -> None:
 
 def default_writers(cfg, max_iter: int) -> List[EventWriter]:
     """Console line, ``OUTPUT_DIR/metrics.json``, TensorBoard (``WRITERS.TENSORBOARD``) and
-    W&B (``WRITERS.WANDB.ENABLED``)."""
+    W&B (``WRITERS.WANDB.ENABLED``). Main process only: one metrics file per run."""
     writers: List[EventWriter] = [
-        CommonMetricPrinter(max_iter),
+        CommonMetricPrinter(max_iter, train_prefix=cfg.WRITERS.TRAIN_PREFIX),
         JSONWriter(os.path.join(cfg.OUTPUT_DIR, "metrics.json")),
     ]
     if cfg.WRITERS.TENSORBOARD:
@@ -138,6 +139,33 @@ def create_ddp_model(model: nn.Module, **kwargs: Any) -> nn.Module:
     if "device_ids" not in kwargs and next(model.parameters()).is_cuda:
         kwargs["device_ids"] = [comm.get_local_rank()]
     return DistributedDataParallel(model, **kwargs)
+
+
+def _uses_video_loader(cfg, dataset_names: Sequence[str]) -> bool:
+    """Video clip loaders (``segtrain.data.video``) when ``INPUT.DATASET_MAPPER_NAME`` is
+    ``VideoDatasetMapper`` or a dataset's metadata says ``evaluator_type="video"``."""
+    if cfg.INPUT.DATASET_MAPPER_NAME == "VideoDatasetMapper":
+        return True
+    from segtrain.data import MetadataCatalog
+
+    return any(n in MetadataCatalog and MetadataCatalog.get(n).get("evaluator_type") == "video" for n in dataset_names)
+
+
+def _video_val_loss_loader(cfg, name: str, per_process: int, world: int):
+    """Validation-loss loader of a video dataset: the first ``NUM_BATCHES x per_process x
+    world`` videos with objects, whole (every frame and object, no augmentation), as lists of
+    ``per_process`` clip dicts (a video model collates them in training mode)."""
+    from segtrain.data.build import build_test_loader
+    from segtrain.data.datasets.shapes_video import register_shapes_video_from_cfg
+    from segtrain.data.video import VideoDatasetMapper, get_video_dataset_dicts
+
+    register_shapes_video_from_cfg(cfg)
+    dicts = get_video_dataset_dicts(name, on_bad_annotation=cfg.DATASETS.ON_BAD_ANNOTATION)
+    if cfg.TEST.VAL_LOSS.NUM_BATCHES > 0:
+        dicts = dicts[: cfg.TEST.VAL_LOSS.NUM_BATCHES * per_process * world]
+    logger.info(f"Validation loss on {len(dicts)} videos of {name} ({per_process} per batch and process)")
+    return build_test_loader(dicts, mapper=VideoDatasetMapper(cfg, is_train=False),
+                             num_workers=cfg.DATALOADER.NUM_WORKERS, batch_size=per_process)
 
 
 class DefaultTrainer(TrainerBase):
@@ -162,12 +190,15 @@ class DefaultTrainer(TrainerBase):
         step_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
         kwargs = {"dtype": cfg.SOLVER.AMP.DTYPE} if cfg.SOLVER.AMP.ENABLED else {}
         self._trainer = step_cls(model, data_loader, optimizer, build_gradient_clipper(cfg),
-                                 cfg.SOLVER.ACCUM_ITER, **kwargs)
+                                 cfg.SOLVER.ACCUM_ITER, metric_prefix=cfg.WRITERS.TRAIN_PREFIX, **kwargs)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, cfg=cfg, optimizer=optimizer,
                                          scheduler=self.scheduler, trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
+        # how the run started ("resume", "weights" or "scratch") and from which file
+        self.start_mode = "scratch"
+        self.start_file = ""
         self._last_eval_results: Optional[Dict] = None
         self.register_hooks(self.build_hooks())
 
@@ -184,17 +215,39 @@ class DefaultTrainer(TrainerBase):
         return self._trainer.data_loader
 
     def resume_or_load(self, resume: bool = True) -> None:
-        """``resume``: continue from the last checkpoint in ``OUTPUT_DIR`` if there is one.
-        Otherwise initialize the model from ``MODEL.WEIGHTS`` (if set) and start at iteration 0."""
-        extra = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
+        """``resume`` (``--resume``): continue from the last checkpoint in ``OUTPUT_DIR`` if there is
+        one: model, optimizer, scheduler, iteration, data position (``MODEL.WEIGHTS`` is then not
+        used). Otherwise initialize the model only from ``MODEL.WEIGHTS`` (if set) and start at
+        iteration 0 with a fresh optimizer and schedule. One ``Start-up:`` line in the log says
+        which happened, from which file, at which iteration (also ``start_mode`` / ``start_file``)."""
+        weights = self.cfg.MODEL.WEIGHTS
+        self.checkpointer.last_loaded_path = ""
+        extra = self.checkpointer.resume_or_load(weights, resume=resume)
+        loaded = getattr(self.checkpointer, "last_loaded_path", "")
         if "iteration" in extra:
-            self.start_iter = int(extra["iteration"]) + 1
-            logger.info(f"Resumed: training continues at iteration {self.start_iter} of {self.max_iter}")
+            saved_iter = int(extra["iteration"])
+            self.start_iter = saved_iter + 1
+            self.start_mode, self.start_file = "resume", loaded
+            ignored = f"; MODEL.WEIGHTS={weights} is not used" if weights else ""
+            msg = (f"Start-up: RESUMED the run in {self.cfg.OUTPUT_DIR} from {loaded} (saved after iteration "
+                   f"{saved_iter}): model, optimizer, scheduler, iteration and data position restored{ignored}; "
+                   f"training continues at iteration {self.start_iter} of {self.max_iter}")
         else:
             self.start_iter = 0
+            nothing = f"--resume found no checkpoint in {self.cfg.OUTPUT_DIR}, so " if resume else ""
+            if weights:
+                self.start_mode, self.start_file = "weights", loaded or weights
+                msg = (f"Start-up: {nothing}INITIALIZED the model weights from MODEL.WEIGHTS={weights} (model only; "
+                       f"fresh optimizer and schedule); training starts at iteration 0 of {self.max_iter}")
+            else:
+                self.start_mode, self.start_file = "scratch", ""
+                msg = (f"Start-up: {nothing}a NEW run from random initialization (no MODEL.WEIGHTS); "
+                       f"training starts at iteration 0 of {self.max_iter}")
+        logger.info(msg)
 
     def build_hooks(self) -> List[Optional[hooks.HookBase]]:
-        """Timer, LR, checkpoint hooks, evaluation, best checkpoint, early stopping, writers."""
+        """Timer, LR, checkpoint hooks, evaluation, validation loss, prediction images, best
+        checkpoint, early stopping, writers."""
         cfg = self.cfg
 
         def test_and_save_results():
@@ -210,7 +263,22 @@ class DefaultTrainer(TrainerBase):
                                        max_to_keep=cfg.SOLVER.MAX_TO_KEEP),
             hooks.SignalCheckpointer(self.checkpointer),
             hooks.EvalHook(cfg.TEST.EVAL_PERIOD, test_and_save_results),
+            # at the end: how many bad items the training loader skipped (DATASETS.ON_BAD_ANNOTATION='skip')
+            hooks.CallbackHook(after_train=lambda t: getattr(t.data_loader, "log_skipped", lambda: None)()),
         ]
+        # at the evaluation period, before the watchers below, so they can watch val/total_loss
+        if cfg.TEST.VAL_LOSS.ENABLED:
+            amp_dtype = getattr(self._trainer, "dtype", None) if cfg.SOLVER.AMP.ENABLED else None
+            ret.append(hooks.ValidationLoss(cfg.TEST.EVAL_PERIOD, lambda: self.build_val_loss_loader(cfg),
+                                            seed=max(cfg.SEED, 0), autocast_dtype=amp_dtype))
+        if cfg.TEST.VIS.PERIOD > 0:
+            from segtrain.data import MetadataCatalog
+
+            name = _first_test_dataset(cfg, "TEST.VIS.PERIOD > 0")
+            ret.append(hooks.VisualizationHook(
+                cfg.TEST.VIS.PERIOD, lambda: self.build_vis_inputs(cfg), os.path.join(cfg.OUTPUT_DIR, "vis"),
+                metadata=MetadataCatalog.get(name), score_threshold=cfg.TEST.VIS.SCORE_THRESHOLD,
+                image_format=cfg.INPUT.FORMAT))
         # both read the metric the evaluation hook (above) just put into the storage
         if cfg.TEST.BEST_CHECKPOINT.METRIC:
             ret.append(hooks.BestCheckpointer(self.checkpointer, cfg.TEST.BEST_CHECKPOINT.METRIC,
@@ -239,7 +307,19 @@ class DefaultTrainer(TrainerBase):
             payload = {"iteration": self.iter - 1, "results": results}
             atomic_write_bytes(path, json.dumps(payload, indent=2, default=float).encode())
             logger.info(f"Final evaluation results written to {path}")
+        self._write_training_curves()
         return results
+
+    def _write_training_curves(self) -> None:
+        """``OUTPUT_DIR/metrics.png`` from ``metrics.json`` (main process, best effort: a plotting
+        failure is logged and never fails a finished run)."""
+        metrics = os.path.join(self.cfg.OUTPUT_DIR or "", "metrics.json")
+        if not (comm.is_main_process() and self.cfg.OUTPUT_DIR and os.path.isfile(metrics)):
+            return
+        try:
+            write_metrics_png(metrics)
+        except Exception as e:  # noqa: BLE001 - the run is done; a plot must not turn it into a failure
+            logger.warning(f"could not plot {metrics}: {e}")
 
     def run_step(self) -> None:
         self._trainer.iter = self.iter
@@ -277,15 +357,59 @@ class DefaultTrainer(TrainerBase):
 
     @classmethod
     def build_train_loader(cls, cfg):
+        if _uses_video_loader(cfg, cfg.DATASETS.TRAIN):
+            from segtrain.data.video import build_video_train_loader
+
+            return build_video_train_loader(cfg)
         from segtrain.data import build_train_loader
 
         return build_train_loader(cfg)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name: str):
+        if _uses_video_loader(cfg, [dataset_name]):
+            from segtrain.data.video import build_video_test_loader
+
+            return build_video_test_loader(cfg, dataset_name)
         from segtrain.data import build_test_loader
 
         return build_test_loader(cfg, dataset_name)
+
+    @classmethod
+    def build_val_loss_loader(cls, cfg):
+        """Loader of the validation loss (``TEST.VAL_LOSS``): the first ``NUM_BATCHES x
+        IMS_PER_BATCH x processes`` images of ``DATASETS.TEST[0]`` through the test mapper
+        (deterministic resize, annotations kept as ``instances``), sharded over processes,
+        ``IMS_PER_BATCH`` (0: the training per-process batch) images per batch. A trainer whose
+        model wants another batch format (e.g. video clips) overrides this."""
+        from segtrain.data import build_mapper, build_test_loader, get_dataset_dicts, register_shapes_from_cfg
+
+        name = _first_test_dataset(cfg, "TEST.VAL_LOSS.ENABLED")
+        world = comm.get_world_size()
+        per_process = cfg.TEST.VAL_LOSS.IMS_PER_BATCH or max(cfg.SOLVER.IMS_PER_BATCH // world, 1)
+        if _uses_video_loader(cfg, [name]):
+            return _video_val_loss_loader(cfg, name, per_process, world)
+        register_shapes_from_cfg(cfg)
+        dicts = get_dataset_dicts(name, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+                                  on_bad_annotation=cfg.DATASETS.ON_BAD_ANNOTATION)
+        if cfg.TEST.VAL_LOSS.NUM_BATCHES > 0:
+            dicts = dicts[: cfg.TEST.VAL_LOSS.NUM_BATCHES * per_process * world]
+        logger.info(f"Validation loss on {len(dicts)} images of {name} ({per_process} per batch and process)")
+        return build_test_loader(dicts, mapper=build_mapper(cfg, is_train=False),
+                                 num_workers=cfg.DATALOADER.NUM_WORKERS, batch_size=per_process)
+
+    @classmethod
+    def build_vis_inputs(cls, cfg) -> List[Dict[str, Any]]:
+        """The fixed inputs of the visualization hook: the first ``TEST.VIS.NUM_IMAGES`` images
+        of ``DATASETS.TEST[0]`` through the test mapper."""
+        from segtrain.data import build_mapper, get_dataset_dicts, register_shapes_from_cfg
+
+        name = _first_test_dataset(cfg, "TEST.VIS.PERIOD > 0")
+        register_shapes_from_cfg(cfg)
+        dicts = get_dataset_dicts(name, filter_empty=False, on_bad_annotation=cfg.DATASETS.ON_BAD_ANNOTATION)
+        mapper = build_mapper(cfg, is_train=False)
+        mapped = [mapper(d) for d in dicts[: max(cfg.TEST.VIS.NUM_IMAGES, 0)]]
+        return [m for m in mapped if m is not None]
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name: str, output_folder: Optional[str] = None):
@@ -319,6 +443,12 @@ class DefaultTrainer(TrainerBase):
         return results
 
 
+def _first_test_dataset(cfg, needed_by: str) -> str:
+    if not cfg.DATASETS.TEST:
+        raise ConfigError(f"{needed_by} needs a validation dataset in DATASETS.TEST (it is empty)")
+    return cfg.DATASETS.TEST[0]
+
+
 class _CliWorker:
     """Runs ``main(args)`` turning a ``SegtrainError`` into one ``error: ...`` line on stderr
     and exit code 2 (130 on interruption). Picklable, so it runs in spawned workers too."""
@@ -339,7 +469,9 @@ class _CliWorker:
             if self.debug:
                 raise
             logging.getLogger("segtrain").debug("user error", exc_info=True)  # the full trace in log.txt
-            self._report(str(e).splitlines()[0] if str(e) else type(e).__name__)
+            # an error listing several problems (start-up validation) gives one line per problem
+            for line in getattr(e, "problems", None) or [str(e).splitlines()[0] if str(e) else type(e).__name__]:
+                self._report(line)
             code = 2
         except KeyboardInterrupt as e:
             if self.debug:

@@ -183,10 +183,13 @@ class SimpleTrainer(TrainerBase):
     ``clip(params) -> norm or None`` called right before ``optimizer.step``. accum_iter: the
     loss is scaled by ``1 / accum_iter`` and the optimizer steps after iterations
     ``accum_iter - 1, 2 * accum_iter - 1, ...`` (and after the last one).
+    metric_prefix: put in front of every loss key in the event storage (``WRITERS.TRAIN_PREFIX``);
+    "" keeps the model's keys, e.g. "train/" logs ``train/loss_ce`` ... and ``train/total_loss``
+    (the ``core_loss``). ``time``, ``data_time``, ``lr`` and ``grad_norm`` are never prefixed.
     """
 
     def __init__(self, model: nn.Module, data_loader: Iterable, optimizer: torch.optim.Optimizer,
-                 grad_clipper: Optional[Callable] = None, accum_iter: int = 1):
+                 grad_clipper: Optional[Callable] = None, accum_iter: int = 1, *, metric_prefix: str = ""):
         super().__init__()
         if accum_iter < 1:
             raise ConfigError(f"SOLVER.ACCUM_ITER must be >= 1, got {accum_iter}")
@@ -196,6 +199,7 @@ class SimpleTrainer(TrainerBase):
         self.optimizer = optimizer
         self.grad_clipper = grad_clipper
         self.accum_iter = int(accum_iter)
+        self.metric_prefix = metric_prefix
         self._data_loader_iter_obj = None
         self._zeroed = False
 
@@ -296,7 +300,11 @@ class SimpleTrainer(TrainerBase):
             storage = get_event_storage()
             data_time = metrics.pop("data_time")
             storage.put_scalar("data_time", data_time)
-            storage.put_scalars(**{k: v.item() for k, v in metrics.items()})
+            losses = {k: v.item() for k, v in metrics.items()}
+            if self.metric_prefix:
+                losses = {self.metric_prefix + k: v for k, v in losses.items()}
+                losses[self.metric_prefix + "total_loss"] = losses[self.metric_prefix + CORE_LOSS_KEY]
+            storage.put_scalars(**losses)
 
     def state_dict(self) -> Dict[str, Any]:
         ret = super().state_dict()
@@ -338,8 +346,8 @@ class AMPTrainer(SimpleTrainer):
 
     def __init__(self, model: nn.Module, data_loader: Iterable, optimizer: torch.optim.Optimizer,
                  grad_clipper: Optional[Callable] = None, accum_iter: int = 1, *, dtype: str = "auto",
-                 grad_scaler: Optional[torch.amp.GradScaler] = None):
-        super().__init__(model, data_loader, optimizer, grad_clipper, accum_iter)
+                 grad_scaler: Optional[torch.amp.GradScaler] = None, metric_prefix: str = ""):
+        super().__init__(model, data_loader, optimizer, grad_clipper, accum_iter, metric_prefix=metric_prefix)
         param = next(model.parameters())
         self.device_type = param.device.type
         self.dtype = _autocast_dtype(dtype, self.device_type)

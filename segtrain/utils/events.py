@@ -227,11 +227,16 @@ class WandbWriter(_NewValuesMixin, EventWriter):
 
 class CommonMetricPrinter(EventWriter):
     """Logs one console line: ETA, iter/max_iter, core_loss, every other loss key,
-    time, data_time, lr, and peak CUDA memory when on a GPU."""
+    time, data_time, lr, and peak CUDA memory when on a GPU.
 
-    def __init__(self, max_iter: int, window_size: int = 20):
+    train_prefix: the prefix the trainer puts before loss keys (``WRITERS.TRAIN_PREFIX``, e.g.
+    "train/"); the line shows those keys without it (and without the ``total_loss`` copy).
+    """
+
+    def __init__(self, max_iter: int, window_size: int = 20, *, train_prefix: str = ""):
         self._max_iter = max_iter
         self._window_size = window_size
+        self._prefix = train_prefix
         self._last_write: Optional[Tuple[int, float]] = None
         self._last_printed = -1
 
@@ -269,9 +274,11 @@ class CommonMetricPrinter(EventWriter):
             parts.append(f"eta: {eta}")
         parts.append(f"iter: {iteration + 1}/{self._max_iter}")
         latest = storage.latest()
-        loss_keys = [k for k in hist if "loss" in k and "/" not in k and latest[k][1] == iteration]
-        loss_keys.sort(key=lambda k: (k != "core_loss", k))
-        parts += [f"{k}: {med(k):.4g}" for k in loss_keys]
+        p = self._prefix
+        loss_keys = [k for k in hist if k.startswith(p) and "loss" in k[len(p):] and "/" not in k[len(p):]
+                     and latest[k][1] == iteration and not (p and k == p + "total_loss")]
+        loss_keys.sort(key=lambda k: (k != p + "core_loss", k))
+        parts += [f"{k[len(p):]}: {med(k):.4g}" for k in loss_keys]
         for name in ("time", "data_time"):
             if name in hist:
                 parts.append(f"{name}: {med(name):.4f}")

@@ -1,5 +1,7 @@
 """tools/train_net.py as a user runs it: one-line errors with exit code 2, and a tiny run."""
 import json
+
+import cv2
 import os
 import subprocess
 import sys
@@ -60,6 +62,9 @@ def test_train_then_resume_then_eval_only(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert {"config.yaml", "log.txt", "metrics.json", "model_final.pth", "last_checkpoint"} <= set(os.listdir(out))
     assert "No MODEL.WEIGHTS" in open(out / "log.txt").read()
+    # training curves as a PNG beside metrics.json, one subplot per loss key
+    png = cv2.imread(str(out / "metrics.png"))
+    assert png is not None and png.shape[0] > 100 and png.shape[1] > 100
     # --resume of a finished run: continues at iteration 4 of 4, i.e. nothing left to do
     r = _run("--config-file", str(y), "--module", COMPONENTS, "--resume", "SOLVER.MAX_ITER", "6")
     assert r.returncode == 0, r.stderr[-2000:]
@@ -84,3 +89,25 @@ def test_two_process_gloo_training(tmp_path):
     lines = [json.loads(x) for x in open(out / "metrics.json")]
     assert lines[-1]["iteration"] == 3 and "core_loss" in lines[-1]
 
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(tmp_path):
+    """Started by torchrun (2 processes, its env:// variables): no spawning, one group of 2,
+    one metrics file, rank 0 writes the checkpoints."""
+    out = tmp_path / "torchrun"
+    y = _yaml(tmp_path, out)
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                        SCRIPT, "--config-file", str(y), "--module", COMPONENTS], capture_output=True, text=True,
+                       cwd=ROOT, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    files = set(os.listdir(out))
+    assert {"model_final.pth", "log.txt", "log.txt.rank1", "metrics.json"} <= files
+    # one metrics file for both ranks (metrics.png is its plot, not a second log)
+    assert not any(f.startswith("metrics") and f.endswith(".json") and f != "metrics.json" for f in files)
+    log = open(out / "log.txt").read()
+    assert "World size: 2" in log and "Rank of current process: 0" in log
+    assert "Rank of current process: 1" in open(out / "log.txt.rank1").read()
+    lines = [json.loads(x) for x in open(out / "metrics.json")]
+    assert lines[-1]["iteration"] == 3 and "core_loss" in lines[-1]

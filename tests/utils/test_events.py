@@ -2,6 +2,7 @@
 TensorBoard / W&B fallbacks, setup_logger files."""
 import json
 import logging
+import os
 
 import pytest
 
@@ -113,3 +114,43 @@ def test_setup_logger_files_and_rank_suffix(tmp_path):
     assert "hello rank1" in (tmp_path / "log.txt.rank1").read_text()
     for h in lg.handlers + lg1.handlers:
         h.close()
+
+
+def test_wandb_writer_offline_without_network(tmp_path, monkeypatch):
+    """With wandb installed, offline mode writes a local run (scalars included) and needs no network:
+    the API host points at a closed local port."""
+    wandb = pytest.importorskip("wandb")  # optional extra; skipped only where wandb is not installed
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    w = WandbWriter(project="segtrain-test", mode="offline", output_dir=str(tmp_path), config={"SEED": 1})
+    assert w._run is not None and w._run.settings.mode == "offline"
+    with EventStorage() as s:
+        for it in range(3):
+            s.iter = it
+            s.put_scalars(core_loss=3.0 - it, loss_ce=1.0)
+            w.write()
+        s.put_scalar("segm/AP", 12.5, smoothing_hint=False)  # a late value at the last written iteration
+        w.write()
+    run_dir = w._run.dir
+    w.close()
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and os.path.commonpath([run_dir, str(runs[0])]) == str(runs[0])
+    (record_file,) = runs[0].glob("run-*.wandb")
+    records = record_file.read_bytes()  # the run's records, synced later by `wandb sync`
+    assert b"core_loss" in records and b"loss_ce" in records and b"segm/AP" in records
+    assert wandb.run is None  # finished
+
+
+def test_common_metric_printer_with_train_prefix(caplog, monkeypatch):
+    p = CommonMetricPrinter(max_iter=10, train_prefix="train/")
+    with EventStorage() as s:
+        s.iter = 4
+        s.put_scalars(**{"train/core_loss": 2.0, "train/total_loss": 2.0, "train/loss_ce": 0.5, "val/loss_ce": 9.0})
+        monkeypatch.setattr(logging.getLogger("segtrain"), "propagate", True)
+        with caplog.at_level(logging.INFO, logger="segtrain.utils.events"):
+            p.write()
+    line = caplog.records[-1].getMessage()
+    assert "core_loss: 2" in line and "loss_ce: 0.5" in line and line.index("core_loss") < line.index("loss_ce")
+    assert "train/" not in line and "total_loss" not in line and ": 9" not in line
