@@ -77,6 +77,9 @@ def add_maskformer_config(cfg) -> None:
     cfg.MODEL.MASK_FORMER.ENFORCE_INPUT_PROJ = False
     # Pad the batch to a multiple of this (< 0: the backbone's size_divisibility)
     cfg.MODEL.MASK_FORMER.SIZE_DIVISIBILITY = 32
+    # segtrain addition, off in the official model: a box per query (pred_boxes, normalized
+    # cxcywh, in every output incl. aux), for box-supervised criteria such as Sam3LossWrapper
+    cfg.MODEL.MASK_FORMER.BOX_HEAD = False
 
     # ------------------------------------------------------------------ inference
     cfg.MODEL.MASK_FORMER.TEST = CN()

@@ -48,4 +48,5 @@ def _reexport(module_name: str) -> None:
 
 _reexport("panoptic_evaluation")
 _reexport("video_evaluation")
+_reexport("find_evaluation")
 del _reexport

@@ -26,7 +26,7 @@ def build_evaluator(cfg, dataset_name: str, output_dir: Optional[str] = None):
     """The evaluator for ``dataset_name``: ``cfg.TEST.EVALUATOR`` when set, else the one that the
     dataset metadata's ``evaluator_type`` maps to. ``output_dir`` defaults to
     ``cfg.OUTPUT_DIR/inference``. Returns a ``DatasetEvaluator``."""
-    from . import coco_evaluation, sem_seg_evaluation  # noqa: F401  (their classes register on import)
+    from . import coco_evaluation, find_evaluation, sem_seg_evaluation  # noqa: F401  (their classes register on import)
 
     try:
         from segtrain.data.datasets.builtin import register_shapes_from_cfg

@@ -46,10 +46,11 @@ class MaskFormer(nn.Module):
     [K, height, width] (SEMANTIC_ON), ``"panoptic_seg"`` (PANOPTIC_ON); see docs/CONTRACTS.md.
     """
 
-    #: Top-level keys of the prediction dict handed to the criterion. A future box head
-    #: (MODEL.MASK_FORMER.BOX_HEAD, for box-supervised criteria such as Sam3LossWrapper)
-    #: would add "pred_boxes" here, per instance.
-    output_keys = frozenset({"pred_logits", "pred_masks", "aux_outputs"})
+    #: Top-level keys the prediction dict handed to the criterion can hold (what a config-only
+    #: check can know). An instance lists what it does produce: "pred_boxes" and
+    #: "pred_boxes_xyxy" only with the box head (MODEL.MASK_FORMER.BOX_HEAD), for
+    #: box-supervised criteria such as Sam3LossWrapper; build_model checks that instance set.
+    output_keys = frozenset({"pred_logits", "pred_masks", "aux_outputs", "pred_boxes", "pred_boxes_xyxy"})
 
     @configurable
     def __init__(
@@ -109,6 +110,10 @@ class MaskFormer(nn.Module):
             raise ConfigError("MaskFormer: set at least one of MODEL.MASK_FORMER.TEST.{SEMANTIC_ON, INSTANCE_ON, PANOPTIC_ON}")
         if not semantic_on and not sem_seg_postprocess_before_inference:
             raise ConfigError("MaskFormer: instance / panoptic inference needs SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE")
+        keys = {"pred_logits", "pred_masks", "aux_outputs"}
+        if getattr(getattr(sem_seg_head, "predictor", None), "bbox_embed", None) is not None:
+            keys |= {"pred_boxes", "pred_boxes_xyxy"}
+        self.output_keys = frozenset(keys)
 
     @classmethod
     def from_config(cls, cfg) -> Dict[str, Any]:
@@ -118,10 +123,17 @@ class MaskFormer(nn.Module):
         backbone = build_backbone(cfg)
         sem_seg_head = build_sem_seg_head(cfg, backbone.output_shape())
         mf = cfg.MODEL.MASK_FORMER
+        criterion = build_criterion(cfg)
+        needs_boxes = "pred_boxes" in tuple(getattr(criterion, "required_output_keys", ()) or ())
+        if needs_boxes and not mf.BOX_HEAD:
+            raise ConfigError(
+                f"MODEL.CRITERION.NAME={cfg.MODEL.CRITERION.NAME!r} needs 'pred_boxes', which MaskFormer predicts only "
+                "with its box head: set MODEL.MASK_FORMER.BOX_HEAD True"
+            )
         return {
             "backbone": backbone,
             "sem_seg_head": sem_seg_head,
-            "criterion": build_criterion(cfg),
+            "criterion": criterion,
             "num_queries": mf.NUM_OBJECT_QUERIES,
             "object_mask_threshold": mf.TEST.OBJECT_MASK_THRESHOLD,
             "overlap_threshold": mf.TEST.OVERLAP_THRESHOLD,
@@ -163,6 +175,8 @@ class MaskFormer(nn.Module):
             targets = self.prepare_targets(batched_inputs, images)
             if not self.deep_supervision:
                 outputs.pop("aux_outputs", None)
+            if getattr(self.criterion, "target_format", "instances") == "find_packed":
+                outputs = _binary_find_outputs(outputs)
             return self.criterion(outputs, targets)
         return self.inference(outputs, batched_inputs, images)
 
@@ -315,6 +329,22 @@ class MaskFormer(nn.Module):
         result.scores = scores_per_image * mask_scores
         result.pred_classes = labels_per_image.long()
         return result
+
+
+def _objectness_logit(logits: Tensor) -> Tensor:
+    """[..., K+1] class logits (index K = no object) -> [..., 1] logit of "some object":
+    ``log(sum_k<K exp x_k) - x_K``, whose sigmoid is ``1 - softmax(x)[K]``."""
+    return (torch.logsumexp(logits[..., :-1], dim=-1) - logits[..., -1]).unsqueeze(-1)
+
+
+def _binary_find_outputs(outputs: Dict[str, Any]) -> Dict[str, Any]:
+    """The predictions with ``pred_logits`` [B, Q, K+1] turned into the one-logit
+    ``[B, Q, 1]`` of a find criterion (one class-agnostic find per image), aux outputs too."""
+    out = dict(outputs)
+    out["pred_logits"] = _objectness_logit(outputs["pred_logits"])
+    if outputs.get("aux_outputs"):
+        out["aux_outputs"] = [dict(a, pred_logits=_objectness_logit(a["pred_logits"])) for a in outputs["aux_outputs"]]
+    return out
 
 
 def _train_metadata(cfg):

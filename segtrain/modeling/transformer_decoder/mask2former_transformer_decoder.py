@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from segtrain.config import configurable
 from segtrain.layers.wrappers import Conv2d
+from segtrain.structures.boxes import box_cxcywh_to_xyxy
 from segtrain.utils.errors import ConfigError
 
 from .build import TRANSFORMER_DECODER_REGISTRY
@@ -189,6 +190,11 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
     [B, mask_dim, H, W]) -> {"pred_logits": [B, Q, K+1], "pred_masks": [B, Q, H, W] logits,
     "aux_outputs": list of ``dec_layers`` dicts with the same two keys}, the aux list
     ordered from the queries' own prediction to the second-to-last layer's.
+
+    With ``box_head`` (off by default; a segtrain addition so box-supervised criteria such as
+    ``Sam3LossWrapper`` can train this decoder) every prediction, aux ones included, also has
+    ``"pred_boxes"`` [B, Q, 4] (normalized cxcywh, ``sigmoid(bbox_embed(query))``) and
+    ``"pred_boxes_xyxy"`` [B, Q, 4]. Without it the parameters are exactly the official ones.
     """
 
     _version = 2
@@ -223,6 +229,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         pre_norm: bool,
         mask_dim: int,
         enforce_input_project: bool,
+        box_head: bool = False,
     ):
         """
         in_channels: channels of each of the 3 input feature levels.
@@ -234,6 +241,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         pre_norm: pre-LayerNorm layers instead of post-norm.
         mask_dim: channels of ``mask_features`` (the mask embedding width).
         enforce_input_project: 1x1 projections even when in_channels == hidden_dim.
+        box_head: also predict a box per query (``bbox_embed``, a 3-layer MLP).
         """
         super().__init__()
         if not mask_classification:
@@ -282,6 +290,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
 
         self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
         self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
+        # created only when enabled, so the default state_dict keeps the official names
+        self.bbox_embed = MLP(hidden_dim, hidden_dim, 4, 3) if box_head else None
 
     @classmethod
     def from_config(cls, cfg, in_channels, mask_classification=True):
@@ -302,6 +312,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             "pre_norm": mf.PRE_NORM,
             "enforce_input_project": mf.ENFORCE_INPUT_PROJ,
             "mask_dim": cfg.MODEL.SEM_SEG_HEAD.MASK_DIM,
+            "box_head": mf.BOX_HEAD,
         }
 
     def forward(self, x: List[Tensor], mask_features: Tensor, mask: Optional[Tensor] = None) -> Dict:
@@ -325,10 +336,11 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         mask_feat_flat = mask_features.flatten(2)
         mask_hw = mask_features.shape[-2:]
 
-        predictions_class, predictions_mask = [], []
+        predictions_class, predictions_mask, predictions_box = [], [], []
         outputs_class, outputs_mask = self._heads(output, mask_feat_flat, mask_hw)
         predictions_class.append(outputs_class)
         predictions_mask.append(outputs_mask)
+        predictions_box.append(self._box_head(output))
 
         for i in range(self.num_layers):
             level_index = i % self.num_feature_levels
@@ -342,8 +354,9 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             outputs_class, outputs_mask = self._heads(output, mask_feat_flat, mask_hw)
             predictions_class.append(outputs_class)
             predictions_mask.append(outputs_mask)
+            predictions_box.append(self._box_head(output))
 
-        return {
+        out = {
             "pred_logits": predictions_class[-1],
             "pred_masks": predictions_mask[-1],
             "aux_outputs": [
@@ -351,6 +364,19 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
                 for a, b in zip(predictions_class[:-1], predictions_mask[:-1])
             ],
         }
+        if self.bbox_embed is not None:
+            out.update(predictions_box[-1])
+            for aux, boxes in zip(out["aux_outputs"], predictions_box[:-1]):
+                aux.update(boxes)
+        return out
+
+    def _box_head(self, output: Tensor) -> Optional[Dict[str, Tensor]]:
+        """``{"pred_boxes", "pred_boxes_xyxy"}`` [B, Q, 4] (normalized) from queries [B, Q, C];
+        None without a box head."""
+        if self.bbox_embed is None:
+            return None
+        boxes = self.bbox_embed(self.decoder_norm(output)).sigmoid()
+        return {"pred_boxes": boxes, "pred_boxes_xyxy": box_cxcywh_to_xyxy(boxes)}
 
     def _position_embedding(self, x: Tensor) -> Tensor:
         """Sine embedding of a [B, C, h, w] map as [1, h*w, hidden_dim] (cached per size)."""

@@ -1,0 +1,9 @@
+"""Finds (image + concept prompt) from any instance dataset, for the SAM 3-style concept
+detector: ``FindSampler`` picks each image's concepts (present ones plus sampled absent
+ones as presence negatives), ``FindDatasetMapper`` (MAPPER registry) reads and augments the
+image, ``collate_find_targets`` packs the targets of a batch (LOSSES.md, SAM 3)."""
+from .collate import FindBatch, collate_find_targets, find_batch_from_inputs
+from .mapper import FindDatasetMapper
+from .sampler import FindSampler
+
+__all__ = ["FindSampler", "FindDatasetMapper", "FindBatch", "collate_find_targets", "find_batch_from_inputs"]
