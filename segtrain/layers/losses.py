@@ -8,11 +8,13 @@ Every binary cross-entropy goes through the logits form
 (``binary_cross_entropy_with_logits`` / ``softplus``), never ``log(sigmoid(x))``,
 so large logits do not produce ``inf`` or ``nan``.
 """
-from typing import Union
+import math
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 __all__ = [
     "sigmoid_ce_loss",
@@ -22,6 +24,7 @@ __all__ = [
     "batch_sigmoid_ce_loss",
     "batch_dice_loss",
     "batch_sigmoid_focal_class_cost",
+    "upsampled_focal_dice_loss",
 ]
 
 Number = Union[float, int, Tensor]
@@ -163,3 +166,131 @@ def batch_sigmoid_focal_class_cost(logits: Tensor, alpha: float = 0.25, gamma: f
     neg = -(1 - alpha) * (p ** gamma) * F.logsigmoid(-logits)
     pos = -alpha * ((1 - p) ** gamma) * F.logsigmoid(logits)
     return pos - neg
+
+
+def _focal_dice_terms(x: Tensor, t: Tensor, alpha: float, gamma: float, need_grad: bool):
+    """Per-mask focal mean and dice sums of full-resolution logits x [c, P] vs t [c, P], and
+    (``need_grad``) the elementwise pieces of the focal gradient. Same formulas as
+    :func:`sigmoid_focal_loss` / :func:`dice_loss`."""
+    p = torch.sigmoid(x)
+    ce = F.binary_cross_entropy_with_logits(x, t, reduction="none")
+    one_minus_pt = 1 - (p * t + (1 - p) * (1 - t))
+    focal = ce * one_minus_pt ** gamma
+    a = alpha * t + (1 - alpha) * (1 - t) if alpha >= 0 else None
+    if a is not None:
+        focal = a * focal
+    sums = (focal.mean(1), (p * t).sum(-1), p.sum(-1), t.sum(-1))
+    if not need_grad:
+        return sums, None
+    return sums, (p, ce, one_minus_pt, a)
+
+
+class _UpsampledFocalDice(torch.autograd.Function):
+    """See :func:`upsampled_focal_dice_loss`. Saves only the low-resolution logits; the
+    upsampled logits are recomputed chunk by chunk in the backward."""
+
+    @staticmethod
+    def forward(ctx, src, tgt, tgt_rows, num_masks, alpha, gamma, chunk):
+        K = src.shape[0]
+        size = tgt.shape[-2:]
+        per_chunk = []  # (focal mean, sum p*t, sum p, sum t) per mask, for each chunk
+        for lo in range(0, K, chunk):
+            x = _upsample(src[lo:lo + chunk], size).flatten(1)
+            t = _target_chunk(tgt, tgt_rows, lo, chunk, x.dtype)
+            per_chunk.append(_focal_dice_terms(x, t, alpha, gamma, need_grad=False)[0])
+            del x, t
+        focal_rows, inter, psum, tsum = (torch.cat(v) for v in zip(*per_chunk))
+        numerator = 2 * inter + 1
+        denominator = psum + tsum + 1
+        ctx.save_for_backward(src, tgt, tgt_rows, numerator, denominator, torch.as_tensor(num_masks, dtype=src.dtype))
+        ctx.alpha, ctx.gamma, ctx.chunk = alpha, gamma, chunk
+        loss_mask = focal_rows.sum() / num_masks
+        loss_dice = (1 - numerator / denominator).sum() / num_masks
+        return loss_mask, loss_dice
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_mask, g_dice):
+        src, tgt, tgt_rows, numerator, denominator, num_masks = ctx.saved_tensors
+        alpha, gamma, chunk = ctx.alpha, ctx.gamma, ctx.chunk
+        K, h, w = src.shape
+        size = tgt.shape[-2:]
+        P = size[0] * size[1]
+        grad = torch.empty_like(src)
+        scale_mask = g_mask / (num_masks * P)  # focal: mean over P, sum over masks, / n
+        scale_dice = g_dice / num_masks
+        for lo in range(0, K, chunk):
+            x = _upsample(src[lo:lo + chunk], size).flatten(1)
+            t = _target_chunk(tgt, tgt_rows, lo, chunk, x.dtype)
+            _, (p, ce, one_minus_pt, a) = _focal_dice_terms(x, t, alpha, gamma, need_grad=True)
+            del x
+            dp = p * (1 - p)  # d sigmoid / dx
+            # d/dx of ce * (1 - p_t)**gamma: (p - t) (1-p_t)^g - g ce (1-p_t)^(g-1) dp (2t - 1)
+            gx = (p - t) * one_minus_pt ** gamma
+            if gamma != 0:
+                gx -= gamma * ce * one_minus_pt ** (gamma - 1) * dp * (2 * t - 1)
+            del ce
+            if a is not None:
+                gx *= a
+            gx *= scale_mask
+            # dice_i = 1 - N_i / D_i, N_i = 2 sum(p t) + 1, D_i = sum(p) + sum(t) + 1
+            n_i = numerator[lo:lo + chunk, None]
+            d_i = denominator[lo:lo + chunk, None]
+            gx -= scale_dice * (2 * t * d_i - n_i) / (d_i * d_i) * dp
+            del p, dp, t, one_minus_pt, a
+            grad[lo:lo + chunk] = _upsample_backward(gx.view(-1, *size), (h, w))
+        return grad, None, None, None, None, None, None
+
+
+def _target_chunk(tgt: Tensor, rows: Tensor, lo: int, chunk: int, dtype) -> Tensor:
+    """Targets of masks ``lo:lo+chunk`` as [c, H*W] in ``dtype`` (gathered by ``rows`` when
+    it is not empty, so the caller never copies all K targets)."""
+    t = tgt[rows[lo:lo + chunk]] if rows.numel() else tgt[lo:lo + chunk]
+    return t.flatten(1).to(dtype)
+
+
+def _upsample(x: Tensor, size) -> Tensor:
+    """[c, h, w] -> [c, H, W] bilinear (align_corners=False), or x itself when already H x W."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+
+
+def _upsample_backward(grad_up: Tensor, in_size) -> Tensor:
+    """Adjoint of :func:`_upsample`: [c, H, W] gradient -> [c, h, w]."""
+    if tuple(grad_up.shape[-2:]) == tuple(in_size):
+        return grad_up
+    c = grad_up.shape[0]
+    return torch.ops.aten.upsample_bilinear2d_backward(
+        grad_up[:, None], list(grad_up.shape[-2:]), [c, 1, int(in_size[0]), int(in_size[1])], False, None, None)[:, 0]
+
+
+def upsampled_focal_dice_loss(src: Tensor, tgt: Tensor, num_masks: Number, alpha: float = 0.25, gamma: float = 2,
+                              max_upsampled_fraction: float = 0.0625, tgt_rows: Optional[Tensor] = None
+                              ) -> Tuple[Tensor, Tensor]:
+    """``sigmoid_focal_loss`` and ``dice_loss`` of low-resolution logits upsampled to the
+    targets' size, without keeping the upsampled logits.
+
+    src: [K, h, w] logits (float32/64); tgt: [K, H, W] in [0, 1] (any dtype), or with
+    ``tgt_rows`` ([K] int64) a larger [T, H, W] whose rows ``tgt_rows`` are the K targets
+    (gathered chunk by chunk: no [K, H, W] target copy either). Equal (to float round-off)
+    to ``up = interpolate(src[:, None], (H, W), bilinear, align_corners=False)[:, 0]`` then
+    ``sigmoid_focal_loss(up, tgt, num_masks, alpha, gamma)`` and ``dice_loss(up, tgt,
+    num_masks)``, in value and in gradient. Autograd through that composition keeps about
+    eight [K, H, W] tensors (the upsampled logits, sigmoid, BCE, p_t, ...); here the masks
+    go through in chunks of ``ceil(max_upsampled_fraction * K)``, forward and again in the
+    backward (recomputing the upsampling); the formulas need about ten chunk-sized
+    temporaries at their peak, so with the default 1/16 at most about 0.6 of one [K, H, W]
+    float copy exists at any time (``tools/benchmark.py masks`` measures it; the plain
+    composition peaks at about 9 copies). Returns the two scalars.
+    """
+    rows = tgt_rows if tgt_rows is not None else torch.zeros(0, dtype=torch.int64, device=tgt.device)
+    K = src.shape[0]
+    if src.dim() != 3 or tgt.dim() != 3 or (tgt.shape[0] if tgt_rows is None else rows.numel()) != K:
+        raise ValueError(f"upsampled_focal_dice_loss expects src [K, h, w] and tgt [K, H, W] (or tgt_rows [K]), got "
+                         f"shapes {tuple(src.shape)} and {tuple(tgt.shape)}"
+                         + ("" if tgt_rows is None else f" with {rows.numel()} tgt_rows"))
+    chunk = max(1, math.ceil(max_upsampled_fraction * K))
+    dev_type = src.device.type if src.device.type in ("cuda", "cpu", "xpu", "mps") else "cpu"
+    with torch.autocast(device_type=dev_type, enabled=False):  # in src's own (>= float32) precision
+        return _UpsampledFocalDice.apply(src, tgt, rows.to(tgt.device), num_masks, float(alpha), float(gamma), chunk)

@@ -10,12 +10,13 @@ that neither ``value`` nor the output needs a transpose. The backward is written
 an unsorted sparse COO product for ``value``, the needed dot products only
 (``sampled_addmm``) for the per-neighbour weights, and the chain rule through the
 separable bilinear factors to the sampling locations and attention weights.
-Measured on a shared 2-core CPU (Mask2Former R50 encoder settings, M=8, D=32, L=3, P=4,
-128/256 px inputs, batch 2/8), forward + backward takes 1.2-2x less CPU time than the
-reference below on one thread; with two threads the wall time is on par, because the
-value-gradient scatter (COO ``sparse.mm``) runs on one thread while ``grid_sample`` and the
-reference's elementwise ops use both. It never allocates the [N*M, D, Lq, L*P] sampled
-tensor of the reference.
+The value-gradient scatter (COO ``sparse.mm``: it sorts the R*K entries by value row, then
+adds them serially) runs on one thread inside PyTorch. :func:`value_grad` can split the bags
+into contiguous chunks whose partial products run concurrently on a small thread pool (the
+GIL is released inside the op) and are summed; that is off by default (``VALUE_GRAD_CHUNKS``)
+because it measured slower on 2 cores (see there). Measured figures vs the reference at 1
+and 2 threads: ``tools/benchmark.py msda`` and docs/benchmarks.md. It never allocates the
+[N*M, D, Lq, L*P] sampled tensor of the reference.
 
 ``ms_deform_attn_reference`` is the official pure-PyTorch algorithm
 (``ms_deform_attn_core_pytorch``: one ``grid_sample`` per level, stack, weighted sum),
@@ -29,7 +30,9 @@ Output [N, Lq, M * D].
 """
 import logging
 import math
+import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -39,7 +42,7 @@ from torch.autograd.function import once_differentiable
 
 from segtrain.utils.errors import ConfigError
 
-__all__ = ["MSDeformAttn", "ms_deform_attn_core", "ms_deform_attn_reference"]
+__all__ = ["MSDeformAttn", "ms_deform_attn_core", "ms_deform_attn_reference", "value_grad"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +66,7 @@ def _bilinear_terms(value_shape, shapes: List[Tuple[int, int]], loc: torch.Tenso
     """
     N, S, M, _ = value_shape
     L = len(shapes)
-    hw = torch.tensor(shapes, device=device)  # [L, 2] (H, W) int64
+    hw = torch.tensor(shapes).to(device, non_blocking=True)  # [L, 2] (H, W) int64; no sync on CUDA
     starts = (torch.cumsum(hw[:, 0] * hw[:, 1], 0) - hw[:, 0] * hw[:, 1]).view(L, 1)
     H_l = hw[:, 0].view(L, 1)  # [L, 1] broadcasts against [N, Lq, M, L, P]
     W_l = hw[:, 1].view(L, 1)
@@ -93,16 +96,79 @@ def _bilinear_terms(value_shape, shapes: List[Tuple[int, int]], loc: torch.Tenso
     return rows, wx, wy, vx, vy, W_l.to(loc.dtype), H_l.to(loc.dtype)
 
 
+# Below this many (bag, neighbour) entries per chunk the value gradient is not split: the
+# thread hand-off costs more than the sort it saves (about 0.1 ms).
+_MIN_ENTRIES_PER_CHUNK = 32768
+#: Chunks of the CPU value gradient computed concurrently (None: ``torch.get_num_threads()``).
+#: Default 1, a single ``sparse.mm``: with PyTorch's OpenMP backend a second Python thread
+#: running ATen ops starts a second OpenMP team, and on 2 cores the two teams oversubscribe;
+#: measured 2x slower at 128 and 256 px with 2 threads (docs/benchmarks.md).
+VALUE_GRAD_CHUNKS: Optional[int] = 1
+_POOL: Optional[ThreadPoolExecutor] = None
+_POOL_LOCK = threading.Lock()
+
+
+def _thread_pool(workers: int) -> ThreadPoolExecutor:
+    """A process-wide pool of at least ``workers`` threads (created on first use)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._max_workers < workers:
+            if _POOL is not None:
+                _POOL.shutdown(wait=False)
+            _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="msda-value-grad")
+        return _POOL
+
+
+def _value_grad_chunk(flat_rows: torch.Tensor, weights: torch.Tensor, g: torch.Tensor, lo: int, hi: int, K: int,
+                      T: int) -> torch.Tensor:
+    """Rows ``lo:hi`` of the sampling matrix, transposed, times ``g[lo:hi]``: [T, D].
+    flat_rows / weights: [R*K] value row and weight of every (bag, neighbour)."""
+    bags = torch.arange(hi - lo, device=g.device).repeat_interleave(K)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sparse-tensor beta notices: expected
+        at = torch.sparse_coo_tensor(torch.stack((flat_rows[lo * K:hi * K], bags)), weights[lo * K:hi * K],
+                                     (T, hi - lo), check_invariants=False)
+    return torch.sparse.mm(at, g[lo:hi])
+
+
+def value_grad(flat_rows: torch.Tensor, weights: torch.Tensor, g: torch.Tensor, K: int, T: int,
+               num_chunks: Optional[int] = None) -> torch.Tensor:
+    """Gradient of ``value.reshape(T, D)`` for the bag sums of ``_MSDeformAttnFunction``.
+
+    flat_rows [R*K] int64 value rows, weights [R*K], g [R, D] output gradient of each bag.
+    Returns [T, D] = sum over (bag r, neighbour k) of ``weights[r*K+k] * g[r]`` into row
+    ``flat_rows[r*K+k]``. With ``num_chunks`` > 1 (default ``VALUE_GRAD_CHUNKS``) the R bags
+    are split into that many contiguous ranges computed concurrently and summed; the result
+    equals the single product up to float round-off of the final sum.
+    """
+    R = g.shape[0]
+    if num_chunks is None:
+        num_chunks = VALUE_GRAD_CHUNKS
+    if num_chunks is None:
+        num_chunks = torch.get_num_threads() if g.device.type == "cpu" else 1
+    num_chunks = max(1, min(int(num_chunks), (R * K) // _MIN_ENTRIES_PER_CHUNK))
+    if num_chunks == 1:
+        return _value_grad_chunk(flat_rows, weights, g, 0, R, K, T)
+    bounds = [R * i // num_chunks for i in range(num_chunks + 1)]
+    pool = _thread_pool(num_chunks - 1)
+    futures = [pool.submit(_value_grad_chunk, flat_rows, weights, g, bounds[i], bounds[i + 1], K, T)
+               for i in range(1, num_chunks)]
+    out = _value_grad_chunk(flat_rows, weights, g, bounds[0], bounds[1], K, T)
+    for f in futures:
+        out += f.result()
+    return out
+
+
 class _MSDeformAttnFunction(torch.autograd.Function):
     """Fast multi-scale deformable attention with an analytic backward (see module doc).
 
     The sampling is a sparse [R, T] x dense [T, D] product (R = N*Lq*M bags of K = L*P*4
     weighted rows, T = N*S*M value rows). Forward: one ``embedding_bag``. Backward: the
-    transpose product for ``value`` (unsorted COO ``sparse.mm``), the R*K dot products
-    <grad_out[r], value[row]> for the weights (``sampled_addmm`` on CPU), then the chain rule
-    through the separable bilinear weights by hand -- cheaper than autograd's graph of
-    [N, Lq, M, L, P, 2, 2] temporaries and than ``embedding_bag``'s own backward, which
-    gathers a [R*K, D] copy and sorts all R*K indices.
+    transpose product for ``value`` (:func:`value_grad`: unsorted COO ``sparse.mm``, split
+    over threads on CPU), the R*K dot products <grad_out[r], value[row]> for the weights
+    (``sampled_addmm`` on CPU), then the chain rule through the separable bilinear weights
+    by hand -- cheaper than autograd's graph of [N, Lq, M, L, P, 2, 2] temporaries and than
+    ``embedding_bag``'s own backward, which gathers a [R*K, D] copy and sorts all R*K indices.
     """
 
     @staticmethod
@@ -140,12 +206,7 @@ class _MSDeformAttnFunction(torch.autograd.Function):
         flat_rows = rows.view(-1)
         grad_value = grad_loc = grad_attn = None
         if ctx.needs_input_grad[0]:
-            bags = torch.arange(R, device=g.device).repeat_interleave(K)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # sparse-tensor beta notices: expected
-                at = torch.sparse_coo_tensor(torch.stack((flat_rows, bags)), weights.reshape(-1), (T, R),
-                                             check_invariants=False)
-            grad_value = torch.sparse.mm(at, g).view(N, S, M, D).to(ctx.value_dtype)
+            grad_value = value_grad(flat_rows, weights.reshape(-1), g, K, T).view(N, S, M, D).to(ctx.value_dtype)
         if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
             # gw[r, k] = <grad_out[r], value[row_k]>: only R*K dot products are needed.
             if g.device.type == "cpu":
@@ -158,12 +219,14 @@ class _MSDeformAttnFunction(torch.autograd.Function):
             else:
                 gw = torch.bmm(table[rows.view(R, K)], g.unsqueeze(-1))
             gw = gw.view(weights.shape)  # [N, Lq, M, L, P, 2 (y), 2 (x)]
-            # weights = attn * wy[y] * wx[x]
-            t_y = (gw * wx.unsqueeze(-2)).sum(-1)  # sum_x gw * wx   -> [..., 2 (y)]
+            # weights = attn * wy[y] * wx[x]; the size-2 sums are written out (a reduction
+            # over a last dim of 2 is several times slower than two slices and an add)
+            wx0, wx1 = wx[..., 0:1], wx[..., 1:2]  # [..., 1]: broadcast over y
+            t_y = gw[..., 0] * wx0 + gw[..., 1] * wx1  # sum_x gw * wx -> [..., 2 (y)]
             if ctx.needs_input_grad[3]:
-                grad_attn = (t_y * wy).sum(-1).to(ctx.attn_dtype)
+                grad_attn = (t_y[..., 0] * wy[..., 0] + t_y[..., 1] * wy[..., 1]).to(ctx.attn_dtype)
             if ctx.needs_input_grad[2]:
-                s_x = (gw * wy.unsqueeze(-1)).sum(-2)  # sum_y gw * wy -> [..., 2 (x)]
+                s_x = gw[..., 0, :] * wy[..., 0:1] + gw[..., 1, :] * wy[..., 1:2]  # sum_y gw * wy -> [..., 2 (x)]
                 # d wx / d fx = (-vx0, +vx1), d fx / d loc_x = W_l (likewise for y)
                 gfx = (s_x[..., 1] * vx[..., 1] - s_x[..., 0] * vx[..., 0]) * attn * W_l
                 gfy = (t_y[..., 1] * vy[..., 1] - t_y[..., 0] * vy[..., 0]) * attn * H_l
@@ -233,7 +296,13 @@ class MSDeformAttn(nn.Module):
     boxes cx, cy, w, h), input_flatten [N, S, C], input_spatial_shapes [L, 2] long (H, W),
     input_level_start_index [L] long, input_padding_mask [N, S] bool True=padding or None)
     -> [N, Lq, C].
+
+    ``impl``: "fast" (default, :func:`ms_deform_attn_core`) or "reference"
+    (:func:`ms_deform_attn_reference`, the official algorithm; the benchmark's baseline).
+    Not a parameter or buffer: checkpoints are the same either way.
     """
+
+    IMPLS = ("fast", "reference")
 
     def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4):
         super().__init__()
@@ -243,6 +312,7 @@ class MSDeformAttn(nn.Module):
         self.n_levels = n_levels
         self.n_heads = n_heads
         self.n_points = n_points
+        self.impl = "fast"
 
         self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
         self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
@@ -278,7 +348,11 @@ class MSDeformAttn(nn.Module):
         input_spatial_shapes: torch.Tensor,
         input_level_start_index: Optional[torch.Tensor] = None,
         input_padding_mask: Optional[torch.Tensor] = None,
+        spatial_shapes_list: Optional[Sequence[Tuple[int, int]]] = None,
     ) -> torch.Tensor:
+        """``spatial_shapes_list``: the same (H_l, W_l) as Python ints, when the caller has
+        them; the sampling then needs no device -> host copy of ``input_spatial_shapes``
+        (a synchronisation on CUDA)."""
         N, Lq, _ = query.shape
         _, S, _ = input_flatten.shape
         M, L, P = self.n_heads, self.n_levels, self.n_points
@@ -303,5 +377,16 @@ class MSDeformAttn(nn.Module):
                                   + sampling_offsets / P * reference_points[:, :, None, :, None, 2:] * 0.5)
         else:
             raise ValueError(f"MSDeformAttn: last dim of reference_points must be 2 or 4, got {reference_points.shape[-1]}")
-        output = ms_deform_attn_core(value, shapes, sampling_locations, attention_weights)
+        if spatial_shapes_list is not None:
+            core_shapes = spatial_shapes_list
+        elif not isinstance(input_spatial_shapes, torch.Tensor):
+            core_shapes = input_spatial_shapes
+        else:
+            core_shapes = shapes
+        if self.impl == "fast":
+            output = ms_deform_attn_core(value, core_shapes, sampling_locations, attention_weights)
+        elif self.impl == "reference":
+            output = ms_deform_attn_reference(value, core_shapes, sampling_locations, attention_weights)
+        else:
+            raise ConfigError(f"MSDeformAttn.impl={self.impl!r}; valid: {', '.join(self.IMPLS)}")
         return self.output_proj(output)

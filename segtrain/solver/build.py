@@ -13,6 +13,7 @@ from segtrain.utils.registry import closest_matches
 
 __all__ = [
     "build_optimizer",
+    "adam_impl_kwargs",
     "get_default_optimizer_params",
     "build_gradient_clipper",
     "make_gradient_clipper",
@@ -98,13 +99,33 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     for g in groups:
         del g["param_names"]
     if name == "AdamW":
-        return torch.optim.AdamW(groups, lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SOLVER.BETAS))
+        return torch.optim.AdamW(groups, lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SOLVER.BETAS), **adam_impl_kwargs(groups))
     if name == "Adam":
-        return torch.optim.Adam(groups, lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SOLVER.BETAS))
+        return torch.optim.Adam(groups, lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SOLVER.BETAS), **adam_impl_kwargs(groups))
     if name == "SGD":
         return torch.optim.SGD(groups, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM,
                                nesterov=cfg.SOLVER.NESTEROV)
     raise ConfigError(f"SOLVER.OPTIMIZER: unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
+
+
+def adam_impl_kwargs(groups: Iterable[Dict]) -> Dict[str, bool]:
+    """``{"fused": True}`` when the installed torch has a fused Adam/AdamW kernel for every
+    parameter's device and dtype (CPU included since torch 2.4), else ``{}`` (torch's default).
+
+    The fused kernel updates every tensor in one call instead of ~10 elementwise ops per
+    tensor (the official R50 model has ~450 parameter tensors); the update is the same
+    formula, equal to the per-tensor loop up to float round-off (tests/solver). CPU
+    ``foreach`` is not used: there it falls back to per-tensor ops and measured slower."""
+    params = [p for g in groups for p in g["params"]]
+    try:
+        from torch.optim.optimizer import _get_fused_kernels_supported_devices
+
+        devices = set(_get_fused_kernels_supported_devices())
+    except ImportError:  # torch < 2.4: no CPU kernel, and no such helper
+        return {}
+    ok = bool(params) and all(p.device.type in devices and p.is_floating_point() and not p.is_sparse
+                              for p in params)
+    return {"fused": True} if ok else {}
 
 
 def build_gradient_clipper(cfg) -> Optional[Callable[[Iterable[torch.Tensor]], Optional[torch.Tensor]]]:

@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from segtrain.layers.losses import (
     batch_dice_loss,
@@ -12,6 +13,7 @@ from segtrain.layers.losses import (
     iou_loss,
     sigmoid_ce_loss,
     sigmoid_focal_loss,
+    upsampled_focal_dice_loss,
 )
 
 LN2, LN3 = math.log(2.0), math.log(3.0)
@@ -126,3 +128,49 @@ def test_gradcheck_losses():
     tq = torch.rand(4, 5, dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda a: batch_sigmoid_ce_loss(a, tq), (x,))
     assert torch.autograd.gradcheck(lambda a: batch_dice_loss(a, tq), (x,))
+
+
+@pytest.mark.parametrize("K,h,H,alpha,gamma", [(5, 6, 24, 0.25, 2.0), (3, 8, 8, 0.25, 2.0), (4, 5, 17, -1.0, 0.0),
+                                               (9, 7, 30, 0.4, 1.5)])
+def test_upsampled_focal_dice_equals_interpolate_then_losses(K, h, H, alpha, gamma):
+    """Chunked upsampled focal + dice == interpolate, then sigmoid_focal_loss / dice_loss,
+    in value and gradient (upsampled or already full size; with and without alpha)."""
+    g = torch.Generator().manual_seed(K)
+    src = torch.randn(K, h, h, dtype=torch.float64, generator=g, requires_grad=True)
+    tgt = (torch.rand(K, H, H, dtype=torch.float64, generator=g) > 0.5).double()
+    a, b = upsampled_focal_dice_loss(src, tgt, 3.0, alpha, gamma)
+    ga = torch.autograd.grad(2 * a + 7 * b, src)[0]
+    up = src if h == H else F.interpolate(src[:, None], size=(H, H), mode="bilinear", align_corners=False)[:, 0]
+    ra = sigmoid_focal_loss(up.flatten(1), tgt.flatten(1), 3.0, alpha, gamma)
+    rb = dice_loss(up.flatten(1), tgt.flatten(1), 3.0)
+    gr = torch.autograd.grad(2 * ra + 7 * rb, src)[0]
+    torch.testing.assert_close(a, ra, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(b, rb, rtol=1e-12, atol=1e-14)
+    assert gr.abs().max() > 1e-4
+    torch.testing.assert_close(ga, gr, rtol=1e-9, atol=1e-12)
+
+
+def test_upsampled_focal_dice_gradcheck_and_shapes():
+    g = torch.Generator().manual_seed(0)
+    src = torch.randn(2, 4, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    tgt = torch.rand(2, 9, 9, dtype=torch.float64, generator=g)  # soft targets too
+    assert torch.autograd.gradcheck(lambda s: upsampled_focal_dice_loss(s, tgt, 2.0, max_upsampled_fraction=0.5),
+                                    (src,))
+    with pytest.raises(ValueError, match="src"):
+        upsampled_focal_dice_loss(src[0], tgt, 2.0)
+
+
+def test_upsampled_focal_dice_gathers_target_rows():
+    g = torch.Generator().manual_seed(1)
+    src = torch.randn(3, 5, 5, generator=g, requires_grad=True)
+    pool = (torch.rand(6, 20, 20, generator=g) > 0.5)  # bool targets, converted chunk by chunk
+    rows = torch.tensor([4, 0, 4])
+    a = upsampled_focal_dice_loss(src, pool, 2.0, tgt_rows=rows, max_upsampled_fraction=0.4)
+    b = upsampled_focal_dice_loss(src, pool[rows].float(), 2.0)
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y)
+    ga = torch.autograd.grad(sum(a), src)[0]
+    gb = torch.autograd.grad(sum(b), src)[0]
+    torch.testing.assert_close(ga, gb)
+    with pytest.raises(ValueError, match="tgt_rows"):
+        upsampled_focal_dice_loss(src, pool, 2.0, tgt_rows=rows[:2])

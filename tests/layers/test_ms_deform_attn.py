@@ -131,3 +131,40 @@ def test_shape_errors():
     value, loc, attn = _inputs(SHAPES)
     with pytest.raises(ValueError):
         ms_deform_attn_core(value, SHAPES[:2], loc[:, :, :, :2], attn[:, :, :, :2])
+
+
+def test_value_grad_chunks_equal_single_product():
+    """The threaded value gradient (bags split into chunks, partial products summed) equals
+    the single sparse product; small problems are not split."""
+    from segtrain.layers.ms_deform_attn import _MIN_ENTRIES_PER_CHUNK, value_grad
+
+    g = torch.Generator().manual_seed(0)
+    R, K, T, D = 3 * _MIN_ENTRIES_PER_CHUNK // 48 + 7, 48, 500, 4
+    rows = torch.randint(0, T, (R * K,), generator=g)
+    weights = torch.rand(R * K, generator=g, dtype=torch.float64)
+    grad_out = torch.randn(R, D, generator=g, dtype=torch.float64)
+    one = value_grad(rows, weights, grad_out, K, T, num_chunks=1)
+    dense = torch.zeros(T, D, dtype=torch.float64).index_add_(0, rows, grad_out.repeat_interleave(K, 0) * weights[:, None])
+    torch.testing.assert_close(one, dense)
+    for chunks in (2, 3):
+        torch.testing.assert_close(value_grad(rows, weights, grad_out, K, T, num_chunks=chunks), one)
+    # below the size threshold it stays one product (no thread hand-off for tiny inputs)
+    small = value_grad(rows[:K * 10], weights[:K * 10], grad_out[:10], K, T, num_chunks=4)
+    torch.testing.assert_close(small, value_grad(rows[:K * 10], weights[:K * 10], grad_out[:10], K, T, num_chunks=1))
+
+
+def test_module_reference_impl_and_shapes_list_agree():
+    torch.manual_seed(0)
+    attn = MSDeformAttn(d_model=16, n_levels=2, n_heads=2, n_points=2)
+    shapes = torch.tensor([[4, 6], [2, 3]])
+    src = torch.randn(2, 30, 16)
+    query = torch.randn(2, 5, 16)
+    ref = torch.rand(2, 5, 2, 2)
+    fast = attn(query, ref, src, shapes, None)
+    listed = attn(query, ref, src, shapes, None, spatial_shapes_list=[(4, 6), (2, 3)])
+    attn.impl = "reference"
+    torch.testing.assert_close(attn(query, ref, src, shapes, None), fast, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(listed, fast)
+    attn.impl = "nope"
+    with pytest.raises(Exception, match="impl"):
+        attn(query, ref, src, shapes, None)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from segtrain.config import configurable
-from segtrain.layers.losses import dice_loss, sigmoid_focal_loss
+from segtrain.layers.losses import dice_loss, sigmoid_focal_loss, upsampled_focal_dice_loss
 from segtrain.layers.point_sample import (
     calculate_uncertainty,
     get_uncertain_point_coords_with_randomness,
@@ -336,8 +336,10 @@ class Masks(LossWithWeights):
     [M, H, W], rows with ``is_valid_mask`` False dropped (K kept). With ``num_sample_points``:
     ``P`` points per mask from ``get_uncertain_point_coords_with_randomness`` on the
     predictions (no grad), predictions and GT point-sampled there (no upsampling). Otherwise
-    the kept predictions are bilinearly upsampled once (``align_corners=False``, skipped when
-    already H x W) and all ``P = H*W`` pixels are used. Then
+    the kept predictions are bilinearly upsampled (``align_corners=False``, skipped when
+    already H x W) and all ``P = H*W`` pixels are used, in chunks of masks
+    (:func:`~segtrain.layers.losses.upsampled_focal_dice_loss`: less than one [K, H, W]
+    upsampled copy alive, forward and backward). Then
     ``loss_mask = sigmoid_focal_loss(x, g, num_boxes, focal_alpha, focal_gamma)`` (mean over P,
     summed over masks, / num_boxes) and ``loss_dice = dice_loss(x, g, num_boxes)``.
     ``masks is None`` gives zero losses.
@@ -406,10 +408,17 @@ class Masks(LossWithWeights):
             b, q, rows = b[keep], q[keep], rows[keep]
         src = pred_masks[(b, q)]  # [K, h, w]
         src = _at_least_f32(src)  # half precision upcast for interpolation / grid_sample
-        tgt = gt_masks[rows.to(gt_masks.device)].to(device=src.device, dtype=src.dtype)  # [K, H, W]
         if src.shape[0] == 0:
             zero = src.sum() * 0.0
             return {"loss_mask": zero, "loss_dice": zero.clone()}
+        if self.num_sample_points is None and gt_masks.device == src.device:
+            # full resolution: the same interpolate + focal + dice, chunked so that less than one
+            # [K, H, W] upsampled copy exists at a time (autograd through the plain composition
+            # keeps ~9), the matched GT rows gathered chunk by chunk too
+            loss_mask, loss_dice = upsampled_focal_dice_loss(src, gt_masks, num_boxes, alpha=self.focal_alpha,
+                                                             gamma=self.focal_gamma, tgt_rows=rows.to(src.device))
+            return {"loss_mask": loss_mask, "loss_dice": loss_dice}
+        tgt = gt_masks[rows.to(gt_masks.device)].to(device=src.device, dtype=src.dtype)  # [K, H, W]
 
         if self.num_sample_points is not None:
             src, tgt = src[:, None], tgt[:, None]
@@ -422,6 +431,6 @@ class Masks(LossWithWeights):
             src_points = point_sample(src, coords, align_corners=False).squeeze(1)  # [K, P]
             return self._losses(src_points, tgt_points, num_boxes)
 
-        if src.shape[-2:] != tgt.shape[-2:]:
-            src = F.interpolate(src[:, None], size=tgt.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
-        return self._losses(src.flatten(1), tgt.flatten(1), num_boxes)
+        loss_mask, loss_dice = upsampled_focal_dice_loss(src, tgt, num_boxes, alpha=self.focal_alpha,
+                                                         gamma=self.focal_gamma)
+        return {"loss_mask": loss_mask, "loss_dice": loss_dice}

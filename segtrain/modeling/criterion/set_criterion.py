@@ -29,22 +29,26 @@ the matched pairs of each image in GT order, so row r of ``torch.rand(M, S, 2)``
 belongs to the same GT mask and the loss is exactly invariant to a permutation of the
 queries under a fixed seed (the official order is invariant only in distribution).
 
-Two execution paths, equal to float32 round-off under the same RNG state:
+Two execution paths, equal to float32 round-off under the same RNG state (the batched
+path sums the mask points in another order):
 
-* ``batched=True`` (default): all random numbers are first drawn in exactly the order
-  the per-layer loop draws them (per prediction: the matcher's per-image points, then
-  the oversampled and the random mask points); then all predictions are matched in
-  one :meth:`HungarianMatcher.match_many`, ``loss_ce`` of all predictions is one
-  cross-entropy call, the matched masks of all predictions are concatenated and
-  point-sampled together, and the GT masks are sampled with one ``grid_sample`` (each
-  GT mask at the points of all its matches). Needs a matcher with ``match_many`` and
-  ``draw_point_coords`` (others fall back to the loop).
+* ``batched=True`` (default): all random numbers are drawn in exactly the order the
+  per-layer loop draws them (per prediction: the matcher's per-image points, then the
+  oversampled and the random mask points) -- inline, or with ``background_draws`` on a
+  helper thread while :meth:`HungarianMatcher.match_many` matches each prediction as
+  soon as its points exist (the generator is serial; the numbers are the same); then
+  ``loss_ce`` of all predictions is one cross-entropy call, the matched masks of all
+  predictions are concatenated and importance-sampled together (``topk`` without its
+  final sort: the same points, not in sorted order), and the GT masks are sampled with
+  one ``grid_sample`` (each GT mask at the points of all its matches). Needs a matcher
+  with ``match_many`` and ``draw_point_coords`` (others fall back to the loop).
 * ``batched=False``: the straightforward per-prediction loop of the official code
   (:meth:`SetCriterion.forward_reference`).
 """
 import logging
 import re
-from typing import Dict, List, Optional, Sequence, Tuple
+import threading
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -79,6 +83,55 @@ def _autocast_off(device: torch.device):
     return torch.autocast(device_type=dev_type, enabled=False)
 
 
+class _DrawsInOrder:
+    """The batched path's random numbers in the per-layer loop's order -- for each output l
+    its matcher points (``coords(l)``), then its mask points (``masks(l)``) -- drawn inline or
+    on a helper thread. ``self[l]`` returns output l's matcher points, waiting until they are
+    drawn, so the caller can match output l while later outputs' numbers are still being
+    drawn; the caller itself draws nothing meanwhile, so every number is the same as inline.
+    """
+
+    def __init__(self, L: int, coords: Callable[[int], Optional[Tensor]], masks: Callable[[int], None],
+                 background: bool):
+        self._L, self._coords_fn, self._masks_fn = L, coords, masks
+        self._coords: List[Optional[Tensor]] = [None] * L
+        self._ready = [threading.Event() for _ in range(L)]
+        self._error: Optional[BaseException] = None
+        self._thread = None
+        if background:
+            self._thread = threading.Thread(target=self._run, name="set-criterion-draws", daemon=True)
+            self._thread.start()
+        else:
+            self._run()
+
+    def _run(self) -> None:
+        try:
+            for l in range(self._L):
+                self._coords[l] = self._coords_fn(l)
+                self._ready[l].set()
+                self._masks_fn(l)
+        except BaseException as e:  # re-raised on the caller's thread
+            self._error = e
+        finally:
+            for ev in self._ready:
+                ev.set()
+
+    def __len__(self) -> int:
+        return self._L
+
+    def __getitem__(self, l: int) -> Optional[Tensor]:
+        self._ready[l].wait()
+        if self._coords[l] is None and self._error is not None:
+            raise self._error
+        return self._coords[l]
+
+    def wait_all(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
 @CRITERION_REGISTRY.register()
 class SetCriterion(nn.Module):
     """Mask2Former's criterion (see the module docstring for the exact semantics).
@@ -94,6 +147,11 @@ class SetCriterion(nn.Module):
     target_format = "instances"
     #: set by a trainer or hook; quoted in the matcher's non-finite cost error
     iteration: Optional[int] = None
+    #: batched path: draw the random points on a helper thread while matching (the same
+    #: numbers in the same order). Off by default: on 2 cores the helper thread competes with
+    #: the matcher's 2-thread OpenMP team and measured no faster (docs/benchmarks.md).
+    #: None: on CPU when torch uses more than one thread.
+    background_draws: Optional[bool] = False
 
     @configurable
     def __init__(
@@ -229,14 +287,21 @@ class SetCriterion(nn.Module):
         packed = pack_instance_targets(targets, device=device, need_masks="masks" in self.losses
                                        or getattr(self.matcher, "cost_mask", 1) != 0
                                        or getattr(self.matcher, "cost_dice", 1) != 0)
-        self._check_labels(packed)
-        num_masks = torch.as_tensor([float(packed.num_masks)], dtype=torch.float, device=device)
-        num_masks = torch.clamp(comm.all_reduce_mean(num_masks), min=1).item()
+        use_batched = batched and hasattr(self.matcher, "match_many") and hasattr(self.matcher, "draw_point_coords")
+        # On an accelerator the batched path checks the labels after matching, whose cost-matrix
+        # copy to the host is the step's one synchronisation; reading the flag then costs no stall.
+        label_flag = None
+        if device.type == "cpu" or not use_batched:
+            self._check_labels(packed)
+        elif packed.labels.numel():
+            label_flag = ((packed.labels < 0) | (packed.labels >= self.num_classes)).any()
+        # a fill kernel, not a host -> device copy, and kept on the device (no .item()): no sync
+        num_masks = torch.full((1,), float(packed.num_masks), dtype=torch.float, device=device)
+        num_masks = torch.clamp(comm.all_reduce_mean(num_masks), min=1)[0]
         if self.iteration is not None and hasattr(self.matcher, "iteration"):
             self.matcher.iteration = self.iteration
-        use_batched = batched and hasattr(self.matcher, "match_many") and hasattr(self.matcher, "draw_point_coords")
         if use_batched:
-            per_layer = self._losses_batched(layers, packed, num_masks, names)
+            per_layer = self._losses_batched(layers, packed, num_masks, names, label_flag)
         else:
             per_layer = self._losses_loop(layers, targets, packed, num_masks, names)
         losses: Dict[str, Tensor] = {}
@@ -330,7 +395,8 @@ class SetCriterion(nn.Module):
             }
 
     # ------------------------------------------------------------------ batched path
-    def _losses_batched(self, layers, packed: PackedInstanceTargets, num_masks, names) -> List[Dict[str, Tensor]]:
+    def _losses_batched(self, layers, packed: PackedInstanceTargets, num_masks, names,
+                        label_flag: Optional[Tensor] = None) -> List[Dict[str, Tensor]]:
         L = len(layers)
         B, Q = layers[0]["pred_logits"].shape[:2]
         device = layers[0]["pred_logits"].device
@@ -343,15 +409,24 @@ class SetCriterion(nn.Module):
         draw = want_masks and M > 0
         over = torch.empty(L * M, S, 2, device=device) if draw else None
         extra = torch.empty(L * M, R, 2, device=device) if draw and R > 0 else None
-        matcher_coords = []
-        for l in range(L):
-            matcher_coords.append(self.matcher.draw_point_coords(B, device))
+
+        def draw_masks(l: int) -> None:
             if draw:
                 over[l * M:(l + 1) * M].uniform_()
                 if extra is not None:
                     extra[l * M:(l + 1) * M].uniform_()
-        # 2. matching, all predictions at once
-        all_indices = self.matcher.match_many(layers, packed, point_coords=matcher_coords, layer_names=names)
+
+        background = self.background_draws
+        if background is None:  # the CPU generator is serial: let it run beside the matching
+            background = device.type == "cpu" and torch.get_num_threads() > 1
+        matcher_coords = _DrawsInOrder(L, lambda l: self.matcher.draw_point_coords(B, device), draw_masks, background)
+        # 2. matching, all predictions at once (output l as soon as its points are drawn)
+        try:
+            all_indices = self.matcher.match_many(layers, packed, point_coords=matcher_coords, layer_names=names)
+        finally:
+            matcher_coords.wait_all()  # no draw outlives this call, even after an error
+        if label_flag is not None and bool(label_flag):
+            self._check_labels(packed)  # raises, naming the labels
         pairs = [self._ordered_pairs(ind, packed) for ind in all_indices]
         counts = [int(p[0].numel()) for p in pairs]
         if want_masks and any(c != M for c in counts):
@@ -401,9 +476,10 @@ class SetCriterion(nn.Module):
                 layer["pred_masks"][p[0].to(dev), p[1].to(dev)] for layer, p in zip(layers, pairs)
             ]).float()[:, None]
             with torch.no_grad():
+                # same points as the loop's, not in topk's sorted order (the losses average over them)
                 coords = select_uncertain_point_coords(
-                    src_masks.detach(), calculate_uncertainty, over, n_unc, extra)  # [L*M, P, 2]
-                tgt_rows = torch.cat([p[2] for p in pairs]).to(dev)  # [L*M] packed GT row of each match
+                    src_masks.detach(), calculate_uncertainty, over, n_unc, extra, ordered=False)  # [L*M, P, 2]
+                tgt_rows = torch.cat([p[2] for p in pairs])  # [L*M] packed GT row of each match (host)
                 point_labels = self._sample_gt_grouped(packed, tgt_rows, coords, L, M)  # [L*M, P]
             point_logits = point_sample(src_masks, coords, align_corners=False).squeeze(1)  # [L*M, P]
             # per-mask values, then summed per layer in the same order as the loop
@@ -424,12 +500,15 @@ class SetCriterion(nn.Module):
         """
         G = packed.num_masks
         P = coords.shape[1]
-        layer_of = torch.arange(L, device=coords.device).repeat_interleave(M)
-        hits = torch.zeros(G, L, dtype=torch.int64, device=coords.device)
-        hits.index_put_((tgt_rows, layer_of), torch.ones_like(tgt_rows), accumulate=True)
+        # tgt_rows come from the matcher on the host: the path is chosen there, without a sync
+        layer_of = torch.arange(L).repeat_interleave(M)
+        hits = torch.zeros(G, L, dtype=torch.int64)
+        hits.index_put_((tgt_rows.cpu(), layer_of), torch.ones_like(tgt_rows.cpu()), accumulate=True)
+        dev = coords.device
+        rows_d, layer_d = tgt_rows.to(dev, non_blocking=True), layer_of.to(dev, non_blocking=True)
         if M == G and bool((hits == 1).all()):
             grid = coords.new_zeros(G, L, P, 2)
-            grid[tgt_rows, layer_of] = coords
+            grid[rows_d, layer_d] = coords
             vals = point_sample(packed.masks[:, None], grid.view(G, L * P, 2), align_corners=False)  # [G, 1, L*P]
-            return vals.view(G, L, P)[tgt_rows, layer_of]
-        return point_sample(packed.masks[tgt_rows][:, None], coords, align_corners=False).squeeze(1)
+            return vals.view(G, L, P)[rows_d, layer_d]
+        return point_sample(packed.masks[rows_d][:, None], coords, align_corners=False).squeeze(1)

@@ -35,7 +35,8 @@ class MSDeformAttnTransformerEncoderLayer(nn.Module):
     """Post-norm encoder layer: deformable self-attention + FFN.
 
     forward(src [N, S, C], pos [N, S, C], reference_points [N, S, L, 2], spatial_shapes
-    [L, 2], level_start_index [L], padding_mask [N, S] or None) -> [N, S, C].
+    [L, 2], level_start_index [L], padding_mask [N, S] or None, spatial_shapes_list: the
+    same shapes as Python ints or None) -> [N, S, C].
     """
 
     def __init__(self, d_model: int = 256, d_ffn: int = 1024, dropout: float = 0.1, activation: str = "relu",
@@ -53,9 +54,10 @@ class MSDeformAttnTransformerEncoderLayer(nn.Module):
         self.dropout3 = nn.Dropout(dropout)
         self.norm2 = nn.LayerNorm(d_model)
 
-    def forward(self, src, pos, reference_points, spatial_shapes, level_start_index, padding_mask=None):
+    def forward(self, src, pos, reference_points, spatial_shapes, level_start_index, padding_mask=None,
+                spatial_shapes_list=None):
         src2 = self.self_attn(src if pos is None else src + pos, reference_points, src, spatial_shapes,
-                              level_start_index, padding_mask)
+                              level_start_index, padding_mask, spatial_shapes_list=spatial_shapes_list)
         src = self.norm1(src + self.dropout1(src2))
         src2 = self.linear2(self.dropout2(self.activation(self.linear1(src))))
         return self.norm2(src + self.dropout3(src2))
@@ -71,12 +73,14 @@ class MSDeformAttnTransformerEncoder(nn.Module):
         self.num_layers = num_layers
 
     @staticmethod
-    def get_reference_points(spatial_shapes: torch.Tensor, valid_ratios: torch.Tensor, device) -> torch.Tensor:
+    def get_reference_points(spatial_shapes, valid_ratios: torch.Tensor, device) -> torch.Tensor:
         """Pixel centres of every level in [0, 1] image coordinates, scaled per level by the
-        valid (unpadded) ratios. spatial_shapes [L, 2]; valid_ratios [N, L, 2] (w, h).
-        Returns [N, S, L, 2] (x, y)."""
+        valid (unpadded) ratios. spatial_shapes [L, 2] tensor or list of (H, W) ints;
+        valid_ratios [N, L, 2] (w, h). Returns [N, S, L, 2] (x, y)."""
+        if isinstance(spatial_shapes, torch.Tensor):
+            spatial_shapes = spatial_shapes.tolist()
         reference_points_list = []
-        for lvl, (h, w) in enumerate(spatial_shapes.tolist()):
+        for lvl, (h, w) in enumerate(spatial_shapes):
             ref_y, ref_x = torch.meshgrid(
                 torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=device),
                 torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=device),
@@ -88,11 +92,16 @@ class MSDeformAttnTransformerEncoder(nn.Module):
         reference_points = torch.cat(reference_points_list, 1)
         return reference_points[:, :, None] * valid_ratios[:, None]
 
-    def forward(self, src, spatial_shapes, level_start_index, valid_ratios, pos=None, padding_mask=None):
+    def forward(self, src, spatial_shapes, level_start_index, valid_ratios, pos=None, padding_mask=None,
+                spatial_shapes_list=None):
+        """``spatial_shapes_list``: the (H, W) of each level as Python ints, if known (saves a
+        device -> host copy of ``spatial_shapes`` per layer)."""
         output = src
-        reference_points = self.get_reference_points(spatial_shapes, valid_ratios, device=src.device)
+        shapes = spatial_shapes_list if spatial_shapes_list is not None else spatial_shapes
+        reference_points = self.get_reference_points(shapes, valid_ratios, device=src.device)
         for layer in self.layers:
-            output = layer(output, pos, reference_points, spatial_shapes, level_start_index, padding_mask)
+            output = layer(output, pos, reference_points, spatial_shapes, level_start_index, padding_mask,
+                           spatial_shapes_list=spatial_shapes_list)
         return output
 
 
@@ -147,11 +156,12 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
         src_flatten = torch.cat(src_flatten, 1)
         mask_flatten = torch.cat(mask_flatten, 1)
         lvl_pos_embed_flatten = torch.cat(lvl_pos_embed_flatten, 1)
-        spatial_shapes = torch.as_tensor(spatial_shapes, dtype=torch.long, device=src_flatten.device)
+        shapes_list = list(spatial_shapes)  # Python ints: the encoder needs no device -> host copy
+        spatial_shapes = torch.as_tensor(spatial_shapes, dtype=torch.long).to(src_flatten.device, non_blocking=True)
         level_start_index = torch.cat((spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1]))
         valid_ratios = torch.stack([self.get_valid_ratio(m) for m in masks], 1)
         memory = self.encoder(src_flatten, spatial_shapes, level_start_index, valid_ratios,
-                              lvl_pos_embed_flatten, mask_flatten)
+                              lvl_pos_embed_flatten, mask_flatten, spatial_shapes_list=shapes_list)
         return memory, spatial_shapes, level_start_index
 
 
@@ -287,10 +297,11 @@ class MSDeformAttnPixelDecoder(nn.Module):
         y, spatial_shapes, level_start_index = self.transformer(srcs, pos)
         bs = y.shape[0]
 
-        # Split the encoder output back into levels: [B, C, H_l, W_l], coarsest first.
-        sizes = [h * w for h, w in spatial_shapes.tolist()]
+        # Split the encoder output back into levels: [B, C, H_l, W_l], coarsest first (the
+        # shapes from the inputs themselves, not from spatial_shapes: no device -> host copy).
+        shapes = [tuple(s.shape[-2:]) for s in srcs]
         out = [z.transpose(1, 2).reshape(bs, -1, h, w)
-               for z, (h, w) in zip(torch.split(y, sizes, dim=1), spatial_shapes.tolist())]
+               for z, (h, w) in zip(torch.split(y, [h * w for h, w in shapes], dim=1), shapes)]
 
         # Extra FPN levels, coarse to fine
         for idx, f in enumerate(self.in_features[: self.num_fpn_levels][::-1]):

@@ -1,0 +1,145 @@
+"""tools/benchmark.py: every subcommand runs at tiny settings, prints its table and writes
+JSON with the fields docs/benchmarks.md quotes; the kept baselines compute the same values."""
+import importlib.util
+import json
+import os
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_TOOL = os.path.join(ROOT, "tools", "benchmark.py")
+TINY = os.path.join(ROOT, "projects", "m2f", "tiny.yaml")
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location("benchmark_tool", _TOOL)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture
+def tool():
+    mod = _load_tool()
+    yield mod
+    torch.set_num_threads(1)  # the subcommands set their own thread count
+
+
+@pytest.fixture
+def shapes_tiny(tmp_path, monkeypatch):
+    """Built-in shapes data in tmp_path at 64 px; overrides for projects/m2f/tiny.yaml."""
+    from segtrain.data.datasets import builtin
+
+    original_root = builtin.get_datasets_root()
+    monkeypatch.setenv("SEGTRAIN_DATASETS", str(tmp_path / "datasets"))
+    yield ["DATASETS.SHAPES.IMAGE_SIZE", "64", "DATASETS.SHAPES.NUM_TRAIN", "4", "DATASETS.SHAPES.NUM_VAL", "3",
+           "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64", "INPUT.MIN_SIZE_TEST", "64",
+           "INPUT.MAX_SIZE_TEST", "64"]
+    builtin.register_shapes(original_root)
+
+
+def _json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def test_interleaved_rounds_rotate_and_collect_parts(tool):
+    calls = []
+    cases = {"a": lambda: calls.append("a"), "b": lambda: (calls.append("b"), {"part": 0.5})[1]}
+    res = tool.interleaved(cases, torch.device("cpu"), warmup=1, repeat=2)
+    assert calls == ["a", "b", "a", "b", "b", "a"]  # warm-up, round 0 from a, round 1 from b
+    assert len(res["a"]["times_ms"]) == 2 and res["b"]["part_median_ms"] == pytest.approx(500.0)
+
+
+def test_criterion_tiny(tool, tmp_path, capsys):
+    out = tmp_path / "crit.json"
+    argv = ["criterion", "--queries", "6", "--classes", "4", "--layers", "3", "--image-size", "32", "--num-points",
+            "40", "--gt-per-image", "2", "--warmup", "0", "--repeat", "1", "--cases", "m2f,m2f_loop,matcher,matcher_loop",
+            "--no-memory", "--output", str(out)]
+    assert tool.main(argv) == 0
+    rep = _json(out)
+    assert "criterion benchmark" in capsys.readouterr().out
+    assert {r["case"] for r in rep["results"]} == {"m2f", "m2f_loop", "matcher", "matcher_loop"}
+    s = rep["summary"]
+    assert s["criterion_speedup_loop_over_batched"] > 0 and s["matcher_speedup_loop_over_batched"] > 0
+    # the batched criterion and the per-layer loop give the same losses under the same seed
+    assert s["criterion_equality"]["num_keys"] == 3 * 3 + 3 and s["criterion_equality"]["max_rel_diff"] < 1e-5
+    assert s["matcher_solver"]["solver_calls"] == 3 * 2
+    assert rep["machine"]["cpu_count"] >= 1 and len(rep["machine"]["loadavg_1_5_15"]) == 3
+
+
+def test_msda_tiny(tool, tmp_path):
+    out = tmp_path / "msda.json"
+    assert tool.main(["msda", "--sizes", "64x1", "--threads-list", "1,2", "--warmup", "0", "--repeat", "1",
+                      "--output", str(out)]) == 0
+    rep = _json(out)
+    cases = {(r["threads"], r["case"]) for r in rep["results"]}
+    assert cases == {(1, "fast"), (1, "reference"), (2, "fast"), (2, "reference"), (2, "fast_threaded")}
+    assert rep["summary"]["64x1_1t_speedup_reference_over_fast"] > 0
+    from segtrain.layers import ms_deform_attn
+
+    assert ms_deform_attn.VALUE_GRAD_CHUNKS == 1  # restored
+
+
+def test_masks_tiny_memory_in_subprocess(tool, tmp_path):
+    out = tmp_path / "masks.json"
+    assert tool.main(["masks", "--image-size", "64", "--queries", "6", "--batch", "1", "--gt-per-image", "2",
+                      "--num-points", "32", "--warmup", "0", "--repeat", "1", "--cases", "points,full",
+                      "--output", str(out)]) == 0
+    rep = _json(out)
+    by = {r["case"]: r for r in rep["results"]}
+    assert set(by) == {"points", "full"}
+    for r in by.values():  # measured in a fresh process each
+        assert "memory_error" not in r and r["peak_mb"] is not None and r["median_ms"] > 0
+    assert rep["summary"]["matched_masks"] == 2
+
+
+def test_masks_cases_same_gradient(tool):
+    """The chunked full-resolution case and its naive baseline send the same gradient."""
+    import argparse
+
+    args = argparse.Namespace(seed=0, batch=1, queries=5, image_size=32, gt_per_image=2, num_points=16)
+    grads = []
+    for name in ("full", "full_naive"):
+        step, K, pred = tool._masks_case(name, args, torch.device("cpu"))
+        assert K == 2
+        seen = []
+        pred.register_hook(lambda g: seen.append(g.clone()))
+        step()
+        grads.append(seen[0])
+    assert grads[0].abs().max() > 0
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-7)
+
+
+def test_train_data_eval_tiny(tool, tmp_path, shapes_tiny):
+    out = tmp_path / "train.json"
+    argv = ["train", "--config-file", TINY, "--device", "cpu", "--threads", "1", "--warmup", "0", "--repeat", "1",
+            "--batches", "1", "--no-memory", "--output", str(out)] + shapes_tiny
+    assert tool.main(argv) == 0
+    rep = _json(out)
+    by = {r["variant"]: r for r in rep["results"]}
+    assert set(by) == {"segtrain", "baseline"}
+    for r in by.values():
+        assert r["fwd_bwd_median_ms"] > 0 and r["optim_median_ms"] > 0 and r["images_per_s"] > 0
+    assert rep["summary"]["images_per_iteration"] == 2 and rep["summary"]["image_size"] == [64, 64]
+    parts = rep["summary"]["breakdown_cpu_median_ms"]
+    assert {"fwd_backbone", "fwd_pixel_decoder", "fwd_transformer_decoder", "fwd_criterion", "backward"} <= set(parts)
+
+    out = tmp_path / "data.json"
+    assert tool.main(["data", "--config-file", TINY, "--workers", "0", "--warmup", "1", "--repeat", "2",
+                      "--output", str(out)] + shapes_tiny) == 0
+    (r,) = _json(out)["results"]
+    assert r["workers"] == 0 and r["images"] == 4 and r["images_per_s"] > 0
+
+    out = tmp_path / "eval.json"
+    assert tool.main(["eval", "--config-file", TINY, "--images", "3", "--dets", "5", "--warmup", "0", "--repeat",
+                      "1", "--output", str(out)] + shapes_tiny) == 0
+    (r,) = _json(out)["results"]
+    assert r["images"] == 3 and r["detections_per_image"] == 5 and r["total_ms_per_image"] > 0
+    assert 0 <= r["segm_AP"] <= 100  # shifted GT masks are found
+
+
+def test_unknown_case_is_an_error(tool, capsys):
+    assert tool.main(["criterion", "--cases", "m2f,nope", "--no-memory"]) == 2
+    assert "nope" in capsys.readouterr().err
