@@ -9,7 +9,9 @@ def add_all_family_configs(cfg) -> None:
     from .concept_config import add_concept_config
     from .criterion_config import add_criterion_config
     from .maskformer_config import add_maskformer_config
+    from .video_config import add_video_config
 
     add_criterion_config(cfg)
     add_maskformer_config(cfg)
+    add_video_config(cfg)
     add_concept_config(cfg)

@@ -39,4 +39,5 @@ _reexport("set_criterion")         # SetCriterion (Mask2Former)
 _reexport("sam3_loss_fns")         # Boxes, IABCEMdetr, Masks (SAM 3)
 _reexport("sam3_loss")             # Sam3LossWrapper (SAM 3)
 _reexport("multistep_multimask")   # MultiStepMultiMasksAndIous (SAM 2)
+_reexport("video_simple")          # VideoSimpleCriterion (seed 001 video loss)
 del _reexport

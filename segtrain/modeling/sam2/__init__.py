@@ -1,0 +1,32 @@
+"""Building blocks of the SAM 2-style video tracker (``VideoTracker`` meta-architecture):
+image encoder neck, prompt encoder, mask decoder, memory encoder, memory attention, the
+training-prompt samplers and the video predictor. Importing this package registers the
+tiny conv backbone (``build_tiny_conv_backbone``)."""
+from .image_encoder import FpnNeck, TinyConvBackbone, build_tiny_conv_backbone
+from .mask_decoder import MaskDecoder, TwoWayTransformer
+from .memory_attention import MemoryAttention, MemoryAttentionLayer, select_memory_frames, select_obj_ptr_frames
+from .memory_encoder import MemoryEncoder
+from .predictor import VideoPredictor
+from .prompt_encoder import POINT_LABELS, PromptEncoder
+from .prompt_sampling import (
+    PromptPlan,
+    concat_points,
+    get_next_point,
+    mask_to_box,
+    sample_box_points,
+    sample_one_point_from_error_center,
+    sample_prompt_plan,
+    sample_random_points_from_errors,
+)
+
+__all__ = [
+    "FpnNeck", "TinyConvBackbone", "build_tiny_conv_backbone",
+    "MaskDecoder", "TwoWayTransformer",
+    "MemoryAttention", "MemoryAttentionLayer", "select_memory_frames", "select_obj_ptr_frames",
+    "MemoryEncoder",
+    "POINT_LABELS", "PromptEncoder",
+    "PromptPlan", "concat_points", "get_next_point", "mask_to_box", "sample_box_points",
+    "sample_one_point_from_error_center", "sample_prompt_plan", "sample_random_points_from_errors",
+    "VideoPredictor",
+]
+
