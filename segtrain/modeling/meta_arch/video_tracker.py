@@ -36,6 +36,7 @@ from ..sam2 import (
     PromptEncoder,
     PromptPlan,
     TwoWayTransformer,
+    VideoPredictor,
     concat_points,
     get_next_point,
     sample_box_points,
@@ -558,8 +559,6 @@ class VideoTracker(nn.Module):
         """Semi-supervised VOS on one whole-video clip: each object prompted (``test_prompt``)
         on the first frame its GT is visible in, then propagated forward. Returns
         ``pred_masks`` bool [T, N, height, width] and ``obj_ids`` [N]."""
-        from ..sam2.predictor import VideoPredictor
-
         for key in ("images", "masks"):
             if key not in clip:
                 raise DatasetError(f"video id {clip.get('video_id')}: VideoTracker inference needs {key!r} in the "
