@@ -10,13 +10,11 @@ that neither ``value`` nor the output needs a transpose. The backward is written
 an unsorted sparse COO product for ``value``, the needed dot products only
 (``sampled_addmm``) for the per-neighbour weights, and the chain rule through the
 separable bilinear factors to the sampling locations and attention weights.
-The value-gradient scatter (COO ``sparse.mm``: it sorts the R*K entries by value row, then
-adds them serially) runs on one thread inside PyTorch. :func:`value_grad` can split the bags
-into contiguous chunks whose partial products run concurrently on a small thread pool (the
-GIL is released inside the op) and are summed; that is off by default (``VALUE_GRAD_CHUNKS``)
-because it measured slower on 2 cores (see there). Measured figures vs the reference at 1
-and 2 threads: ``tools/benchmark.py msda`` and docs/benchmarks.md. It never allocates the
-[N*M, D, Lq, L*P] sampled tensor of the reference.
+The value gradient is a scatter of the R*K weighted rows: a COO ``sparse.mm`` sorts and adds
+them on one thread, so with more than one thread :func:`value_grad` sorts the entries itself
+(parallel int32 sort) and multiplies a CSR matrix (MKL, all threads). Measured figures vs the
+reference at 1 and 2 threads: ``tools/benchmark.py msda`` and docs/benchmarks.md. It never
+allocates the [N*M, D, Lq, L*P] sampled tensor of the reference.
 
 ``ms_deform_attn_reference`` is the official pure-PyTorch algorithm
 (``ms_deform_attn_core_pytorch``: one ``grid_sample`` per level, stack, weighted sum),
@@ -30,9 +28,7 @@ Output [N, Lq, M * D].
 """
 import logging
 import math
-import threading
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -96,67 +92,55 @@ def _bilinear_terms(value_shape, shapes: List[Tuple[int, int]], loc: torch.Tenso
     return rows, wx, wy, vx, vy, W_l.to(loc.dtype), H_l.to(loc.dtype)
 
 
-# Below this many (bag, neighbour) entries per chunk the value gradient is not split: the
-# thread hand-off costs more than the sort it saves (about 0.1 ms).
-_MIN_ENTRIES_PER_CHUNK = 32768
-#: Chunks of the CPU value gradient computed concurrently (None: ``torch.get_num_threads()``).
-#: Default 1, a single ``sparse.mm``: with PyTorch's OpenMP backend a second Python thread
-#: running ATen ops starts a second OpenMP team, and on 2 cores the two teams oversubscribe;
-#: measured 2x slower at 128 and 256 px with 2 threads (docs/benchmarks.md).
-VALUE_GRAD_CHUNKS: Optional[int] = 1
-_POOL: Optional[ThreadPoolExecutor] = None
-_POOL_LOCK = threading.Lock()
+#: CPU value-gradient algorithm: "auto" (``"sorted"`` with more than one torch thread, else
+#: ``"coo"``), ``"coo"`` (unsorted COO ``sparse.mm``: it coalesces -- sorts -- the entries
+#: and adds them on one thread) or ``"sorted"`` (the entries sorted by value row with a
+#: parallel int32 sort, then a CSR x dense product, which MKL runs on all threads).
+#: Measured (docs/benchmarks.md): at 2 threads "sorted" is 1.6-1.8x faster than "coo"; at
+#: 1 thread "coo" is as fast or faster.
+VALUE_GRAD_PATH = "auto"
+_VALUE_GRAD_PATHS = ("auto", "coo", "sorted")
 
 
-def _thread_pool(workers: int) -> ThreadPoolExecutor:
-    """A process-wide pool of at least ``workers`` threads (created on first use)."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None or _POOL._max_workers < workers:
-            if _POOL is not None:
-                _POOL.shutdown(wait=False)
-            _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="msda-value-grad")
-        return _POOL
-
-
-def _value_grad_chunk(flat_rows: torch.Tensor, weights: torch.Tensor, g: torch.Tensor, lo: int, hi: int, K: int,
-                      T: int) -> torch.Tensor:
-    """Rows ``lo:hi`` of the sampling matrix, transposed, times ``g[lo:hi]``: [T, D].
-    flat_rows / weights: [R*K] value row and weight of every (bag, neighbour)."""
-    bags = torch.arange(hi - lo, device=g.device).repeat_interleave(K)
+def _value_grad_coo(flat_rows: torch.Tensor, weights: torch.Tensor, g: torch.Tensor, K: int, T: int) -> torch.Tensor:
+    bags = torch.arange(g.shape[0], device=g.device).repeat_interleave(K)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # sparse-tensor beta notices: expected
-        at = torch.sparse_coo_tensor(torch.stack((flat_rows[lo * K:hi * K], bags)), weights[lo * K:hi * K],
-                                     (T, hi - lo), check_invariants=False)
-    return torch.sparse.mm(at, g[lo:hi])
+        at = torch.sparse_coo_tensor(torch.stack((flat_rows, bags)), weights, (T, g.shape[0]), check_invariants=False)
+    return torch.sparse.mm(at, g)
+
+
+def _value_grad_sorted(flat_rows: torch.Tensor, weights: torch.Tensor, g: torch.Tensor, K: int,
+                       T: int) -> torch.Tensor:
+    # int32 keys: the sort (the dominant cost) is parallel and half the bytes of int64
+    rows32 = flat_rows.to(torch.int32)
+    sorted_rows, perm = torch.sort(rows32)
+    crow = torch.zeros(T + 1, dtype=torch.int32, device=g.device)
+    torch.cumsum(torch.bincount(sorted_rows, minlength=T), 0, out=crow[1:])
+    bags = torch.div(perm, K, rounding_mode="floor").to(torch.int32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        at = torch.sparse_csr_tensor(crow, bags, weights[perm], size=(T, g.shape[0]), check_invariants=False)
+    return at @ g
 
 
 def value_grad(flat_rows: torch.Tensor, weights: torch.Tensor, g: torch.Tensor, K: int, T: int,
-               num_chunks: Optional[int] = None) -> torch.Tensor:
+               path: Optional[str] = None) -> torch.Tensor:
     """Gradient of ``value.reshape(T, D)`` for the bag sums of ``_MSDeformAttnFunction``.
 
     flat_rows [R*K] int64 value rows, weights [R*K], g [R, D] output gradient of each bag.
     Returns [T, D] = sum over (bag r, neighbour k) of ``weights[r*K+k] * g[r]`` into row
-    ``flat_rows[r*K+k]``. With ``num_chunks`` > 1 (default ``VALUE_GRAD_CHUNKS``) the R bags
-    are split into that many contiguous ranges computed concurrently and summed; the result
-    equals the single product up to float round-off of the final sum.
+    ``flat_rows[r*K+k]``. ``path``: see ``VALUE_GRAD_PATH`` (the default); every path gives
+    the same values up to float summation order. Off CPU always the COO product.
     """
-    R = g.shape[0]
-    if num_chunks is None:
-        num_chunks = VALUE_GRAD_CHUNKS
-    if num_chunks is None:
-        num_chunks = torch.get_num_threads() if g.device.type == "cpu" else 1
-    num_chunks = max(1, min(int(num_chunks), (R * K) // _MIN_ENTRIES_PER_CHUNK))
-    if num_chunks == 1:
-        return _value_grad_chunk(flat_rows, weights, g, 0, R, K, T)
-    bounds = [R * i // num_chunks for i in range(num_chunks + 1)]
-    pool = _thread_pool(num_chunks - 1)
-    futures = [pool.submit(_value_grad_chunk, flat_rows, weights, g, bounds[i], bounds[i + 1], K, T)
-               for i in range(1, num_chunks)]
-    out = _value_grad_chunk(flat_rows, weights, g, bounds[0], bounds[1], K, T)
-    for f in futures:
-        out += f.result()
-    return out
+    path = path or VALUE_GRAD_PATH
+    if path not in _VALUE_GRAD_PATHS:
+        raise ValueError(f"value_grad: unknown path {path!r}; valid: {', '.join(_VALUE_GRAD_PATHS)}")
+    if path == "auto":
+        path = "sorted" if torch.get_num_threads() > 1 else "coo"
+    if path == "sorted" and g.device.type == "cpu" and max(T, flat_rows.numel()) < 2**31 - 1:
+        return _value_grad_sorted(flat_rows, weights, g, K, T)
+    return _value_grad_coo(flat_rows, weights, g, K, T)
 
 
 class _MSDeformAttnFunction(torch.autograd.Function):
@@ -164,8 +148,7 @@ class _MSDeformAttnFunction(torch.autograd.Function):
 
     The sampling is a sparse [R, T] x dense [T, D] product (R = N*Lq*M bags of K = L*P*4
     weighted rows, T = N*S*M value rows). Forward: one ``embedding_bag``. Backward: the
-    transpose product for ``value`` (:func:`value_grad`: unsorted COO ``sparse.mm``, split
-    over threads on CPU), the R*K dot products <grad_out[r], value[row]> for the weights
+    transpose product for ``value`` (:func:`value_grad`), the R*K dot products <grad_out[r], value[row]> for the weights
     (``sampled_addmm`` on CPU), then the chain rule through the separable bilinear weights
     by hand -- cheaper than autograd's graph of [N, Lq, M, L, P, 2, 2] temporaries and than
     ``embedding_bag``'s own backward, which gathers a [R*K, D] copy and sorts all R*K indices.

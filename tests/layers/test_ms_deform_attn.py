@@ -133,24 +133,46 @@ def test_shape_errors():
         ms_deform_attn_core(value, SHAPES[:2], loc[:, :, :, :2], attn[:, :, :, :2])
 
 
-def test_value_grad_chunks_equal_single_product():
-    """The threaded value gradient (bags split into chunks, partial products summed) equals
-    the single sparse product; small problems are not split."""
-    from segtrain.layers.ms_deform_attn import _MIN_ENTRIES_PER_CHUNK, value_grad
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_value_grad_paths_equal(dtype):
+    """The parallel sorted-CSR value gradient equals the COO product and a dense scatter,
+    duplicates and untouched rows included; "auto" picks by thread count."""
+    from segtrain.layers.ms_deform_attn import value_grad
 
     g = torch.Generator().manual_seed(0)
-    R, K, T, D = 3 * _MIN_ENTRIES_PER_CHUNK // 48 + 7, 48, 500, 4
-    rows = torch.randint(0, T, (R * K,), generator=g)
-    weights = torch.rand(R * K, generator=g, dtype=torch.float64)
-    grad_out = torch.randn(R, D, generator=g, dtype=torch.float64)
-    one = value_grad(rows, weights, grad_out, K, T, num_chunks=1)
-    dense = torch.zeros(T, D, dtype=torch.float64).index_add_(0, rows, grad_out.repeat_interleave(K, 0) * weights[:, None])
-    torch.testing.assert_close(one, dense)
-    for chunks in (2, 3):
-        torch.testing.assert_close(value_grad(rows, weights, grad_out, K, T, num_chunks=chunks), one)
-    # below the size threshold it stays one product (no thread hand-off for tiny inputs)
-    small = value_grad(rows[:K * 10], weights[:K * 10], grad_out[:10], K, T, num_chunks=4)
-    torch.testing.assert_close(small, value_grad(rows[:K * 10], weights[:K * 10], grad_out[:10], K, T, num_chunks=1))
+    R, K, T, D = 300, 48, 500, 4
+    rows = torch.randint(0, T - 50, (R * K,), generator=g)  # the last 50 rows get nothing
+    weights = torch.rand(R * K, generator=g, dtype=dtype)
+    grad_out = torch.randn(R, D, generator=g, dtype=dtype)
+    dense = torch.zeros(T, D, dtype=dtype).index_add_(0, rows, grad_out.repeat_interleave(K, 0) * weights[:, None])
+    coo = value_grad(rows, weights, grad_out, K, T, path="coo")
+    torch.testing.assert_close(coo, dense)
+    torch.testing.assert_close(value_grad(rows, weights, grad_out, K, T, path="sorted"), coo)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        torch.testing.assert_close(value_grad(rows, weights, grad_out, K, T), coo)
+    finally:
+        torch.set_num_threads(threads)
+    assert (coo[-50:] == 0).all()
+    with pytest.raises(ValueError, match="path"):
+        value_grad(rows, weights, grad_out, K, T, path="nope")
+
+
+def test_gradients_equal_on_both_value_grad_paths():
+    from segtrain.layers import ms_deform_attn as msda
+
+    value, loc, attn = _inputs(SHAPES, seed=4, spread=(-0.1, 1.1))
+    grads = []
+    for path in ("coo", "sorted"):
+        msda.VALUE_GRAD_PATH = path
+        try:
+            v = value.clone().requires_grad_(True)
+            ms_deform_attn_core(v, SHAPES, loc, attn).square().sum().backward()
+        finally:
+            msda.VALUE_GRAD_PATH = "auto"
+        grads.append(v.grad)
+    torch.testing.assert_close(grads[0], grads[1])
 
 
 def test_module_reference_impl_and_shapes_list_agree():
