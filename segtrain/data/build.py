@@ -295,10 +295,23 @@ class InferenceDataLoader:
             )
 
 
-def _resolve_seed(seed: Optional[int]) -> int:
+def resolve_seed(seed: Optional[int]) -> int:
+    """``seed``, or one random seed shared by all processes when it is None or negative."""
     if seed is None or seed < 0:
         return comm.shared_random_seed()
     return int(seed)
+
+
+def per_process_batch_size(total_batch_size: int, num_workers: int) -> int:
+    """``total_batch_size // world_size`` after checking both config values (one-line errors)."""
+    world = comm.get_world_size()
+    if total_batch_size <= 0 or total_batch_size % world != 0:
+        raise ConfigError(
+            f"SOLVER.IMS_PER_BATCH ({total_batch_size}) must be a positive multiple of the number of processes ({world})"
+        )
+    if num_workers < 0:
+        raise ConfigError(f"DATALOADER.NUM_WORKERS must be >= 0, got {num_workers}")
+    return total_batch_size // world
 
 
 def _train_loader_from_config(cfg, mapper=None, *, dataset=None, start_iter: int = 0) -> Dict[str, Any]:
@@ -339,15 +352,8 @@ def build_train_loader(
     mapper outputs. ``build_train_loader(cfg)`` reads ``DATASETS.TRAIN``, ``SOLVER.IMS_PER_BATCH``,
     ``DATALOADER.NUM_WORKERS``, ``SEED`` and ``INPUT.DATASET_MAPPER_NAME``; ``start_iter``
     resumes the sampler after that many iterations (or use ``load_state_dict``)."""
-    world = comm.get_world_size()
-    if total_batch_size <= 0 or total_batch_size % world != 0:
-        raise ConfigError(
-            f"SOLVER.IMS_PER_BATCH ({total_batch_size}) must be a positive multiple of the number of processes ({world})"
-        )
-    if num_workers < 0:
-        raise ConfigError(f"DATALOADER.NUM_WORKERS must be >= 0, got {num_workers}")
-    batch_size = total_batch_size // world
-    seed = _resolve_seed(seed)
+    batch_size = per_process_batch_size(total_batch_size, num_workers)
+    seed = resolve_seed(seed)
     sampler = TrainingSampler(len(dataset), shuffle=True, seed=seed, start=int(start_iter) * batch_size)
     data = MapDataset(DatasetFromList(dataset), mapper, retry=True, seed=seed)
     return TrainDataLoader(data, sampler, batch_size, num_workers, seed)

@@ -6,10 +6,17 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 import numpy as np
 
 from segtrain.config import configurable
-from segtrain.utils import comm
 from segtrain.utils.errors import ConfigError, DatasetError
 
-from ..build import DatasetFromList, InferenceDataLoader, MapDataset, TrainDataLoader, build_test_loader
+from ..build import (
+    DatasetFromList,
+    InferenceDataLoader,
+    MapDataset,
+    TrainDataLoader,
+    build_test_loader,
+    per_process_batch_size,
+    resolve_seed,
+)
 from ..catalog import DatasetCatalog
 from ..datasets.builtin import register_shapes_from_cfg
 from ..datasets.coco import bad_annotation_policy, get_bad_annotation_policy
@@ -137,10 +144,6 @@ class VideoTrainDataLoader:
         self._iters = {}  # drop prefetched batches
 
 
-def _seed(seed: Optional[int]) -> int:
-    return comm.shared_random_seed() if seed is None or seed < 0 else int(seed)
-
-
 def _video_train_loader_from_config(cfg, mapper=None, *, dataset=None, start_iter: int = 0) -> Dict[str, Any]:
     register_shapes_from_cfg(cfg)
     register_shapes_video_from_cfg(cfg)
@@ -181,13 +184,7 @@ def build_video_train_loader(
     (< 0: the share of images in ``dataset``). ``build_video_train_loader(cfg)`` reads
     ``DATASETS.TRAIN``, ``SOLVER.IMS_PER_BATCH``, ``DATALOADER.NUM_WORKERS``, ``SEED`` and
     ``INPUT.VIDEO.*``."""
-    world = comm.get_world_size()
-    if total_batch_size <= 0 or total_batch_size % world != 0:
-        raise ConfigError(
-            f"SOLVER.IMS_PER_BATCH ({total_batch_size}) must be a positive multiple of the number of processes ({world})"
-        )
-    if num_workers < 0:
-        raise ConfigError(f"DATALOADER.NUM_WORKERS must be >= 0, got {num_workers}")
+    batch_size = per_process_batch_size(total_batch_size, num_workers)
     dataset = [as_video_dict(d) for d in dataset]
     by_kind = {
         "images": [d for d in dataset if d.get("is_image")],
@@ -205,8 +202,7 @@ def build_video_train_loader(
         probs = {"images": p_img, "videos": 1 - p_img}
     else:
         probs = {k: 1.0 for k in by_kind}
-    batch_size = total_batch_size // world
-    seed = _seed(seed)
+    seed = resolve_seed(seed)
     groups = {}
     for k, (kind, dicts) in enumerate(sorted(by_kind.items())):
         group_seed = seed + k  # distinct augmentation and order streams per group
@@ -222,7 +218,7 @@ def build_video_train_loader(
         state = {
             "batches": int(start_iter),
             "groups": {
-                n: dict(g.sampler.state_dict(), global_position=choices.count(n) * batch_size * world)
+                n: dict(g.sampler.state_dict(), global_position=choices.count(n) * total_batch_size)
                 for n, g in groups.items()
             },
         }
