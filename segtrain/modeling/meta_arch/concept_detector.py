@@ -22,6 +22,7 @@ from segtrain.utils.errors import ConfigError
 from ..concept.head import ConceptHead
 from .build import META_ARCH_REGISTRY
 from .mask_former import sem_seg_postprocess
+from .pixel_normalizer import PixelNormalizer
 
 __all__ = ["ConceptDetector"]
 
@@ -32,7 +33,7 @@ _NUM_LEVELS = 3
 
 
 @META_ARCH_REGISTRY.register()
-class ConceptDetector(nn.Module):
+class ConceptDetector(PixelNormalizer, nn.Module):
     """Backbone -> FPN pixel decoder -> :class:`ConceptHead` (fusion encoder, decoder with a
     presence token) -> criterion.
 
@@ -90,8 +91,7 @@ class ConceptDetector(nn.Module):
         if size_divisibility < 0:
             size_divisibility = int(getattr(backbone, "size_divisibility", 0))
         self.size_divisibility = size_divisibility
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
+        self.register_pixel_stats(pixel_mean, pixel_std)
         self.score_threshold = float(score_threshold)
         self.mask_threshold = float(mask_threshold)
         self.max_dets_per_find = int(max_dets_per_find)
@@ -154,17 +154,7 @@ class ConceptDetector(nn.Module):
             "max_dets_per_find": c.TEST.MAX_DETS_PER_FIND,
         }
 
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
-
     # ------------------------------------------------------------------ forward
-    def preprocess_image(self, batched_inputs: List[Dict[str, Any]]) -> ImageList:
-        """Normalize each image (uint8 [3, H, W] RGB) and pad the batch (zeros = the mean colour)."""
-        images = [(x["image"].to(self.device, non_blocking=True) - self.pixel_mean) / self.pixel_std
-                  for x in batched_inputs]
-        return ImageList.from_tensors(images, self.size_divisibility)
-
     def predict(self, images: ImageList, finds: FindBatch, with_o2m: bool) -> Dict[str, Any]:
         """The outputs dict of ``ConceptHead`` for the finds of an image batch."""
         features = self.backbone(images.tensor)

@@ -17,6 +17,7 @@ from segtrain.utils.errors import ConfigError, DatasetError
 
 from .build import META_ARCH_REGISTRY
 from .mask_former_head import build_sem_seg_head
+from .pixel_normalizer import PixelNormalizer
 
 __all__ = ["MaskFormer", "sem_seg_postprocess"]
 
@@ -37,7 +38,7 @@ def sem_seg_postprocess(result: Tensor, img_size: Tuple[int, int], output_height
 
 
 @META_ARCH_REGISTRY.register()
-class MaskFormer(nn.Module):
+class MaskFormer(PixelNormalizer, nn.Module):
     """Mask classification segmentation: backbone features -> pixel decoder + masked
     transformer decoder -> Q (class, mask) pairs.
 
@@ -99,8 +100,7 @@ class MaskFormer(nn.Module):
             size_divisibility = int(getattr(backbone, "size_divisibility", 0))
         self.size_divisibility = size_divisibility
         self.sem_seg_postprocess_before_inference = sem_seg_postprocess_before_inference
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
+        self.register_pixel_stats(pixel_mean, pixel_std)
         self.semantic_on = semantic_on
         self.instance_on = instance_on
         self.panoptic_on = panoptic_on
@@ -151,17 +151,7 @@ class MaskFormer(nn.Module):
             "deep_supervision": mf.DEEP_SUPERVISION,
         }
 
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
-
     # ------------------------------------------------------------------ forward
-    def preprocess_image(self, batched_inputs: List[Dict[str, Any]]) -> ImageList:
-        """Normalize each image (uint8 [3, H, W] RGB) and pad the batch (zeros = the mean colour)."""
-        images = [(x["image"].to(self.device, non_blocking=True) - self.pixel_mean) / self.pixel_std
-                  for x in batched_inputs]
-        return ImageList.from_tensors(images, self.size_divisibility)
-
     def forward(self, batched_inputs: List[Dict[str, Any]]):
         """batched_inputs: mapper outputs (docs/CONTRACTS.md). Returns losses (training) or
         per-image results (eval); see the class docstring."""

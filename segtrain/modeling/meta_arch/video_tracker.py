@@ -46,6 +46,7 @@ from ..sam2 import (
 )
 from ..sam2.common import MLP, sine_pos_1d
 from .build import META_ARCH_REGISTRY
+from .pixel_normalizer import PixelNormalizer
 
 __all__ = ["VideoTracker", "NO_OBJ_SCORE", "MULTISTEP_KEYS"]
 
@@ -61,7 +62,7 @@ _TEST_PROMPTS = ("mask", "box", "point")
 
 
 @META_ARCH_REGISTRY.register()
-class VideoTracker(nn.Module):
+class VideoTracker(PixelNormalizer, nn.Module):
     """SAM 2-style tracker (module docstring). Submodule names follow SAM 2
     (``image_encoder``, ``sam_prompt_encoder``, ``sam_mask_decoder``, ``memory_encoder``,
     ``memory_attention``, ``obj_ptr_proj``), so ``MODEL.FROZEN_MODULES`` reads the same."""
@@ -181,8 +182,7 @@ class VideoTracker(nn.Module):
             nn.init.trunc_normal_(p, std=0.02)
 
         self.criterion = criterion
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
+        self.register_pixel_stats(pixel_mean, pixel_std)
         self.num_maskmem = num_maskmem
         self.use_obj_ptrs = use_obj_ptrs
         self.max_obj_ptrs = max_obj_ptrs
@@ -267,10 +267,6 @@ class VideoTracker(nn.Module):
             "prev_mask_as_prompt_for_tracking": s.PREV_MASK_AS_PROMPT_FOR_TRACKING,
         }
 
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
-
     # ------------------------------------------------------------------ building blocks
     def encode_images(self, images: Tensor) -> Dict[str, Any]:
         """images: uint8 (or float 0-255) [K, 3, H, W] RGB at ``image_size``. Returns
@@ -281,7 +277,7 @@ class VideoTracker(nn.Module):
                 f"VideoTracker: frames are {tuple(images.shape[-2:])} but the model was built for "
                 f"{self.image_size}x{self.image_size} (INPUT.VIDEO.IMAGE_SIZE)"
             )
-        x = (images.to(self.device).float() - self.pixel_mean) / self.pixel_std
+        x = self.normalize(images)
         feats = self.image_encoder["trunk"](x)
         fpn, pos = self.image_encoder["neck"]([feats[f] for f in self.in_features])
         dec = self.sam_mask_decoder
