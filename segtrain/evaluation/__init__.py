@@ -1,6 +1,6 @@
 """Evaluation: the ``DatasetEvaluator`` API, ``inference_on_dataset`` and the registered
 evaluators (COCO box/mask AP, semantic segmentation)."""
-import importlib as _importlib
+from segtrain.utils.imports import reexport_module
 
 from .build import EVALUATOR_REGISTRY, EVALUATOR_TYPE_TO_NAME, build_evaluator
 from .coco_evaluation import COCOEvaluator
@@ -31,22 +31,6 @@ __all__ = [
 ]
 
 
-def _reexport(module_name: str) -> None:
-    """Register and re-export evaluators written by other parts of the project (panoptic,
-    video) when their module exists; the package must import without them."""
-    try:
-        mod = _importlib.import_module(f"{__name__}.{module_name}")
-    except ModuleNotFoundError as e:
-        if e.name != f"{__name__}.{module_name}":
-            raise
-        return
-    for n in getattr(mod, "__all__", []):
-        globals()[n] = getattr(mod, n)
-        if n not in __all__:
-            __all__.append(n)
-
-
-_reexport("panoptic_evaluation")
-_reexport("video_evaluation")
-_reexport("find_evaluation")
-del _reexport
+reexport_module(globals(), "panoptic_evaluation")
+reexport_module(globals(), "video_evaluation")
+reexport_module(globals(), "find_evaluation")

@@ -1,9 +1,8 @@
 """Layers and functional pieces: losses, point sampling, norms, attention helpers.
 
-Each sibling module is re-exported on its own line; a module another part of the
-project is still writing may be absent (the package must import without it).
+Each sibling module is re-exported on its own line (``reexport_module``).
 """
-import importlib as _importlib
+from segtrain.utils.imports import reexport_module
 
 from .losses import (  # noqa: F401
     batch_dice_loss,
@@ -29,22 +28,7 @@ __all__ = [
 ]
 
 
-def _reexport(module_name: str) -> None:
-    """Re-export the ``__all__`` of a sibling module when it exists."""
-    try:
-        mod = _importlib.import_module(f"{__name__}.{module_name}")
-    except ModuleNotFoundError as e:
-        if e.name != f"{__name__}.{module_name}":
-            raise
-        return
-    for n in getattr(mod, "__all__", [n for n in dir(mod) if not n.startswith("_")]):
-        globals()[n] = getattr(mod, n)
-        if n not in __all__:
-            __all__.append(n)
-
-
-_reexport("norm")
-_reexport("wrappers")
-_reexport("position_encoding")
-_reexport("ms_deform_attn")
-del _reexport
+reexport_module(globals(), "norm")
+reexport_module(globals(), "wrappers")
+reexport_module(globals(), "position_encoding")
+reexport_module(globals(), "ms_deform_attn")

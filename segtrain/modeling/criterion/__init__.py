@@ -3,10 +3,9 @@ output contract (``check_criterion_outputs``).
 
 Public paths (LOSSES.md): ``from segtrain.modeling.criterion import CORE_LOSS_KEY,
 SetCriterion, Sam3LossWrapper, Boxes, IABCEMdetr, Masks, MultiStepMultiMasksAndIous``.
-One line per family module; a module another engineer is still writing may be absent,
-so each import tolerates that module (and only that module) missing.
+One ``reexport_module`` line per family module.
 """
-import importlib as _importlib
+from segtrain.utils.imports import reexport_module
 
 from .build import (  # noqa: F401
     CORE_LOSS_KEY,
@@ -21,23 +20,9 @@ __all__ = ["CORE_LOSS_KEY", "CRITERION_REGISTRY", "TARGET_FORMATS", "build_crite
            "check_criterion_outputs", "criterion_required_keys"]
 
 
-def _reexport(module_name: str) -> None:
-    try:
-        mod = _importlib.import_module(f"{__name__}.{module_name}")
-    except ModuleNotFoundError as e:
-        if e.name != f"{__name__}.{module_name}":
-            raise
-        return
-    for n in getattr(mod, "__all__", []):
-        globals()[n] = getattr(mod, n)
-        if n not in __all__:
-            __all__.append(n)
-
-
-_reexport("targets")               # instances_to_targets, targets_to_find_packed, find_packed_to_targets
-_reexport("set_criterion")         # SetCriterion (Mask2Former)
-_reexport("sam3_loss_fns")         # Boxes, IABCEMdetr, Masks (SAM 3)
-_reexport("sam3_loss")             # Sam3LossWrapper (SAM 3)
-_reexport("multistep_multimask")   # MultiStepMultiMasksAndIous (SAM 2)
-_reexport("video_simple")          # VideoSimpleCriterion (seed 001 video loss)
-del _reexport
+reexport_module(globals(), "targets")               # instances_to_targets, targets_to_find_packed, find_packed_to_targets
+reexport_module(globals(), "set_criterion")         # SetCriterion (Mask2Former)
+reexport_module(globals(), "sam3_loss_fns")         # Boxes, IABCEMdetr, Masks (SAM 3)
+reexport_module(globals(), "sam3_loss")             # Sam3LossWrapper (SAM 3)
+reexport_module(globals(), "multistep_multimask")   # MultiStepMultiMasksAndIous (SAM 2)
+reexport_module(globals(), "video_simple")          # VideoSimpleCriterion (seed 001 video loss)

@@ -1,9 +1,8 @@
 """Matchers (registered in MATCHER_REGISTRY by class name).
 
-One line per family module; a module that another engineer is still writing may be
-absent, so each import is tolerant of that module (and only that module) missing.
+One ``reexport_module`` line per family module.
 """
-import importlib as _importlib
+from segtrain.utils.imports import reexport_module
 
 from .build import *  # noqa: F401,F403
 from .build import MATCHER_REGISTRY, build_matcher  # noqa: F401
@@ -11,20 +10,6 @@ from .build import MATCHER_REGISTRY, build_matcher  # noqa: F401
 __all__ = ["MATCHER_REGISTRY", "build_matcher"]
 
 
-def _reexport(module_name: str) -> None:
-    try:
-        mod = _importlib.import_module(f"{__name__}.{module_name}")
-    except ModuleNotFoundError as e:
-        if e.name != f"{__name__}.{module_name}":
-            raise
-        return
-    for n in getattr(mod, "__all__", []):
-        globals()[n] = getattr(mod, n)
-        if n not in __all__:
-            __all__.append(n)
-
-
-_reexport("hungarian")          # HungarianMatcher (Mask2Former)
-_reexport("binary_hungarian")   # BinaryHungarianMatcherV2 (SAM 3)
-_reexport("one_to_many")        # BinaryOneToManyMatcher (SAM 3)
-del _reexport
+reexport_module(globals(), "hungarian")          # HungarianMatcher (Mask2Former)
+reexport_module(globals(), "binary_hungarian")   # BinaryHungarianMatcherV2 (SAM 3)
+reexport_module(globals(), "one_to_many")        # BinaryOneToManyMatcher (SAM 3)
