@@ -71,6 +71,17 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _parse_choices(text: str, valid: Sequence[str], what: str) -> Optional[List[str]]:
+    """The comma-separated names in ``text``; None after printing a one-line error naming the
+    first unknown one and the valid names."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    for n in names:
+        if n not in valid:
+            print(f"error: unknown {what} {n!r}; valid: {', '.join(valid)}", file=sys.stderr)
+            return None
+    return names
+
+
 def _rss_mb() -> float:
     """Current resident set size (Linux /proc), in MiB."""
     with open("/proc/self/statm") as f:
@@ -535,11 +546,9 @@ def run_criterion(args) -> int:
     machine = _machine()
     torch.set_num_threads(args.threads)
     device = _device(args.device)
-    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
-    for c in cases:
-        if c not in CRITERION_CASES:
-            print(f"error: unknown case {c!r}; valid: {', '.join(CRITERION_CASES)}", file=sys.stderr)
-            return 2
+    cases = _parse_choices(args.cases, CRITERION_CASES, "case")
+    if cases is None:
+        return 2
     steps: "OrderedDict[str, Callable]" = OrderedDict()
     results: Dict[str, Dict] = OrderedDict()
     for c in cases:
@@ -769,11 +778,9 @@ def run_masks(args) -> int:
     machine = _machine()
     torch.set_num_threads(args.threads)
     device = _device(args.device)
-    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
-    for c in cases:
-        if c not in MASKS_CASES:
-            print(f"error: unknown case {c!r}; valid: {', '.join(MASKS_CASES)}", file=sys.stderr)
-            return 2
+    cases = _parse_choices(args.cases, MASKS_CASES, "case")
+    if cases is None:
+        return 2
     results, rows = [], []
     K = args.batch * args.gt_per_image
     copy_mb = K * args.image_size ** 2 * 4 / 2**20  # one float32 [K, S, S] upsampled copy
@@ -963,11 +970,9 @@ def run_train(args) -> int:
     machine = _machine()
     torch.set_num_threads(args.threads)
     device = _device(args.device)
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    for v in variants:
-        if v not in TRAIN_VARIANTS:
-            print(f"error: unknown variant {v!r}; valid: {', '.join(TRAIN_VARIANTS)}", file=sys.stderr)
-            return 2
+    variants = _parse_choices(args.variants, TRAIN_VARIANTS, "variant")
+    if variants is None:
+        return 2
     batches, cfg = _train_batches(args, device, max(1, args.batches))
     images = len(batches[0])
     steps: "OrderedDict[str, Callable]" = OrderedDict()
