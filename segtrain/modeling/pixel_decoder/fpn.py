@@ -18,6 +18,18 @@ __all__ = ["BasePixelDecoder"]
 logger = logging.getLogger(__name__)
 
 
+def fpn_lateral_and_output_convs(in_channels: int, conv_dim: int, norm: str) -> Tuple[Conv2d, Conv2d]:
+    """One FPN level: a 1x1 lateral conv ``in_channels -> conv_dim`` and a 3x3 output conv with
+    ReLU, both with ``norm`` (a bias only when there is no norm), c2-Xavier initialized."""
+    use_bias = norm == "" or norm is None
+    lateral_conv = Conv2d(in_channels, conv_dim, kernel_size=1, bias=use_bias, norm=get_norm(norm, conv_dim))
+    output_conv = Conv2d(conv_dim, conv_dim, kernel_size=3, stride=1, padding=1, bias=use_bias,
+                         norm=get_norm(norm, conv_dim), activation=F.relu)
+    c2_xavier_fill(lateral_conv)
+    c2_xavier_fill(output_conv)
+    return lateral_conv, output_conv
+
+
 @PIXEL_DECODER_REGISTRY.register()
 class BasePixelDecoder(nn.Module):
     """Top-down FPN over the input features (official names ``adapter_{i}`` lateral 1x1
@@ -49,11 +61,7 @@ class BasePixelDecoder(nn.Module):
                 lateral_convs.append(None)
                 output_convs.append(output_conv)
             else:
-                lateral_conv = Conv2d(in_channels, conv_dim, kernel_size=1, bias=use_bias, norm=get_norm(norm, conv_dim))
-                output_conv = Conv2d(conv_dim, conv_dim, kernel_size=3, stride=1, padding=1, bias=use_bias,
-                                     norm=get_norm(norm, conv_dim), activation=F.relu)
-                c2_xavier_fill(lateral_conv)
-                c2_xavier_fill(output_conv)
+                lateral_conv, output_conv = fpn_lateral_and_output_convs(in_channels, conv_dim, norm)
                 self.add_module(f"adapter_{idx + 1}", lateral_conv)
                 self.add_module(f"layer_{idx + 1}", output_conv)
                 lateral_convs.append(lateral_conv)

@@ -13,13 +13,13 @@ from torch import nn
 
 from segtrain.config import configurable
 from segtrain.layers.ms_deform_attn import MSDeformAttn
-from segtrain.layers.norm import get_norm
 from segtrain.layers.position_encoding import PositionEmbeddingSine
 from segtrain.layers.wrappers import Conv2d, c2_xavier_fill
 from segtrain.structures.shape_spec import ShapeSpec
 from segtrain.utils.errors import ConfigError
 
 from .build import PIXEL_DECODER_REGISTRY
+from .fpn import fpn_lateral_and_output_convs
 
 __all__ = [
     "MSDeformAttnPixelDecoder", "MSDeformAttnTransformerEncoderOnly",
@@ -250,13 +250,8 @@ class MSDeformAttnPixelDecoder(nn.Module):
         self.num_fpn_levels = max(int(round(math.log2(stride) - math.log2(self.common_stride))), 0)
 
         lateral_convs, output_convs = [], []
-        use_bias = norm == "" or norm is None
         for idx, in_channels in enumerate(self.feature_channels[: self.num_fpn_levels]):
-            lateral_conv = Conv2d(in_channels, conv_dim, kernel_size=1, bias=use_bias, norm=get_norm(norm, conv_dim))
-            output_conv = Conv2d(conv_dim, conv_dim, kernel_size=3, stride=1, padding=1, bias=use_bias,
-                                 norm=get_norm(norm, conv_dim), activation=F.relu)
-            c2_xavier_fill(lateral_conv)
-            c2_xavier_fill(output_conv)
+            lateral_conv, output_conv = fpn_lateral_and_output_convs(in_channels, conv_dim, norm)
             self.add_module(f"adapter_{idx + 1}", lateral_conv)
             self.add_module(f"layer_{idx + 1}", output_conv)
             lateral_convs.append(lateral_conv)
