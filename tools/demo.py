@@ -22,18 +22,16 @@ logger = logging.getLogger("demo")
 
 
 def main(argv=None) -> int:
+    from segtrain.utils.cli import add_config_arguments, one_line_errors
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument("--input", nargs="+", required=True,
                         help="image files or glob patterns, e.g. 'imgs/*.jpg'")
     parser.add_argument("--output", required=True, help="folder for the PNGs (one per input, same stem)")
     parser.add_argument("--confidence-threshold", type=float, default=0.5, help="minimum score drawn")
-    parser.add_argument("--module", action="append", default=[], help="user module to import first")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides, e.g. MODEL.WEIGHTS w.pth")
+    add_config_arguments(parser, "KEY VALUE config overrides, e.g. MODEL.WEIGHTS w.pth")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from segtrain.utils.cli import one_line_errors
 
     def run() -> int:
         n = _run(args)

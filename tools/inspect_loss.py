@@ -15,16 +15,14 @@ sys.path.insert(0, __import__("os").path.dirname(__import__("os").path.dirname(_
 
 
 def main(argv=None) -> int:
+    from segtrain.utils.cli import add_config_arguments, one_line_errors
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", required=True, metavar="FILE")
-    parser.add_argument("--module", action="append", default=[], help="user module to import first")
     parser.add_argument("--json", default="", help="also write the report as JSON here")
     parser.add_argument("--no-grad-norms", action="store_true", help="skip per-component gradient norms")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    add_config_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from segtrain.utils.cli import one_line_errors
 
     return one_line_errors(lambda: _run(args), args.debug)
 

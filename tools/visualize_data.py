@@ -17,18 +17,16 @@ logger = logging.getLogger("visualize_data")
 
 
 def main(argv=None) -> int:
+    from segtrain.utils.cli import add_config_arguments, one_line_errors
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument("--source", choices=["annotation", "dataloader"], default="annotation")
     parser.add_argument("--dataset", default="", help="dataset name (default: the first of DATASETS.TRAIN)")
     parser.add_argument("--output-dir", required=True, help="folder for the PNGs")
     parser.add_argument("--num", type=int, default=8, help="number of images to write")
-    parser.add_argument("--module", action="append", default=[], help="user module to import first")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    add_config_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from segtrain.utils.cli import one_line_errors
 
     def run() -> int:
         n = _run(args)
