@@ -5,7 +5,7 @@ so a tight box of a mask is ``[min_col, min_row, max_col + 1, max_row + 1]``.
 """
 import logging
 from enum import IntEnum
-from typing import Any, Dict, List, Sequence, Union
+from typing import Any, Dict, List, Sequence, Tuple, Union
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -19,7 +19,10 @@ __all__ = [
     "segmentation_to_bitmask",
     "mask_to_box",
     "masks_to_boxes",
+    "pad_masks",
 ]
+
+from segtrain.utils.errors import DatasetError
 
 logger = logging.getLogger(__name__)
 
@@ -138,3 +141,16 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     boxes[:, 3] = torch.where(rows, ys, -1.0).amax(dim=1) + 1
     boxes[~nonempty] = 0.0
     return boxes
+
+
+def pad_masks(masks: torch.Tensor, size: Tuple[int, int], what: str = "masks") -> torch.Tensor:
+    """Zero-pad masks [N, h, w] at the bottom and right to ``size`` = (H, W) -> [N, H, W]
+    (the frame of a padded image batch); a DatasetError naming ``what`` when they do not fit."""
+    H, W = size
+    h, w = masks.shape[-2:]
+    if h > H or w > W:
+        raise DatasetError(f"{what} of size {(h, w)} do not fit the padded batch size {(H, W)}")
+    out = masks.new_zeros((masks.shape[0], H, W))
+    out[:, :h, :w] = masks
+    return out
+

@@ -80,3 +80,15 @@ def test_box_mode_convert():
     assert back.tolist() == [[1, 2, 3, 4]] and t.tolist() == [[1, 2, 4, 6]]  # input not modified
     assert BoxMode.convert(xywh, 1, 1) is xywh
     assert int(BoxMode.XYXY_ABS) == 0 and int(BoxMode.XYWH_ABS) == 1
+
+
+def test_pad_masks_pads_bottom_right_and_rejects_larger_masks():
+    from segtrain.structures.masks import pad_masks
+    from segtrain.utils.errors import DatasetError
+
+    m = torch.ones(2, 3, 4, dtype=torch.bool)
+    out = pad_masks(m, (5, 6))
+    assert out.shape == (2, 5, 6) and out.dtype == torch.bool
+    assert out[:, :3, :4].all() and not out[:, 3:].any() and not out[:, :, 4:].any()
+    with pytest.raises(DatasetError, match=r"target 1: masks of size \(3, 4\) do not fit the padded batch size \(2, 6\)"):
+        pad_masks(m, (2, 6), what="target 1: masks")

@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from segtrain.structures.masks import pad_masks
 from segtrain.utils.errors import DatasetError
 
 __all__ = ["FindBatch", "find_batch_from_inputs", "collate_find_targets"]
@@ -51,16 +52,6 @@ def find_batch_from_inputs(batched_inputs: Sequence[Mapping[str, Any]], device=N
     return FindBatch(image_index.to(device), concepts.to(device))
 
 
-def _pad_masks(masks: Tensor, size: Tuple[int, int]) -> Tensor:
-    H, W = size
-    h, w = masks.shape[-2:]
-    if h > H or w > W:
-        raise DatasetError(f"masks of size {(h, w)} do not fit the padded batch size {(H, W)}")
-    out = masks.new_zeros((masks.shape[0], H, W))
-    out[:, :h, :w] = masks
-    return out
-
-
 def collate_find_targets(batched_inputs: Sequence[Mapping[str, Any]], pad_size: Tuple[int, int],
                          device=None) -> FindBatch:
     """The finds of ``batched_inputs`` (``FindDatasetMapper`` outputs) with packed targets.
@@ -93,7 +84,7 @@ def collate_find_targets(batched_inputs: Sequence[Mapping[str, Any]], pad_size: 
         boxes = torch.as_tensor(inst.gt_boxes, dtype=torch.float32).reshape(-1, 4)
         if any_masks:
             if inst.has("gt_masks"):
-                masks = _pad_masks(inst.gt_masks.bool(), pad_size)
+                masks = pad_masks(inst.gt_masks.bool(), pad_size)
                 valid = inst.gt_mask_valid.bool() if inst.has("gt_mask_valid") else torch.ones(len(classes), dtype=torch.bool)
             else:  # a box-only image in a batch with masks: rows kept, mask terms off for them
                 masks = torch.zeros((len(classes), *pad_size), dtype=torch.bool)

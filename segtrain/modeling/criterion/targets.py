@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from segtrain.structures.boxes import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh
+from segtrain.structures.masks import pad_masks
 from segtrain.utils.errors import DatasetError
 
 __all__ = ["instances_to_targets", "targets_to_find_packed", "find_packed_to_targets"]
@@ -92,13 +93,7 @@ def instances_to_targets(instances: Sequence[Any], image_size: Optional[Tuple[in
     for b, (labels, masks, boxes, _) in enumerate(fields):
         t: Dict[str, Tensor] = {"labels": labels}
         if masks is not None:
-            H, W = image_size
-            h, w = masks.shape[-2:]
-            if h > H or w > W:
-                raise DatasetError(f"target {b}: masks of size {(h, w)} do not fit the batch size {(H, W)}")
-            padded = masks.new_zeros((masks.shape[0], H, W))
-            padded[:, :h, :w] = masks
-            t["masks"] = padded
+            t["masks"] = pad_masks(masks, image_size, what=f"target {b}: masks")
             if boxes is None:
                 boxes = _masks_to_boxes(masks)
         t["boxes"] = boxes if boxes is not None else torch.zeros((labels.numel(), 4), dtype=torch.float32)
