@@ -331,6 +331,8 @@ def _fill_missing_gt_fields(coco: COCO) -> None:
     """Give every GT annotation the ``iscrowd`` and ``area`` that COCOeval reads (hand-made
     jsons often omit them)."""
     for ann in coco.dataset.get("annotations", []):
+        if "segmentation" in ann and not ann["segmentation"]:
+            del ann["segmentation"]  # a box-only annotation written as [] / null (annToRLE fails on it)
         ann.setdefault("iscrowd", 0)
         if "area" not in ann:
             if "segmentation" in ann:

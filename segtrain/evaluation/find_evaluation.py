@@ -6,6 +6,11 @@
 * ``presence``: over ALL finds, the presence probability thresholded at 0.5 against
   "the concept is in the image": accuracy, precision, recall, F1, and the accuracy of
   always answering the majority class (the chance level to beat).
+
+Box-only ground truth (annotations without ``segmentation``, or with ``[]``): with no mask
+in the json, ``segm`` is skipped (a warning says so) and ``bbox`` / ``presence`` are
+reported. In a json that mixes both, ``segm`` is computed on the images whose every
+annotation has a mask (a box-only instance cannot be matched by a mask); ``bbox`` on all.
 """
 import itertools
 import logging
@@ -18,7 +23,7 @@ from segtrain.utils import comm
 from segtrain.utils.errors import DatasetError
 
 from .build import EVALUATOR_REGISTRY
-from .coco_evaluation import COCOEvaluator
+from .coco_evaluation import COCOEvaluator, evaluate_predictions_on_coco
 
 __all__ = ["FindEvaluator", "presence_metrics"]
 
@@ -68,12 +73,20 @@ class FindEvaluator(COCOEvaluator):
     Reads the model's eval outputs of ``ConceptDetector``: ``"instances"`` (``pred_classes``
     = the find's concept, contiguous id) and ``"finds"`` (``categories`` [F], ``presence_scores``
     [F]). Ground truth is the dataset's COCO json, as for :class:`COCOEvaluator`.
-    ``evaluate()`` -> ``{"bbox": {...}, "segm": {...}, "presence": {...}}`` (percentages).
+    ``evaluate()`` -> ``{"bbox": {...}, "segm": {...}, "presence": {...}}`` (percentages);
+    no ``"segm"`` when the ground truth has no masks (module docstring).
     """
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._presence: List[Tuple[float, bool]] = []
+        # mixed box-only / mask ground truth: the images segm AP can score (None: all or none)
+        self._segm_image_ids: Optional[Set[int]] = None
+        if "segm" in self._tasks and self._has_gt_masks:
+            with_masks = {i for i in self._gt_image_ids
+                          if all("segmentation" in a for a in self._coco_gt.imgToAnns.get(i, []))}
+            if len(with_masks) < len(self._gt_image_ids):
+                self._segm_image_ids = with_masks
 
     def reset(self) -> None:
         super().reset()
@@ -113,12 +126,28 @@ class FindEvaluator(COCOEvaluator):
 
     def evaluate(self, img_ids: Optional[Sequence[int]] = None) -> "OrderedDict[str, Dict[str, float]]":
         presence = self._presence
+        mixed = self._segm_image_ids is not None
+        predictions = self._predictions
         if self._distributed:
             gathered = comm.gather(presence, dst=0)
             presence = list(itertools.chain(*gathered)) if comm.is_main_process() else []
-        results = super().evaluate(img_ids)
+            if mixed:
+                gathered = comm.gather(predictions, dst=0)
+                predictions = list(itertools.chain(*gathered)) if comm.is_main_process() else []
+        if mixed:  # bbox (all images) here, segm (images with masks only) below
+            tasks, self._tasks = self._tasks, tuple(t for t in self._tasks if t != "segm")
+            try:
+                results = super().evaluate(img_ids)
+            finally:
+                self._tasks = tasks
+        else:
+            results = super().evaluate(img_ids)
         if self._distributed and not comm.is_main_process():
             return OrderedDict()
+        if mixed:
+            segm = self._evaluate_segm_on_mask_images(predictions, img_ids)
+            if segm is not None:
+                results["segm"] = segm
         metrics = presence_metrics([p for p, _ in presence], [y for _, y in presence])
         logger.info(
             f"Presence on {self._dataset_name} ({int(metrics['num_finds'])} finds): accuracy {metrics['accuracy']:.2f}% "
@@ -127,3 +156,22 @@ class FindEvaluator(COCOEvaluator):
         )
         results["presence"] = metrics
         return results
+
+    def _evaluate_segm_on_mask_images(self, predictions: List[Dict[str, Any]],
+                                      img_ids: Optional[Sequence[int]]) -> Optional[Dict[str, float]]:
+        """segm AP over the evaluated images whose every GT annotation has a mask (mixed json)."""
+        ids = sorted({p["image_id"] for p in predictions}) if img_ids is None else list(img_ids)
+        kept = [i for i in ids if i in self._segm_image_ids]
+        if not kept:
+            logger.warning(f"FindEvaluator({self._dataset_name}): none of the {len(ids)} evaluated images has a mask "
+                           "for every annotation; skipping segm (bbox and presence are reported)")
+            return None
+        kept_set = set(kept)
+        coco_results = [r for p in predictions if p["image_id"] in kept_set for r in p["instances"]]
+        if coco_results and not any("segmentation" in r for r in coco_results):
+            logger.warning(f"FindEvaluator({self._dataset_name}): predictions have no pred_masks; skipping segm")
+            return None
+        logger.info(f"FindEvaluator({self._dataset_name}): segm AP over the {len(kept)} of {len(ids)} images whose "
+                    "every annotation has a mask (the others have box-only annotations)")
+        coco_eval = evaluate_predictions_on_coco(self._coco_gt, coco_results, "segm", kept, self._max_dets)
+        return self._derive_results(coco_eval, "segm")

@@ -3,6 +3,14 @@ the file and annotation id at fault.
 
 Bad annotations follow ``DATASETS.ON_BAD_ANNOTATION`` ("error" / "skip"; see
 ``annotation_checks.bad_annotation_policy``, re-exported here).
+
+Box-only annotations: an annotation needs a ``segmentation`` or a ``bbox``. A missing,
+``null`` or empty (``[]``) segmentation next to a valid bbox is a box-only annotation; its
+dataset dict has no ``"segmentation"`` key (Detectron2's convention). Whether masks exist
+is decided per annotation, so a file may mix both kinds; the consumers decide what that
+means: ``FindDatasetMapper`` trains the mask terms on the instances that have masks only,
+``InstanceDatasetMapper`` (Mask2Former) refuses box-only annotations, ``FindEvaluator``
+scores masks only on images whose every annotation has one.
 """
 import contextlib
 import io
@@ -34,6 +42,7 @@ from .annotation_checks import (
 
 __all__ = [
     "load_coco_json",
+    "has_segmentation",
     "register_coco_instances",
     "bad_annotation_policy",
     "get_bad_annotation_policy",
@@ -43,7 +52,14 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _IMAGE_KEYS = ("id", "file_name", "height", "width")
-_ANN_KEYS = ("id", "image_id", "category_id", "segmentation")
+_ANN_KEYS = ("id", "image_id", "category_id")  # plus "segmentation" and / or "bbox"
+
+
+def has_segmentation(ann: Dict[str, Any]) -> bool:
+    """True when ``ann`` carries a mask: a ``segmentation`` that is not missing, ``None`` or
+    empty (pycocotools writers store box-only annotations as ``"segmentation": []``)."""
+    segm = ann.get("segmentation")
+    return segm is not None and not (isinstance(segm, (list, tuple, dict)) and len(segm) == 0)
 
 
 def _bbox_from_segmentation(segm: Any, height: int, width: int) -> List[float]:
@@ -69,7 +85,10 @@ def load_coco_json(
     ``dataset_name`` the metadata gets ``thing_classes`` and
     ``thing_dataset_id_to_contiguous_id``. ``on_bad_annotation`` ("error" / "skip")
     defaults to the policy in effect (see ``bad_annotation_policy``).
-    Returns ``[{"file_name", "height", "width", "image_id", "annotations": [...]}]``.
+    Returns ``[{"file_name", "height", "width", "image_id", "annotations": [...]}]``; each
+    annotation has ``id``, ``bbox`` (XYWH, from the mask when the json has none),
+    ``bbox_mode``, ``category_id``, ``iscrowd`` and, unless it is box-only (module
+    docstring), ``segmentation``. An annotation with neither is a bad annotation.
     """
     policy = check_policy(on_bad_annotation or get_bad_annotation_policy())
     data = read_json_file(json_file, "COCO annotation")
@@ -121,11 +140,18 @@ def load_coco_json(
             problems.report(f"annotation id {aid}: iscrowd must be 0 or 1, got {iscrowd!r}")
             continue
         h, w = size_by_id[iid]
-        err = check_segmentation(ann["segmentation"], h, w)
-        if err is not None:
-            problems.report(f"annotation id {aid} (image id {iid}): {err}")
-            continue
         bbox = ann.get("bbox")
+        if has_segmentation(ann):
+            err = check_segmentation(ann["segmentation"], h, w)
+            if err is not None:
+                problems.report(f"annotation id {aid} (image id {iid}): {err}")
+                continue
+        elif bbox is None:
+            problems.report(
+                f"annotation id {aid} (image id {iid}): has neither 'segmentation' nor 'bbox' "
+                f"(one of them is required; an empty segmentation counts as missing)"
+            )
+            continue
         if bbox is not None:
             ok = isinstance(bbox, (list, tuple)) and len(bbox) == 4
             ok = ok and all(isinstance(v, (int, float)) and np.isfinite(v) for v in bbox) and bbox[2] >= 0 <= bbox[3]
@@ -146,18 +172,20 @@ def load_coco_json(
         h, w = img["height"], img["width"]
         objs = []
         for ann in coco.imgToAnns.get(img["id"], []):
-            segm = ann["segmentation"]
+            segm = ann["segmentation"] if has_segmentation(ann) else None
             bbox = ann.get("bbox")
             if bbox is None:
                 bbox = _bbox_from_segmentation(segm, h, w)
-            objs.append({
+            obj = {
                 "id": ann["id"],
                 "bbox": [float(v) for v in bbox],
                 "bbox_mode": BoxMode.XYWH_ABS,
                 "category_id": id_map[ann["category_id"]],
-                "segmentation": segm,
                 "iscrowd": int(ann.get("iscrowd", 0)),
-            })
+            }
+            if segm is not None:  # box-only annotations have no "segmentation" key
+                obj["segmentation"] = segm
+            objs.append(obj)
         dicts.append({
             "file_name": os.path.join(image_root_abs, img["file_name"]),
             "height": int(h),
@@ -166,7 +194,10 @@ def load_coco_json(
             "annotations": objs,
         })
     problems.log_summary()
+    num_box_only = sum(not has_segmentation(a) for a in anns)
     logger.info("Loaded %d images with %d annotations from %s", len(dicts), len(anns), json_file)
+    if num_box_only:
+        logger.info("%s: %d of %d annotations are box-only (no segmentation)", json_file, num_box_only, len(anns))
 
     if dataset_name is not None:
         MetadataCatalog.get(dataset_name).set(

@@ -18,7 +18,7 @@ from segtrain.structures import Instances
 from segtrain.structures.masks import BoxMode, masks_to_boxes
 from segtrain.utils.errors import DatasetError
 
-from ..datasets.coco import BAD_ANNOTATION_POLICIES
+from ..datasets.coco import BAD_ANNOTATION_POLICIES, has_segmentation
 from ..detection_utils import check_image_size, read_image, transform_segmentations
 from ..mappers.build import MAPPER_REGISTRY
 from ..transforms import Augmentation, apply_augmentations, build_augmentations
@@ -43,11 +43,6 @@ def _transform_boxes(boxes_xyxy: np.ndarray, transforms, out_h: int, out_w: int)
     return out.astype(np.float32)
 
 
-def _has_segmentation(ann: Dict[str, Any]) -> bool:
-    segm = ann.get("segmentation")
-    return segm is not None and len(segm) > 0
-
-
 @MAPPER_REGISTRY.register()
 class FindDatasetMapper:
     """Read, augment, build the targets and pick the finds of one image.
@@ -62,7 +57,11 @@ class FindDatasetMapper:
 
     Boxes are the tight boxes of the augmented masks when a segmentation exists (so a dataset
     with masks but no ``bbox`` works), else the annotation's ``bbox`` (``bbox_mode``)
-    transformed like the image. Crowd annotations and instances left empty by the
+    transformed like the image. Masks are decided per annotation: a box-only annotation
+    (no / empty ``segmentation``) in an image with masks gets an empty mask row with
+    ``gt_mask_valid`` False; an image without any mask has no ``gt_masks``, and
+    ``collate_find_targets`` then gives ``masks`` None (mask losses zero, box and
+    classification losses as usual). Crowd annotations and instances left empty by the
     augmentation are dropped. With ``on_bad_annotation="skip"`` a bad image gives ``None``.
     """
 
@@ -143,7 +142,7 @@ class FindDatasetMapper:
     def _instances(self, annos: List[Dict[str, Any]], transforms, size, out_size) -> Instances:
         out_h, out_w = out_size
         classes = torch.tensor([int(a["category_id"]) for a in annos], dtype=torch.int64)
-        with_seg = [i for i, a in enumerate(annos) if _has_segmentation(a)]
+        with_seg = [i for i, a in enumerate(annos) if has_segmentation(a)]
         without = [i for i in range(len(annos)) if i not in set(with_seg)]
         for i in without:
             if "bbox" not in annos[i]:

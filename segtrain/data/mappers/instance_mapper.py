@@ -7,7 +7,9 @@ import numpy as np
 import torch
 
 from segtrain.config import configurable
-from segtrain.utils.errors import DatasetError
+from segtrain.utils.errors import ConfigError, DatasetError
+
+from ..datasets.coco import has_segmentation
 
 from ..detection_utils import (
     annotations_to_instances,
@@ -34,6 +36,11 @@ class InstanceDatasetMapper:
     Crowd annotations and instances whose mask is empty after augmentation are dropped.
     ``instances`` is present whenever the dict has ``annotations`` (also at test time,
     for a validation loss). With ``on_bad_annotation="skip"`` a bad image gives ``None``.
+
+    Every non-crowd annotation needs a mask: a box-only one (no / empty ``segmentation``)
+    raises a ``ConfigError`` naming the dataset(s) ``dataset_names`` (under either policy:
+    the model, not the image, is at fault); box-only data trains the concept detector
+    (``FindDatasetMapper``).
     """
 
     @configurable
@@ -44,8 +51,11 @@ class InstanceDatasetMapper:
         augmentations: Sequence[Augmentation] = (),
         image_format: str = "RGB",
         on_bad_annotation: str = "error",
+        dataset_names: Sequence[str] = (),
     ):
+        """dataset_names: the datasets this mapper reads, for error messages only."""
         self.is_train = is_train
+        self.dataset_names = tuple(dataset_names)
         self.augmentations = list(augmentations)
         self.image_format = image_format
         self.on_bad_annotation = check_mapper_policy(on_bad_annotation)
@@ -59,6 +69,7 @@ class InstanceDatasetMapper:
             "augmentations": build_augmentations(cfg, is_train),
             "image_format": cfg.INPUT.FORMAT,
             "on_bad_annotation": cfg.DATASETS.ON_BAD_ANNOTATION,
+            "dataset_names": tuple(cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST),
         }
 
     def __call__(self, dataset_dict: Dict[str, Any]) -> Optional[Dict[str, Any]]:
@@ -81,9 +92,25 @@ class InstanceDatasetMapper:
         }
         if annos is not None:
             annos = [copy.copy(a) for a in annos if not a.get("iscrowd", 0)]
+            self._check_masks(annos, dataset_dict)
             try:
                 masks = transform_segmentations(annos, transforms, (h, w), (out_h, out_w))
             except DatasetError as e:
                 raise DatasetError(f"{dataset_dict['file_name']}: {e}") from None
             out["instances"] = annotations_to_instances(annos, masks, (out_h, out_w))
         return out
+
+    def _check_masks(self, annos: List[dict], dataset_dict: Dict[str, Any]) -> None:
+        box_only = [a for a in annos if not has_segmentation(a)]
+        if not box_only:
+            return
+        if self.dataset_names:
+            which = f"dataset{'s' if len(self.dataset_names) > 1 else ''} {', '.join(map(repr, self.dataset_names))}"
+        else:
+            which = "the dataset"
+        raise ConfigError(
+            f"InstanceDatasetMapper (Mask2Former) needs instance masks, but {which} has box-only annotations "
+            f"(annotation id {box_only[0].get('id', '?')} of image id {dataset_dict.get('image_id')}, "
+            f"{dataset_dict.get('file_name')}: no 'segmentation'); add masks, or train box-only data with the "
+            "concept detector (INPUT.DATASET_MAPPER_NAME 'FindDatasetMapper')"
+        )

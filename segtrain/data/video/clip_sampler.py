@@ -40,6 +40,12 @@ def image_dict_to_video_dict(image_dict: Dict[str, Any]) -> Dict[str, Any]:
     are not trackable objects. The result has ``"is_image": True``."""
     annos = [a for a in image_dict.get("annotations", []) if not a.get("iscrowd", 0)]
     image_id = image_dict.get("image_id")
+    for a in annos:
+        if "segmentation" not in a:
+            raise DatasetError(
+                f"{image_dict.get('file_name')}: annotation id {a.get('id')} has a box but no segmentation; "
+                "the video tracker trains on masks, so image datasets used as one-frame clips need masks"
+            )
     return {
         "video_id": image_id if image_id is not None else image_dict["file_name"],
         "height": image_dict["height"],

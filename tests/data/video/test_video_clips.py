@@ -231,3 +231,10 @@ def test_test_loader_yields_whole_videos(video_cfg):
     assert clip["images"].shape == (5, 3, 32, 32) and clip["masks"].shape == (5, n, 32, 32)
     assert clip["frame_indices"].tolist() == list(range(5))
     assert collate_video_clips(batches[0]).img_batch.shape == (5, 1, 3, 32, 32)
+
+
+def test_box_only_image_annotation_is_a_one_line_error():
+    d = {"file_name": "a.jpg", "height": 8, "width": 8, "image_id": 3,
+         "annotations": [{"id": 7, "category_id": 0, "bbox": [1, 1, 3, 3], "bbox_mode": 1}]}
+    with pytest.raises(DatasetError, match=r"a\.jpg: annotation id 7 has a box but no segmentation"):
+        image_dict_to_video_dict(d)

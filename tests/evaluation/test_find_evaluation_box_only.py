@@ -1,0 +1,110 @@
+"""FindEvaluator on box-only ground truth: bbox AP and presence reported, segm skipped with a
+log line; a json mixing both scores segm on the images whose every annotation has a mask."""
+import json
+import logging
+import math
+
+import pytest
+import torch
+
+from segtrain.data.catalog import DatasetCatalog, MetadataCatalog
+from segtrain.evaluation.find_evaluation import FindEvaluator
+
+
+def _outputs(coco_tools, json_file):
+    """GT as detections, every concept a find (presence 0.8 when present, else 0.3)."""
+    to_contig = dict(zip(coco_tools.DATASET_IDS, range(3)))
+    inputs, outputs = coco_tools.gt_as_outputs(json_file, to_contig)
+    for out in outputs:
+        present = set(out["instances"].pred_classes.tolist())
+        out["finds"] = {"categories": torch.tensor([0, 1, 2]),
+                        "presence_scores": torch.tensor([0.8 if c in present else 0.3 for c in range(3)])}
+    return inputs, outputs
+
+
+def _register_variant(tmp_path, coco_tools, name, edit):
+    data = coco_tools.make_coco_dict()
+    edit(data)
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(data))
+    coco_tools.register(name, data if all("segmentation" in a for a in data["annotations"]) else None,
+                        json_file=path)
+    return str(path)
+
+
+@pytest.fixture
+def cleanup():
+    names = []
+    yield names
+    for n in names:
+        if n in DatasetCatalog:
+            DatasetCatalog.remove(n)
+        MetadataCatalog.remove(n)
+
+
+def test_box_only_ground_truth_skips_segm(tiny_coco, coco_tools, tmp_path, caplog, cleanup):
+    _, full_json, _ = tiny_coco
+    inputs, outputs = _outputs(coco_tools, full_json)  # detections carry masks, as ConceptDetector's do
+
+    def strip(data):
+        for k, a in enumerate(data["annotations"]):
+            if k % 2:
+                a["segmentation"] = []
+            else:
+                del a["segmentation"]
+
+    name = "_test_find_box_only"
+    cleanup.append(name)
+    _register_variant(tmp_path, coco_tools, name, strip)
+    ev = FindEvaluator(name, distributed=False)
+    ev.reset()
+    ev.process(inputs, outputs)
+    with caplog.at_level(logging.WARNING):
+        res = ev.evaluate()
+    assert list(res) == ["bbox", "presence"]
+    assert res["bbox"]["AP"] == pytest.approx(100.0)
+    assert res["presence"]["accuracy"] == 100.0 and res["presence"]["num_finds"] == 9
+    assert "the ground truth has no segmentation; skipping segm" in caplog.text
+
+
+def test_mixed_ground_truth_scores_segm_on_images_with_masks(tiny_coco, coco_tools, tmp_path, caplog, cleanup):
+    _, full_json, _ = tiny_coco
+    inputs, outputs = _outputs(coco_tools, full_json)
+    # image 3's detections get wrong masks: they must not count (its GT is box-only)
+    inst3 = outputs[2]["instances"]
+    inst3.pred_masks = torch.zeros_like(inst3.pred_masks)
+    inst3.pred_masks[:, :2, :2] = True
+    # image 1's first mask is wrong too: segm AP below 100 shows image 1 is scored
+    inst1 = outputs[0]["instances"]
+    inst1.pred_masks[0] = False
+    inst1.pred_masks[0, 60:, 70:] = True
+
+    def strip_image_3(data):
+        for a in data["annotations"]:
+            if a["image_id"] == 3:
+                a["segmentation"] = []
+
+    name = "_test_find_mixed"
+    cleanup.append(name)
+    _register_variant(tmp_path, coco_tools, name, strip_image_3)
+    ev = FindEvaluator(name, distributed=False)
+    ev.reset()
+    ev.process(inputs, outputs)
+    with caplog.at_level(logging.INFO, logger="segtrain.evaluation.find_evaluation"):
+        res = ev.evaluate()
+    assert list(res) == ["bbox", "segm", "presence"]
+    assert res["bbox"]["AP"] == pytest.approx(100.0)
+    assert 0.0 < res["segm"]["AP"] < 100.0 and not math.isnan(res["segm"]["AP"])
+    assert "segm AP over the 2 of 3 images" in caplog.text
+
+    # image 1's mask fixed: segm 100 although image 3's masks are still wrong; only image 3: skipped
+    outputs[0]["instances"].pred_masks = _outputs(coco_tools, full_json)[1][0]["instances"].pred_masks
+    ev.reset()
+    ev.process(inputs, outputs)
+    assert ev.evaluate()["segm"]["AP"] == pytest.approx(100.0)
+    ev.reset()
+    ev.process(inputs[2:], outputs[2:])
+    with caplog.at_level(logging.WARNING):
+        res = ev.evaluate()
+    assert "segm" not in res and res["bbox"]["AP"] == pytest.approx(100.0)
+    assert "none of the 1 evaluated images has a mask for every annotation; skipping segm" in caplog.text
