@@ -163,3 +163,34 @@ def test_set_criterion_is_refused():
 def test_bad_encoder_stride_names_the_valid_ones():
     with pytest.raises(ConfigError, match=r"ENCODER_STRIDE=4 .*valid: 32, 16, 8"):
         build_model(_cfg("MODEL.CONCEPT.ENCODER_STRIDE", "4"))
+
+
+def _train_three_steps(scale_by_find_batch_size: bool):
+    from segtrain.solver import build_gradient_clipper, build_optimizer
+
+    cfg = _cfg("MODEL.CRITERION.SAM3.SCALE_BY_FIND_BATCH_SIZE", str(scale_by_find_batch_size))
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    opt, clip = build_optimizer(cfg, model), build_gradient_clipper(cfg)
+    norms = []
+    for _ in range(3):
+        torch.manual_seed(1)  # the same point draws in both runs
+        out = model(_batch())
+        opt.zero_grad()
+        out[CORE_LOSS_KEY].backward()
+        norms.append(float(clip([p for p in model.parameters() if p.grad is not None])))
+        opt.step()
+    return model, out, norms
+
+
+def test_sqrt_find_batch_scale_does_not_change_training_under_full_model_clipping():
+    """The tiny project turns SCALE_BY_FIND_BATCH_SIZE off so the logged total stays readable.
+    With the official full-model gradient clipping (0.1) the gradient is rescaled to norm 0.1
+    either way, so the AdamW updates -- and the trained model -- are the same."""
+    on, out_on, norms_on = _train_three_steps(True)
+    off, out_off, norms_off = _train_three_steps(False)
+    assert min(norms_off) > 0.1  # clipping was active in every step of both runs
+    ratio = float(out_on[CORE_LOSS_KEY].detach()) / float(out_off[CORE_LOSS_KEY].detach())
+    assert ratio == pytest.approx(math.sqrt(4), rel=1e-3)  # 4 finds in the batch
+    for (name, a), b in zip(on.named_parameters(), off.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
