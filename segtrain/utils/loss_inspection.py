@@ -115,6 +115,10 @@ def inspect_loss_dict(loss_dict: Dict[str, torch.Tensor], params: Optional[List[
     return report
 
 
+# options that rescale the whole loss rather than weight one term
+_SCALE_KEYS = ("SCALE_BY_FIND_BATCH_SIZE", "NORMALIZE_BY_STAGE_NUM", "NORMALIZE_BY_VALID_OBJECT_NUM")
+
+
 def official_weight_differences(cfg) -> List[str]:
     """Warnings for every loss weight / weighting option of the configured criterion that
     differs from the official default (``get_cfg()`` holds the official values)."""
@@ -131,7 +135,8 @@ def official_weight_differences(cfg) -> List[str]:
         cur, ref = cfg.MODEL.CRITERION[node], default.MODEL.CRITERION[node]
         for key in all_keys(ref):
             leaf = key.rsplit(".", 1)[-1]
-            if "WEIGHT" not in key and not leaf.startswith("loss_") and leaf != "presence_loss":
+            if ("WEIGHT" not in key and not leaf.startswith("loss_") and leaf != "presence_loss"
+                    and leaf not in _SCALE_KEYS):
                 continue
             a, b = cur, ref
             for part in key.split("."):

@@ -45,3 +45,11 @@ def test_official_weight_difference_warning():
     cfg.MODEL.CRITERION.SAM3.MASKS.WEIGHT_DICT.loss_mask = 5.0
     (msg,) = official_weight_differences(cfg)
     assert "MASKS.WEIGHT_DICT.loss_mask = 5.0" in msg and "200.0" in msg
+
+
+def test_whole_loss_scaling_option_is_reported():
+    cfg = get_cfg()
+    cfg.MODEL.CRITERION.NAME = "Sam3LossWrapper"
+    cfg.MODEL.CRITERION.SAM3.SCALE_BY_FIND_BATCH_SIZE = False
+    (msg,) = official_weight_differences(cfg)
+    assert "SAM3.SCALE_BY_FIND_BATCH_SIZE = False" in msg and "True" in msg
