@@ -26,6 +26,10 @@ wall time for the same reason. Peak memory on CPU is measured in a fresh subproc
 case (peak RSS, VmHWM, above the RSS once the inputs exist, with glibc's large allocations
 going straight to mmap so that freed memory leaves the RSS); on CUDA it is
 ``torch.cuda.max_memory_allocated`` above the allocation before the step.
+
+Like ``tools/train_net.py``, the tool keeps freed memory for reuse
+(``segtrain.utils.allocator.tune_malloc``; ``SEGTRAIN_MALLOC=default`` leaves glibc's
+settings alone, e.g. to measure their effect); the JSON's ``machine.malloc`` says which.
 """
 import argparse
 import copy
@@ -118,9 +122,12 @@ def _machine() -> Dict[str, object]:
     import torch
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    from segtrain.utils.allocator import tune_malloc
+
     return {"cpu_count": os.cpu_count(), "loadavg_1_5_15": [round(x, 2) for x in load],
             "processor": platform.processor() or platform.machine(), "torch": torch.__version__,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "malloc": tune_malloc() or "glibc settings not changed by segtrain"}
 
 
 def _ms(values: Sequence[float]) -> Dict[str, float]:
@@ -200,7 +207,7 @@ def _run_isolated(command: str, case: str, args) -> Dict:
     # every allocation of 128 KiB or more straight from mmap: freed tensors leave the RSS at
     # once, so the peak RSS is the peak of live memory (glibc's heap would otherwise keep
     # freed chunks resident and count fragmentation as use)
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", SEGTRAIN_MALLOC="default")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     for line in reversed(proc.stdout.strip().splitlines()):
         if line.startswith("{"):
@@ -1220,9 +1227,17 @@ def main(argv: List[str] = None) -> int:
     # the subcommand's own options, forwarded to isolated workers
     args._argv = [a for a in argv[argv.index(args.command) + 1:]] if args.command in argv else []
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from segtrain.utils.allocator import tune_malloc
     from segtrain.utils.cli import one_line_errors
 
-    return one_line_errors(lambda: args.func(args), args.debug)
+    def run():
+        # as tools/train_net.py does (SEGTRAIN_MALLOC=default: glibc's own settings); not in the
+        # isolated peak-memory workers, which measure live memory with glibc's mmap behaviour
+        if not args._case:
+            tune_malloc()
+        return args.func(args)
+
+    return one_line_errors(run, args.debug)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from segtrain.checkpoint import Checkpointer  # noqa: E402
 from segtrain.engine import DefaultTrainer, default_argument_parser, default_setup, run_cli, setup_cfg  # noqa: E402
 from segtrain.engine.startup_check import validate_config  # noqa: E402
+from segtrain.utils.allocator import tune_malloc  # noqa: E402
 from segtrain.utils.errors import ConfigError  # noqa: E402
 
 
@@ -25,6 +26,7 @@ def setup(args):
 
 
 def main(args):
+    tune_malloc()  # keep freed memory for reuse (glibc only; SEGTRAIN_MALLOC=default disables)
     cfg = setup(args)
     if args.eval_only:
         if not cfg.MODEL.WEIGHTS and not args.resume:

@@ -1,9 +1,15 @@
 """The training loop: ``HookBase``, ``TrainerBase``, ``SimpleTrainer`` and ``AMPTrainer``.
 
-``SimpleTrainer.run_step`` is fetch -> forward -> check -> backward -> (every ``accum_iter``
-iterations) clip + optimizer step. It back-propagates ``loss_dict[CORE_LOSS_KEY]`` only;
-the other keys are logged. Everything else (LR schedule, checkpoints, evaluation,
-writers) lives in hooks.
+``SimpleTrainer.run_step`` is fetch -> forward -> backward -> (every ``accum_iter``
+iterations) clip -> read the losses -> check -> optimizer step. It back-propagates
+``loss_dict[CORE_LOSS_KEY]`` only; the other keys are logged. Everything else (LR schedule,
+checkpoints, evaluation, writers) lives in hooks.
+
+One host-device synchronisation per step: the losses (and the gradient norm) are stacked
+into one device tensor after the forward, averaged over processes with one collective, and
+copied to the host once, after the backward and the clipping were queued. The non-finite
+check reads that host copy, before the optimizer step, so a non-finite loss still stops
+training before any parameter changes.
 """
 import logging
 import math
@@ -174,6 +180,63 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class _HostLosses:
+    """The host copy of one step's staged values: ``local`` (this process's losses, in
+    ``loss_dict`` order), ``mean`` (averaged over processes), ``data_time``, ``any_bad``
+    (a loss is non-finite on some process) and ``grad_norm`` (float or None)."""
+
+    __slots__ = ("local", "mean", "data_time", "any_bad", "grad_norm")
+
+    def __init__(self, local, mean, data_time, any_bad, grad_norm):
+        self.local, self.mean, self.data_time, self.any_bad, self.grad_norm = local, mean, data_time, any_bad, grad_norm
+
+
+class _StagedLosses:
+    """One step's losses stacked on their device, read by the host once (:meth:`read`).
+
+    Layout of the device vector: n loss values, then (several processes only) the data time
+    and the count of non-finite losses, averaged over processes with one ``all_reduce``
+    next to the local values. Built with device kernels only (a Python number becomes a
+    fill kernel, not a host -> device copy), so staging never waits for the device.
+    """
+
+    def __init__(self, loss_dict: Mapping[str, Any], data_time: float):
+        self.core = loss_dict[CORE_LOSS_KEY]
+        self.names = list(loss_dict)
+        self.data_time = float(data_time)
+        device = self.core.device if isinstance(self.core, torch.Tensor) else torch.device("cpu")
+        with torch.no_grad():
+            values = torch.stack([
+                v.detach().to(device).float().reshape(-1).sum() if isinstance(v, torch.Tensor)
+                else torch.full((), float(v), device=device)
+                for v in loss_dict.values()
+            ])
+            self.world = comm.get_world_size()
+            if self.world > 1:
+                extra = torch.stack([torch.full((), self.data_time, device=device),
+                                     (~torch.isfinite(values)).sum().float()])
+                mean = comm.all_reduce_mean(torch.cat([values, extra]))
+                values = torch.cat([values, mean])
+        self.values = values
+
+    def read(self, grad_norm: Optional[torch.Tensor] = None) -> _HostLosses:
+        """Copy the staged values (and ``grad_norm``) to the host in one transfer."""
+        n = len(self.names)
+        vec = self.values
+        if grad_norm is not None:
+            vec = torch.cat([vec, torch.as_tensor(grad_norm, device=vec.device).detach().float().reshape(1)])
+        flat = vec.tolist()  # the one device -> host read (a no-op copy on the CPU)
+        local = flat[:n]
+        norm = flat[-1] if grad_norm is not None else None
+        if self.world > 1:
+            mean, data_time, bad_count = flat[n:2 * n], flat[2 * n], flat[2 * n + 1]
+            any_bad = bad_count != 0 or not all(math.isfinite(v) for v in local)
+        else:
+            mean, data_time = local, self.data_time
+            any_bad = not all(math.isfinite(v) for v in local)
+        return _HostLosses(local, mean, data_time, any_bad, norm)
+
+
 class SimpleTrainer(TrainerBase):
     """Fetch a batch, ``loss_dict = model(batch)``, back-propagate ``loss_dict["core_loss"]``.
 
@@ -228,14 +291,15 @@ class SimpleTrainer(TrainerBase):
         with sync:
             self._tag_iteration()
             loss_dict = self._forward(data)
-            core = self._check_losses(loss_dict)
-            self._backward(core / self.accum_iter)
+            staged = self._stage_losses(loss_dict, data_time)
+            self._backward(staged.core / self.accum_iter)
         self.after_backward()
-        self._write_metrics(loss_dict, data_time)
+        grad_norm = self._prepare_step() if boundary else None
+        host = staged.read(grad_norm)  # the step's one device -> host read
+        self._raise_if_non_finite(staged, host)  # before the optimizer changes anything
+        self._write_metrics(staged, host)
         if boundary:
-            grad_norm = self._optimizer_step()
-            if grad_norm is not None:
-                get_event_storage().put_scalar("grad_norm", grad_norm)
+            self._apply_step()
             self.optimizer.zero_grad(set_to_none=True)
 
     def _forward(self, data: Any) -> Dict[str, torch.Tensor]:
@@ -257,54 +321,57 @@ class SimpleTrainer(TrainerBase):
             return None
         return self.grad_clipper([p for g in self.optimizer.param_groups for p in g["params"]])
 
-    def _optimizer_step(self) -> Optional[torch.Tensor]:
-        norm = self._clip()
+    def _prepare_step(self) -> Optional[torch.Tensor]:
+        """Everything of the optimizer step before parameters change (clipping); returns the
+        gradient norm (a tensor, not read here) or None."""
+        return self._clip()
+
+    def _apply_step(self) -> None:
         self.optimizer.step()
+
+    def _optimizer_step(self) -> Optional[torch.Tensor]:
+        norm = self._prepare_step()
+        self._apply_step()
         return norm
 
-    def _check_losses(self, loss_dict: Mapping[str, Any]) -> torch.Tensor:
-        """The core loss, after checking that every value of ``loss_dict`` is finite
-        (on every process, so that all of them stop together)."""
+    def _stage_losses(self, loss_dict: Mapping[str, Any], data_time: float) -> "_StagedLosses":
+        """Check that ``loss_dict`` has the core loss and stack every value, detached, into one
+        device tensor (averaged over processes with one collective); nothing is read yet."""
         if not isinstance(loss_dict, Mapping) or CORE_LOSS_KEY not in loss_dict:
             keys = sorted(loss_dict) if isinstance(loss_dict, Mapping) else type(loss_dict).__name__
             raise ConfigError(f"model {type(self.model).__name__} returned no {CORE_LOSS_KEY!r} in training "
                               f"(got {keys}); its criterion must return the total under {CORE_LOSS_KEY!r}")
-        core = loss_dict[CORE_LOSS_KEY]
-        values = torch.stack([torch.as_tensor(v, device=core.device).detach().float().reshape(-1).sum()
-                              for v in loss_dict.values()])
-        bad_local = ~torch.isfinite(values)
-        any_bad = bad_local.any().float()
-        if comm.get_world_size() > 1:
-            any_bad = comm.all_reduce_mean(any_bad)
-        if any_bad.item() > 0:
-            names = list(loss_dict)
-            bad = [f"{names[i]}={values[i].item()}" for i in bad_local.nonzero().flatten().tolist()
-                   if names[i] != CORE_LOSS_KEY]
-            core_val = float(torch.as_tensor(core).detach().float().sum())
-            if not bad and math.isfinite(core_val):
-                detail = f"a loss on another process (rank {comm.get_rank()} is finite)"
-            else:
-                detail = ", ".join(bad) if bad else "(only the total)"
-            raise NonFiniteLossError(f"non-finite loss at iteration {self.iter}: {detail} "
-                                     f"({CORE_LOSS_KEY}={core_val})")
-        return core
+        return _StagedLosses(loss_dict, data_time)
 
-    def _write_metrics(self, loss_dict: Mapping[str, Any], data_time: float) -> None:
-        """Losses and data time averaged over processes, put into the event storage (main process)."""
-        ref = loss_dict[CORE_LOSS_KEY]
-        metrics = {k: torch.as_tensor(v, device=ref.device).detach().float().reshape(-1).sum()
-                   for k, v in loss_dict.items()}
-        metrics["data_time"] = torch.tensor(data_time, device=ref.device)
-        metrics = comm.reduce_dict(metrics)
-        if comm.is_main_process():
-            storage = get_event_storage()
-            data_time = metrics.pop("data_time")
-            storage.put_scalar("data_time", data_time)
-            losses = {k: v.item() for k, v in metrics.items()}
-            if self.metric_prefix:
-                losses = {self.metric_prefix + k: v for k, v in losses.items()}
-                losses[self.metric_prefix + "total_loss"] = losses[self.metric_prefix + CORE_LOSS_KEY]
-            storage.put_scalars(**losses)
+    def _raise_if_non_finite(self, staged: "_StagedLosses", host: "_HostLosses") -> None:
+        """Raise ``NonFiniteLossError`` naming the non-finite keys and the iteration when any
+        loss is non-finite on any process (all processes stop together)."""
+        if not host.any_bad:
+            return
+        names = staged.names
+        bad = [f"{k}={v}" for k, v in zip(names, host.local) if not math.isfinite(v) and k != CORE_LOSS_KEY]
+        core_val = host.local[names.index(CORE_LOSS_KEY)]
+        if not bad and math.isfinite(core_val):
+            detail = f"a loss on another process (rank {comm.get_rank()} is finite)"
+        else:
+            detail = ", ".join(bad) if bad else "(only the total)"
+        raise NonFiniteLossError(f"non-finite loss at iteration {self.iter}: {detail} "
+                                 f"({CORE_LOSS_KEY}={core_val})")
+
+    def _write_metrics(self, staged: "_StagedLosses", host: "_HostLosses") -> None:
+        """Losses and data time averaged over processes, and the gradient norm, put into the
+        event storage (main process), from the host copy."""
+        if not comm.is_main_process():
+            return
+        storage = get_event_storage()
+        storage.put_scalar("data_time", host.data_time)
+        losses = dict(zip(staged.names, host.mean))
+        if self.metric_prefix:
+            losses = {self.metric_prefix + k: v for k, v in losses.items()}
+            losses[self.metric_prefix + "total_loss"] = losses[self.metric_prefix + CORE_LOSS_KEY]
+        storage.put_scalars(**losses)
+        if host.grad_norm is not None:
+            storage.put_scalar("grad_norm", host.grad_norm)
 
     def state_dict(self) -> Dict[str, Any]:
         ret = super().state_dict()
@@ -367,14 +434,17 @@ class AMPTrainer(SimpleTrainer):
         else:
             self.grad_scaler.scale(loss).backward()
 
-    def _optimizer_step(self) -> Optional[torch.Tensor]:
+    def _prepare_step(self) -> Optional[torch.Tensor]:
+        if self.grad_scaler is not None:
+            self.grad_scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
+        return self._clip()
+
+    def _apply_step(self) -> None:
         if self.grad_scaler is None:
-            return super()._optimizer_step()
-        self.grad_scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
-        norm = self._clip()
+            return super()._apply_step()
+        # (GradScaler.step reads its inf/NaN flag on the host: torch's own synchronisation)
         self.grad_scaler.step(self.optimizer)
         self.grad_scaler.update()
-        return norm
 
     def state_dict(self) -> Dict[str, Any]:
         ret = super().state_dict()

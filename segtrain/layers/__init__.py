@@ -17,6 +17,7 @@ from .point_sample import (  # noqa: F401
     calculate_uncertainty,
     get_uncertain_point_coords_with_randomness,
     point_sample,
+    select_uncertain_grid_points,
     select_uncertain_point_coords,
 )
 
@@ -24,7 +25,7 @@ __all__ = [
     "sigmoid_ce_loss", "dice_loss", "sigmoid_focal_loss", "iou_loss",
     "batch_sigmoid_ce_loss", "batch_dice_loss", "batch_sigmoid_focal_class_cost",
     "point_sample", "get_uncertain_point_coords_with_randomness", "calculate_uncertainty",
-    "select_uncertain_point_coords",
+    "select_uncertain_point_coords", "select_uncertain_grid_points",
 ]
 
 

@@ -4,7 +4,7 @@ Coordinates are normalized to [0, 1]^2 as ``(x, y)``; ``(0, 0)`` is the top-left
 corner of the top-left pixel and ``(1, 1)`` the bottom-right corner of the
 bottom-right pixel (``grid_sample`` with ``align_corners=False``).
 """
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +15,7 @@ __all__ = [
     "get_uncertain_point_coords_with_randomness",
     "calculate_uncertainty",
     "select_uncertain_point_coords",
+    "select_uncertain_grid_points",
 ]
 
 
@@ -79,6 +80,44 @@ def select_uncertain_point_coords(
     if random_coords is not None and random_coords.shape[1] > 0:
         coords = torch.cat([coords, random_coords.to(coords.dtype)], dim=1)
     return coords
+
+
+def select_uncertain_grid_points(
+    coarse_logits: Tensor,
+    oversampled_coords: Sequence[Tensor],
+    num_uncertain_points: int,
+    random_coords: Sequence[Optional[Tensor]],
+    uncertainty_func: Callable[[Tensor], Tensor] = calculate_uncertainty,
+) -> Tensor:
+    """:func:`select_uncertain_point_coords` (``ordered=False``) for consecutive groups of
+    rows, returning grid coordinates.
+
+    coarse_logits: [N, 1, H, W]; oversampled_coords[i]: [n_i, S, 2] and random_coords[i]:
+    [n_i, R, 2] or None, points in [0, 1]^2 of the next n_i rows (sum n_i = N). Both are
+    turned IN PLACE into grid coordinates ``2 * xy - 1`` (the exact values
+    :func:`point_sample` feeds ``grid_sample``). Returns [N, num_uncertain + R, 2] grid
+    coordinates (use ``F.grid_sample(x, out.unsqueeze(2), align_corners=False)``): per row
+    the same candidates as :func:`select_uncertain_point_coords`, in topk's unsorted order,
+    then the random points. Group by group, so no temporary is larger than one group's
+    (a [N, S] float tensor above glibc's mmap threshold is page-faulted in on every call).
+    """
+    N = coarse_logits.shape[0]
+    k = int(num_uncertain_points)
+    R = random_coords[0].shape[1] if len(random_coords) and random_coords[0] is not None else 0
+    out = coarse_logits.new_empty(N, k + R, 2)
+    lo = 0
+    for over, rand in zip(oversampled_coords, random_coords):
+        n, S = over.shape[:2]
+        grid = over.mul_(2.0).sub_(1.0)  # == point_sample's (coords * 2.0).sub_(1.0)
+        logits = F.grid_sample(coarse_logits[lo:lo + n], grid.unsqueeze(2), align_corners=False)  # [n, 1, S, 1]
+        idx = torch.topk(uncertainty_func(logits.view(n, 1, S))[:, 0], k=k, dim=1, sorted=False)[1]
+        out[lo:lo + n, :k] = torch.gather(grid, 1, idx.unsqueeze(-1).expand(n, k, 2))
+        if R:
+            out[lo:lo + n, k:] = rand.mul_(2.0).sub_(1.0)
+        lo += n
+    if lo != N:
+        raise ValueError(f"select_uncertain_grid_points: the point groups cover {lo} rows, coarse_logits has {N}")
+    return out
 
 
 def get_uncertain_point_coords_with_randomness(

@@ -104,6 +104,36 @@ def validation_loss(rank: int) -> Dict[str, float]:
     return ValidationLoss(0, batches, model=_MeanOfX()).compute()
 
 
+class _NaNOnRank1AtIter1(nn.Module):
+    """Finite everywhere except ``loss_aux`` on rank 1 at its second call."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(()))
+        self.calls = 0
+
+    def forward(self, batch):
+        bad = comm.get_rank() == 1 and self.calls == 1
+        self.calls += 1
+        aux = self.w * (float("nan") if bad else 1.0)
+        return {"core_loss": self.w * 2.0, "loss_aux": aux.detach()}
+
+
+def non_finite_on_one_rank() -> Dict[str, object]:
+    """Every process stops at the same iteration, before the optimizer step; the message names
+    the key on the rank that has it and says "another process" on the other."""
+    from segtrain.utils.errors import NonFiniteLossError
+
+    model = _NaNOnRank1AtIter1()
+    ddp = create_ddp_model(model, broadcast_buffers=False)
+    t = SimpleTrainer(ddp, iter([[{}]] * 5), torch.optim.SGD(model.parameters(), lr=0.1))
+    try:
+        t.train(0, 5)
+        return {"error": None}
+    except NonFiniteLossError as e:
+        return {"error": str(e), "iter": t.iter, "w": float(model.w.detach())}
+
+
 def run(out_dir: str) -> None:
     rank, world = comm.get_rank(), comm.get_world_size()
     torch.set_num_threads(1)
@@ -114,5 +144,6 @@ def run(out_dir: str) -> None:
         "plain": train_plain(rank, world),
         "accumulated": train_accumulated(rank, world, accum_iter=2),
         "val": validation_loss(rank),
+        "non_finite": non_finite_on_one_rank(),
     }
     torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))

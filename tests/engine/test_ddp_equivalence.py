@@ -72,3 +72,14 @@ def test_ddp_accumulation_equals_single_big_batch(two_ranks):
 def test_validation_loss_weighted_over_ranks(two_ranks):
     for res in two_ranks:
         assert res["val"]["core_loss"] == pytest.approx(2.0) and res["val"]["total_loss"] == pytest.approx(2.0)
+
+
+@pytest.mark.slow
+def test_non_finite_loss_on_one_rank_stops_every_rank(two_ranks):
+    r0, r1 = two_ranks[0]["non_finite"], two_ranks[1]["non_finite"]
+    assert r0["iter"] == r1["iter"] == 1
+    core = float(torch.tensor(2.0 * 0.8))  # w = 0.8 after iteration 0's step, in float32
+    assert r1["error"] == f"non-finite loss at iteration 1: loss_aux=nan (core_loss={core})"
+    assert r0["error"] == ("non-finite loss at iteration 1: a loss on another process (rank 0 is finite) "
+                           f"(core_loss={core})")
+    assert r0["w"] == r1["w"] == pytest.approx(0.8)  # iteration 0 stepped, iteration 1 did not

@@ -220,3 +220,46 @@ def test_trainer_tells_the_criterion_its_iteration():
     model = _WithCriterion()
     SimpleTrainer(model, _loader(_samples(8), 2), torch.optim.SGD(model.parameters(), lr=0.1)).train(3, 6)
     assert model.seen == [3, 4, 5]
+
+
+def test_one_host_read_per_step(monkeypatch):
+    """The step reads the device once (one ``tolist`` of the stacked losses and gradient norm):
+    no ``item`` / ``float`` / ``bool`` on a tensor, and the logged values are the losses."""
+    from segtrain.solver import make_gradient_clipper
+
+    m = LinearRegression()
+    t = SimpleTrainer(m, _loader(_samples(8), 2), torch.optim.SGD(m.parameters(), lr=0.1),
+                      make_gradient_clipper("full_model", 0.5))
+    reads = {"tolist": 0, "item": 0, "__float__": 0, "__bool__": 0}
+    originals = {name: getattr(torch.Tensor, name) for name in reads}
+
+    def counting(name):
+        def read(self, *args, **kwargs):
+            reads[name] += 1
+            return originals[name](self, *args, **kwargs)
+        return read
+
+    steps, params = [], []
+
+    class Count(HookBase):
+        def before_step(self):
+            params.append({k: v.detach().clone() for k, v in m.state_dict().items()})
+            for name in reads:
+                monkeypatch.setattr(torch.Tensor, name, counting(name))
+
+        def after_step(self):
+            monkeypatch.undo()
+            steps.append(dict(reads))
+            reads.update({k: 0 for k in reads})
+
+    t.register_hooks([Count()])
+    t.train(0, 3)
+    assert steps == [{"tolist": 1, "item": 0, "__float__": 0, "__bool__": 0}] * 3
+    latest = t.storage.latest()
+    ref = LinearRegression()
+    ref.load_state_dict(params[2])  # the weights the last step's forward saw
+    with torch.no_grad():
+        expected = ref(_samples(8)[4:6])
+    assert latest["core_loss"] == (pytest.approx(float(expected["core_loss"])), 2)
+    assert latest["loss_max"][0] == pytest.approx(float(expected["loss_max"]))
+    assert all(isinstance(latest[k][0], float) and math.isfinite(latest[k][0]) for k in ("grad_norm", "data_time"))

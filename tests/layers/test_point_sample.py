@@ -5,6 +5,8 @@ from segtrain.layers.point_sample import (
     calculate_uncertainty,
     get_uncertain_point_coords_with_randomness,
     point_sample,
+    select_uncertain_grid_points,
+    select_uncertain_point_coords,
 )
 
 
@@ -57,3 +59,35 @@ def test_uncertain_points_ratio_edges():
     assert out.shape == (3, 5, 2) and ((out >= 0) & (out <= 1)).all()
     out = get_uncertain_point_coords_with_randomness(logits, calculate_uncertainty, 5, 2.0, 0.0)
     assert out.shape == (3, 5, 2)
+
+
+def test_select_uncertain_grid_points_equals_per_group_selection():
+    """Groups of rows, grid coordinates out: per row the same candidates as
+    select_uncertain_point_coords (as a set), then the random points; the values sampled at
+    them equal point_sample at the [0, 1] coordinates bit for bit."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(7, 1, 9, 11, generator=g)
+    groups = [3, 4]
+    overs = [torch.rand(n, 40, 2, generator=g) for n in groups]
+    rands = [torch.rand(n, 5, 2, generator=g) for n in groups]
+    over_all, rand_all = torch.cat(overs), torch.cat(rands)
+    expected = select_uncertain_point_coords(logits, calculate_uncertainty, over_all, 12, rand_all)  # [7, 17, 2]
+    grid = select_uncertain_grid_points(logits, overs, 12, rands)
+    assert grid.shape == (7, 17, 2)
+    for i in range(7):  # the uncertain part: the same set of candidates, any order
+        a = sorted(map(tuple, ((expected[i, :12] * 2.0) - 1.0).tolist()))
+        b = sorted(map(tuple, grid[i, :12].tolist()))
+        assert a == b
+    assert torch.equal(grid[:, 12:], (rand_all * 2.0) - 1.0)
+    vals = torch.nn.functional.grid_sample(logits, grid.unsqueeze(2), align_corners=False)[..., 0]
+    ref = point_sample(logits, (grid + 1.0) / 2.0)  # same points (exact: * 2 and / 2 are exact here)
+    torch.testing.assert_close(vals, ref, rtol=0, atol=1e-6)
+    # the inputs became grid coordinates in place
+    torch.testing.assert_close(torch.cat(overs), over_all * 2.0 - 1.0, rtol=0, atol=0)
+
+
+def test_select_uncertain_grid_points_row_count_mismatch():
+    import pytest
+
+    with pytest.raises(ValueError, match="cover 2 rows, coarse_logits has 3"):
+        select_uncertain_grid_points(torch.randn(3, 1, 4, 4), [torch.rand(2, 8, 2)], 2, [None])

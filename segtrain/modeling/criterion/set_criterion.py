@@ -38,9 +38,11 @@ path sums the mask points in another order):
   helper thread while :meth:`HungarianMatcher.match_many` matches each prediction as
   soon as its points exist (the generator is serial; the numbers are the same); then
   ``loss_ce`` of all predictions is one cross-entropy call, the matched masks of all
-  predictions are concatenated and importance-sampled together (``topk`` without its
-  final sort: the same points, not in sorted order), and the GT masks are sampled with
-  one ``grid_sample`` (each GT mask at the points of all its matches). Needs a matcher
+  predictions are concatenated, importance-sampled prediction by prediction (``topk``
+  without its final sort: the same points, not in sorted order; no temporary larger than
+  one prediction's: see docs/benchmarks.md on page faults) and sampled with one
+  ``grid_sample``, and the GT masks with another (each GT mask at the points of all its
+  matches). Needs a matcher
   with ``match_many`` and ``draw_point_coords`` (others fall back to the loop).
 * ``batched=False``: the straightforward per-prediction loop of the official code
   (:meth:`SetCriterion.forward_reference`).
@@ -60,7 +62,7 @@ from segtrain.layers.point_sample import (
     calculate_uncertainty,
     get_uncertain_point_coords_with_randomness,
     point_sample,
-    select_uncertain_point_coords,
+    select_uncertain_grid_points,
 )
 from segtrain.modeling.matcher.build import build_matcher
 from segtrain.modeling.matcher.hungarian import PackedInstanceTargets, pack_instance_targets
@@ -404,17 +406,18 @@ class SetCriterion(nn.Module):
         # 1. every random number, in the per-layer loop's order: matcher points, then mask points
         M = sum(min(Q, n) for n in packed.sizes)  # pairs per prediction (rectangular assignment)
         S, n_unc, R = self._mask_point_counts()
-        # (drawn straight into one buffer per kind: ``buf[rows].uniform_()`` consumes the
-        # generator exactly as ``torch.rand(M, S, 2)`` does, without a later concatenation)
+        # per prediction, exactly the loop's ``torch.rand(M, S, 2)`` and ``torch.rand(M, R, 2)``;
+        # kept per prediction (a few MB each) rather than in one [L*M, S, 2] buffer: tensors
+        # above glibc's mmap threshold (32 MB at most) are returned to the OS when freed and
+        # page-faulted back in on every step (measured 50-80 ms of the step, docs/benchmarks.md)
         draw = want_masks and M > 0
-        over = torch.empty(L * M, S, 2, device=device) if draw else None
-        extra = torch.empty(L * M, R, 2, device=device) if draw and R > 0 else None
+        overs: List[Tensor] = []
+        extras: List[Optional[Tensor]] = []
 
         def draw_masks(l: int) -> None:
             if draw:
-                over[l * M:(l + 1) * M].uniform_()
-                if extra is not None:
-                    extra[l * M:(l + 1) * M].uniform_()
+                overs.append(torch.rand(M, S, 2, device=device))
+                extras.append(torch.rand(M, R, 2, device=device) if R > 0 else None)
 
         background = self.background_draws
         if background is None:  # the CPU generator is serial: let it run beside the matching
@@ -438,7 +441,8 @@ class SetCriterion(nn.Module):
                 for v, ce in zip(values, self._loss_labels_batched(layers, packed, pairs)):
                     v["loss_ce"] = ce
             else:
-                for v, lm in zip(values, self._loss_masks_batched(layers, packed, pairs, num_masks, over, extra, n_unc)):
+                per_layer = self._loss_masks_batched(layers, packed, pairs, num_masks, overs, extras, n_unc)
+                for v, lm in zip(values, per_layer):
                     v.update(lm)
         return values
 
@@ -460,7 +464,9 @@ class SetCriterion(nn.Module):
         den = weight[target.view(L, B * Q)].sum(1)
         return list((num / den).unbind(0))
 
-    def _loss_masks_batched(self, layers, packed, pairs, num_masks, over, extra, n_unc) -> List[Dict[str, Tensor]]:
+    def _loss_masks_batched(self, layers, packed, pairs, num_masks, overs, extras, n_unc) -> List[Dict[str, Tensor]]:
+        """overs[l] / extras[l]: prediction l's oversampled [M, S, 2] and random [M, R, 2] points
+        in [0, 1]^2 (turned into grid coordinates in place)."""
         L = len(layers)
         dev = layers[0]["pred_masks"].device
         M = int(pairs[0][0].numel())
@@ -476,12 +482,14 @@ class SetCriterion(nn.Module):
                 layer["pred_masks"][p[0].to(dev), p[1].to(dev)] for layer, p in zip(layers, pairs)
             ]).float()[:, None]
             with torch.no_grad():
-                # same points as the loop's, not in topk's sorted order (the losses average over them)
-                coords = select_uncertain_point_coords(
-                    src_masks.detach(), calculate_uncertainty, over, n_unc, extra, ordered=False)  # [L*M, P, 2]
+                # grid coordinates (2 * xy - 1, as point_sample computes them) of every match's
+                # points: the same points as the loop's, not in topk's sorted order (the losses
+                # average over them); selected prediction by prediction, so that no temporary is
+                # L times the size of one prediction's
+                grid = select_uncertain_grid_points(src_masks.detach(), overs, n_unc, extras)  # [L*M, P, 2]
                 tgt_rows = torch.cat([p[2] for p in pairs])  # [L*M] packed GT row of each match (host)
-                point_labels = self._sample_gt_grouped(packed, tgt_rows, coords, L, M)  # [L*M, P]
-            point_logits = point_sample(src_masks, coords, align_corners=False).squeeze(1)  # [L*M, P]
+                point_labels = self._sample_gt_grouped(packed, tgt_rows, grid, L, M)  # [L*M, P]
+            point_logits = F.grid_sample(src_masks, grid.unsqueeze(2), align_corners=False).view(L * M, -1)  # [L*M, P]
             # per-mask values, then summed per layer in the same order as the loop
             bce = F.binary_cross_entropy_with_logits(point_logits, point_labels, reduction="none").mean(1)
             p = point_logits.sigmoid()
@@ -490,8 +498,9 @@ class SetCriterion(nn.Module):
                     for ce, d in zip(bce.split(M), dice.split(M))]
 
     @staticmethod
-    def _sample_gt_grouped(packed: PackedInstanceTargets, tgt_rows: Tensor, coords: Tensor, L: int, M: int) -> Tensor:
-        """GT values at each match's points, with one ``grid_sample`` over the G GT masks.
+    def _sample_gt_grouped(packed: PackedInstanceTargets, tgt_rows: Tensor, grid: Tensor, L: int, M: int) -> Tensor:
+        """GT values at each match's points (``grid``: [L*M, P, 2] grid coordinates in
+        [-1, 1]^2), with one ``grid_sample`` over the G GT masks.
 
         When every GT is matched exactly once per prediction (Q >= n_b: always for a full
         rectangular assignment), GT g is sampled at the points of its L matches
@@ -499,16 +508,17 @@ class SetCriterion(nn.Module):
         masks are gathered per match. Values equal per-match sampling exactly.
         """
         G = packed.num_masks
-        P = coords.shape[1]
+        P = grid.shape[1]
         # tgt_rows come from the matcher on the host: the path is chosen there, without a sync
         layer_of = torch.arange(L).repeat_interleave(M)
         hits = torch.zeros(G, L, dtype=torch.int64)
         hits.index_put_((tgt_rows.cpu(), layer_of), torch.ones_like(tgt_rows.cpu()), accumulate=True)
-        dev = coords.device
+        dev = grid.device
         rows_d, layer_d = tgt_rows.to(dev, non_blocking=True), layer_of.to(dev, non_blocking=True)
         if M == G and bool((hits == 1).all()):
-            grid = coords.new_zeros(G, L, P, 2)
-            grid[rows_d, layer_d] = coords
-            vals = point_sample(packed.masks[:, None], grid.view(G, L * P, 2), align_corners=False)  # [G, 1, L*P]
+            by_gt = grid.new_empty(G, L, P, 2)  # every (GT, prediction) entry is written once
+            by_gt[rows_d, layer_d] = grid
+            vals = F.grid_sample(packed.masks[:, None], by_gt.view(G, L * P, 1, 2),
+                                 align_corners=False)  # [G, 1, L*P, 1]
             return vals.view(G, L, P)[rows_d, layer_d]
-        return point_sample(packed.masks[rows_d][:, None], coords, align_corners=False).squeeze(1)
+        return F.grid_sample(packed.masks[rows_d][:, None], grid.unsqueeze(2), align_corners=False).view(L * M, P)

@@ -152,3 +152,43 @@ def test_from_config_and_registry():
     assert MATCHER_REGISTRY.get("HungarianMatcher") is HungarianMatcher
     m2 = HungarianMatcher(3, 1)  # official positional order
     assert (m2.cost_class, m2.cost_mask, m2.cost_dice, m2.num_points) == (3, 1, 1, 0)
+
+
+@pytest.mark.parametrize("costs", [(2, 5, 5), (1, 0, 3), (1, 4, 0)])
+def test_point_chunks_equal_one_chunk_and_the_formulas(monkeypatch, costs):
+    """The mask costs accumulated over chunks of points (CPU, one thread) equal the unchunked
+    batch_sigmoid_ce_loss / batch_dice_loss to float round-off, and the assignments match."""
+    m = HungarianMatcher(*costs, num_points=70)
+    out = _outputs(2, 6, 3, 9, 9, seed=5)
+    tgt = _targets([3, 4], 3, 20, 20)
+    torch.manual_seed(0)
+    coords = m.draw_point_coords(2)
+    packed = hungarian_mod.pack_instance_targets(tgt)
+    labels = packed.padded(packed.labels)
+    tgt_pts = m._targets_of(packed, coords)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    results = {}
+    for chunk in (0, 16, 64):  # one chunk, 5 chunks (the last of 6 points), 2 chunks
+        monkeypatch.setattr(HungarianMatcher, "POINT_CHUNK", chunk)
+        results[chunk] = m._cost(out, labels, tgt_pts, coords, packed)
+        assert [len(i) for i, _ in m(out, tgt, point_coords=coords)] == [3, 4]
+    ref_mask = ref_dice = None
+    out_pts = point_sample(out["pred_masks"].float(), coords)  # [B, Q, P]
+    if costs[1]:
+        ref_mask = batch_sigmoid_ce_loss(out_pts, tgt_pts)
+    if costs[2]:
+        ref_dice = batch_dice_loss(out_pts, tgt_pts)
+    for chunk, (total, _, cm, cd) in results.items():
+        for got, ref in ((cm, ref_mask), (cd, ref_dice)):
+            assert (got is None) == (ref is None)
+            if ref is not None:
+                torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(total, results[0][0], rtol=1e-6, atol=1e-6)
+    assert torch.equal(results[0][2] if costs[1] else results[0][3],
+                       (ref_mask if costs[1] else ref_dice))  # one chunk: the very same values
+    monkeypatch.setattr(HungarianMatcher, "POINT_CHUNK", 16)
+    torch.manual_seed(1)
+    chunked = m(out, tgt)
+    torch.manual_seed(1)
+    for (qa, ta), (qb, tb) in zip(chunked, m.forward_per_image(out, tgt)):
+        assert torch.equal(qa, qb) and torch.equal(ta, tb)
