@@ -50,6 +50,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 logger = logging.getLogger("segtrain.tools.benchmark")
 
 CRITERION_CASES = ("m2f", "m2f_loop", "matcher", "matcher_loop", "sam3", "sam2")
+# cases compared with each other; each group is timed interleaved on its own, groups one after
+# another, so that a large unrelated case (sam2 peaks at ~3 GB) does not disturb a ratio's heap
+CRITERION_GROUPS = (("m2f", "m2f_loop"), ("matcher", "matcher_loop"), ("sam3",), ("sam2",))
 MASKS_CASES = ("points", "full", "full_naive")
 TRAIN_VARIANTS = ("segtrain", "baseline", "compiled")
 
@@ -563,7 +566,11 @@ def run_criterion(args) -> int:
             steps[c] = _build_case(c, args, device)
         except (ImportError, KeyError) as e:
             results[c] = {"case": c, "skipped": f"{type(e).__name__}: {e}"}
-    timed = interleaved(steps, device, args.warmup, args.repeat)
+    timed: Dict[str, Dict] = {}
+    for group in CRITERION_GROUPS:
+        group_steps = OrderedDict((c, steps[c]) for c in group if c in steps)
+        if group_steps:
+            timed.update(interleaved(group_steps, device, args.warmup, args.repeat))
     for c in cases:
         res = results.get(c) or dict(case=c, **timed[c])
         res["description"] = _DESCRIPTIONS[c]

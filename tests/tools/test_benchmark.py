@@ -52,6 +52,15 @@ def test_interleaved_rounds_rotate_and_collect_parts(tool):
     assert len(res["a"]["times_ms"]) == 2 and res["b"]["part_median_ms"] == pytest.approx(500.0)
 
 
+def test_criterion_groups_partition_the_cases(tool):
+    """Every criterion case is timed in exactly one interleaved group, and the compared pairs
+    share a group."""
+    flat = [c for g in tool.CRITERION_GROUPS for c in g]
+    assert sorted(flat) == sorted(tool.CRITERION_CASES) and len(flat) == len(set(flat))
+    groups = {c: g for g in tool.CRITERION_GROUPS for c in g}
+    assert groups["m2f"] == groups["m2f_loop"] and groups["matcher"] == groups["matcher_loop"]
+
+
 def test_criterion_tiny(tool, tmp_path, capsys):
     out = tmp_path / "crit.json"
     argv = ["criterion", "--queries", "6", "--classes", "4", "--layers", "3", "--image-size", "32", "--num-points",
