@@ -42,6 +42,17 @@ def cleanup():
         MetadataCatalog.remove(n)
 
 
+def _processed_evaluator(tmp_path, coco_tools, cleanup, name, edit, inputs, outputs):
+    """A FindEvaluator on the tiny COCO json edited by ``edit``, registered as ``name``, that
+    has processed ``inputs`` / ``outputs``."""
+    cleanup.append(name)
+    _register_variant(tmp_path, coco_tools, name, edit)
+    ev = FindEvaluator(name, distributed=False)
+    ev.reset()
+    ev.process(inputs, outputs)
+    return ev
+
+
 def test_box_only_ground_truth_skips_segm(tiny_coco, coco_tools, tmp_path, caplog, cleanup):
     _, full_json, _ = tiny_coco
     inputs, outputs = _outputs(coco_tools, full_json)  # detections carry masks, as ConceptDetector's do
@@ -53,12 +64,7 @@ def test_box_only_ground_truth_skips_segm(tiny_coco, coco_tools, tmp_path, caplo
             else:
                 del a["segmentation"]
 
-    name = "_test_find_box_only"
-    cleanup.append(name)
-    _register_variant(tmp_path, coco_tools, name, strip)
-    ev = FindEvaluator(name, distributed=False)
-    ev.reset()
-    ev.process(inputs, outputs)
+    ev = _processed_evaluator(tmp_path, coco_tools, cleanup, "_test_find_box_only", strip, inputs, outputs)
     with caplog.at_level(logging.WARNING):
         res = ev.evaluate()
     assert list(res) == ["bbox", "presence"]
@@ -84,12 +90,7 @@ def test_mixed_ground_truth_scores_segm_on_images_with_masks(tiny_coco, coco_too
             if a["image_id"] == 3:
                 a["segmentation"] = []
 
-    name = "_test_find_mixed"
-    cleanup.append(name)
-    _register_variant(tmp_path, coco_tools, name, strip_image_3)
-    ev = FindEvaluator(name, distributed=False)
-    ev.reset()
-    ev.process(inputs, outputs)
+    ev = _processed_evaluator(tmp_path, coco_tools, cleanup, "_test_find_mixed", strip_image_3, inputs, outputs)
     with caplog.at_level(logging.INFO, logger="segtrain.evaluation.find_evaluation"):
         res = ev.evaluate()
     assert list(res) == ["bbox", "segm", "presence"]
