@@ -47,7 +47,7 @@ def _run(args) -> int:
     report = inspect_loss_dict(loss_dict, params)
     report.warnings.extend(official_weight_differences(cfg))
     print(f"criterion {cfg.MODEL.CRITERION.NAME} on {cfg.MODEL.META_ARCHITECTURE}, "
-          f"one batch of {len(batch)} from {cfg.DATASETS.TRAIN[0]}")
+          f"one batch of {_batch_size(batch)} from {cfg.DATASETS.TRAIN[0]}")
     print(report.table())
     for w in report.warnings:
         print(f"WARNING: {w}")
@@ -59,6 +59,13 @@ def _run(args) -> int:
                        "components": [c.__dict__ for c in report.components]}, f, indent=2)
     del torch
     return 0
+
+
+def _batch_size(batch) -> str:
+    """``N`` images, or ``N`` clips for a batched video datapoint (no ``len``)."""
+    if hasattr(batch, "num_videos"):
+        return f"{batch.num_videos} clips of {batch.num_frames} frames"
+    return str(len(batch))
 
 
 if __name__ == "__main__":

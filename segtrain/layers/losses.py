@@ -21,6 +21,7 @@ __all__ = [
     "dice_loss",
     "sigmoid_focal_loss",
     "iou_loss",
+    "mask_ious",
     "batch_sigmoid_ce_loss",
     "batch_dice_loss",
     "batch_sigmoid_focal_class_cost",
@@ -94,6 +95,17 @@ def sigmoid_focal_loss(
     return loss.flatten(1).mean(1).sum() / num_masks
 
 
+def mask_ious(inputs: Tensor, targets: Tensor, start_dim: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """IoU of ``(inputs > 0)`` vs ``(targets > 0)`` over the axes from ``start_dim`` on:
+    ``|A & B| / max(|A | B|, 1)`` (0 when both are empty). inputs/targets [N, M, H, W] with
+    ``start_dim`` 2 give [N, M]. No gradient (a comparison of binarised masks)."""
+    pred_mask = inputs.flatten(start_dim) > 0
+    gt_mask = targets.flatten(start_dim) > 0
+    area_i = (pred_mask & gt_mask).sum(-1).to(dtype)
+    area_u = (pred_mask | gt_mask).sum(-1).to(dtype)
+    return area_i / area_u.clamp(min=1.0)
+
+
 def iou_loss(
     inputs: Tensor,
     targets: Tensor,
@@ -101,8 +113,10 @@ def iou_loss(
     num_masks: Number,
     loss_on_multimask: bool = False,
     use_l1_loss: bool = False,
+    actual_ious: Optional[Tensor] = None,
 ) -> Tensor:
-    """Regression of the predicted IoU onto the actual IoU of ``(x > 0)`` vs ``(t > 0)``.
+    """Regression of the predicted IoU onto the actual IoU of ``(x > 0)`` vs ``(t > 0)``
+    (``actual_ious``, shaped like ``pred_ious``, when the caller has it from :func:`mask_ious`).
 
     inputs: [N, M, H, W] (multimask) or [N, *spatial] logits; targets: same shape;
     pred_ious: [N, M] (multimask) or [N]; the spatial axes are the ones after
@@ -112,12 +126,9 @@ def iou_loss(
     """
     if loss_on_multimask and inputs.dim() != 4:
         raise ValueError(f"iou_loss(loss_on_multimask=True) expects [N, M, H, W] inputs, got shape {tuple(inputs.shape)}")
-    start = pred_ious.dim()
-    pred_mask = inputs.flatten(start) > 0
-    gt_mask = targets.flatten(start) > 0
-    area_i = (pred_mask & gt_mask).sum(-1).to(pred_ious.dtype if pred_ious.is_floating_point() else torch.float32)
-    area_u = (pred_mask | gt_mask).sum(-1).to(area_i.dtype)
-    actual_ious = area_i / area_u.clamp(min=1.0)
+    if actual_ious is None:
+        actual_ious = mask_ious(inputs, targets, pred_ious.dim(),
+                                pred_ious.dtype if pred_ious.is_floating_point() else torch.float32)
     if use_l1_loss:
         loss = F.l1_loss(pred_ious, actual_ious, reduction="none")
     else:

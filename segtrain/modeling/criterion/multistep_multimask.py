@@ -5,7 +5,7 @@ import torch
 from torch import Tensor, nn
 
 from segtrain.config import configurable
-from segtrain.layers.losses import dice_loss, iou_loss, sigmoid_focal_loss
+from segtrain.layers.losses import dice_loss, iou_loss, mask_ious, sigmoid_focal_loss
 from segtrain.utils import comm
 from segtrain.utils.errors import ConfigError
 
@@ -18,6 +18,11 @@ _IOUS = "multistep_pred_ious"
 _OBJ = "multistep_object_score_logits"
 _REQUIRED_WEIGHTS = ("loss_mask", "loss_dice", "loss_iou")
 _COMPUTED = ("loss_mask", "loss_dice", "loss_iou", "loss_class")
+#: logged with the losses: the mean actual IoU that ``loss_iou`` regresses onto. It starts
+#: near 0 while the masks are poor and rises as they improve, which is why ``loss_iou``
+#: (an error against these targets) can rise while the IoU head learns (docs/sam2.md).
+IOU_TARGET_MEAN_KEY = "iou_target_mean"
+_TARGET_IOU_SUM, _TARGET_IOU_COUNT = "_target_iou_sum", "_target_iou_count"
 
 
 @CRITERION_REGISTRY.register()
@@ -119,6 +124,7 @@ class MultiStepMultiMasksAndIous(nn.Module):
 
         zero = torch.zeros((), device=targets_batch.device)
         losses: Dict[str, Tensor] = {k: zero for k in _COMPUTED}
+        target_iou_sum, target_iou_count = zero, zero
         for frame, (outs, targets) in enumerate(zip(outs_batch, targets_batch)):
             masks_list, ious_list = outs[_MASKS], outs[_IOUS]
             obj_list = outs.get(_OBJ)
@@ -134,13 +140,18 @@ class MultiStepMultiMasksAndIous(nn.Module):
             target_masks = targets.unsqueeze(1).float()  # [N, 1, H, W]
             for step, (src, ious, obj) in enumerate(zip(masks_list, ious_list, obj_list)):
                 self._check_shapes(frame, step, src, ious, obj, targets)
-                for k, v in self._step_losses(src, target_masks, ious, num_objects, obj).items():
+                step = self._step_losses(src, target_masks, ious, num_objects, obj)
+                target_iou_sum = target_iou_sum + step.pop(_TARGET_IOU_SUM)
+                target_iou_count = target_iou_count + step.pop(_TARGET_IOU_COUNT)
+                for k, v in step.items():
                     losses[k] = losses[k] + v
         core: Tensor = zero
         for key, weight in self.weight_dict.items():
             if weight != 0:
                 core = core + losses[key] * weight
         losses[CORE_LOSS_KEY] = core
+        # a metric, not a loss: the mean of the IoUs that loss_iou regresses onto (present objects)
+        losses[IOU_TARGET_MEAN_KEY] = target_iou_sum / target_iou_count.clamp(min=1)
         return losses
 
     def _check_shapes(self, frame: int, step: int, src: Tensor, ious: Tensor, obj, targets: Tensor) -> None:
@@ -173,8 +184,10 @@ class MultiStepMultiMasksAndIous(nn.Module):
         else:
             target_obj = torch.ones(loss_multimask.shape[0], 1, dtype=loss_multimask.dtype, device=loss_multimask.device)
             loss_class = torch.zeros((), dtype=loss_multimask.dtype, device=loss_multimask.device)
+        with torch.no_grad():
+            actual_ious = mask_ious(src, target_masks, 2, ious.dtype if ious.is_floating_point() else torch.float32)
         loss_multiiou = iou_loss(src, target_masks, ious, num_objects, loss_on_multimask=True,
-                                 use_l1_loss=self.iou_use_l1_loss)  # [N, M]
+                                 use_l1_loss=self.iou_use_l1_loss, actual_ious=actual_ious)  # [N, M]
         if loss_multimask.size(1) > 1:
             combo = loss_multimask * self.weight_dict["loss_mask"] + loss_multidice * self.weight_dict["loss_dice"]
             best = torch.argmin(combo, dim=-1)
@@ -183,13 +196,18 @@ class MultiStepMultiMasksAndIous(nn.Module):
             loss_dice = loss_multidice[rows, best].unsqueeze(1)
             if self.supervise_all_iou:
                 loss_iou = loss_multiiou.mean(dim=-1).unsqueeze(1)
+                target_iou = actual_ious.mean(dim=-1, keepdim=True)
             else:
                 loss_iou = loss_multiiou[rows, best].unsqueeze(1)
+                target_iou = actual_ious[rows, best].unsqueeze(1)
         else:
             loss_mask, loss_dice, loss_iou = loss_multimask, loss_multidice, loss_multiiou
+            target_iou = actual_ious
         return {
             "loss_mask": (loss_mask * target_obj).sum(),
             "loss_dice": (loss_dice * target_obj).sum(),
             "loss_iou": (loss_iou * target_obj).sum(),
             "loss_class": loss_class,
+            _TARGET_IOU_SUM: (target_iou * target_obj).sum().detach(),
+            _TARGET_IOU_COUNT: target_obj.sum().detach(),
         }

@@ -55,6 +55,7 @@ def _frame(masks, ious, obj):
 def _expected(supervise_all_iou, l1, pred_obj_scores, ious=((0.9, 0.2), (0.4, 0.6)), obj=(1.5, -0.5)):
     n = 2
     out = {"loss_mask": 0.0, "loss_dice": 0.0, "loss_iou": 0.0, "loss_class": 0.0}
+    target_sum = target_count = 0.0
     for i, gt in enumerate((GT0, GT1)):
         o = (1.0 if any(g > 0 for g in gt) else 0.0) if pred_obj_scores else 1.0
         F = [focal_mean(m, gt) / n for m in (M0, M1)]
@@ -65,10 +66,15 @@ def _expected(supervise_all_iou, l1, pred_obj_scores, ious=((0.9, 0.2), (0.4, 0.
         out["loss_mask"] += o * F[best]
         out["loss_dice"] += o * D[best]
         out["loss_iou"] += o * (sum(I) / 2 if supervise_all_iou else I[best])
+        actual = [iou(m, gt) for m in (M0, M1)]
+        target_sum += o * (sum(actual) / 2 if supervise_all_iou else actual[best])
+        target_count += o
         if pred_obj_scores:
             t = 1.0 if any(g > 0 for g in gt) else 0.0
             out["loss_class"] += bce(obj[i], t) / n  # alpha -1, gamma 0: plain BCE
     out[CORE_LOSS_KEY] = sum(W[k] * out[k] for k in W)
+    # the metric: the mean IoU target of loss_iou over the objects it supervises
+    out["iou_target_mean"] = target_sum / max(target_count, 1)
     return out
 
 

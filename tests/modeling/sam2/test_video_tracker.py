@@ -36,7 +36,7 @@ def test_forward_backward_shapes_and_losses(sam2_tools):
     model.zero_grad()
     torch.manual_seed(2)
     losses = model(batch)
-    assert set(losses) == {"loss_mask", "loss_dice", "loss_iou", "loss_class", CORE_LOSS_KEY}
+    assert set(losses) == {"loss_mask", "loss_dice", "loss_iou", "loss_class", "iou_target_mean", CORE_LOSS_KEY}
     assert all(torch.isfinite(v) for v in losses.values())
     losses[CORE_LOSS_KEY].backward()
     for name in ("image_encoder", "sam_mask_decoder", "sam_prompt_encoder", "memory_attention", "memory_encoder"):
