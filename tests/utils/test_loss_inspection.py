@@ -25,7 +25,7 @@ def test_weights_shares_and_grad_norms_are_exact():
     assert by["acc"].weight == 0.0 and by["acc"].grad_norm is None
     assert sum(c.share for c in rep.components) == pytest.approx(1.0)
     # gradient of 2 * sum(w^2) is 4w
-    assert by["loss_a"].grad_norm == pytest.approx(float((4 * w).norm()), rel=1e-5)
+    assert by["loss_a"].grad_norm == pytest.approx(float((4 * w).detach().norm()), rel=1e-5)
     assert "core_loss_final" in rep.summaries
     assert "loss_a" in rep.table() and "core_loss" in rep.table()
 
