@@ -547,16 +547,30 @@ def add_criterion_parser(subparsers) -> None:
     p.set_defaults(func=run_criterion)
 
 
-def run_criterion(args) -> int:
-    if args._case:  # worker mode: one case's memory, JSON on stdout
-        print(json.dumps(_criterion_memory_case(args._case, args)))
-        return 0
+def _ran_memory_worker(args, memory_case: Callable) -> bool:
+    """Worker mode (``--_case``, a fresh process per case for peak memory): print that case's
+    memory JSON on stdout and return True; else False."""
+    if not args._case:
+        return False
+    print(json.dumps(memory_case(args._case, args)))
+    return True
+
+
+def _start_run(args, selected: str, valid: Sequence[str], kind: str):
+    """The common start of a subcommand: machine info, ``--threads``, ``--device`` and the
+    parsed comma-separated ``selected`` names. Returns ``(machine, device, names)``; names is
+    None (and the error printed) when one is not in ``valid``."""
     import torch
 
     machine = _machine()
     torch.set_num_threads(args.threads)
-    device = _device(args.device)
-    cases = _parse_choices(args.cases, CRITERION_CASES, "case")
+    return machine, _device(args.device), _parse_choices(selected, valid, kind)
+
+
+def run_criterion(args) -> int:
+    if _ran_memory_worker(args, _criterion_memory_case):
+        return 0
+    machine, device, cases = _start_run(args, args.cases, CRITERION_CASES, "case")
     if cases is None:
         return 2
     steps: "OrderedDict[str, Callable]" = OrderedDict()
@@ -784,15 +798,9 @@ def _masks_memory_case(name: str, args) -> Dict:
 
 
 def run_masks(args) -> int:
-    if args._case:
-        print(json.dumps(_masks_memory_case(args._case, args)))
+    if _ran_memory_worker(args, _masks_memory_case):
         return 0
-    import torch
-
-    machine = _machine()
-    torch.set_num_threads(args.threads)
-    device = _device(args.device)
-    cases = _parse_choices(args.cases, MASKS_CASES, "case")
+    machine, device, cases = _start_run(args, args.cases, MASKS_CASES, "case")
     if cases is None:
         return 2
     results, rows = [], []
@@ -976,15 +984,9 @@ def _train_memory_variant(variant: str, args) -> Dict:
 
 
 def run_train(args) -> int:
-    if args._case:
-        print(json.dumps(_train_memory_variant(args._case, args)))
+    if _ran_memory_worker(args, _train_memory_variant):
         return 0
-    import torch
-
-    machine = _machine()
-    torch.set_num_threads(args.threads)
-    device = _device(args.device)
-    variants = _parse_choices(args.variants, TRAIN_VARIANTS, "variant")
+    machine, device, variants = _start_run(args, args.variants, TRAIN_VARIANTS, "variant")
     if variants is None:
         return 2
     batches, cfg = _train_batches(args, device, max(1, args.batches))
