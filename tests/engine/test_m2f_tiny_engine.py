@@ -21,15 +21,10 @@ TINY = os.path.join(ROOT, "projects", "m2f", "tiny.yaml")
 
 
 @pytest.fixture
-def shapes_64(tmp_path, monkeypatch):
-    from segtrain.data.datasets import builtin
-
-    original_root = builtin.get_datasets_root()
-    monkeypatch.setenv("SEGTRAIN_DATASETS", str(tmp_path / "datasets"))
-    yield ["DATASETS.SHAPES.IMAGE_SIZE", "64", "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64",
+def shapes_64(tmp_path, tmp_datasets_root):
+    return ["DATASETS.SHAPES.IMAGE_SIZE", "64", "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64",
            "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64", "WRITERS.TENSORBOARD", "False",
            "SOLVER.CHECKPOINT_PERIOD", "1000", "OUTPUT_DIR", str(tmp_path / "out")]
-    builtin.register_shapes(original_root)  # back to the default registration
 
 
 def _trainer(opts):

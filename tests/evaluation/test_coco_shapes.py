@@ -12,19 +12,16 @@ from segtrain.structures import BoxMode, Instances, segmentation_to_bitmask
 
 
 @pytest.fixture
-def small_shapes(tmp_path, monkeypatch):
+def small_shapes(tmp_path, tmp_datasets_root):
     from segtrain.data.datasets import builtin
 
-    original_root = builtin.get_datasets_root()
-    monkeypatch.setenv("SEGTRAIN_DATASETS", str(tmp_path / "datasets"))
     cfg = get_cfg()
     cfg.DATASETS.SHAPES.NUM_TRAIN = 2
     cfg.DATASETS.SHAPES.NUM_VAL = 6
     cfg.DATASETS.SHAPES.IMAGE_SIZE = 64
     cfg.OUTPUT_DIR = str(tmp_path / "out")
     builtin.register_shapes_from_cfg(cfg)
-    yield cfg
-    builtin.register_shapes(original_root)  # back to the default registration
+    return cfg
 
 
 class _GTModel(torch.nn.Module):

@@ -27,16 +27,11 @@ def tool():
 
 
 @pytest.fixture
-def shapes_tiny(tmp_path, monkeypatch):
+def shapes_tiny(tmp_datasets_root):
     """Built-in shapes data in tmp_path at 64 px; overrides for projects/m2f/tiny.yaml."""
-    from segtrain.data.datasets import builtin
-
-    original_root = builtin.get_datasets_root()
-    monkeypatch.setenv("SEGTRAIN_DATASETS", str(tmp_path / "datasets"))
-    yield ["DATASETS.SHAPES.IMAGE_SIZE", "64", "DATASETS.SHAPES.NUM_TRAIN", "4", "DATASETS.SHAPES.NUM_VAL", "3",
+    return ["DATASETS.SHAPES.IMAGE_SIZE", "64", "DATASETS.SHAPES.NUM_TRAIN", "4", "DATASETS.SHAPES.NUM_VAL", "3",
            "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64", "INPUT.MIN_SIZE_TEST", "64",
            "INPUT.MAX_SIZE_TEST", "64"]
-    builtin.register_shapes(original_root)
 
 
 def _json(path):

@@ -80,14 +80,10 @@ def test_draw_sem_seg():
 
 
 @pytest.mark.parametrize("source", ["annotation", "dataloader"])
-def test_visualize_data_tool_on_small_shapes(tmp_path, monkeypatch, source):
+def test_visualize_data_tool_on_small_shapes(tmp_path, tmp_datasets_root, source):
     import importlib.util
     import os
 
-    from segtrain.data.datasets import builtin
-
-    original_root = builtin.get_datasets_root()
-    monkeypatch.setenv("SEGTRAIN_DATASETS", str(tmp_path / "datasets"))
     cfg_file = tmp_path / "cfg.yaml"
     cfg_file.write_text("DATASETS:\n  SHAPES:\n    NUM_TRAIN: 3\n    NUM_VAL: 2\n    IMAGE_SIZE: 64\n"
                         "SOLVER:\n  IMS_PER_BATCH: 2\nSEED: 0\n")
@@ -96,10 +92,7 @@ def test_visualize_data_tool_on_small_shapes(tmp_path, monkeypatch, source):
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     out = tmp_path / "vis"
-    try:
-        rc = tool.main(["--config-file", str(cfg_file), "--source", source, "--output-dir", str(out), "--num", "3"])
-    finally:
-        builtin.register_shapes(original_root)
+    rc = tool.main(["--config-file", str(cfg_file), "--source", source, "--output-dir", str(out), "--num", "3"])
     assert rc == 0
     pngs = sorted(out.glob("*.png"))
     assert len(pngs) == 3
