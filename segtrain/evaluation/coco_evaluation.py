@@ -19,6 +19,7 @@ from pycocotools.cocoeval import COCOeval
 from tabulate import tabulate
 
 from segtrain.config import configurable
+from segtrain.data.datasets.coco import has_segmentation
 from segtrain.utils import comm
 from segtrain.utils.errors import ConfigError, DatasetError
 
@@ -331,7 +332,7 @@ def _fill_missing_gt_fields(coco: COCO) -> None:
     """Give every GT annotation the ``iscrowd`` and ``area`` that COCOeval reads (hand-made
     jsons often omit them)."""
     for ann in coco.dataset.get("annotations", []):
-        if "segmentation" in ann and not ann["segmentation"]:
+        if "segmentation" in ann and not has_segmentation(ann):
             del ann["segmentation"]  # a box-only annotation written as [] / null (annToRLE fails on it)
         ann.setdefault("iscrowd", 0)
         if "area" not in ann:

@@ -12,6 +12,8 @@ import pycocotools.mask as mask_util
 
 from segtrain.utils.errors import ConfigError, DatasetError
 
+from ..datasets.coco import has_segmentation
+
 __all__ = ["ClipSampler", "OBJECT_SAMPLING_MODES", "image_dict_to_video_dict", "as_video_dict", "segmentation_present"]
 
 logger = logging.getLogger(__name__)
@@ -41,7 +43,7 @@ def image_dict_to_video_dict(image_dict: Dict[str, Any]) -> Dict[str, Any]:
     annos = [a for a in image_dict.get("annotations", []) if not a.get("iscrowd", 0)]
     image_id = image_dict.get("image_id")
     for a in annos:
-        if "segmentation" not in a:
+        if not has_segmentation(a):
             raise DatasetError(
                 f"{image_dict.get('file_name')}: annotation id {a.get('id')} has a box but no segmentation; "
                 "the video tracker trains on masks, so image datasets used as one-frame clips need masks"
