@@ -1,5 +1,5 @@
 """SAM 2's multi-step multi-mask loss (``MultiStepMultiMasksAndIous``), LOSSES.md "SAM 2"."""
-from typing import Dict, List, Mapping, Sequence
+from typing import Dict, List, Mapping, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -22,7 +22,6 @@ _COMPUTED = ("loss_mask", "loss_dice", "loss_iou", "loss_class")
 #: near 0 while the masks are poor and rises as they improve, which is why ``loss_iou``
 #: (an error against these targets) can rise while the IoU head learns (docs/sam2.md).
 IOU_TARGET_MEAN_KEY = "iou_target_mean"
-_TARGET_IOU_SUM, _TARGET_IOU_COUNT = "_target_iou_sum", "_target_iou_count"
 
 
 @CRITERION_REGISTRY.register()
@@ -140,9 +139,8 @@ class MultiStepMultiMasksAndIous(nn.Module):
             target_masks = targets.unsqueeze(1).float()  # [N, 1, H, W]
             for step, (src, ious, obj) in enumerate(zip(masks_list, ious_list, obj_list)):
                 self._check_shapes(frame, step, src, ious, obj, targets)
-                step = self._step_losses(src, target_masks, ious, num_objects, obj)
-                target_iou_sum = target_iou_sum + step.pop(_TARGET_IOU_SUM)
-                target_iou_count = target_iou_count + step.pop(_TARGET_IOU_COUNT)
+                step, iou_sum, iou_count = self._step_losses(src, target_masks, ious, num_objects, obj)
+                target_iou_sum, target_iou_count = target_iou_sum + iou_sum, target_iou_count + iou_count
                 for k, v in step.items():
                     losses[k] = losses[k] + v
         core: Tensor = zero
@@ -170,8 +168,10 @@ class MultiStepMultiMasksAndIous(nn.Module):
                 f"{name}: {where}: object_score_logits {tuple(obj.shape)} do not fit masks {tuple(src.shape)}; expected [N, 1]"
             )
 
-    def _step_losses(self, src: Tensor, target_masks: Tensor, ious: Tensor, num_objects: float, obj) -> Dict[str, Tensor]:
-        """One prediction step: src [N, M, H, W], target_masks [N, 1, H, W] -> the four scalar losses."""
+    def _step_losses(self, src: Tensor, target_masks: Tensor, ious: Tensor, num_objects: float,
+                     obj) -> Tuple[Dict[str, Tensor], Tensor, Tensor]:
+        """One prediction step: src [N, M, H, W], target_masks [N, 1, H, W] -> the four scalar
+        losses, and the sum and count of the IoU targets of the supervised objects (detached)."""
         # float32 as in the official code, float64 for float64 predictions (e.g. gradcheck)
         target_masks = target_masks.to(torch.promote_types(src.dtype, torch.float32)).expand_as(src)
         loss_multimask = sigmoid_focal_loss(src, target_masks, num_objects, alpha=self.focal_alpha,
@@ -203,11 +203,10 @@ class MultiStepMultiMasksAndIous(nn.Module):
         else:
             loss_mask, loss_dice, loss_iou = loss_multimask, loss_multidice, loss_multiiou
             target_iou = actual_ious
-        return {
+        losses = {
             "loss_mask": (loss_mask * target_obj).sum(),
             "loss_dice": (loss_dice * target_obj).sum(),
             "loss_iou": (loss_iou * target_obj).sum(),
             "loss_class": loss_class,
-            _TARGET_IOU_SUM: (target_iou * target_obj).sum().detach(),
-            _TARGET_IOU_COUNT: target_obj.sum().detach(),
         }
+        return losses, (target_iou * target_obj).sum().detach(), target_obj.sum().detach()
