@@ -329,11 +329,6 @@ class SimpleTrainer(TrainerBase):
     def _apply_step(self) -> None:
         self.optimizer.step()
 
-    def _optimizer_step(self) -> Optional[torch.Tensor]:
-        norm = self._prepare_step()
-        self._apply_step()
-        return norm
-
     def _stage_losses(self, loss_dict: Mapping[str, Any], data_time: float) -> "_StagedLosses":
         """Check that ``loss_dict`` has the core loss and stack every value, detached, into one
         device tensor (averaged over processes with one collective); nothing is read yet."""
