@@ -220,7 +220,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
 
         # One projection per encoder level, coarsest first (res5 -> res3), as official.
         self.input_proj = nn.ModuleList([
-            nn.Sequential(nn.Conv2d(in_channels, conv_dim, kernel_size=1), nn.GroupNorm(32, conv_dim))
+            nn.Sequential(Conv2d(in_channels, conv_dim, kernel_size=1), nn.GroupNorm(32, conv_dim))
             for in_channels in transformer_in_channels[::-1]
         ])
         for proj in self.input_proj:
