@@ -112,9 +112,10 @@ def _value_grad_coo(flat_rows: torch.Tensor, weights: torch.Tensor, g: torch.Ten
 
 def _value_grad_sorted(flat_rows: torch.Tensor, weights: torch.Tensor, g: torch.Tensor, K: int,
                        T: int) -> torch.Tensor:
-    # int32 keys: the sort (the dominant cost) is parallel and half the bytes of int64
-    rows32 = flat_rows.to(torch.int32)
-    sorted_rows, perm = torch.sort(rows32)
+    # the narrowest integer keys that hold every row: the sort (the dominant cost) is parallel,
+    # and int16 keys sort 2.4x faster than int32 at 2 threads (docs/benchmarks.md)
+    key_dtype = torch.int16 if T <= torch.iinfo(torch.int16).max else torch.int32
+    sorted_rows, perm = torch.sort(flat_rows.to(key_dtype))
     crow = torch.zeros(T + 1, dtype=torch.int32, device=g.device)
     torch.cumsum(torch.bincount(sorted_rows, minlength=T), 0, out=crow[1:])
     bags = torch.div(perm, K, rounding_mode="floor").to(torch.int32)
