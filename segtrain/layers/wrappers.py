@@ -2,16 +2,19 @@
 from typing import Callable, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Conv2d", "conv1x1_as_matmul", "c2_msra_fill", "c2_xavier_fill"]
+__all__ = ["Conv2d", "conv2d_as_matmul", "c2_msra_fill", "c2_xavier_fill"]
 
-#: On CPU, a 1x1 convolution with a stride or with at most this many output pixels per image
-#: runs as a matrix product (:func:`conv1x1_as_matmul`). At these shapes (ResNet res4/res5 and
-#: the strided shortcuts at Mask2Former's CPU input sizes) oneDNN's convolution backward is
-#: 2-4x slower than the two products; above it oneDNN's forward is the faster one
-#: (docs/benchmarks.md). 0 turns the path off.
+#: On CPU, small convolutions run as matrix products (:func:`conv2d_as_matmul`): a 1x1
+#: convolution with a stride or with at most ``MATMUL_1X1_MAX_PIXELS`` output pixels per image,
+#: a larger kernel with at most ``MATMUL_KXK_MAX_PIXELS``. At these shapes (ResNet res4/res5
+#: and the strided shortcuts at Mask2Former's CPU input sizes) oneDNN's convolution, its
+#: backward above all, is 2-4x slower than the products; above them oneDNN is the faster one
+#: (docs/benchmarks.md). 0 turns a path off.
 MATMUL_1X1_MAX_PIXELS = 64
+MATMUL_KXK_MAX_PIXELS = 16
 
 
 class Conv2d(nn.Conv2d):
@@ -32,7 +35,7 @@ class Conv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._runs_as_matmul(x):
-            x = conv1x1_as_matmul(x, self.weight, self.bias, self.stride)
+            x = conv2d_as_matmul(x, self.weight, self.bias, self.stride, self.padding)
         else:
             x = self._conv_forward(x, self.weight, self.bias)
         if self.norm is not None:
@@ -42,25 +45,35 @@ class Conv2d(nn.Conv2d):
         return x
 
     def _runs_as_matmul(self, x: torch.Tensor) -> bool:
-        if (x.device.type != "cpu" or x.dim() != 4 or self.kernel_size != (1, 1) or self.padding != (0, 0)
-                or self.groups != 1 or MATMUL_1X1_MAX_PIXELS <= 0):
+        if (x.device.type != "cpu" or x.dim() != 4 or self.groups != 1 or self.dilation != (1, 1)
+                or self.padding_mode != "zeros" or isinstance(self.padding, str)):
             return False
-        h = (x.shape[-2] - 1) // self.stride[0] + 1
-        w = (x.shape[-1] - 1) // self.stride[1] + 1
-        return self.stride != (1, 1) or h * w <= MATMUL_1X1_MAX_PIXELS
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        pixels = ((x.shape[-2] + 2 * ph - kh) // sh + 1) * ((x.shape[-1] + 2 * pw - kw) // sw + 1)
+        if (kh, kw) == (1, 1) and (ph, pw) == (0, 0):
+            return MATMUL_1X1_MAX_PIXELS > 0 and ((sh, sw) != (1, 1) or pixels <= MATMUL_1X1_MAX_PIXELS)
+        return pixels <= MATMUL_KXK_MAX_PIXELS
 
 
-def conv1x1_as_matmul(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-                      stride=(1, 1)) -> torch.Tensor:
-    """``F.conv2d(x, weight, bias, stride)`` for a 1x1 kernel (no padding, one group), as
-    ``weight [O, C] @ x [B, C, H'*W']`` on the strided pixels.
+def conv2d_as_matmul(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                     stride=(1, 1), padding=(0, 0)) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias, stride, padding)`` (one group, no dilation) as one matrix
+    product per image: ``weight [O, C*kh*kw] @ columns [C*kh*kw, H'*W']``, the columns being
+    ``F.unfold`` of the input, or for a 1x1 kernel without padding the strided pixels
+    themselves (no copy at stride 1).
 
-    x [B, C, H, W], weight [O, C, 1, 1], bias [O] or None -> [B, O, ceil(H/s), ceil(W/s)].
+    x [B, C, H, W], weight [O, C, kh, kw], bias [O] or None -> [B, O, H', W'] with
+    ``H' = (H + 2*padding - kh) // stride + 1`` (likewise W').
     """
-    if tuple(stride) != (1, 1):
-        x = x[:, :, :: stride[0], :: stride[1]]
-    b, c, h, w = x.shape
-    y = torch.matmul(weight.reshape(weight.shape[0], c), x.reshape(b, c, h * w)).view(b, -1, h, w)
+    b, o = x.shape[0], weight.shape[0]
+    (kh, kw), (sh, sw), (ph, pw) = weight.shape[-2:], tuple(stride), tuple(padding)
+    h = (x.shape[-2] + 2 * ph - kh) // sh + 1
+    w = (x.shape[-1] + 2 * pw - kw) // sw + 1
+    if (kh, kw) == (1, 1) and (ph, pw) == (0, 0):
+        cols = x[:, :, ::sh, ::sw].reshape(b, x.shape[1], h * w)
+    else:
+        cols = F.unfold(x, (kh, kw), padding=(ph, pw), stride=(sh, sw))  # [B, C*kh*kw, H'*W']
+    y = torch.matmul(weight.reshape(o, -1), cols).view(b, o, h, w)
     if bias is not None:
         y = y + bias.view(1, -1, 1, 1)
     return y

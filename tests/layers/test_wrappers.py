@@ -3,18 +3,21 @@ import torch
 import torch.nn.functional as F
 
 from segtrain.layers import wrappers
-from segtrain.layers.wrappers import Conv2d, conv1x1_as_matmul
+from segtrain.layers.wrappers import Conv2d, conv2d_as_matmul
 
 
-@pytest.mark.parametrize("stride,size", [(1, 4), (1, 7), (2, 8), (2, 7), (3, 10)])
+@pytest.mark.parametrize("kernel,stride,padding,size", [
+    (1, 1, 0, 4), (1, 1, 0, 7), (1, 2, 0, 8), (1, 2, 0, 7), (1, 3, 0, 10),
+    (3, 1, 1, 4), (3, 2, 1, 8), (3, 2, 1, 7), (3, 1, 0, 5), (7, 2, 3, 9), (1, 1, 1, 3),
+])
 @pytest.mark.parametrize("bias", [False, True])
-def test_conv1x1_as_matmul_matches_conv2d_values_and_grads(stride, size, bias):
+def test_conv2d_as_matmul_matches_conv2d_values_and_grads(kernel, stride, padding, size, bias):
     torch.manual_seed(0)
     x = torch.randn(2, 6, size, size, requires_grad=True)
-    w = torch.randn(5, 6, 1, 1, requires_grad=True)
+    w = torch.randn(5, 6, kernel, kernel, requires_grad=True)
     b = torch.randn(5, requires_grad=True) if bias else None
-    ref = F.conv2d(x, w, b, stride)
-    out = conv1x1_as_matmul(x, w, b, (stride, stride))
+    ref = F.conv2d(x, w, b, stride, padding)
+    out = conv2d_as_matmul(x, w, b, (stride, stride), (padding, padding))
     assert out.shape == ref.shape
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     g = torch.randn_like(ref)
@@ -25,17 +28,17 @@ def test_conv1x1_as_matmul_matches_conv2d_values_and_grads(stride, size, bias):
 
 def _spy(monkeypatch):
     calls = []
-    real = wrappers.conv1x1_as_matmul
+    real = wrappers.conv2d_as_matmul
 
     def spy(*args, **kwargs):
         calls.append(args[0].shape)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(wrappers, "conv1x1_as_matmul", spy)
+    monkeypatch.setattr(wrappers, "conv2d_as_matmul", spy)
     return calls
 
 
-def test_conv2d_takes_matmul_path_only_for_small_or_strided_1x1(monkeypatch):
+def test_conv2d_takes_matmul_path_only_for_small_outputs_or_strided_1x1(monkeypatch):
     torch.manual_seed(0)
     calls = _spy(monkeypatch)
     norm = torch.nn.GroupNorm(2, 8)
@@ -49,8 +52,16 @@ def test_conv2d_takes_matmul_path_only_for_small_or_strided_1x1(monkeypatch):
     strided = Conv2d(16, 8, kernel_size=1, stride=2)
     strided(torch.randn(2, 16, 32, 32))  # a stride: matmul at any size
     assert len(calls) == 2
-    Conv2d(16, 8, kernel_size=3, padding=1)(torch.randn(2, 16, 4, 4))  # not 1x1
+    conv3 = Conv2d(16, 8, kernel_size=3, padding=1)
+    conv3(torch.randn(2, 16, 8, 8))  # 3x3, 64 output pixels: oneDNN
     assert len(calls) == 2
+    x4 = torch.randn(2, 16, 4, 4)  # 3x3, 16 output pixels: matmul
+    torch.testing.assert_close(conv3(x4), F.conv2d(x4, conv3.weight, conv3.bias, padding=1), rtol=1e-5, atol=1e-5)
+    assert len(calls) == 3
+    Conv2d(16, 8, kernel_size=3, padding=1, dilation=2)(x4)  # dilated: oneDNN
+    assert len(calls) == 3
     monkeypatch.setattr(wrappers, "MATMUL_1X1_MAX_PIXELS", 0)  # switched off
+    monkeypatch.setattr(wrappers, "MATMUL_KXK_MAX_PIXELS", 0)
     conv(small)
-    assert len(calls) == 2
+    conv3(x4)
+    assert len(calls) == 3
