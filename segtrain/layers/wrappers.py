@@ -48,11 +48,15 @@ class Conv2d(nn.Conv2d):
         if (x.device.type != "cpu" or x.dim() != 4 or self.groups != 1 or self.dilation != (1, 1)
                 or self.padding_mode != "zeros" or isinstance(self.padding, str)):
             return False
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        pixels = ((x.shape[-2] + 2 * ph - kh) // sh + 1) * ((x.shape[-1] + 2 * pw - kw) // sw + 1)
-        if (kh, kw) == (1, 1) and (ph, pw) == (0, 0):
-            return MATMUL_1X1_MAX_PIXELS > 0 and ((sh, sw) != (1, 1) or pixels <= MATMUL_1X1_MAX_PIXELS)
-        return pixels <= MATMUL_KXK_MAX_PIXELS
+        h, w = _conv_output_hw(x, self.kernel_size, self.stride, self.padding)
+        if self.kernel_size == (1, 1) and self.padding == (0, 0):
+            return MATMUL_1X1_MAX_PIXELS > 0 and (self.stride != (1, 1) or h * w <= MATMUL_1X1_MAX_PIXELS)
+        return h * w <= MATMUL_KXK_MAX_PIXELS
+
+
+def _conv_output_hw(x: torch.Tensor, kernel, stride, padding):
+    """(H', W') of a convolution (no dilation) of x [..., H, W]: ``(H + 2*padding - k) // stride + 1``."""
+    return tuple((n + 2 * p - k) // s + 1 for n, k, s, p in zip(x.shape[-2:], kernel, stride, padding))
 
 
 def conv2d_as_matmul(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
@@ -66,13 +70,12 @@ def conv2d_as_matmul(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch
     ``H' = (H + 2*padding - kh) // stride + 1`` (likewise W').
     """
     b, o = x.shape[0], weight.shape[0]
-    (kh, kw), (sh, sw), (ph, pw) = weight.shape[-2:], tuple(stride), tuple(padding)
-    h = (x.shape[-2] + 2 * ph - kh) // sh + 1
-    w = (x.shape[-1] + 2 * pw - kw) // sw + 1
-    if (kh, kw) == (1, 1) and (ph, pw) == (0, 0):
-        cols = x[:, :, ::sh, ::sw].reshape(b, x.shape[1], h * w)
+    kernel, stride, padding = tuple(weight.shape[-2:]), tuple(stride), tuple(padding)
+    h, w = _conv_output_hw(x, kernel, stride, padding)
+    if kernel == (1, 1) and padding == (0, 0):
+        cols = x[:, :, :: stride[0], :: stride[1]].reshape(b, x.shape[1], h * w)
     else:
-        cols = F.unfold(x, (kh, kw), padding=(ph, pw), stride=(sh, sw))  # [B, C*kh*kw, H'*W']
+        cols = F.unfold(x, kernel, padding=padding, stride=stride)  # [B, C*kh*kw, H'*W']
     y = torch.matmul(weight.reshape(o, -1), cols).view(b, o, h, w)
     if bias is not None:
         y = y + bias.view(1, -1, 1, 1)
