@@ -12,7 +12,7 @@ an unsorted sparse COO product for ``value``, the needed dot products only
 separable bilinear factors to the sampling locations and attention weights.
 The value gradient is a scatter of the R*K weighted rows: a COO ``sparse.mm`` sorts and adds
 them on one thread, so with more than one thread :func:`value_grad` sorts the entries itself
-(parallel int32 sort) and multiplies a CSR matrix (MKL, all threads). Measured figures vs the
+(parallel int16 or int32 sort) and multiplies a CSR matrix (MKL, all threads). Measured figures vs the
 reference at 1 and 2 threads: ``tools/benchmark.py msda`` and docs/benchmarks.md. It never
 allocates the [N*M, D, Lq, L*P] sampled tensor of the reference.
 
@@ -95,7 +95,7 @@ def _bilinear_terms(value_shape, shapes: List[Tuple[int, int]], loc: torch.Tenso
 #: CPU value-gradient algorithm: "auto" (``"sorted"`` with more than one torch thread, else
 #: ``"coo"``), ``"coo"`` (unsorted COO ``sparse.mm``: it coalesces -- sorts -- the entries
 #: and adds them on one thread) or ``"sorted"`` (the entries sorted by value row with a
-#: parallel int32 sort, then a CSR x dense product, which MKL runs on all threads).
+#: parallel int16 or int32 sort, then a CSR x dense product, which MKL runs on all threads).
 #: Measured (docs/benchmarks.md): at 2 threads "sorted" is 1.6-1.8x faster than "coo"; at
 #: 1 thread "coo" is as fast or faster.
 VALUE_GRAD_PATH = "auto"
