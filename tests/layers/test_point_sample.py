@@ -7,6 +7,7 @@ from segtrain.layers.point_sample import (
     point_sample,
     select_uncertain_grid_points,
     select_uncertain_point_coords,
+    topk_indices_unordered,
 )
 
 
@@ -91,3 +92,41 @@ def test_select_uncertain_grid_points_row_count_mismatch():
 
     with pytest.raises(ValueError, match="cover 2 rows, coarse_logits has 3"):
         select_uncertain_grid_points(torch.randn(3, 1, 4, 4), [torch.rand(2, 8, 2)], 2, [None])
+
+
+def _index_sets(idx):
+    return [sorted(row) for row in idx.tolist()]
+
+
+def test_topk_indices_unordered_is_topks_set():
+    """The same set of indices per row as torch.topk for every k (numpy's introselect on the
+    CPU), float32 and float64; k = 0 gives [N, 0]."""
+    g = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.float64):
+        values = torch.randn(5, 300, generator=g).to(dtype)
+        for k in (1, 2, 75, 299, 300):
+            got = topk_indices_unordered(values, k)
+            assert got.shape == (5, k) and got.dtype == torch.int64
+            assert _index_sets(got) == _index_sets(torch.topk(values, k, dim=1)[1])
+    assert topk_indices_unordered(torch.randn(3, 10), 0).shape == (3, 0)
+
+
+def test_topk_indices_unordered_takes_nan_first_like_topk():
+    """topk ranks NaN above every number; so does the CPU selection (a NaN logit is the most
+    uncertain point, and the loss at it is NaN, as in the official code)."""
+    values = torch.tensor([[0.5, float("nan"), -1.0, 2.0, float("nan"), 0.0]])
+    got = _index_sets(topk_indices_unordered(values, 3))
+    assert got == _index_sets(torch.topk(values, 3, dim=1)[1]) == [[1, 3, 4]]
+
+
+def test_select_uncertain_grid_points_float64_gathers_the_same_points():
+    """float64 coordinates take the general gather (float32 pairs are gathered as 8-byte words):
+    the same candidate sets as the float32 call on the same numbers."""
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(4, 1, 6, 7, generator=g)
+    over = torch.rand(4, 30, 2, generator=g)
+    grid32 = select_uncertain_grid_points(logits, [over.clone()], 9, [None])
+    grid64 = select_uncertain_grid_points(logits.double(), [over.double()], 9, [None])
+    assert grid64.dtype == torch.float64
+    for i in range(4):
+        assert sorted(map(tuple, grid32[i].tolist())) == sorted(map(tuple, grid64[i].float().tolist()))
