@@ -154,6 +154,29 @@ def test_from_config_and_registry():
     assert (m2.cost_class, m2.cost_mask, m2.cost_dice, m2.num_points) == (3, 1, 1, 0)
 
 
+def test_gt_sampled_by_image_equals_per_gt_sampling():
+    """On the CPU the matcher samples each image's GT masks as the channels of one
+    channels-last grid_sample; the values equal per-GT point_sample bit for bit, zero rows
+    padding the image with fewer GT (sizes 3 and 1, one image without GT)."""
+    m = HungarianMatcher(1, 1, 1, num_points=50)
+    tgt = _targets([3, 1, 0], 3, 20, 24)
+    packed = hungarian_mod.pack_instance_targets(tgt)
+    torch.manual_seed(0)
+    coords = m.draw_point_coords(3)
+    by_image = m._gt_by_image(packed)
+    assert by_image.shape == (3, 3, 20, 24) and by_image.is_contiguous(memory_format=torch.channels_last)
+    got = m._targets_of(packed, coords, by_image)
+    ref = m._targets_of(packed, coords)
+    assert got.shape == ref.shape == (3, 3, 50)
+    assert torch.equal(got, ref)
+    assert torch.equal(got[1, 1:], torch.zeros(2, 50)) and torch.equal(got[2], torch.zeros(3, 50))
+    for b, t in enumerate(tgt):
+        n = len(t["labels"])
+        if n:
+            expected = point_sample(t["masks"].float()[:, None], coords[b:b + 1].expand(n, -1, -1)).squeeze(1)
+            assert torch.equal(got[b, :n], expected)
+
+
 @pytest.mark.parametrize("costs", [(2, 5, 5), (1, 0, 3), (1, 4, 0)])
 def test_point_chunks_equal_one_chunk_and_the_formulas(monkeypatch, costs):
     """The mask costs accumulated over chunks of points (CPU, one thread) equal the unchunked
