@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from segtrain.layers.losses import (
     batch_dice_loss,
     batch_sigmoid_ce_loss,
+    batch_sigmoid_ce_loss_two_pass,
     batch_sigmoid_focal_class_cost,
     dice_loss,
     iou_loss,
@@ -87,6 +88,16 @@ def test_batch_sigmoid_ce_loss_hand_and_pairwise():
     pair = torch.stack([torch.stack([sigmoid_ce_loss(x[i:i + 1], t[j:j + 1], 1) for j in range(3)]) for i in range(4)])
     torch.testing.assert_close(batch_sigmoid_ce_loss(x, t), pair)
     assert torch.isfinite(batch_sigmoid_ce_loss(x * 1e3, t)).all()
+
+
+def test_batch_sigmoid_ce_loss_two_pass_is_the_same_cost():
+    """The formula as written (two BCE passes, two products; the loop baseline's form) gives
+    the one-softplus form's values, batched or not, and stays finite for huge logits."""
+    g = torch.Generator().manual_seed(1)
+    x, t = torch.randn(2, 6, 50, generator=g) * 8, (torch.rand(2, 3, 50, generator=g) > 0.5).float()
+    torch.testing.assert_close(batch_sigmoid_ce_loss_two_pass(x, t), batch_sigmoid_ce_loss(x, t))
+    torch.testing.assert_close(batch_sigmoid_ce_loss_two_pass(x[0], t[0]), batch_sigmoid_ce_loss(x[0], t[0]))
+    assert torch.isfinite(batch_sigmoid_ce_loss_two_pass(x * 1e3, t)).all()
 
 
 def test_batch_dice_loss_matches_pairwise_and_batches():
