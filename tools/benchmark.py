@@ -6,7 +6,9 @@ as JSON. Times are medians over ``--repeat`` rounds after ``--warmup``; ``--thre
 
     train      forward+backward and optimizer-step time, iterations/s, images/s and peak memory
                of a config (default projects/m2f/r50.yaml; KEY VALUE overrides at the end),
-               vs the baseline form of the same model and step
+               vs the baseline form of the same model and step; ``no_loss``: the same model's
+               forward+backward without the criterion (backward of the sum of every output),
+               as the issue's official Mask2Former figure is defined
     data       training-loader images/s with 0, 1, ... worker processes
     eval       COCOEvaluator time per image (process + evaluate) on the config's test set
     criterion  criterion forward+backward time and peak memory at official settings, and the
@@ -54,7 +56,7 @@ CRITERION_CASES = ("m2f", "m2f_loop", "matcher", "matcher_loop", "sam3", "sam2")
 # another, so that a large unrelated case (sam2 peaks at ~3 GB) does not disturb a ratio's heap
 CRITERION_GROUPS = (("m2f", "m2f_loop"), ("matcher", "matcher_loop"), ("sam3",), ("sam2",))
 MASKS_CASES = ("points", "full", "full_naive")
-TRAIN_VARIANTS = ("segtrain", "baseline", "compiled")
+TRAIN_VARIANTS = ("segtrain", "baseline", "no_loss", "compiled")
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -888,8 +890,25 @@ def _train_variant(args, device, variant: str, batches):
     return model, opt, build_gradient_clipper(cfg)
 
 
-def _train_step(model, opt, clip, batches, device, breakdown: bool):
-    """One training step on the next batch; returns {fwd_bwd, optim, and forward parts} seconds."""
+def _model_only_loss(model, batch):
+    """The "no loss" step of a MaskFormer-style model: backbone + pixel decoder + transformer
+    decoder forward, and the sum of every output tensor (all 10 predictions' class logits and
+    mask logits) as the scalar to back-propagate -- the model's whole forward and backward,
+    without the matcher and the criterion."""
+    import torch
+
+    if not all(hasattr(model, a) for a in ("preprocess_image", "backbone", "sem_seg_head")):
+        raise SystemExit(f"benchmark.py train: variant no_loss needs a MaskFormer-style model (preprocess_image, "
+                         f"backbone, sem_seg_head); {type(model).__name__} has not")
+    images = model.preprocess_image(batch)
+    outputs = model.sem_seg_head(model.backbone(images.tensor))
+    layers = [outputs] + list(outputs.get("aux_outputs") or [])
+    return torch.stack([v.float().sum() for layer in layers for k, v in layer.items() if torch.is_tensor(v)]).sum()
+
+
+def _train_step(model, opt, clip, batches, device, breakdown: bool, model_only: bool = False):
+    """One training step on the next batch; returns {fwd_bwd, optim, and forward parts} seconds.
+    ``model_only``: the loss is :func:`_model_only_loss` (no criterion)."""
     from segtrain.modeling.criterion import CORE_LOSS_KEY
 
     params = [p for g in opt.param_groups for p in g["params"]]
@@ -917,7 +936,7 @@ def _train_step(model, opt, clip, batches, device, breakdown: bool):
         batch = batches[counter[0] % len(batches)]
         counter[0] += 1
         t0, c0 = time.perf_counter(), time.process_time()
-        loss = model(batch)[CORE_LOSS_KEY]
+        loss = _model_only_loss(model, batch) if model_only else model(batch)[CORE_LOSS_KEY]
         t_fwd, c_fwd = time.perf_counter(), time.process_time()
         loss.backward()
         _sync(device)
@@ -964,9 +983,10 @@ def add_train_parser(subparsers) -> None:
     p.add_argument("--config-file", default="projects/m2f/r50.yaml", metavar="FILE")
     p.add_argument("--module", action="append", default=[], help="user module to import first (repeatable)")
     p.add_argument("--batches", type=int, default=2, help="distinct batches, fetched before timing and cycled")
-    p.add_argument("--variants", default="segtrain,baseline",
+    p.add_argument("--variants", default="segtrain,baseline,no_loss",
                    help=f"comma-separated subset of {', '.join(TRAIN_VARIANTS)} (baseline: official MSDeformAttn "
-                        "algorithm + per-image/per-layer criterion loop + per-tensor AdamW; compiled: MODEL.COMPILE)")
+                        "algorithm + per-image/per-layer criterion loop + per-tensor AdamW; no_loss: segtrain's model "
+                        "without the criterion, backward of the sum of its outputs; compiled: MODEL.COMPILE)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     p.set_defaults(func=run_train)
@@ -979,7 +999,7 @@ def _train_memory_variant(variant: str, args) -> Dict:
     device = _device(args.device)
     batches, _ = _train_batches(args, device, 1)
     model, opt, clip = _train_variant(args, device, variant, batches)
-    step = _train_step(model, opt, clip, batches, device, breakdown=False)
+    step = _train_step(model, opt, clip, batches, device, breakdown=False, model_only=(variant == "no_loss"))
     return {"case": variant, "peak_mb": _peak_of_step(step, device, steps=2)}
 
 
@@ -994,7 +1014,8 @@ def run_train(args) -> int:
     steps: "OrderedDict[str, Callable]" = OrderedDict()
     for v in variants:
         model, opt, clip = _train_variant(args, device, v, batches)
-        steps[v] = _train_step(model, opt, clip, batches, device, breakdown=(v == "segtrain"))
+        steps[v] = _train_step(model, opt, clip, batches, device, breakdown=(v == "segtrain"),
+                               model_only=(v == "no_loss"))
     timed = interleaved(steps, device, args.warmup, args.repeat)
     results, rows = [], []
     for v in variants:
@@ -1022,6 +1043,9 @@ def run_train(args) -> int:
                                                   if k.endswith("_median_ms") and k.startswith((
                                                       "fwd_backbone", "fwd_pixel", "fwd_transformer", "fwd_criterion",
                                                       "forward", "backward"))}
+    if "no_loss" in by:
+        summary["fwd_bwd_no_loss_median_s"] = by["no_loss"]["fwd_bwd_median_ms"] / 1000
+        summary["fwd_bwd_no_loss_min_s"] = by["no_loss"]["fwd_bwd_min_ms"] / 1000
     for other in ("baseline", "compiled"):
         if seg and other in by:
             summary[f"fwd_bwd_speedup_{other}_over_segtrain"] = by[other]["fwd_bwd_median_ms"] / seg["fwd_bwd_median_ms"]

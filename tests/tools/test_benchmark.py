@@ -123,9 +123,10 @@ def test_train_data_eval_tiny(tool, tmp_path, shapes_tiny):
     assert tool.main(argv) == 0
     rep = _json(out)
     by = {r["variant"]: r for r in rep["results"]}
-    assert set(by) == {"segtrain", "baseline"}
+    assert set(by) == {"segtrain", "baseline", "no_loss"}
     for r in by.values():
         assert r["fwd_bwd_median_ms"] > 0 and r["optim_median_ms"] > 0 and r["images_per_s"] > 0
+    assert rep["summary"]["fwd_bwd_no_loss_median_s"] == by["no_loss"]["fwd_bwd_median_ms"] / 1000
     assert rep["summary"]["images_per_iteration"] == 2 and rep["summary"]["image_size"] == [64, 64]
     parts = rep["summary"]["breakdown_cpu_median_ms"]
     assert {"fwd_backbone", "fwd_pixel_decoder", "fwd_transformer_decoder", "fwd_criterion", "backward"} <= set(parts)
@@ -142,6 +143,24 @@ def test_train_data_eval_tiny(tool, tmp_path, shapes_tiny):
     (r,) = _json(out)["results"]
     assert r["images"] == 3 and r["detections_per_image"] == 5 and r["total_ms_per_image"] > 0
     assert 0 <= r["segm_AP"] <= 100  # shifted GT masks are found
+
+
+def test_no_loss_step_back_propagates_through_the_whole_model_without_the_criterion(tool, shapes_tiny):
+    """The no_loss variant: every parameter that the training loss reaches gets a gradient
+    from the sum of the outputs, and the criterion is never called."""
+    import argparse
+
+    import torch
+
+    args = argparse.Namespace(config_file=TINY, opts=shapes_tiny,
+                              module=[], seed=0, batches=1, device="cpu")
+    batches, _ = tool._train_batches(args, torch.device("cpu"), 1)
+    model, _, _ = tool._train_variant(args, torch.device("cpu"), "no_loss", batches)
+    model.criterion.forward = lambda *a, **k: (_ for _ in ()).throw(AssertionError("criterion called"))
+    tool._model_only_loss(model, batches[0]).backward()
+    no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None
+               and not n.startswith("criterion.")]
+    assert no_grad == []
 
 
 def test_unknown_case_is_an_error(tool, capsys):
