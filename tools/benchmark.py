@@ -903,7 +903,7 @@ def _model_only_loss(model, batch):
     images = model.preprocess_image(batch)
     outputs = model.sem_seg_head(model.backbone(images.tensor))
     layers = [outputs] + list(outputs.get("aux_outputs") or [])
-    return torch.stack([v.float().sum() for layer in layers for k, v in layer.items() if torch.is_tensor(v)]).sum()
+    return torch.stack([v.float().sum() for layer in layers for v in layer.values() if torch.is_tensor(v)]).sum()
 
 
 def _train_step(model, opt, clip, batches, device, breakdown: bool, model_only: bool = False):

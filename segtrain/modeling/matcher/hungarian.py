@@ -344,8 +344,7 @@ class HungarianMatcher(nn.Module):
             return packed.padded(packed.masks.flatten(1))
         coords = coords.to(packed.masks.device, torch.float32)
         if gt_by_image is not None:
-            grid = (coords * 2.0).sub_(1.0).unsqueeze(2)  # as point_sample: [B, P, 1, 2]
-            return F.grid_sample(gt_by_image, grid, align_corners=False).squeeze(3)
+            return point_sample(gt_by_image, coords)  # [B, maxn, P]: an image's GT masks are its channels
         gt_coords = coords[packed.image_index()]  # [G, P, 2]: each GT at its image's points
         return packed.padded(point_sample(packed.masks[:, None], gt_coords).squeeze(1))
 
