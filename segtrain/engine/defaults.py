@@ -31,7 +31,8 @@ from segtrain.utils.env import collect_env_info, seed_all_rng, setup_determinism
 from segtrain.utils.errors import ConfigError, SegtrainError
 from segtrain.utils.events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardXWriter, WandbWriter
 from segtrain.utils.logger import setup_logger
-from segtrain.utils.plot_metrics import write_metrics_png
+from segtrain.utils.loss_trends import format_loss_trends, loss_trends, rising_keys
+from segtrain.utils.plot_metrics import read_metrics, write_metrics_png
 
 from . import hooks
 from .launch import launch
@@ -302,13 +303,38 @@ class DefaultTrainer(TrainerBase):
         (also written to ``OUTPUT_DIR/metrics_final.json``)."""
         super().train(self.start_iter, self.max_iter)
         results = self._last_eval_results
+        trends = self._report_loss_trends()
         if results and comm.is_main_process() and self.cfg.OUTPUT_DIR:
             path = os.path.join(self.cfg.OUTPUT_DIR, "metrics_final.json")
             payload = {"iteration": self.iter - 1, "results": results}
+            if trends:
+                payload["loss_trends"] = trends
             atomic_write_bytes(path, json.dumps(payload, indent=2, default=float).encode())
             logger.info(f"Final evaluation results written to {path}")
         self._write_training_curves()
         return results
+
+    def _report_loss_trends(self) -> Dict[str, Dict[str, float]]:
+        """Log every loss key's last-fifth / first-fifth mean ratio over ``metrics.json`` (see
+        :mod:`segtrain.utils.loss_trends`) and warn about the keys that did not go down; returns
+        the trends (empty on other processes, without metrics.json, or for short runs)."""
+        metrics = os.path.join(self.cfg.OUTPUT_DIR or "", "metrics.json")
+        if not (comm.is_main_process() and self.cfg.OUTPUT_DIR and os.path.isfile(metrics)):
+            return {}
+        try:
+            trends = loss_trends(read_metrics(metrics)[0])
+        except Exception as e:  # noqa: BLE001 - the run is done; a report must not turn it into a failure
+            logger.warning(f"could not read loss trends from {metrics}: {e}")
+            return {}
+        if trends:
+            logger.info(format_loss_trends(trends, f"Loss trends over the run ({metrics}):"))
+            rising = rising_keys(trends)
+            if rising:
+                logger.warning(
+                    f"{len(rising)} loss key(s) did not go down over the run (last fifth >= first fifth): "
+                    + ", ".join(f"{k} x{trends[k]['ratio']:.2f}" for k in rising)
+                )
+        return trends
 
     def _write_training_curves(self) -> None:
         """``OUTPUT_DIR/metrics.png`` from ``metrics.json`` (main process, best effort: a plotting

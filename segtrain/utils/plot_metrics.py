@@ -121,6 +121,18 @@ def group_keys(keys: List[str]) -> "OrderedDict[str, List[str]]":
     return OrderedDict((t, sorted(groups[t])) for t in sorted(groups, key=rank))
 
 
+def match_keys(keys: List[str], key_regex: str, what: str = "metric") -> List[str]:
+    """The keys in which ``key_regex`` is found; a bad pattern or no match is a one-line error."""
+    try:
+        pattern = re.compile(key_regex)
+    except re.error as e:
+        raise _error(f"--keys {key_regex!r} is not a valid regular expression ({e})") from None
+    keys = [k for k in keys if pattern.search(k)]
+    if not keys:
+        raise _error(f"--keys {key_regex!r} matches no {what}")
+    return keys
+
+
 def plot_metrics(records: List[Dict[str, float]], x_key: str, output: str, key_regex: str = "",
                  smooth: int = 1) -> int:
     """Draw the grid into ``output`` (PNG); returns the number of subplots."""
@@ -131,9 +143,7 @@ def plot_metrics(records: List[Dict[str, float]], x_key: str, output: str, key_r
 
     keys = sorted({k for r in records for k in r if k != x_key})
     if key_regex:
-        keys = [k for k in keys if re.search(key_regex, k)]
-        if not keys:
-            raise _error(f"--keys {key_regex!r} matches no metric")
+        keys = match_keys(keys, key_regex, "metric")
     groups = group_keys(keys)
     n = len(groups)
     ncols = min(3, n)

@@ -171,3 +171,25 @@ def test_default_setup_saves_loadable_config(tmp_path):
     assert again.SOLVER.BASE_LR == 0.123 and again.MODEL.META_ARCHITECTURE == "EngineTestNet"
     assert again.dump() == cfg.dump()
     assert "Running with full config" in open(tmp_path / "log.txt").read()
+
+
+def test_loss_trends_logged_and_in_final_metrics(tmp_path, caplog):
+    """At the end of a run the trainer compares each loss key's last and first fifth of
+    metrics.json, warns about keys that did not go down, and stores the figures in
+    metrics_final.json."""
+    _SCRIPT[:] = [1.0]
+    cfg = _cfg(tmp_path, **{"SOLVER.MAX_ITER": 24, "SOLVER.STEPS": (30,), "LOG_PERIOD": 1})
+    t = _trainer(cfg, ScriptedEvalTrainer)
+    with caplog.at_level("INFO", logger="segtrain"):
+        t.train()
+    final = json.load(open(tmp_path / "metrics_final.json"))
+    lines = [json.loads(x) for x in open(tmp_path / "metrics.json")]
+    trends = final["loss_trends"]
+    assert {"core_loss", "loss_mse", "loss_l1"} <= set(trends) and "lr" not in trends
+    mse = [x["loss_mse"] for x in lines if "loss_mse" in x]
+    n = len(mse) // 5
+    assert trends["loss_mse"]["first"] == pytest.approx(sum(mse[:n]) / n)
+    assert trends["loss_mse"]["last"] == pytest.approx(sum(mse[-n:]) / n)
+    assert "Loss trends over the run" in caplog.text
+    rising = [k for k, v in trends.items() if v["ratio"] >= 1]
+    assert ("did not go down" in caplog.text) == bool(rising)

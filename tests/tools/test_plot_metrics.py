@@ -75,3 +75,21 @@ def test_bad_files_give_one_line_errors(tmp_path, capsys, content, expect):
     err = capsys.readouterr().err.strip()
     assert expect in err and len(err.splitlines()) == 1
     assert not (tmp_path / "o.png").exists()
+
+
+def test_trends_prints_table_and_exit_code(tmp_path, capsys):
+    tool = _load_tool()
+    metrics = tmp_path / "metrics.json"
+    _write_metrics(metrics)  # core_loss falls; loss_ce, loss_mask, loss_ce_i are noise
+    rc = tool.main([str(metrics), "--trends"])
+    out = capsys.readouterr().out
+    rows = {ln.split()[0]: ln for ln in out.splitlines()[1:] if ln and not ln.startswith("did not")}
+    assert "core_loss" in rows and not rows["core_loss"].endswith("UP")
+    assert "lr" not in rows and "segm/AP" not in rows
+    rising = [k for k, ln in rows.items() if ln.endswith("UP")]
+    assert rc == (1 if rising else 0)
+    assert not (tmp_path / "metrics.png").exists()  # --trends does not plot
+    # only the selected keys; a falling one gives exit code 0
+    assert tool.main([str(metrics), "--trends", "--keys", "^core_loss$"]) == 0
+    assert tool.main([str(metrics), "--trends", "--keys", "("]) == 2
+    assert "not a valid regular expression" in capsys.readouterr().err

@@ -1,0 +1,77 @@
+"""Did every loss component go down? The mean of each loss key over the last fifth of a run's
+logged records against its mean over the first fifth.
+
+A loss that is flat or rising over a whole run (a class loss stuck at its prior, an aux copy
+whose layer does not learn, an IoU loss whose targets move) is easy to miss among 30 curves;
+the trainer logs this table at the end of every run, names the keys whose ratio is >= 1 in
+a warning and stores the figures in ``metrics_final.json`` under ``"loss_trends"``.
+
+    python tools/plot_metrics.py output/metrics.json --trends
+"""
+import math
+from collections import OrderedDict
+from typing import Dict, List, Optional
+
+from segtrain.utils.plot_metrics import group_keys, split_of
+
+__all__ = ["is_loss_key", "loss_trends", "format_loss_trends", "rising_keys"]
+
+# Fewer records than this per key give fifths of fewer than 2 records: no trend is reported.
+MIN_RECORDS = 10
+# A trend: {"first": mean over the first fifth, "last": mean over the last fifth,
+# "ratio": last / first (inf when first is 0 and last is not), "records": records with the key}
+Trend = Dict[str, float]
+
+
+def is_loss_key(key: str) -> bool:
+    """Loss components and totals (``loss_*``, ``core_loss*``, ``total_loss``, with or without a
+    ``train/`` / ``val/`` prefix); not metrics such as ``presence_dec_acc`` or ``lr``."""
+    leaf = split_of(key)[1]
+    return leaf.startswith("loss") or leaf.startswith("core_loss") or leaf == "total_loss"
+
+
+def _mean(values: List[float]) -> float:
+    return math.fsum(values) / len(values)
+
+
+def loss_trends(records: List[Dict[str, float]], min_records: int = MIN_RECORDS) -> "OrderedDict[str, Trend]":
+    """Trend of every loss key that appears in at least ``min_records`` records, in the order of
+    :func:`segtrain.utils.plot_metrics.group_keys` (totals first, aux copies after their main key).
+
+    records: metrics.json lines in logging order (see ``read_metrics``). The fifths are taken
+    over the records that carry the key, so validation keys logged every few hundred
+    iterations are compared among themselves."""
+    series: Dict[str, List[float]] = {}
+    for r in records:
+        for k, v in r.items():
+            if is_loss_key(k) and math.isfinite(v):
+                series.setdefault(k, []).append(float(v))
+    out: "OrderedDict[str, Trend]" = OrderedDict()
+    for keys in group_keys([k for k, v in series.items() if len(v) >= min_records]).values():
+        for k in keys:
+            v = series[k]
+            n = max(1, len(v) // 5)
+            first, last = _mean(v[:n]), _mean(v[-n:])
+            ratio = last / first if first > 0 else (1.0 if last == first else math.inf)
+            out[k] = {"first": first, "last": last, "ratio": ratio, "records": len(v)}
+    return out
+
+
+def rising_keys(trends: Dict[str, Trend]) -> List[str]:
+    """Keys whose last-fifth mean is not below their first-fifth mean."""
+    return [k for k, t in trends.items() if not t["ratio"] < 1.0]
+
+
+def format_loss_trends(trends: Dict[str, Trend], title: Optional[str] = None) -> str:
+    """A fixed-width table: key, first-fifth mean, last-fifth mean, ratio, and "UP" where the
+    ratio is >= 1."""
+    lines = [title] if title else []
+    if not trends:
+        lines.append(f"(no loss key with at least {MIN_RECORDS} records)")
+        return "\n".join(lines)
+    w = max(len(k) for k in trends)
+    lines.append(f"{'key':<{w}}  {'first 1/5':>10}  {'last 1/5':>10}  {'last/first':>10}")
+    for k, t in trends.items():
+        flag = "  UP" if not t["ratio"] < 1.0 else ""
+        lines.append(f"{k:<{w}}  {t['first']:>10.4g}  {t['last']:>10.4g}  {t['ratio']:>10.3f}{flag}")
+    return "\n".join(lines)
