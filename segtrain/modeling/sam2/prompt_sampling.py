@@ -9,9 +9,9 @@ generator (seeded and checkpointed by the trainer) unless a ``generator`` is giv
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
-import cv2
 import numpy as np
 import torch
+from scipy.ndimage import distance_transform_edt
 from torch import Tensor
 
 __all__ = [
@@ -137,11 +137,32 @@ def sample_random_points_from_errors(gt: Tensor, pred: Optional[Tensor] = None,
     return coords.to(gt.device), labels.to(gt.device)
 
 
+def _deepest_pixel(region: np.ndarray) -> Tuple[float, int, int]:
+    """(distance, y, x) of the pixel of ``region`` (bool [H, W]) farthest from every pixel
+    outside it, the image border counting as outside (exact Euclidean distance); ties go to
+    the first pixel in row-major order. (0.0, -1, -1) for an empty region.
+
+    The distance transform runs on the region's bounding box padded by one pixel: every pixel
+    outside the box is at least as far from an inside pixel as the box's padding ring, which
+    is outside the region, so the distances are exact. SAM 2 uses OpenCV's precise
+    ``distanceTransform``; its float32 results vary by ~1e-6 between identical calls, which
+    changes the chosen pixel among exact ties and made training runs irreproducible."""
+    ys, xs = np.nonzero(region)
+    if ys.size == 0:
+        return 0.0, -1, -1
+    y0, x0 = int(ys.min()), int(xs.min())
+    crop = np.pad(region[y0:int(ys.max()) + 1, x0:int(xs.max()) + 1], 1)
+    dist = distance_transform_edt(crop)[1:-1, 1:-1]
+    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    return float(dist[y, x]), y0 + int(y), x0 + int(x)
+
+
 def sample_one_point_from_error_center(gt: Tensor, pred: Tensor) -> Tuple[Tensor, Tensor]:
     """The corrective click of SAM 2's evaluation and training: the error pixel farthest
     from the error region's boundary (an L2 distance transform, the image border counting as
     boundary), taken in the false negatives (label 1) if their largest distance beats the
-    false positives' (label 0). No error gives a padding point (-1).
+    false positives' (label 0). No error gives a padding point (-1). Deterministic: exact
+    distances, ties to the first pixel in row-major order (see ``_deepest_pixel``).
     gt, pred: bool [N, H, W]. Returns (coords [N, 1, 2], labels [N, 1])."""
     gt_np = gt.bool().cpu().numpy()
     pred_np = pred.bool().cpu().numpy()
@@ -149,17 +170,12 @@ def sample_one_point_from_error_center(gt: Tensor, pred: Tensor) -> Tuple[Tensor
     coords = np.zeros((n, 1, 2), dtype=np.float32)
     labels = np.full((n, 1), -1, dtype=np.int64)
     for i in range(n):
-        fn = gt_np[i] & ~pred_np[i]
-        fp = ~gt_np[i] & pred_np[i]
-        if not (fn.any() or fp.any()):
+        fn_dist, fn_y, fn_x = _deepest_pixel(gt_np[i] & ~pred_np[i])
+        fp_dist, fp_y, fp_x = _deepest_pixel(~gt_np[i] & pred_np[i])
+        if fn_y < 0 and fp_y < 0:
             continue
-        # pad by one background pixel so the image border is a boundary too
-        fn_dt = cv2.distanceTransform(np.pad(fn, 1).astype(np.uint8), cv2.DIST_L2, 0)[1:-1, 1:-1]
-        fp_dt = cv2.distanceTransform(np.pad(fp, 1).astype(np.uint8), cv2.DIST_L2, 0)[1:-1, 1:-1]
-        positive = fn_dt.max() > fp_dt.max()
-        dt = fn_dt if positive else fp_dt
-        y, x = np.unravel_index(int(np.argmax(dt)), dt.shape)
-        coords[i, 0] = (x, y)
+        positive = fn_dist > fp_dist
+        coords[i, 0] = (fn_x, fn_y) if positive else (fp_x, fp_y)
         labels[i, 0] = int(positive)
     return torch.from_numpy(coords).to(gt.device), torch.from_numpy(labels).to(gt.device)
 

@@ -135,3 +135,52 @@ def test_concat_points():
     with pytest.raises(ValueError, match="uniform, center"):
         get_next_point(torch.zeros(1, 2, 2, dtype=torch.bool), None, "random")
     assert np.isfinite(c.numpy()).all()
+
+
+def _deepest_reference(region):
+    """Brute force: for each region pixel, the distance to the nearest pixel outside the
+    region, the ring just outside the image counting as outside; the first maximum in
+    row-major order."""
+    h, w = region.shape
+    outside = [(y, x) for y in range(-1, h + 1) for x in range(-1, w + 1)
+               if not (0 <= y < h and 0 <= x < w) or not region[y, x]]
+    out = np.array(outside, dtype=np.float64)
+    best, where = 0.0, None
+    for y in range(h):
+        for x in range(w):
+            if region[y, x]:
+                d = np.sqrt(((out - (y, x)) ** 2).sum(1)).min()
+                if d > best:
+                    best, where = d, (y, x)
+    return best, where
+
+
+def test_center_click_matches_exact_distance_reference_and_opencv():
+    """The click is the exact deepest error pixel (brute-force reference, first in row-major
+    order among ties), and its depth is what OpenCV's precise distance transform (used by
+    SAM 2) gives, within its float32 round-off. Repeated calls give the same clicks."""
+    cv2 = pytest.importorskip("cv2")
+    rng = np.random.default_rng(0)
+    for trial in range(40):
+        h, w = int(rng.integers(6, 18)), int(rng.integers(6, 18))
+        yy, xx = np.mgrid[:h, :w]
+        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(1, 8)
+        gt = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+        pred = gt ^ (rng.random((h, w)) < 0.15)
+        if trial % 5 == 0:
+            pred = np.zeros_like(gt)  # from an empty prediction: the click is the deepest GT pixel
+        coords, labels = sample_one_point_from_error_center(torch.from_numpy(gt)[None], torch.from_numpy(pred)[None])
+        fn_d, fn_at = _deepest_reference(gt & ~pred)
+        fp_d, fp_at = _deepest_reference(~gt & pred)
+        if fn_at is None and fp_at is None:
+            assert labels.item() == -1
+            continue
+        positive = fn_d > fp_d
+        y, x = fn_at if positive else fp_at
+        assert labels.item() == int(positive)
+        assert coords[0, 0].tolist() == [float(x), float(y)], trial
+        region = (gt & ~pred) if positive else (~gt & pred)
+        ocv = cv2.distanceTransform(np.pad(region, 1).astype(np.uint8), cv2.DIST_L2, 0)[1:-1, 1:-1]
+        assert abs(float(ocv.max()) - (fn_d if positive else fp_d)) < 1e-5
+        again, _ = sample_one_point_from_error_center(torch.from_numpy(gt)[None], torch.from_numpy(pred)[None])
+        assert torch.equal(again, coords)
