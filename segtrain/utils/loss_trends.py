@@ -3,8 +3,9 @@ logged records against its mean over the first fifth.
 
 A loss that is flat or rising over a whole run (a class loss stuck at its prior, an aux copy
 whose layer does not learn, an IoU loss whose targets move) is easy to miss among 30 curves;
-the trainer logs this table at the end of every run, names the keys whose ratio is >= 1 in
-a warning and stores the figures in ``metrics_final.json`` under ``"loss_trends"``.
+the trainer logs this table at the end of every run (over the latest history in
+metrics.json, see ``plot_metrics.read_metrics``), names the keys whose ratio is >= 1 in a
+warning and stores the figures in ``metrics_final.json`` under ``"loss_trends"``.
 
     python tools/plot_metrics.py output/metrics.json --trends
 """

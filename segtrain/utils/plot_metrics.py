@@ -70,7 +70,30 @@ def read_metrics(path: str) -> Tuple[List[Dict[str, float]], str]:
     x_key = next((k for k in _X_KEYS if any(k in r for r in records)), "")
     if not any(k != x_key for r in records for k in r):
         raise _error(f"{path}: no numeric metrics to plot")
+    if x_key:
+        kept = latest_history(records, x_key)
+        if len(kept) != len(records):
+            logger.info(f"{path}: the {x_key} goes back (a resumed run or a new run in the same folder); "
+                        f"using the latest history, {len(kept)} of {len(records)} records")
+        records = kept
     return records, x_key
+
+
+def latest_history(records: List[Dict[str, float]], x_key: str) -> List[Dict[str, float]]:
+    """The JSON writer appends, so a resumed run repeats the iterations logged after its
+    checkpoint, and a new run in the same folder starts again at 0. Wherever ``x_key`` goes
+    back to ``v``, the earlier records at ``x_key >= v`` are dropped: what is left is one
+    history, that of the latest run. Records without ``x_key`` are kept."""
+    out: List[Dict[str, float]] = []
+    last = -math.inf
+    for r in records:
+        x = r.get(x_key)
+        if x is not None:
+            if x < last:
+                out = [o for o in out if o.get(x_key, -math.inf) < x]
+            last = x
+        out.append(r)
+    return out
 
 
 def _strip_aux(key: str) -> str:

@@ -93,3 +93,21 @@ def test_trends_prints_table_and_exit_code(tmp_path, capsys):
     assert tool.main([str(metrics), "--trends", "--keys", "^core_loss$"]) == 0
     assert tool.main([str(metrics), "--trends", "--keys", "("]) == 2
     assert "not a valid regular expression" in capsys.readouterr().err
+
+
+def test_read_metrics_keeps_the_latest_history(tmp_path):
+    """metrics.json is appended to: a resumed run repeats the iterations after its checkpoint,
+    a new run in the same folder starts again at 0. Only the latest history is read."""
+    tool = _load_tool()
+    path = tmp_path / "metrics.json"
+    first = [{"iteration": i, "loss_a": 1.0} for i in (1, 3, 5, 7, 9)]
+    resumed = [{"iteration": i, "loss_a": 2.0} for i in (5, 7, 9, 11)]  # resumed from a checkpoint at 4
+    path.write_text("".join(json.dumps(r) + "\n" for r in first + resumed))
+    records, x_key = tool.read_metrics(str(path))
+    assert x_key == "iteration"
+    assert [(r["iteration"], r["loss_a"]) for r in records] == [(1, 1), (3, 1), (5, 2), (7, 2), (9, 2), (11, 2)]
+    again = [{"iteration": i, "loss_a": 3.0} for i in (1, 3)]  # a new run in the same folder
+    with open(path, "a") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in again))
+    records, _ = tool.read_metrics(str(path))
+    assert [(r["iteration"], r["loss_a"]) for r in records] == [(1, 3), (3, 3)]
