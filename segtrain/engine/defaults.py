@@ -12,7 +12,7 @@ import os
 import sys
 import weakref
 from collections import OrderedDict
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -303,7 +303,8 @@ class DefaultTrainer(TrainerBase):
         (also written to ``OUTPUT_DIR/metrics_final.json``)."""
         super().train(self.start_iter, self.max_iter)
         results = self._last_eval_results
-        trends = self._report_loss_trends()
+        history = self._read_metrics_history()
+        trends = self._report_loss_trends(history[0]) if history else {}
         if results and comm.is_main_process() and self.cfg.OUTPUT_DIR:
             path = os.path.join(self.cfg.OUTPUT_DIR, "metrics_final.json")
             payload = {"iteration": self.iter - 1, "results": results}
@@ -311,22 +312,30 @@ class DefaultTrainer(TrainerBase):
                 payload["loss_trends"] = trends
             atomic_write_bytes(path, json.dumps(payload, indent=2, default=float).encode())
             logger.info(f"Final evaluation results written to {path}")
-        self._write_training_curves()
+        if history:
+            self._write_training_curves(history)
         return results
 
-    def _report_loss_trends(self) -> Dict[str, Dict[str, float]]:
-        """Log every loss key's last-fifth / first-fifth mean ratio over ``metrics.json`` (see
-        :mod:`segtrain.utils.loss_trends`) and warn about the keys that did not go down; returns
-        the trends (empty on other processes, without metrics.json, or for short runs)."""
+    def _read_metrics_history(self) -> Optional[Tuple[List[Dict[str, float]], str]]:
+        """``read_metrics`` of ``OUTPUT_DIR/metrics.json`` for the end-of-run report and plot
+        (main process only; None without the file, or when it cannot be read: logged, a finished
+        run never fails on its report)."""
         metrics = os.path.join(self.cfg.OUTPUT_DIR or "", "metrics.json")
         if not (comm.is_main_process() and self.cfg.OUTPUT_DIR and os.path.isfile(metrics)):
-            return {}
+            return None
         try:
-            trends = loss_trends(read_metrics(metrics)[0])
+            return read_metrics(metrics)
         except Exception as e:  # noqa: BLE001 - the run is done; a report must not turn it into a failure
-            logger.warning(f"could not read loss trends from {metrics}: {e}")
-            return {}
+            logger.warning(f"could not read {metrics} for the loss trends and training curves: {e}")
+            return None
+
+    def _report_loss_trends(self, records: List[Dict[str, float]]) -> Dict[str, Dict[str, float]]:
+        """Log every loss key's last-fifth / first-fifth mean ratio over the run's ``records``
+        (see :mod:`segtrain.utils.loss_trends`) and warn about the keys that did not go down;
+        returns the trends (empty for short runs)."""
+        trends = loss_trends(records)
         if trends:
+            metrics = os.path.join(self.cfg.OUTPUT_DIR, "metrics.json")
             logger.info(format_loss_trends(trends, f"Loss trends over the run ({metrics}):"))
             rising = rising_keys(trends)
             if rising:
@@ -336,14 +345,12 @@ class DefaultTrainer(TrainerBase):
                 )
         return trends
 
-    def _write_training_curves(self) -> None:
-        """``OUTPUT_DIR/metrics.png`` from ``metrics.json`` (main process, best effort: a plotting
+    def _write_training_curves(self, history: Tuple[List[Dict[str, float]], str]) -> None:
+        """``OUTPUT_DIR/metrics.png`` from the run's metrics ``history`` (best effort: a plotting
         failure is logged and never fails a finished run)."""
-        metrics = os.path.join(self.cfg.OUTPUT_DIR or "", "metrics.json")
-        if not (comm.is_main_process() and self.cfg.OUTPUT_DIR and os.path.isfile(metrics)):
-            return
+        metrics = os.path.join(self.cfg.OUTPUT_DIR, "metrics.json")
         try:
-            write_metrics_png(metrics)
+            write_metrics_png(metrics, history=history)
         except Exception as e:  # noqa: BLE001 - the run is done; a plot must not turn it into a failure
             logger.warning(f"could not plot {metrics}: {e}")
 

@@ -58,9 +58,13 @@ def loss_trends(records: List[Dict[str, float]], min_records: int = MIN_RECORDS)
     return out
 
 
+def _went_down(trend: Trend) -> bool:
+    return trend["ratio"] < 1.0
+
+
 def rising_keys(trends: Dict[str, Trend]) -> List[str]:
     """Keys whose last-fifth mean is not below their first-fifth mean."""
-    return [k for k, t in trends.items() if not t["ratio"] < 1.0]
+    return [k for k, t in trends.items() if not _went_down(t)]
 
 
 def format_loss_trends(trends: Dict[str, Trend], title: Optional[str] = None) -> str:
@@ -73,6 +77,6 @@ def format_loss_trends(trends: Dict[str, Trend], title: Optional[str] = None) ->
     w = max(len(k) for k in trends)
     lines.append(f"{'key':<{w}}  {'first 1/5':>10}  {'last 1/5':>10}  {'last/first':>10}")
     for k, t in trends.items():
-        flag = "  UP" if not t["ratio"] < 1.0 else ""
+        flag = "" if _went_down(t) else "  UP"
         lines.append(f"{k:<{w}}  {t['first']:>10.4g}  {t['last']:>10.4g}  {t['ratio']:>10.3f}{flag}")
     return "\n".join(lines)

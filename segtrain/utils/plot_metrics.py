@@ -206,15 +206,17 @@ def plot_metrics(records: List[Dict[str, float]], x_key: str, output: str, key_r
     return n
 
 
-def write_metrics_png(metrics_path: str, output: str = "") -> Optional[str]:
+def write_metrics_png(metrics_path: str, output: str = "",
+                      history: Optional[Tuple[List[Dict[str, float]], str]] = None) -> Optional[str]:
     """Plot ``metrics_path`` into ``output`` (default: ``metrics.png`` beside it); returns the
-    PNG path, or None when matplotlib is not installed (logged, not an error)."""
+    PNG path, or None when matplotlib is not installed (logged, not an error). ``history``:
+    what ``read_metrics(metrics_path)`` returned, when the caller has read it already."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         logger.info("matplotlib is not installed: no metrics.png (pip install matplotlib)")
         return None
-    records, x_key = read_metrics(metrics_path)
+    records, x_key = history if history is not None else read_metrics(metrics_path)
     output = output or os.path.join(os.path.dirname(os.path.abspath(metrics_path)), "metrics.png")
     n = plot_metrics(records, x_key, output)
     logger.info(f"Training curves ({n} subplots from {len(records)} records) written to {output}")
