@@ -25,10 +25,10 @@ Trend = Dict[str, float]
 
 
 def is_loss_key(key: str) -> bool:
-    """Loss components and totals (``loss_*``, ``core_loss*``, ``total_loss``, with or without a
-    ``train/`` / ``val/`` prefix); not metrics such as ``presence_dec_acc`` or ``lr``."""
-    leaf = split_of(key)[1]
-    return leaf.startswith("loss") or leaf.startswith("core_loss") or leaf == "total_loss"
+    """Loss components and totals: keys with a ``loss`` word (``loss_ce``, ``presence_loss_aux_0``,
+    ``core_loss_final``, ``total_loss``, with or without a ``train/`` / ``val/`` prefix); not
+    metrics such as ``presence_dec_acc``, ``ce_f1`` or ``lr``."""
+    return "loss" in split_of(key)[1].split("_")
 
 
 def _mean(values: List[float]) -> float:
@@ -41,14 +41,17 @@ def loss_trends(records: List[Dict[str, float]], min_records: int = MIN_RECORDS)
 
     records: metrics.json lines in logging order (see ``read_metrics``). The fifths are taken
     over the records that carry the key, so validation keys logged every few hundred
-    iterations are compared among themselves."""
+    iterations are compared among themselves. A key that is 0 in every record is a term that
+    is switched off (``presence_loss_o2m`` of SAM 3, which scores presence on the one-to-one
+    outputs only) and is left out."""
     series: Dict[str, List[float]] = {}
     for r in records:
         for k, v in r.items():
             if is_loss_key(k) and math.isfinite(v):
                 series.setdefault(k, []).append(float(v))
     out: "OrderedDict[str, Trend]" = OrderedDict()
-    for keys in group_keys([k for k, v in series.items() if len(v) >= min_records]).values():
+    kept = [k for k, v in series.items() if len(v) >= min_records and any(x != 0 for x in v)]
+    for keys in group_keys(kept).values():
         for k in keys:
             v = series[k]
             n = max(1, len(v) // 5)

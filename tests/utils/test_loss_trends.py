@@ -37,7 +37,10 @@ def test_only_loss_keys_and_order():
     assert keys[0] == "core_loss"  # totals first
     assert keys.index("loss_ce_0") == keys.index("loss_ce") + 1  # aux copy right after its main key
     assert is_loss_key("train/total_loss") and is_loss_key("val/loss_iou") and is_loss_key("core_loss_aux")
+    # SAM 3's presence loss and its suffixed copies are loss terms too
+    assert is_loss_key("presence_loss") and is_loss_key("presence_loss_aux_0") and is_loss_key("val/presence_loss_fs")
     assert not is_loss_key("ce_f1") and not is_loss_key("train/lr") and not is_loss_key("iou_target_mean")
+    assert not is_loss_key("presence_dec_acc") and not is_loss_key("lossless_ratio")
 
 
 def test_rising_and_flat_keys_are_reported():
@@ -57,5 +60,6 @@ def test_short_series_and_zero_start():
     assert "no loss key" in format_loss_trends({})
     recs = [{"loss_z": 0.0 if i < 5 else 1.0, "loss_0": 0.0} for i in range(MIN_RECORDS)]
     trends = loss_trends(recs)
-    assert math.isinf(trends["loss_z"]["ratio"]) and trends["loss_0"]["ratio"] == 1.0
-    assert set(rising_keys(trends)) == {"loss_0", "loss_z"}
+    assert math.isinf(trends["loss_z"]["ratio"])
+    # a term that is 0 throughout is switched off, not "flat": left out rather than flagged
+    assert "loss_0" not in trends and rising_keys(trends) == ["loss_z"]
