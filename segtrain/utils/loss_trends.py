@@ -13,7 +13,7 @@ import math
 from collections import OrderedDict
 from typing import Dict, List, Optional
 
-from segtrain.utils.plot_metrics import group_keys, split_of
+from segtrain.utils.plot_metrics import group_keys, is_loss_name, split_of
 
 __all__ = ["is_loss_key", "loss_trends", "format_loss_trends", "rising_keys"]
 
@@ -28,7 +28,7 @@ def is_loss_key(key: str) -> bool:
     """Loss components and totals: keys with a ``loss`` word (``loss_ce``, ``presence_loss_aux_0``,
     ``core_loss_final``, ``total_loss``, with or without a ``train/`` / ``val/`` prefix); not
     metrics such as ``presence_dec_acc``, ``ce_f1`` or ``lr``."""
-    return "loss" in split_of(key)[1].split("_")
+    return is_loss_name(split_of(key)[1])
 
 
 def _mean(values: List[float]) -> float:

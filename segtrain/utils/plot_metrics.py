@@ -113,6 +113,12 @@ def split_of(key: str) -> Tuple[str, str]:
     return "", key
 
 
+def is_loss_name(name: str) -> bool:
+    """A loss component or total: a name with a ``loss`` word (``loss_ce``, ``presence_loss_aux_0``,
+    ``core_loss_final``, ``total_loss``); not a metric such as ``presence_dec_acc`` or ``ce_f1``."""
+    return "loss" in name.split("_")
+
+
 def group_keys(keys: List[str]) -> "OrderedDict[str, List[str]]":
     """Subplot title -> keys drawn in it: losses first (total first), then other metrics.
     A key's train/val copies (``train/<k>``, ``val/<k>``) join the subplot of ``<k>``."""
@@ -137,7 +143,7 @@ def group_keys(keys: List[str]) -> "OrderedDict[str, List[str]]":
         leaf = title.rsplit("/", 1)[-1]
         if leaf in ("core_loss", "total_loss"):
             return (0, title)
-        if leaf.startswith("loss"):
+        if is_loss_name(leaf):
             return (1, title)
         return (2, title)
 
