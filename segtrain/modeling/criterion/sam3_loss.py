@@ -19,11 +19,14 @@ from ..matcher.build import MATCHER_REGISTRY
 from .build import CORE_LOSS_KEY, CRITERION_REGISTRY
 from .sam3_loss_fns import SAM3_LOSS_REGISTRY, LossWithWeights, Masks
 
-__all__ = ["Sam3LossWrapper", "CORE_LOSS_FINAL_KEY", "CORE_LOSS_AUX_KEY"]
+__all__ = ["Sam3LossWrapper", "CORE_LOSS_FINAL_KEY", "CORE_LOSS_AUX_KEY", "O2M_MATCHES_KEY"]
 
 
 CORE_LOSS_FINAL_KEY = CORE_LOSS_KEY + "_final"
 CORE_LOSS_AUX_KEY = CORE_LOSS_KEY + "_aux"
+# A metric (no weight): one-to-many matches per ground-truth box. The _o2m losses are sums over
+# these matches divided by the box count, so they grow with it while the predictions improve.
+O2M_MATCHES_KEY = "o2m_matches_per_box"
 _NORMALIZATIONS = ("global", "local", "none")
 # Matchers that take Mask2Former per-image targets and cannot match finds.
 _NON_FIND_MATCHERS = ("HungarianMatcher",)
@@ -173,7 +176,8 @@ class Sam3LossWrapper(nn.Module):
     def compute_loss(self, nested_out: Mapping[str, Any], targets: Mapping[str, Tensor]) -> Dict[str, Tensor]:
         """Losses of one step: every output set, matched and scored by every piece.
 
-        Returns the suffixed components, ``core_loss``, ``core_loss_final`` and ``core_loss_aux``.
+        Returns the suffixed components, ``core_loss``, ``core_loss_final`` and ``core_loss_aux``;
+        for each output with one-to-many queries also ``o2m_matches_per_box<suffix>`` (a metric).
         """
         num_boxes = self._get_num_boxes(targets)
         o2m_out_is_valid = nested_out.get("o2m_out_is_valid")
@@ -201,6 +205,8 @@ class Sam3LossWrapper(nn.Module):
                     o2m_out, targets, out_is_valid=o2m_out_is_valid,
                     target_is_valid_padded=o2m_target_is_valid_padded,
                 )
+                num_o2m = torch.as_tensor(float(o2m_indices[0].numel()), device=num_boxes.device)
+                losses[f"{O2M_MATCHES_KEY}{suffix}"] = num_o2m / num_boxes
             for loss_fn in self.loss_fns_find:
                 l_dict = dict(loss_fn(outputs=out, targets=targets, indices=indices, num_boxes=num_boxes, is_aux=is_aux))
                 core = l_dict.pop(CORE_LOSS_KEY)

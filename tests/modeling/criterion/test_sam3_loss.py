@@ -137,6 +137,20 @@ def test_o2m_matcher_choice_for_aux(use_on_aux):
     assert m.calls == (3 if use_on_aux else 5)
 
 
+def test_o2m_matches_per_box_metric():
+    out, t = make_batch(n_aux=1, fs=False)
+    w = official_wrapper()
+    losses = w(out, t)
+    nb = t["num_boxes"].sum().float()
+    n_main = w.o2m_matcher(_o2m(out), t)[0].numel()
+    n_aux = w.matcher(_o2m(out["aux_outputs"][0]), t)[0].numel()  # use_o2m_matcher_on_o2m_aux=False
+    assert n_main > 0
+    assert float(losses["o2m_matches_per_box"]) == pytest.approx(n_main / float(nb))
+    assert float(losses["o2m_matches_per_box_aux_0"]) == pytest.approx(n_aux / float(nb))
+    out_no, t_no = make_batch(n_aux=1, fs=False, o2m=False)
+    assert not any(k.startswith("o2m_matches") for k in w(out_no, t_no))
+
+
 def test_o2m_weight_scales_only_o2m_part():
     out, t = make_batch(n_aux=0, fs=False)
     l1 = official_wrapper(o2m_weight=1.0)(out, t)
