@@ -316,11 +316,16 @@ class DefaultTrainer(TrainerBase):
             self._write_training_curves(history)
         return results
 
+    @property
+    def _metrics_json(self) -> str:
+        """``OUTPUT_DIR/metrics.json``, the JSONWriter's file (see ``default_writers``)."""
+        return os.path.join(self.cfg.OUTPUT_DIR or "", "metrics.json")
+
     def _read_metrics_history(self) -> Optional[Tuple[List[Dict[str, float]], str]]:
         """``read_metrics`` of ``OUTPUT_DIR/metrics.json`` for the end-of-run report and plot
         (main process only; None without the file, or when it cannot be read: logged, a finished
         run never fails on its report)."""
-        metrics = os.path.join(self.cfg.OUTPUT_DIR or "", "metrics.json")
+        metrics = self._metrics_json
         if not (comm.is_main_process() and self.cfg.OUTPUT_DIR and os.path.isfile(metrics)):
             return None
         try:
@@ -335,8 +340,7 @@ class DefaultTrainer(TrainerBase):
         returns the trends (empty for short runs)."""
         trends = loss_trends(records)
         if trends:
-            metrics = os.path.join(self.cfg.OUTPUT_DIR, "metrics.json")
-            logger.info(format_loss_trends(trends, f"Loss trends over the run ({metrics}):"))
+            logger.info(format_loss_trends(trends, f"Loss trends over the run ({self._metrics_json}):"))
             rising = rising_keys(trends)
             if rising:
                 logger.warning(
@@ -348,7 +352,7 @@ class DefaultTrainer(TrainerBase):
     def _write_training_curves(self, history: Tuple[List[Dict[str, float]], str]) -> None:
         """``OUTPUT_DIR/metrics.png`` from the run's metrics ``history`` (best effort: a plotting
         failure is logged and never fails a finished run)."""
-        metrics = os.path.join(self.cfg.OUTPUT_DIR, "metrics.json")
+        metrics = self._metrics_json
         try:
             write_metrics_png(metrics, history=history)
         except Exception as e:  # noqa: BLE001 - the run is done; a plot must not turn it into a failure
