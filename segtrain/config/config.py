@@ -80,6 +80,7 @@ class CfgNode(_FvCfgNode):
             raise ConfigError(
                 f"command-line overrides must be KEY VALUE pairs; got an odd count ({len(cfg_list)}): {cfg_list}"
             )
+        cfg_list = self._expand_dict_overrides(cfg_list)
         valid = all_keys(self)
         for key in cfg_list[0::2]:
             node = self
@@ -94,6 +95,33 @@ class CfgNode(_FvCfgNode):
             super().merge_from_list(cfg_list)
         except (ValueError, KeyError, AssertionError) as e:
             raise ConfigError(f"command line: {' '.join(str(e).split())}") from e
+
+    def _expand_dict_overrides(self, cfg_list: List[Any]) -> List[Any]:
+        """``KEY "{'a': 1, 'b': 2}"`` where KEY is a group of keys (e.g. a loss's ``WEIGHT_DICT``)
+        -> ``KEY.a 1 KEY.b 2``: the dict is merged into the group as a YAML file's would be,
+        and its entries are checked like any other override. Other pairs are kept as they are."""
+        import ast
+
+        out: List[Any] = []
+        for key, value in zip(cfg_list[0::2], cfg_list[1::2]):
+            node: Any = self
+            for part in str(key).split("."):
+                node = node.get(part) if isinstance(node, _FvCfgNode) else None
+            if not isinstance(node, _FvCfgNode):
+                out.extend([key, value])
+                continue
+            try:
+                parsed = ast.literal_eval(value) if isinstance(value, str) else value
+            except (ValueError, SyntaxError):
+                parsed = value
+            if not isinstance(parsed, dict):
+                raise ConfigError(
+                    f"command line: {key} is a group of keys ({', '.join(sorted(node))}); set one with "
+                    f"{key}.<name> VALUE or give a dict literal, got {value!r}"
+                )
+            pairs = [x for k, v in parsed.items() for x in (f"{key}.{k}", repr(v))]
+            out.extend(self._expand_dict_overrides(pairs))
+        return out
 
     def dump(self, *args, **kwargs) -> str:
         return super().dump(*args, **kwargs)

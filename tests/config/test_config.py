@@ -109,3 +109,14 @@ def test_dump_round_trip(tmp_path):
     again = load_config(str(path))
     assert again.SOLVER.MAX_ITER == 77
     assert again.dump() == cfg.dump()
+
+
+def test_dict_literal_override_merges_into_a_group():
+    """A loss's WEIGHT_DICT set on the command line the way a YAML file sets it."""
+    cfg = load_config(None, ["MODEL.CRITERION.MULTISTEP.WEIGHT_DICT", "{'loss_mask': 5.0, 'loss_iou': 2.0}"])
+    w = cfg.MODEL.CRITERION.MULTISTEP.WEIGHT_DICT
+    assert (w.loss_mask, w.loss_iou, w.loss_dice, w.loss_class) == (5.0, 2.0, 1.0, 1.0)
+    with pytest.raises(ConfigError, match="'MODEL.CRITERION.MULTISTEP.WEIGHT_DICT.loss_msk'.*loss_mask"):
+        load_config(None, ["MODEL.CRITERION.MULTISTEP.WEIGHT_DICT", "{'loss_msk': 5.0}"])
+    with pytest.raises(ConfigError, match="MODEL.CRITERION.MULTISTEP.WEIGHT_DICT is a group of keys.*loss_mask"):
+        load_config(None, ["MODEL.CRITERION.MULTISTEP.WEIGHT_DICT", "5.0"])
