@@ -38,13 +38,13 @@ def main(argv=None) -> int:
     def run() -> int:
         records, x_key = read_metrics(args.metrics)
         if args.trends:
-            from segtrain.utils.loss_trends import format_loss_trends, loss_trends, rising_keys
+            from segtrain.utils.loss_trends import describe_rising, format_loss_trends, loss_trends
 
             trends = loss_trends(records)
             if args.keys:
                 trends = {k: trends[k] for k in match_keys(list(trends), args.keys, "loss key with a trend")}
             print(format_loss_trends(trends))
-            rising = rising_keys(trends)
+            rising = describe_rising(trends, records)
             if rising:
                 print(f"did not go down: {', '.join(rising)}")
             return 1 if rising else 0

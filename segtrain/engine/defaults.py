@@ -31,7 +31,7 @@ from segtrain.utils.env import collect_env_info, seed_all_rng, setup_determinism
 from segtrain.utils.errors import ConfigError, SegtrainError
 from segtrain.utils.events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardXWriter, WandbWriter
 from segtrain.utils.logger import setup_logger
-from segtrain.utils.loss_trends import format_loss_trends, loss_trends, rising_keys
+from segtrain.utils.loss_trends import describe_rising, format_loss_trends, loss_trends
 from segtrain.utils.plot_metrics import read_metrics, write_metrics_png
 
 from . import hooks
@@ -341,11 +341,11 @@ class DefaultTrainer(TrainerBase):
         trends = loss_trends(records)
         if trends:
             logger.info(format_loss_trends(trends, f"Loss trends over the run ({self._metrics_json}):"))
-            rising = rising_keys(trends)
+            rising = describe_rising(trends, records)
             if rising:
                 logger.warning(
                     f"{len(rising)} loss key(s) did not go down over the run (last fifth >= first fifth): "
-                    + ", ".join(f"{k} x{trends[k]['ratio']:.2f}" for k in rising)
+                    + ", ".join(rising)
                 )
         return trends
 

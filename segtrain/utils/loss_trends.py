@@ -5,23 +5,37 @@ A loss that is flat or rising over a whole run (a class loss stuck at its prior,
 whose layer does not learn, an IoU loss whose targets move) is easy to miss among 30 curves;
 the trainer logs this table at the end of every run (over the latest history in
 metrics.json, see ``plot_metrics.read_metrics``), names the keys whose ratio is >= 1 in a
-warning and stores the figures in ``metrics_final.json`` under ``"loss_trends"``.
+warning and stores the figures in ``metrics_final.json`` under ``"loss_trends"``. A named
+key whose targets move as the model learns gets a note with the metric that shows it
+(``train/loss_iou x1.68 (targets moved: train/iou_target_mean x2.04)``).
 
     python tools/plot_metrics.py output/metrics.json --trends
 """
 import math
+import re
 from collections import OrderedDict
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from segtrain.utils.plot_metrics import group_keys, is_loss_name, split_of
 
-__all__ = ["is_loss_key", "loss_trends", "format_loss_trends", "rising_keys"]
+__all__ = ["is_loss_key", "loss_trends", "format_loss_trends", "rising_keys", "target_metric", "moving_target_notes",
+           "describe_rising"]
 
 # Fewer records than this per key give fifths of fewer than 2 records: no trend is reported.
 MIN_RECORDS = 10
 # A trend: {"first": mean over the first fifth, "last": mean over the last fifth,
 # "ratio": last / first (inf when first is 0 and last is not), "records": records with the key}
 Trend = Dict[str, float]
+
+# Losses whose targets move as the model learns, and the metric logged beside each that shows
+# the move (name pattern -> metric name). Such a loss can rise while every prediction it scores
+# gets better: SAM 2's loss_iou regresses onto the IoU of the model's own masks (their mean is
+# iou_target_mean), SAM 3's one-to-many terms sum over more matches per box as the predictions
+# improve (o2m_matches_per_box).
+_MOVING_TARGETS: Tuple[Tuple["re.Pattern[str]", str], ...] = (
+    (re.compile(r"^loss_iou(?P<suffix>.*)$"), "iou_target_mean{suffix}"),
+    (re.compile(r"^loss_\w+?(?P<suffix>(_aux_\d+)?)_o2m$"), "o2m_matches_per_box{suffix}"),
+)
 
 
 def is_loss_key(key: str) -> bool:
@@ -68,6 +82,44 @@ def _went_down(trend: Trend) -> bool:
 def rising_keys(trends: Dict[str, Trend]) -> List[str]:
     """Keys whose last-fifth mean is not below their first-fifth mean."""
     return [k for k, t in trends.items() if not _went_down(t)]
+
+
+def target_metric(key: str) -> Optional[str]:
+    """The metric key that shows how the targets of a loss move (``train/loss_iou`` ->
+    ``train/iou_target_mean``, ``loss_bbox_aux_0_o2m`` -> ``o2m_matches_per_box_aux_0``), or None."""
+    split, name = split_of(key)
+    for pattern, metric in _MOVING_TARGETS:
+        m = pattern.match(name)
+        if m:
+            return split + metric.format(**m.groupdict())
+    return None
+
+
+def moving_target_notes(trends: Dict[str, Trend], records: List[Dict[str, float]],
+                        min_records: int = MIN_RECORDS) -> Dict[str, str]:
+    """For each key of ``rising_keys(trends)`` whose target metric (:func:`target_metric`) was
+    logged and rose over the run too: ``"targets moved: <metric> x<ratio>"``. A rise of
+    such a loss is then the targets getting harder, not necessarily the model getting worse."""
+    notes = {}
+    for key in rising_keys(trends):
+        metric = target_metric(key)
+        if metric is None:
+            continue
+        values = [float(r[metric]) for r in records if metric in r and math.isfinite(r[metric])]
+        if len(values) < min_records:
+            continue
+        n = max(1, len(values) // 5)
+        first, last = _mean(values[:n]), _mean(values[-n:])
+        if first > 0 and last > first:
+            notes[key] = f"targets moved: {metric} x{last / first:.2f}"
+    return notes
+
+
+def describe_rising(trends: Dict[str, Trend], records: List[Dict[str, float]]) -> List[str]:
+    """One entry per key that did not go down: ``"loss_ce_1 x1.12"``, with the
+    :func:`moving_target_notes` note in parentheses where there is one."""
+    notes = moving_target_notes(trends, records)
+    return [f"{k} x{trends[k]['ratio']:.2f}" + (f" ({notes[k]})" if k in notes else "") for k in rising_keys(trends)]
 
 
 def format_loss_trends(trends: Dict[str, Trend], title: Optional[str] = None) -> str:

@@ -3,7 +3,10 @@ import math
 
 import pytest
 
-from segtrain.utils.loss_trends import MIN_RECORDS, format_loss_trends, is_loss_key, loss_trends, rising_keys
+from segtrain.utils.loss_trends import (
+    MIN_RECORDS, describe_rising, format_loss_trends, is_loss_key, loss_trends, moving_target_notes, rising_keys,
+    target_metric,
+)
 
 
 def _records(n=20):
@@ -63,3 +66,35 @@ def test_short_series_and_zero_start():
     assert math.isinf(trends["loss_z"]["ratio"])
     # a term that is 0 throughout is switched off, not "flat": left out rather than flagged
     assert "loss_0" not in trends and rising_keys(trends) == ["loss_z"]
+
+
+def test_target_metric_names():
+    assert target_metric("train/loss_iou") == "train/iou_target_mean"
+    assert target_metric("val/loss_iou") == "val/iou_target_mean"
+    assert target_metric("loss_ce_o2m") == "o2m_matches_per_box"
+    assert target_metric("loss_bbox_aux_0_o2m") == "o2m_matches_per_box_aux_0"
+    assert target_metric("loss_ce") is None and target_metric("loss_ce_aux_0") is None
+    assert target_metric("presence_loss_o2m") is None and target_metric("core_loss") is None
+
+
+def test_rising_loss_with_moving_targets_is_explained():
+    n = 20
+    recs = [{"train/loss_iou": 0.4 + 0.05 * i, "train/iou_target_mean": 0.1 + 0.02 * i,
+             "loss_ce_o2m": 1.0 + 0.1 * i, "o2m_matches_per_box": 2.0,  # flat: no note
+             "loss_ce_1": 1.0 + 0.01 * i, "train/loss_mask": 1.0 / (1 + i)} for i in range(n)]
+    trends = loss_trends(recs)
+    assert set(rising_keys(trends)) == {"train/loss_iou", "loss_ce_1", "loss_ce_o2m"}
+    notes = moving_target_notes(trends, recs)
+    first, last = (0.1 + 0.02 * 1.5), (0.1 + 0.02 * 17.5)  # means of the first / last 4 records
+    assert notes == {"train/loss_iou": f"targets moved: train/iou_target_mean x{last / first:.2f}"}
+    described = describe_rising(trends, recs)
+    assert any(d.startswith("train/loss_iou x") and "targets moved" in d for d in described)
+    assert any(d.startswith("loss_ce_1 x") and "(" not in d for d in described)
+    # targets that fell do not explain a rise; a metric missing from the records neither
+    falling = [dict(r, **{"train/iou_target_mean": 1.0 / (1 + i)}) for i, r in enumerate(recs)]
+    assert "train/loss_iou" not in moving_target_notes(loss_trends(falling), falling)
+    missing = [{k: v for k, v in r.items() if k != "train/iou_target_mean"} for r in recs]
+    assert moving_target_notes(loss_trends(missing), missing) == {}
+    # SAM 3: more one-to-many matches per box explain a rising _o2m sum
+    o2m = [dict(r, o2m_matches_per_box=1.0 + 0.1 * i) for i, r in enumerate(recs)]
+    assert moving_target_notes(loss_trends(o2m), o2m)["loss_ce_o2m"].startswith("targets moved: o2m_matches_per_box x")
