@@ -90,6 +90,9 @@ def add_video_config(cfg) -> None:
     # "mask" (semi-supervised VOS, DAVIS protocol), its "box" or one "point" (centre click)
     s.TEST = CN()
     s.TEST.PROMPT = "mask"
+    # More prompt kinds to evaluate as well, each reported as video_<kind>/J&F etc.
+    # (best-checkpoint and early stopping read the PROMPT ones, video/...)
+    s.TEST.EXTRA_PROMPTS = ()
 
     # Seed-001 video loss: BCE (loss_mask), dice, soft IoU, temporal consistency
     v = cfg.MODEL.CRITERION.VIDEO_SIMPLE = CN()

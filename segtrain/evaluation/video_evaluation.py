@@ -234,9 +234,13 @@ class VideoEvaluator(DatasetEvaluator):
       dict ``{obj_id: bool [T, H, W]}``. A GT object without a prediction counts as predicted
       empty; predictions for unknown ids are ignored (with a warning).
 
+      An output may also hold ``pred_masks_by_prompt`` {kind: bool [T, N, H, W]} (the same
+      objects prompted another way, ``MODEL.SAM2.TEST.EXTRA_PROMPTS``), scored on its own.
+
     ``evaluate()`` -> ``{"video": {"J&F", "J", "F", "J_recall", "F_recall", "J_decay",
-    "F_decay", "num_objects", "num_videos"}}``, metrics in percent; per-object values are
-    logged as a table and written to ``output_dir/video_metrics.json``.
+    "F_decay", "num_objects", "num_videos"}}``, plus ``"video_<kind>"`` with the same keys for
+    each extra prompt kind; metrics in percent. Per-object values are logged as a table and
+    written to ``output_dir/video_metrics.json`` (extra kinds under ``"by_prompt"``).
     """
 
     @configurable
@@ -295,30 +299,37 @@ class VideoEvaluator(DatasetEvaluator):
         for inp, out in zip(inputs, outputs):
             vid = inp.get("video_id")
             obj_ids, gt, frames = self._ground_truth(inp)
-            preds = _predictions_by_object(out, vid)
-            unknown = [k for k in preds if k not in set(obj_ids)]
-            if unknown:
-                logger.warning("video id %s: predictions for unknown object id(s) %s are ignored", vid, unknown[:10])
-            # DAVIS leaves out the prompted first frame and the last frame
-            keep = slice(1, -1) if self._skip_first_last and gt.shape[0] > 2 else slice(None)
-            for n, oid in enumerate(obj_ids):
-                g = gt[:, n]
-                p = preds.get(oid)
-                if p is None:
-                    logger.debug("video id %s: no prediction for object id %s; scored as empty", vid, oid)
-                    p = np.zeros_like(g)
-                if p.shape != g.shape:
-                    raise DatasetError(
-                        f"video id {vid} object id {oid}: predicted masks are {list(p.shape)} (TxHxW), "
-                        f"GT is {list(g.shape)} at the original size"
-                    )
-                self._records.append({
-                    "video_id": vid,
-                    "obj_id": oid,
-                    "frames": frames[keep],
-                    "J": db_eval_iou(g[keep], p[keep]).tolist(),
-                    "F": db_eval_boundary(g[keep], p[keep], self._bound_th).tolist(),
-                })
+            self._score(vid, obj_ids, gt, frames, _predictions_by_object(out, vid), prompt=None)
+            for kind, masks in (out.get("pred_masks_by_prompt") or {}).items():
+                preds = _predictions_by_object({"pred_masks": masks, "obj_ids": out.get("obj_ids")}, vid)
+                self._score(vid, obj_ids, gt, frames, preds, prompt=str(kind))
+
+    def _score(self, vid: Any, obj_ids: List[Any], gt: np.ndarray, frames: List[int],
+               preds: Mapping[Any, np.ndarray], prompt: Optional[str]) -> None:
+        unknown = [k for k in preds if k not in set(obj_ids)]
+        if unknown:
+            logger.warning("video id %s: predictions for unknown object id(s) %s are ignored", vid, unknown[:10])
+        # DAVIS leaves out the prompted first frame and the last frame
+        keep = slice(1, -1) if self._skip_first_last and gt.shape[0] > 2 else slice(None)
+        for n, oid in enumerate(obj_ids):
+            g = gt[:, n]
+            p = preds.get(oid)
+            if p is None:
+                logger.debug("video id %s: no prediction for object id %s; scored as empty", vid, oid)
+                p = np.zeros_like(g)
+            if p.shape != g.shape:
+                raise DatasetError(
+                    f"video id {vid} object id {oid}: predicted masks are {list(p.shape)} (TxHxW), "
+                    f"GT is {list(g.shape)} at the original size"
+                )
+            self._records.append({
+                "video_id": vid,
+                "obj_id": oid,
+                "prompt": prompt,
+                "frames": frames[keep],
+                "J": db_eval_iou(g[keep], p[keep]).tolist(),
+                "F": db_eval_boundary(g[keep], p[keep], self._bound_th).tolist(),
+            })
 
     def evaluate(self) -> "Optional[OrderedDict[str, Dict[str, float]]]":
         records = self._records
@@ -332,6 +343,30 @@ class VideoEvaluator(DatasetEvaluator):
             logger.warning("VideoEvaluator: no object was processed; nothing to evaluate")
             return OrderedDict()
 
+        # the model's own prompt is "video"; extra prompt kinds are "video_<kind>"
+        groups: "OrderedDict[str, List[Dict[str, Any]]]" = OrderedDict()
+        for r in records:
+            groups.setdefault("video" if r.get("prompt") is None else f"video_{r['prompt']}", []).append(r)
+        results: "OrderedDict[str, Dict[str, float]]" = OrderedDict()
+        dumped: Dict[str, Any] = {}
+        for name, group in groups.items():
+            res, rows = self._summarize(group, name)
+            results[name] = dict(res)
+            dumped[name] = {"overall": res, "per_object": rows}
+        if self._output_dir:
+            os.makedirs(self._output_dir, exist_ok=True)
+            main = dumped.get("video", next(iter(dumped.values())))
+            payload = {"overall": main["overall"], "per_object": main["per_object"]}
+            extra = {k: v for k, v in dumped.items() if k != "video"}
+            if extra:
+                payload["by_prompt"] = extra
+            with open(os.path.join(self._output_dir, "video_metrics.json"), "w") as f:
+                json.dump(payload, f, default=str)
+        return results
+
+    @staticmethod
+    def _summarize(records: List[Dict[str, Any]], name: str) -> Tuple["OrderedDict[str, float]", List[Dict[str, Any]]]:
+        """Overall metrics (percent) and per-object rows of one group of records; both logged."""
         rows = []
         for r in records:
             jm, jr, jd = db_statistics(np.asarray(r["J"]))
@@ -350,16 +385,13 @@ class VideoEvaluator(DatasetEvaluator):
         res["num_videos"] = len({row["video_id"] for row in rows})
 
         table = [[row["video_id"], row["obj_id"], 100 * row["J&F"], 100 * row["J"], 100 * row["F"]] for row in rows]
+        what = "" if name == "video" else f", {name[len('video_'):]} prompts"
         logger.info(
-            "Per-object video segmentation results (%%):\n%s",
+            "Per-object video segmentation results (%%%s):\n%s", what,
             tabulate(table, headers=["video", "object", "J&F", "J", "F"], tablefmt="pipe", floatfmt=".1f"),
         )
         logger.info(
-            "Video segmentation results (%%):\n%s",
+            "Video segmentation results (%%%s):\n%s", what,
             tabulate([[res[k] for k in res]], headers=list(res), tablefmt="pipe", floatfmt=".2f"),
         )
-        if self._output_dir:
-            os.makedirs(self._output_dir, exist_ok=True)
-            with open(os.path.join(self._output_dir, "video_metrics.json"), "w") as f:
-                json.dump({"overall": res, "per_object": rows}, f, default=str)
-        return OrderedDict(video=dict(res))
+        return res, rows

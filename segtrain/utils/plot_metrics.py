@@ -17,7 +17,7 @@ import math
 import os
 import re
 from collections import OrderedDict
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 logger = logging.getLogger(__name__)
 
@@ -119,16 +119,32 @@ def is_loss_name(name: str) -> bool:
     return "loss" in name.split("_")
 
 
+def variant_of(key: str, keys: Sequence[str]) -> Optional[str]:
+    """``"video/J&F"`` for ``"video_box/J&F"`` when ``keys`` holds it: the same evaluation
+    metric under another variant of the task (here the box-prompted one); None otherwise."""
+    task, sep, metric = key.partition("/")
+    if not sep or "_" not in task or f"{task}/" in _SPLITS:
+        return None
+    base = f"{task.rsplit('_', 1)[0]}/{metric}"
+    return base if base in keys else None
+
+
 def group_keys(keys: List[str]) -> "OrderedDict[str, List[str]]":
     """Subplot title -> keys drawn in it: losses first (total first), then other metrics.
-    A key's train/val copies (``train/<k>``, ``val/<k>``) join the subplot of ``<k>``."""
+    A key's train/val copies (``train/<k>``, ``val/<k>``) join the subplot of ``<k>``, and an
+    evaluation variant (``video_box/J&F``) the subplot of its task's key (``video/J&F``)."""
     groups: Dict[str, List[str]] = {}
     names = {k: split_of(k)[1] for k in keys}
     all_names = set(names.values())
     stripped = {k: _strip_aux(n) for k, n in names.items()}
+    key_set = set(keys)
     for k in keys:
         name = names[k]
         m = _PER_CLASS.match(k)
+        variant = variant_of(k, key_set)
+        if variant is not None:
+            groups.setdefault(variant, []).append(k)
+            continue
         if m:
             base = f"{m.group(1) or ''}{m.group(2)}-<class>"
         else:
@@ -179,6 +195,7 @@ def plot_metrics(records: List[Dict[str, float]], x_key: str, output: str, key_r
     nrows = math.ceil(n / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.2 * nrows), squeeze=False)
     for ax, (title, members) in zip(axes.flat, groups.items()):
+        variants = [k for k in members if k != title and variant_of(k, members) == title]
         for k in members:
             xs = [r.get(x_key, i) if x_key else i for i, r in enumerate(records) if k in r]
             ys = [r[k] for r in records if k in r]
@@ -189,19 +206,22 @@ def plot_metrics(records: List[Dict[str, float]], x_key: str, output: str, key_r
             is_val = split == "val/"
             main = name == title or len(members) == 1
             style = dict(marker="s" if is_val else "o", markersize=3) if len(ys) < 30 or is_val else {}
-            if main:
+            if k in variants:  # C0 is the task's own key
+                ax.plot(xs, ys, color=f"C{3 + variants.index(k)}", linewidth=1.4, label=k, **style)
+            elif main:
                 ax.plot(xs, ys, color="C2" if is_val else "C0", linewidth=1.6, label=k, zorder=3, **style)
             elif title.endswith("-<class>"):
                 ax.plot(xs, ys, linewidth=1.0, label=k.rsplit("-", 1)[-1], **style)
             else:
                 ax.plot(xs, ys, color="C2" if is_val else "C1", alpha=0.3, linewidth=0.8, **style)
         mains = [k for k in members if split_of(k)[1] == title]
-        n_aux = len(members) - len(mains)
+        n_aux = len(members) - len(mains) - len(variants)
         ax.set_title(title + (f" (+{n_aux} aux, faded)" if n_aux and mains else ""), fontsize=9)
         ax.set_xlabel(x_key or "record", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-        if (title.endswith("-<class>") and len(members) <= 12) or len({split_of(k)[0] for k in mains}) > 1:
+        if (title.endswith("-<class>") and len(members) <= 12) or len({split_of(k)[0] for k in mains}) > 1 \
+                or variants:
             ax.legend(fontsize=6)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")

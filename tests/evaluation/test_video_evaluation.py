@@ -1,5 +1,7 @@
 """DAVIS-style J / F / J&F: hand-made masks, the DAVIS frame conventions, the evaluator API with
 dataset GT lookup, and the copy-first-frame baseline on the moving shapes."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -142,6 +144,24 @@ def test_evaluator_perfect_partial_and_missing():
         ev.process([inp], [{"pred_masks": np.zeros((4, 2, 32, 32), bool), "obj_ids": ids}])
     with pytest.raises(DatasetError, match="needs 'obj_ids'"):
         ev.process([inp], [{"pred_masks": np.zeros((4, 2, S, S), bool)}])
+
+
+def test_extra_prompt_kinds_are_scored_apart(tmp_path):
+    """pred_masks_by_prompt (MODEL.SAM2.TEST.EXTRA_PROMPTS) gives one result group per kind."""
+    gt, ids = _video_inputs()
+    ev = VideoEvaluator(dataset_name=None, distributed=False, output_dir=str(tmp_path))
+    ev.reset()
+    inp = {"video_id": "v", "gt_masks": gt, "gt_obj_ids": ids}
+    empty = np.zeros_like(gt)
+    ev.process([inp], [{"pred_masks": gt, "obj_ids": ids, "pred_masks_by_prompt": {"box": empty, "point": gt}}])
+    res = ev.evaluate()
+    assert list(res) == ["video", "video_box", "video_point"]
+    assert res["video"]["J&F"] == pytest.approx(100) and res["video_point"]["J&F"] == pytest.approx(100)
+    # all-empty predictions: object 9 is absent on frame 1 (J = 1 there), so J = (0 + 0.5) / 2 per object mean
+    assert res["video_box"]["J"] == pytest.approx(100 * (0 + 0.5) / 2)
+    assert res["video_box"]["num_objects"] == 2
+    dumped = json.load(open(tmp_path / "video_metrics.json"))
+    assert dumped["overall"]["J&F"] == pytest.approx(100) and sorted(dumped["by_prompt"]) == ["video_box", "video_point"]
 
 
 def test_copy_first_frame_prediction():

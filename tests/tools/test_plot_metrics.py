@@ -51,6 +51,18 @@ def test_grouping_puts_aux_copies_with_their_main_key():
     assert groups["AP50"] == ["AP50"]
 
 
+def test_evaluation_variants_share_their_tasks_subplot():
+    """video_box/J&F (the box-prompted evaluation) is drawn with video/J&F; a lone variant, and
+    train/val prefixes, are not variants."""
+    tool = _load_tool()
+    groups = tool.group_keys(["video/J&F", "video_box/J&F", "video_point/J&F", "video/J", "video_box/J",
+                              "solo_x/AP", "train/loss_iou", "val/loss_iou", "segm/AP", "bbox/AP"])
+    assert groups["video/J&F"] == ["video/J&F", "video_box/J&F", "video_point/J&F"]
+    assert groups["video/J"] == ["video/J", "video_box/J"]
+    assert groups["solo_x/AP"] == ["solo_x/AP"] and groups["segm/AP"] == ["segm/AP"]
+    assert groups["loss_iou"] == ["train/loss_iou", "val/loss_iou"]
+
+
 def test_read_metrics_skips_non_numeric(tmp_path):
     tool = _load_tool()
     metrics = tmp_path / "metrics.json"

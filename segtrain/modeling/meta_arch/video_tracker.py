@@ -119,6 +119,7 @@ class VideoTracker(PixelNormalizer, nn.Module):
         box_noise: float = 0.1,
         box_noise_bound: int = 20,
         test_prompt: str = "mask",
+        test_extra_prompts: Sequence[str] = (),
         memory_locality_bias: bool = False,
         prev_mask_as_prompt_for_tracking: bool = False,
     ):
@@ -129,11 +130,19 @@ class VideoTracker(PixelNormalizer, nn.Module):
         ``criterion(outputs_per_frame, targets [T, N, H, W])`` for multistep criteria, or
         ``criterion({"pred_masks": [B, T, N, H, W]}, {"masks", "valid"})`` for a criterion
         requiring ``pred_masks`` (``VideoSimpleCriterion``); None: inference only.
+        test_prompt: how inference prompts each object ("mask", "box" or "point");
+        test_extra_prompts: more prompt kinds, each also predicted at inference (under
+        ``pred_masks_by_prompt``) and scored by the evaluator as ``video_<kind>``.
         The other arguments are SAM 2's options of the same names (MODEL.SAM2 in the config).
         """
         super().__init__()
         if test_prompt not in _TEST_PROMPTS:
             raise ConfigError(f"MODEL.SAM2.TEST.PROMPT must be one of {', '.join(_TEST_PROMPTS)}; got {test_prompt!r}")
+        bad = [k for k in test_extra_prompts if k not in _TEST_PROMPTS]
+        if bad:
+            raise ConfigError(
+                f"MODEL.SAM2.TEST.EXTRA_PROMPTS must hold prompt kinds among {', '.join(_TEST_PROMPTS)}; got {bad[0]!r}"
+            )
         if d_model % mem_dim != 0:
             raise ConfigError(f"MODEL.SAM2.D_MODEL ({d_model}) must be a multiple of MODEL.SAM2.MEM_DIM ({mem_dim})")
         if num_maskmem < 1:
@@ -207,6 +216,8 @@ class VideoTracker(PixelNormalizer, nn.Module):
         self.box_noise = box_noise
         self.box_noise_bound = box_noise_bound
         self.test_prompt = test_prompt
+        # the primary kind is predicted once, under pred_masks
+        self.test_extra_prompts = tuple(dict.fromkeys(k for k in test_extra_prompts if k != test_prompt))
         self.prev_mask_as_prompt_for_tracking = prev_mask_as_prompt_for_tracking
 
     @classmethod
@@ -263,6 +274,7 @@ class VideoTracker(PixelNormalizer, nn.Module):
             "box_noise": t.BOX_NOISE,
             "box_noise_bound": t.BOX_NOISE_BOUND,
             "test_prompt": s.TEST.PROMPT,
+            "test_extra_prompts": tuple(s.TEST.EXTRA_PROMPTS),
             "memory_locality_bias": s.MEMORY_ATTENTION.LOCALITY_BIAS,
             "prev_mask_as_prompt_for_tracking": s.PREV_MASK_AS_PROMPT_FOR_TRACKING,
         }
@@ -554,14 +566,23 @@ class VideoTracker(PixelNormalizer, nn.Module):
     def inference_clip(self, clip: Mapping[str, Any]) -> Dict[str, Any]:
         """Semi-supervised VOS on one whole-video clip: each object prompted (``test_prompt``)
         on the first frame its GT is visible in, then propagated forward. Returns
-        ``pred_masks`` bool [T, N, height, width] and ``obj_ids`` [N]."""
+        ``pred_masks`` bool [T, N, height, width] and ``obj_ids`` [N]; with
+        ``test_extra_prompts``, also ``pred_masks_by_prompt`` {kind: bool [T, N, height, width]}."""
         for key in ("images", "masks"):
             if key not in clip:
                 raise DatasetError(f"video id {clip.get('video_id')}: VideoTracker inference needs {key!r} in the "
                                    f"input (the video test loader's clip dicts; the GT gives the first-frame prompt)")
-        images, gt = clip["images"], clip["masks"].bool()
-        obj_ids = clip.get("obj_ids", torch.arange(gt.shape[1]))
+        obj_ids = clip.get("obj_ids", torch.arange(clip["masks"].shape[1]))
         obj_ids = obj_ids.tolist() if torch.is_tensor(obj_ids) else list(obj_ids)
+        out: Dict[str, Any] = {"pred_masks": self._predict_clip(clip, obj_ids, self.test_prompt), "obj_ids": obj_ids}
+        if self.test_extra_prompts:
+            out["pred_masks_by_prompt"] = {k: self._predict_clip(clip, obj_ids, k) for k in self.test_extra_prompts}
+        return out
+
+    def _predict_clip(self, clip: Mapping[str, Any], obj_ids: List[Any], prompt: str) -> Tensor:
+        """bool [T, N, height, width]: each object prompted with ``prompt`` from its GT on its
+        first visible frame, then propagated."""
+        images, gt = clip["images"], clip["masks"].bool()
         predictor = VideoPredictor(self)
         state = predictor.init_state(images)
         for n, oid in enumerate(obj_ids):
@@ -569,7 +590,7 @@ class VideoTracker(PixelNormalizer, nn.Module):
             if visible.numel() == 0:
                 continue
             t0 = int(visible[0])
-            predictor.add_prompt_from_mask(state, t0, oid, gt[t0, n], self.test_prompt)
+            predictor.add_prompt_from_mask(state, t0, oid, gt[t0, n], prompt)
         num_frames = images.shape[0]
         height, width = int(clip.get("height", self.image_size)), int(clip.get("width", self.image_size))
         pred = torch.zeros((num_frames, len(obj_ids), height, width), dtype=torch.bool)
@@ -579,4 +600,4 @@ class VideoTracker(PixelNormalizer, nn.Module):
                 continue
             up = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
             pred[t, [index[i] for i in ids]] = (up[:, 0] > 0).cpu()
-        return {"pred_masks": pred, "obj_ids": obj_ids}
+        return pred

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from segtrain.evaluation.video_evaluation import VideoEvaluator
+from segtrain.utils.errors import ConfigError
 from segtrain.modeling.meta_arch.video_tracker import NO_OBJ_SCORE
 from segtrain.modeling.sam2 import VideoPredictor
 
@@ -90,3 +91,27 @@ def test_eval_forward_feeds_the_video_evaluator(sam2_tools, prompt):
     evaluator.process([{"video_id": 7, "frame_indices": list(range(4)), "gt_masks": gt, "gt_obj_ids": [11, 12]}], [out])
     res = evaluator.evaluate()["video"]
     assert res["num_objects"] == 2 and 0.0 <= res["J&F"] <= 100.0
+
+
+def test_extra_prompt_kinds_are_predicted_and_scored(sam2_tools):
+    """MODEL.SAM2.TEST.EXTRA_PROMPTS: the same objects prompted by box and point as well;
+    each kind's masks equal a model whose primary prompt is that kind."""
+    batch = sam2_tools.make_batch(num_frames=3, objects_per_video=(2,))
+    clip = {"video_id": 3, "height": batch.masks.shape[-2], "width": batch.masks.shape[-1],
+            "frame_indices": torch.arange(3), "images": batch.img_batch[:, 0], "masks": batch.masks[:, :2],
+            "obj_ids": torch.tensor([1, 2])}
+    model = sam2_tools.make_tracker(test_prompt="mask", test_extra_prompts=("box", "mask", "point")).eval()
+    assert model.test_extra_prompts == ("box", "point")  # the primary kind is not predicted twice
+    (out,) = model([clip])
+    assert sorted(out["pred_masks_by_prompt"]) == ["box", "point"]
+    for kind in ("box", "point"):
+        single = sam2_tools.make_tracker(test_prompt=kind).eval()
+        single.load_state_dict(model.state_dict())
+        (ref,) = single([clip])
+        assert "pred_masks_by_prompt" not in ref
+        assert torch.equal(out["pred_masks_by_prompt"][kind], ref["pred_masks"])
+    evaluator = VideoEvaluator(dataset_name=None, distributed=False)
+    evaluator.process([{"video_id": 3, "frame_indices": [0, 1, 2], "gt_masks": clip["masks"], "gt_obj_ids": [1, 2]}], [out])
+    assert list(evaluator.evaluate()) == ["video", "video_box", "video_point"]
+    with pytest.raises(ConfigError, match="MODEL.SAM2.TEST.EXTRA_PROMPTS.*'scribble'"):
+        sam2_tools.make_tracker(test_extra_prompts=("scribble",))

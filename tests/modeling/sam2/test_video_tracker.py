@@ -142,6 +142,10 @@ def test_build_from_project_config():
     crit = model.criterion
     assert crit.weight_dict == {"loss_mask": 20.0, "loss_dice": 1.0, "loss_iou": 1.0, "loss_class": 1.0}
     assert crit.supervise_all_iou and crit.iou_use_l1_loss and crit.pred_obj_scores
+    assert model.test_prompt == "mask" and model.test_extra_prompts == ("box", "point")  # the project's
+    cfg.MODEL.SAM2.TEST.EXTRA_PROMPTS = ("box", "lasso")
+    with pytest.raises(ConfigError, match="MODEL.SAM2.TEST.EXTRA_PROMPTS.*'lasso'"):
+        build_model(cfg)
     cfg.MODEL.SAM2.TEST.PROMPT = "scribble"
     with pytest.raises(ConfigError, match="MODEL.SAM2.TEST.PROMPT.*mask, box, point"):
         build_model(cfg)
