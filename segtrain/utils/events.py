@@ -225,9 +225,14 @@ class WandbWriter(_NewValuesMixin, EventWriter):
             self._run.finish()
 
 
+# Criterion metrics printed on the console line after the losses (DETR prints class_error).
+_CONSOLE_METRICS = ("class_error",)
+
+
 class CommonMetricPrinter(EventWriter):
     """Logs one console line: ETA, iter/max_iter, core_loss, every other loss key,
-    time, data_time, lr, and peak CUDA memory when on a GPU.
+    ``class_error`` (Mask2Former's ``SetCriterion``), time, data_time, lr, and peak CUDA
+    memory when on a GPU.
 
     train_prefix: the prefix the trainer puts before loss keys (``WRITERS.TRAIN_PREFIX``, e.g.
     "train/"); the line shows those keys without it (and without the ``total_loss`` copy).
@@ -279,6 +284,9 @@ class CommonMetricPrinter(EventWriter):
                      and latest[k][1] == iteration and not (p and k == p + "total_loss")]
         loss_keys.sort(key=lambda k: (k != p + "core_loss", k))
         parts += [f"{k[len(p):]}: {med(k):.4g}" for k in loss_keys]
+        # metrics a criterion returns beside its losses that DETR-style logs show on this line
+        parts += [f"{name}: {med(p + name):.4g}" for name in _CONSOLE_METRICS
+                  if p + name in hist and latest[p + name][1] == iteration]
         for name in ("time", "data_time"):
             if name in hist:
                 parts.append(f"{name}: {med(name):.4f}")

@@ -60,14 +60,16 @@ def test_common_metric_printer_line(caplog, monkeypatch):
     p = CommonMetricPrinter(max_iter=100)
     with EventStorage() as s:
         s.iter = 9
-        s.put_scalars(core_loss=1.5, loss_dice_3=0.25, time=0.5, data_time=0.01)
+        s.put_scalars(core_loss=1.5, loss_dice_3=0.25, class_error=62.5, iou_target_mean=0.3, time=0.5,
+                      data_time=0.01)
         s.put_scalar("lr", 1e-4, smoothing_hint=False)
         monkeypatch.setattr(logging.getLogger("segtrain"), "propagate", True)  # reach caplog's root handler
         with caplog.at_level(logging.INFO, logger="segtrain.utils.events"):
             p.write()
     line = caplog.records[-1].getMessage()
     assert "iter: 10/100" in line and "eta: 0:00:45" in line
-    assert line.index("core_loss: 1.5") < line.index("loss_dice_3: 0.25")
+    assert line.index("core_loss: 1.5") < line.index("loss_dice_3: 0.25") < line.index("class_error: 62.5")
+    assert "iou_target_mean" not in line  # other metrics stay in metrics.json
     assert "time: 0.5000" in line and "data_time: 0.0100" in line and "lr: 0.0001" in line
 
 

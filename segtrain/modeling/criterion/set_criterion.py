@@ -20,7 +20,11 @@ Per prediction (the final output, then each ``aux_outputs[i]``), after matching:
 Returns the unweighted ``loss_ce``, ``loss_mask``, ``loss_dice`` (aux: ``loss_ce_0``
 ...), ``core_loss = sum weight * value`` over keys with a non-zero weight (an aux key
 takes its base key's weight unless ``weight_dict`` names it), and the detached logging
-scalars ``core_loss_final`` (final-prediction terms) and ``core_loss_aux`` (aux terms).
+scalars ``core_loss_final`` (final-prediction terms) and ``core_loss_aux`` (aux terms),
+and, with the ``"labels"`` loss, DETR's ``class_error``: 100 minus the top-1 accuracy (in
+percent, argmax over the K+1 classes) of the final prediction's matched queries, a metric
+with no weight (100 when nothing is matched, as in DETR). Masks that are learned while
+``class_error`` stays near 100 * (1 - 1/K) mean the classes are not (docs/mask2former.md).
 
 Order of matched masks for point sampling. ``match_order="query"`` (default) keeps the
 official order (pairs sorted by query index), for bit parity of the random points with the
@@ -361,10 +365,23 @@ class SetCriterion(nn.Module):
             for loss in self.losses:
                 if loss == "labels":
                     values.update(self._loss_labels(layer, packed, indices))
+                    if not out:
+                        values["class_error"] = self._class_error(layer, self._ordered_pairs(indices, packed), packed)
                 else:
                     values.update(self._loss_masks(layer, packed, indices, num_masks))
             out.append(values)
         return out
+
+    @staticmethod
+    def _class_error(layer, pairs, packed: PackedInstanceTargets) -> Tensor:
+        """DETR's ``class_error`` of one prediction (detached scalar, percent)."""
+        logits = layer["pred_logits"].detach()
+        b_idx, src, tgt = pairs
+        if src.numel() == 0:
+            return logits.new_tensor(100.0, dtype=torch.float)
+        dev = logits.device
+        pred = logits[b_idx.to(dev), src.to(dev)].argmax(-1)
+        return 100.0 - (pred == packed.labels[tgt.to(dev)]).float().mean() * 100.0
 
     def _loss_labels(self, layer, packed, indices) -> Dict[str, Tensor]:
         src_logits = layer["pred_logits"].float()  # [B, Q, K+1]
@@ -440,6 +457,7 @@ class SetCriterion(nn.Module):
             if loss == "labels":
                 for v, ce in zip(values, self._loss_labels_batched(layers, packed, pairs)):
                     v["loss_ce"] = ce
+                values[0]["class_error"] = self._class_error(layers[0], pairs[0], packed)
             else:
                 per_layer = self._loss_masks_batched(layers, packed, pairs, num_masks, overs, extras, n_unc)
                 for v, lm in zip(values, per_layer):

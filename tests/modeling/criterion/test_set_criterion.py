@@ -52,7 +52,7 @@ def test_keys_weights_and_core_loss():
     base = ["loss_ce", "loss_mask", "loss_dice"]
     expected = base + [f"{k}_{i}" for i in range(3) for k in base]
     assert set(expected) <= set(losses)
-    assert set(losses) - set(expected) == {CORE_LOSS_KEY, "core_loss_final", "core_loss_aux"}
+    assert set(losses) - set(expected) == {CORE_LOSS_KEY, "core_loss_final", "core_loss_aux", "class_error"}
     final = sum(WEIGHTS[k] * losses[k] for k in base)
     aux = sum(WEIGHTS[k] * losses[f"{k}_{i}"] for i in range(3) for k in base)
     torch.testing.assert_close(losses["core_loss_final"], final.detach())
@@ -62,6 +62,32 @@ def test_keys_weights_and_core_loss():
     losses[CORE_LOSS_KEY].backward()
     assert torch.isfinite(out["aux_outputs"][2]["pred_masks"].grad).all()
     assert out["aux_outputs"][2]["pred_masks"].grad.abs().sum() > 0
+
+
+def test_class_error_is_detrs_metric_on_the_final_prediction():
+    """class_error = 100 - top-1 accuracy (over K+1 classes) of the final prediction's matched
+    queries; no weight, no gradient; both paths agree; 100 with no GT (DETR)."""
+    crit = _crit()
+    out, tgt = _outputs(n_aux=2), _targets([2, 3])
+    losses = _run(crit, out, tgt)
+    torch.manual_seed(0)
+    indices = crit.matcher(out, tgt)
+    logits = out["pred_logits"].detach()
+    hits = [bool(logits[b, i].argmax() == tgt[b]["labels"][j]) for b, (ii, jj) in enumerate(indices)
+            for i, j in zip(ii.tolist(), jj.tolist())]
+    assert losses["class_error"].item() == pytest.approx(100.0 - 100.0 * sum(hits) / len(hits))
+    assert not losses["class_error"].requires_grad and "class_error_0" not in losses
+    ref = _run(crit, out, tgt, reference=True)
+    torch.testing.assert_close(ref["class_error"], losses["class_error"])
+    # make every matched query right: logits put a large margin on the GT class
+    right = {k: (v.detach().clone() if torch.is_tensor(v) else v) for k, v in out.items()}
+    for b, (ii, jj) in enumerate(indices):
+        right["pred_logits"][b, ii, tgt[b]["labels"][jj]] += 100.0
+    assert _run(crit, right, tgt)["class_error"].item() == 0.0
+    assert _run(crit, out, _targets([0, 0]))["class_error"].item() == 100.0
+    # the total does not depend on it
+    total = sum(crit.weight_of(k) * v for k, v in losses.items() if k != CORE_LOSS_KEY and not k.startswith("core"))
+    torch.testing.assert_close(losses[CORE_LOSS_KEY], total)
 
 
 def test_explicit_aux_weight_and_zero_weight():
