@@ -24,7 +24,7 @@ scalars ``core_loss_final`` (final-prediction terms) and ``core_loss_aux`` (aux 
 and, with the ``"labels"`` loss, DETR's ``class_error``: 100 minus the top-1 accuracy (in
 percent, argmax over the K+1 classes) of the final prediction's matched queries, a metric
 with no weight (100 when nothing is matched, as in DETR). Masks that are learned while
-``class_error`` stays near 100 * (1 - 1/K) mean the classes are not (docs/mask2former.md).
+``class_error`` stays near 100 mean queries that still rank "no object" or a wrong class first.
 
 Order of matched masks for point sampling. ``match_order="query"`` (default) keeps the
 official order (pairs sorted by query index), for bit parity of the random points with the
