@@ -366,7 +366,8 @@ class VideoEvaluator(DatasetEvaluator):
 
     @staticmethod
     def _summarize(records: List[Dict[str, Any]], name: str) -> Tuple["OrderedDict[str, float]", List[Dict[str, Any]]]:
-        """Overall metrics (percent) and per-object rows of one group of records; both logged."""
+        """Overall metrics (percent) and per-object rows of one group of records; the overall
+        table is logged, and the per-object one for the model's own prompt kind."""
         rows = []
         for r in records:
             jm, jr, jd = db_statistics(np.asarray(r["J"]))
@@ -384,12 +385,13 @@ class VideoEvaluator(DatasetEvaluator):
         res["num_objects"] = len(rows)
         res["num_videos"] = len({row["video_id"] for row in rows})
 
-        table = [[row["video_id"], row["obj_id"], 100 * row["J&F"], 100 * row["J"], 100 * row["F"]] for row in rows]
         what = "" if name == "video" else f", {name[len('video_'):]} prompts"
-        logger.info(
-            "Per-object video segmentation results (%%%s):\n%s", what,
-            tabulate(table, headers=["video", "object", "J&F", "J", "F"], tablefmt="pipe", floatfmt=".1f"),
-        )
+        if name == "video":  # the extra prompt kinds' per-object rows are in video_metrics.json only
+            table = [[row["video_id"], row["obj_id"], 100 * row["J&F"], 100 * row["J"], 100 * row["F"]] for row in rows]
+            logger.info(
+                "Per-object video segmentation results (%%):\n%s",
+                tabulate(table, headers=["video", "object", "J&F", "J", "F"], tablefmt="pipe", floatfmt=".1f"),
+            )
         logger.info(
             "Video segmentation results (%%%s):\n%s", what,
             tabulate([[res[k] for k in res]], headers=list(res), tablefmt="pipe", floatfmt=".2f"),
