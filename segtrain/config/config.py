@@ -15,6 +15,8 @@ __all__ = ["CfgNode", "get_cfg", "configurable", "load_config", "all_keys", "rea
 
 logger = logging.getLogger(__name__)
 
+_MISSING = object()  # CfgNode._lookup of a key that is not in the config
+
 
 def all_keys(cfg: _FvCfgNode, prefix: str = "") -> List[str]:
     """Every leaf key of ``cfg`` as a dotted path, e.g. ``MODEL.CRITERION.NAME``."""
@@ -83,18 +85,21 @@ class CfgNode(_FvCfgNode):
         cfg_list = self._expand_dict_overrides(cfg_list)
         valid = all_keys(self)
         for key in cfg_list[0::2]:
-            node = self
-            parts = key.split(".")
-            for part in parts[:-1]:
-                if not isinstance(node, _FvCfgNode) or part not in node:
-                    raise ConfigError(f"command line: unknown config key {key!r}.{_suggest_keys(key, valid)}")
-                node = node[part]
-            if not isinstance(node, _FvCfgNode) or parts[-1] not in node:
+            if self._lookup(key) is _MISSING:
                 raise ConfigError(f"command line: unknown config key {key!r}.{_suggest_keys(key, valid)}")
         try:
             super().merge_from_list(cfg_list)
         except (ValueError, KeyError, AssertionError) as e:
             raise ConfigError(f"command line: {' '.join(str(e).split())}") from e
+
+    def _lookup(self, key: str) -> Any:
+        """The value (or group of keys) at dotted ``key``, or ``_MISSING``."""
+        node: Any = self
+        for part in key.split("."):
+            if not isinstance(node, _FvCfgNode) or part not in node:
+                return _MISSING
+            node = node[part]
+        return node
 
     def _expand_dict_overrides(self, cfg_list: List[Any]) -> List[Any]:
         """``KEY "{'a': 1, 'b': 2}"`` where KEY is a group of keys (e.g. a loss's ``WEIGHT_DICT``)
@@ -104,9 +109,7 @@ class CfgNode(_FvCfgNode):
 
         out: List[Any] = []
         for key, value in zip(cfg_list[0::2], cfg_list[1::2]):
-            node: Any = self
-            for part in str(key).split("."):
-                node = node.get(part) if isinstance(node, _FvCfgNode) else None
+            node = self._lookup(str(key))
             if not isinstance(node, _FvCfgNode):
                 out.extend([key, value])
                 continue

@@ -355,8 +355,7 @@ class VideoEvaluator(DatasetEvaluator):
             dumped[name] = {"overall": res, "per_object": rows}
         if self._output_dir:
             os.makedirs(self._output_dir, exist_ok=True)
-            main = dumped.get("video", next(iter(dumped.values())))
-            payload = {"overall": main["overall"], "per_object": main["per_object"]}
+            payload = dict(dumped["video"])  # process() scores the model's own prompt for every video
             extra = {k: v for k, v in dumped.items() if k != "video"}
             if extra:
                 payload["by_prompt"] = extra

@@ -49,6 +49,12 @@ def _mean(values: List[float]) -> float:
     return math.fsum(values) / len(values)
 
 
+def _fifth_means(values: List[float]) -> Tuple[float, float]:
+    """Means of the first and the last fifth of ``values`` (at least one value each)."""
+    n = max(1, len(values) // 5)
+    return _mean(values[:n]), _mean(values[-n:])
+
+
 def loss_trends(records: List[Dict[str, float]], min_records: int = MIN_RECORDS) -> "OrderedDict[str, Trend]":
     """Trend of every loss key that appears in at least ``min_records`` records, in the order of
     :func:`segtrain.utils.plot_metrics.group_keys` (totals first, aux copies after their main key).
@@ -68,8 +74,7 @@ def loss_trends(records: List[Dict[str, float]], min_records: int = MIN_RECORDS)
     for keys in group_keys(kept).values():
         for k in keys:
             v = series[k]
-            n = max(1, len(v) // 5)
-            first, last = _mean(v[:n]), _mean(v[-n:])
+            first, last = _fifth_means(v)
             ratio = last / first if first > 0 else (1.0 if last == first else math.inf)
             out[k] = {"first": first, "last": last, "ratio": ratio, "records": len(v)}
     return out
@@ -108,8 +113,7 @@ def moving_target_notes(trends: Dict[str, Trend], records: List[Dict[str, float]
         values = [float(r[metric]) for r in records if metric in r and math.isfinite(r[metric])]
         if len(values) < min_records:
             continue
-        n = max(1, len(values) // 5)
-        first, last = _mean(values[:n]), _mean(values[-n:])
+        first, last = _fifth_means(values)
         if first > 0 and last > first:
             notes[key] = f"targets moved: {metric} x{last / first:.2f}"
     return notes
