@@ -38,6 +38,27 @@ def _suggest_keys(key: str, valid: Sequence[str]) -> str:
     return (" Closest valid keys: " + ", ".join(hits)) if hits else ""
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_float(v: Any) -> bool:
+    return isinstance(v, float)
+
+
+def _ints_to_floats(new: _FvCfgNode, old: _FvCfgNode) -> None:
+    """Where ``old`` holds a float and ``new`` an int (``LOSS_WEIGHT: 2`` in YAML, ``2`` on the
+    command line), make it the float: yacs would otherwise reject it as a type mismatch. Other
+    mismatches (a string for a number, ...) are still errors."""
+    for k, v in new.items():
+        if k not in old:
+            continue
+        if isinstance(v, _FvCfgNode) and isinstance(old[k], _FvCfgNode):
+            _ints_to_floats(v, old[k])
+        elif _is_int(v) and _is_float(old[k]):
+            new[k] = float(v)
+
+
 class CfgNode(_FvCfgNode):
     """fvcore ``CfgNode`` whose merge errors are one line naming the key (and file)."""
 
@@ -70,6 +91,7 @@ class CfgNode(_FvCfgNode):
             raise ConfigError(f"{cfg_filename}: _BASE_ file not found: {e.filename!r}") from e
         loaded = type(self)(loaded)
         self._check_known_keys(loaded, cfg_filename)
+        _ints_to_floats(loaded, self)
         try:
             self.merge_from_other_cfg(loaded)
         except (ValueError, KeyError, AssertionError) as e:
@@ -84,9 +106,15 @@ class CfgNode(_FvCfgNode):
             )
         cfg_list = self._expand_dict_overrides(cfg_list)
         valid = all_keys(self)
-        for key in cfg_list[0::2]:
-            if self._lookup(key) is _MISSING:
+        for i in range(0, len(cfg_list), 2):
+            key, value = cfg_list[i], cfg_list[i + 1]
+            old = self._lookup(key)
+            if old is _MISSING:
                 raise ConfigError(f"command line: unknown config key {key!r}.{_suggest_keys(key, valid)}")
+            if _is_float(old):
+                new = self._decode_cfg_value(value)
+                if _is_int(new):
+                    cfg_list[i + 1] = float(new)
         try:
             super().merge_from_list(cfg_list)
         except (ValueError, KeyError, AssertionError) as e:

@@ -120,3 +120,31 @@ def test_dict_literal_override_merges_into_a_group():
         load_config(None, ["MODEL.CRITERION.MULTISTEP.WEIGHT_DICT", "{'loss_msk': 5.0}"])
     with pytest.raises(ConfigError, match="MODEL.CRITERION.MULTISTEP.WEIGHT_DICT is a group of keys.*loss_mask"):
         load_config(None, ["MODEL.CRITERION.MULTISTEP.WEIGHT_DICT", "5.0"])
+
+
+def test_int_where_a_float_is_expected_is_accepted(tmp_path):
+    """``2`` for a float key (YAML or command line) becomes 2.0; a string is still an error."""
+    f = _write(
+        tmp_path / "w.yaml",
+        """\
+        SOLVER:
+          BASE_LR: 1
+        MODEL:
+          CRITERION:
+            SET_CRITERION:
+              WEIGHT_DICT:
+                loss_mask: 7
+        """,
+    )
+    cfg = load_config(f, ["MODEL.CRITERION.SET_CRITERION.EOS_COEF", "0", "MODEL.CRITERION.SET_CRITERION.WEIGHT_DICT", "{'loss_dice': 3}"])
+    sc = cfg.MODEL.CRITERION.SET_CRITERION
+    assert cfg.SOLVER.BASE_LR == 1.0 and isinstance(cfg.SOLVER.BASE_LR, float)
+    assert sc.WEIGHT_DICT.loss_mask == 7.0 and isinstance(sc.WEIGHT_DICT.loss_mask, float)
+    assert sc.WEIGHT_DICT.loss_dice == 3.0 and isinstance(sc.WEIGHT_DICT.loss_dice, float)
+    assert sc.EOS_COEF == 0.0 and isinstance(sc.EOS_COEF, float)
+    # int keys stay int, and a bool is not taken for a number
+    assert isinstance(load_config(None, ["SOLVER.MAX_ITER", "5"]).SOLVER.MAX_ITER, int)
+    with pytest.raises(ConfigError, match="SOLVER.BASE_LR"):
+        load_config(None, ["SOLVER.BASE_LR", "True"])
+    with pytest.raises(ConfigError, match="SOLVER.BASE_LR"):
+        load_config(None, ["SOLVER.BASE_LR", "'fast'"])
