@@ -46,17 +46,33 @@ def _is_float(v: Any) -> bool:
     return isinstance(v, float)
 
 
-def _ints_to_floats(new: _FvCfgNode, old: _FvCfgNode) -> None:
-    """Where ``old`` holds a float and ``new`` an int (``LOSS_WEIGHT: 2`` in YAML, ``2`` on the
-    command line), make it the float: yacs would otherwise reject it as a type mismatch. Other
-    mismatches (a string for a number, ...) are still errors."""
+def _coerce_types(new: _FvCfgNode, old: _FvCfgNode) -> None:
+    """Coerce the values of ``new`` to the types of ``old`` where the intent is unambiguous
+    (``_coerce_scalar``); yacs would otherwise reject them as type mismatches. Other mismatches
+    (a string for a number, ...) are still errors naming the key."""
     for k, v in new.items():
         if k not in old:
             continue
         if isinstance(v, _FvCfgNode) and isinstance(old[k], _FvCfgNode):
-            _ints_to_floats(v, old[k])
-        elif _is_int(v) and _is_float(old[k]):
-            new[k] = float(v)
+            _coerce_types(v, old[k])
+        else:
+            decoded = _FvCfgNode._decode_cfg_value(v)  # as yacs will: "(1, 2)" in YAML is a tuple
+            coerced = _coerce_scalar(decoded, old[k])
+            if coerced is not decoded:
+                new[k] = coerced
+
+
+def _coerce_scalar(new: Any, old: Any) -> Any:
+    """``new`` made the type of ``old`` where the intent is unambiguous: an int for a float
+    (``LOSS_WEIGHT: 2``) and a single value for a tuple or list of that type
+    (``INPUT.MIN_SIZE_TRAIN 64`` -> ``(64,)``); otherwise ``new`` unchanged."""
+    if _is_int(new) and _is_float(old):
+        return float(new)
+    if isinstance(old, (tuple, list)) and isinstance(new, (int, float, str)) and not isinstance(new, bool):
+        item = _coerce_scalar(new, old[0]) if old else new
+        if all(type(x) is type(item) for x in old):
+            return type(old)([item])
+    return new
 
 
 class CfgNode(_FvCfgNode):
@@ -91,7 +107,7 @@ class CfgNode(_FvCfgNode):
             raise ConfigError(f"{cfg_filename}: _BASE_ file not found: {e.filename!r}") from e
         loaded = type(self)(loaded)
         self._check_known_keys(loaded, cfg_filename)
-        _ints_to_floats(loaded, self)
+        _coerce_types(loaded, self)
         try:
             self.merge_from_other_cfg(loaded)
         except (ValueError, KeyError, AssertionError) as e:
@@ -100,6 +116,12 @@ class CfgNode(_FvCfgNode):
     def merge_from_list(self, cfg_list: Sequence[str]) -> None:
         """Merge ``[KEY, VALUE, KEY, VALUE, ...]`` (command-line overrides)."""
         cfg_list = list(cfg_list)
+        flags = [x for x in cfg_list if isinstance(x, str) and x.startswith("--")]
+        if flags:
+            raise ConfigError(
+                f"command line: {flags[0]!r} is a flag among the KEY VALUE overrides; overrides go last "
+                f"(e.g. train_net.py --config-file FILE {flags[0]} SOLVER.MAX_ITER 100)"
+            )
         if len(cfg_list) % 2 != 0:
             raise ConfigError(
                 f"command-line overrides must be KEY VALUE pairs; got an odd count ({len(cfg_list)}): {cfg_list}"
@@ -111,10 +133,11 @@ class CfgNode(_FvCfgNode):
             old = self._lookup(key)
             if old is _MISSING:
                 raise ConfigError(f"command line: unknown config key {key!r}.{_suggest_keys(key, valid)}")
-            if _is_float(old):
-                new = self._decode_cfg_value(value)
-                if _is_int(new):
-                    cfg_list[i + 1] = float(new)
+            if not isinstance(old, _FvCfgNode):
+                decoded = self._decode_cfg_value(value)
+                coerced = _coerce_scalar(decoded, old)
+                if coerced is not decoded:
+                    cfg_list[i + 1] = coerced
         try:
             super().merge_from_list(cfg_list)
         except (ValueError, KeyError, AssertionError) as e:

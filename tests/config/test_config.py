@@ -148,3 +148,15 @@ def test_int_where_a_float_is_expected_is_accepted(tmp_path):
         load_config(None, ["SOLVER.BASE_LR", "True"])
     with pytest.raises(ConfigError, match="SOLVER.BASE_LR"):
         load_config(None, ["SOLVER.BASE_LR", "'fast'"])
+
+
+def test_single_value_for_a_tuple_and_flags_among_overrides(tmp_path):
+    f = _write(tmp_path / "t.yaml", 'INPUT:\n  MIN_SIZE_TRAIN: 80\nDATASETS:\n  TRAIN: ("shapes_train",)\n')
+    cfg = load_config(f)
+    assert cfg.INPUT.MIN_SIZE_TRAIN == (80,) and cfg.DATASETS.TRAIN == ("shapes_train",)
+    cfg = load_config(None, ["INPUT.MIN_SIZE_TRAIN", "64", "DATASETS.TEST", "shapes_val", "SOLVER.STEPS", "100"])
+    assert cfg.INPUT.MIN_SIZE_TRAIN == (64,) and cfg.DATASETS.TEST == ("shapes_val",) and cfg.SOLVER.STEPS == (100,)
+    with pytest.raises(ConfigError, match="MIN_SIZE_TRAIN"):  # a string for a tuple of ints
+        load_config(None, ["INPUT.MIN_SIZE_TRAIN", "'big'"])
+    with pytest.raises(ConfigError, match="'--eval-only' is a flag.*overrides go last"):
+        load_config(None, ["MODEL.WEIGHTS", "m.pth", "--eval-only", "SOLVER.MAX_ITER", "5"])
