@@ -76,7 +76,9 @@ def _run(args) -> int:
 
     model = build_model(cfg)
     model.eval()
-    Checkpointer(model).load(cfg.MODEL.WEIGHTS, checkpointables=[])
+    checkpointer = Checkpointer(model)
+    checkpointer.load(cfg.MODEL.WEIGHTS, checkpointables=[])
+    checkpointer.require_weights_for_inference(cfg.MODEL.WEIGHTS, cfg.MODEL.META_ARCHITECTURE)
     resize = ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")
 
     os.makedirs(args.output, exist_ok=True)

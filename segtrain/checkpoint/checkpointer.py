@@ -5,7 +5,7 @@ import os
 import pickle
 import re
 import tempfile
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -90,6 +90,9 @@ class Checkpointer:
         self.save_to_disk = comm.is_main_process() if save_to_disk is None else save_to_disk
         self.cfg = cfg
         self.checkpointables = dict(checkpointables)
+        # (model keys the last load did not fill, number of model keys); read by --eval-only
+        self.last_not_loaded: Tuple[List[str], int] = ([], 0)
+        self.last_loaded_path = ""
 
     # ------------------------------------------------------------------ save
     def save(self, name: str, *, tag_last: bool = True, **extra: Any) -> Optional[str]:
@@ -192,6 +195,18 @@ class Checkpointer:
                 logger.warning(f"{path} has no {key!r} state; it keeps its fresh state")
         return ckpt
 
+    def require_weights_for_inference(self, path: str, what: str) -> None:
+        """After a load for inference (``--eval-only``, the demo): a ``CheckpointError`` when
+        the file filled fewer than half of the model's tensors, i.e. it belongs to another
+        model (``what``, e.g. the meta-architecture) and the results would be of random weights."""
+        not_loaded, total = self.last_not_loaded
+        if total and 2 * len(not_loaded) > total:
+            raise CheckpointError(
+                f"{path}: {len(not_loaded)} of the {total} tensors of the {what} are not in this checkpoint "
+                f"(e.g. {not_loaded[0]!r}); it is not a checkpoint of this model, and evaluating it would "
+                f"measure random weights"
+            )
+
     def _load_file(self, path: str) -> Dict[str, Any]:
         """Read a checkpoint; a truncated or corrupt file becomes a one-line ``CheckpointError``."""
         try:
@@ -227,11 +242,16 @@ class Checkpointer:
             if k in own and tuple(state[k].shape) != tuple(own[k].shape):
                 rows.append((k, "shape mismatch (skipped)", tuple(state[k].shape), tuple(own[k].shape)))
                 del state[k]
+        mismatched = [r[0] for r in rows]
         result = self.model.load_state_dict(state, strict=False)
-        rows += [(k, "missing in checkpoint", "-", tuple(own[k].shape)) for k in result.missing_keys]
+        # a skipped shape mismatch is also missing to load_state_dict: one row for it
+        rows += [(k, "missing in checkpoint", "-", tuple(own[k].shape)) for k in result.missing_keys if k not in mismatched]
         rows += [(k, "unexpected (ignored)", tuple(state[k].shape), "-") for k in result.unexpected_keys]
+        not_loaded = list(result.missing_keys)
+        self.last_not_loaded = (not_loaded, len(own))
         if rows:
-            logger.warning(f"Weights from {path} do not match the model exactly:\n"
+            logger.warning(f"Weights from {path} do not match the model exactly: {len(not_loaded)} of the model's "
+                           f"{len(own)} tensors keep their initialization:\n"
                            + tabulate(rows, headers=["key", "status", "checkpoint", "model"]))
         else:
             logger.info(f"Loaded all {len(own)} model tensors from {path}")

@@ -157,6 +157,22 @@ def test_detectron2_pkl_with_mismatch_table(tmp_path, records):
     for key in ("1.weight", "1.bias", "extra.weight"):
         assert key in text
     assert "shape mismatch" in text and "missing in checkpoint" in text and "unexpected" in text
+    assert "2 of the model's 4 tensors keep their initialization" in text
+
+
+def test_inference_refuses_weights_of_another_model(tmp_path):
+    """Half the tensors found is enough for inference (a warning); fewer is a one-line error."""
+    src = _model(1)
+    half = {k: v for k, v in src.state_dict().items() if k.startswith("0.")}
+    torch.save({"model": half}, tmp_path / "half.pth")
+    ck = Checkpointer(_model(2))
+    ck.load(str(tmp_path / "half.pth"), checkpointables=[])
+    assert ck.last_not_loaded == (["1.weight", "1.bias"], 4)
+    ck.require_weights_for_inference(str(tmp_path / "half.pth"), "Sequential")
+    torch.save({"model": {"0.bias": half["0.bias"], "other.weight": torch.zeros(2)}}, tmp_path / "other.pth")
+    ck.load(str(tmp_path / "other.pth"), checkpointables=[])
+    with pytest.raises(CheckpointError, match=r"other.pth: 3 of the 4 tensors of the Sequential are not in"):
+        ck.require_weights_for_inference(str(tmp_path / "other.pth"), "Sequential")
 
 
 def test_ddp_prefixed_state_dict_loads(tmp_path):
