@@ -17,6 +17,7 @@ Evaluation (``forward(list of whole-video clip dicts)``) prompts every object on
 frame where it is visible (``MODEL.SAM2.TEST.PROMPT``) and propagates with
 ``segtrain.modeling.sam2.VideoPredictor``; outputs are ``VideoEvaluator``'s input.
 """
+import itertools
 import logging
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -574,30 +575,42 @@ class VideoTracker(PixelNormalizer, nn.Module):
                                    f"input (the video test loader's clip dicts; the GT gives the first-frame prompt)")
         obj_ids = clip.get("obj_ids", torch.arange(clip["masks"].shape[1]))
         obj_ids = obj_ids.tolist() if torch.is_tensor(obj_ids) else list(obj_ids)
-        out: Dict[str, Any] = {"pred_masks": self._predict_clip(clip, obj_ids, self.test_prompt), "obj_ids": obj_ids}
+        kinds = [self.test_prompt] + [k for k in self.test_extra_prompts if k != self.test_prompt]
+        preds = self._predict_clip(clip, obj_ids, kinds)
+        out: Dict[str, Any] = {"pred_masks": preds[self.test_prompt], "obj_ids": obj_ids}
         if self.test_extra_prompts:
-            out["pred_masks_by_prompt"] = {k: self._predict_clip(clip, obj_ids, k) for k in self.test_extra_prompts}
+            out["pred_masks_by_prompt"] = {k: preds[k] for k in self.test_extra_prompts}
         return out
 
-    def _predict_clip(self, clip: Mapping[str, Any], obj_ids: List[Any], prompt: str) -> Tensor:
-        """bool [T, N, height, width]: each object prompted with ``prompt`` from its GT on its
-        first visible frame, then propagated."""
+    def _predict_clip(self, clip: Mapping[str, Any], obj_ids: List[Any], kinds: List[str]) -> Dict[str, Tensor]:
+        """{kind: bool [T, N, height, width]}: for each prompt kind, each object prompted that
+        way from its GT on its first visible frame, then propagated. The kinds run frame by
+        frame side by side and share each frame's image features."""
         images, gt = clip["images"], clip["masks"].bool()
-        predictor = VideoPredictor(self)
-        state = predictor.init_state(images)
-        for n, oid in enumerate(obj_ids):
-            visible = gt[:, n].flatten(1).any(dim=1).nonzero().flatten()
-            if visible.numel() == 0:
-                continue
-            t0 = int(visible[0])
-            predictor.add_prompt_from_mask(state, t0, oid, gt[t0, n], prompt)
-        num_frames = images.shape[0]
-        height, width = int(clip.get("height", self.image_size)), int(clip.get("width", self.image_size))
-        pred = torch.zeros((num_frames, len(obj_ids), height, width), dtype=torch.bool)
+        shape = (images.shape[0], len(obj_ids), int(clip.get("height", self.image_size)),
+                 int(clip.get("width", self.image_size)))
         index = {oid: n for n, oid in enumerate(obj_ids)}
-        for t, ids, logits in predictor.propagate_in_video(state):
-            if not ids:
-                continue
-            up = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
-            pred[t, [index[i] for i in ids]] = (up[:, 0] > 0).cpu()
-        return pred
+        features: Dict[int, Dict[str, Any]] = {}
+        preds = {kind: torch.zeros(shape, dtype=torch.bool) for kind in kinds}
+        runs = []
+        for kind in kinds:
+            predictor = VideoPredictor(self)
+            state = predictor.init_state(images, cached_features=features)
+            for n, oid in enumerate(obj_ids):
+                visible = gt[:, n].flatten(1).any(dim=1).nonzero().flatten()
+                if visible.numel() > 0:
+                    predictor.add_prompt_from_mask(state, int(visible[0]), oid, gt[int(visible[0]), n], kind)
+            runs.append(predictor.propagate_in_video(state))
+        was_training = self.training
+        self.eval()  # before the runs start: each one restores the mode it found when it ends
+        try:
+            for steps in itertools.zip_longest(*runs):
+                for kind, step in zip(kinds, steps):
+                    if step is None or not step[1]:
+                        continue
+                    t, ids, logits = step
+                    up = F.interpolate(logits, size=shape[2:], mode="bilinear", align_corners=False)
+                    preds[kind][t, [index[i] for i in ids]] = (up[:, 0] > 0).cpu()
+        finally:
+            self.train(was_training)
+        return preds

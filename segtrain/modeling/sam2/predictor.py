@@ -29,12 +29,15 @@ class VideoPredictor:
     def __init__(self, model):
         self.model = model
 
-    def init_state(self, images: Tensor) -> Dict[str, Any]:
+    def init_state(self, images: Tensor, cached_features: Optional[Dict[int, Dict[str, Any]]] = None) -> Dict[str, Any]:
         """images: uint8 [T, 3, S, S] (S = the model's ``image_size``). Frames are encoded
-        lazily during propagation."""
+        lazily during propagation; ``cached_features`` {frame: features} keeps the last
+        encoded frame. States of the same frames and model that share one such dict and are
+        propagated in step (``zip`` of their ``propagate_in_video``) encode each frame once."""
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"VideoPredictor.init_state: images must be [T, 3, H, W], got {tuple(images.shape)}")
-        return {"images": images, "num_frames": int(images.shape[0]), "prompts": {}}
+        return {"images": images, "num_frames": int(images.shape[0]), "prompts": {},
+                "cached_features": {} if cached_features is None else cached_features}
 
     # ------------------------------------------------------------------ prompts
     def _check_frame(self, state: Dict[str, Any], frame_idx: int) -> int:
@@ -80,8 +83,12 @@ class VideoPredictor:
             raise ValueError(f"unknown prompt kind {kind!r}; valid: mask, box, point")
 
     # ------------------------------------------------------------------ propagation
-    def _frame_features(self, images: Tensor, frame_idx: int) -> Dict[str, Any]:
-        return self.model.encode_images(images[frame_idx : frame_idx + 1])
+    def _frame_features(self, state: Dict[str, Any], frame_idx: int) -> Dict[str, Any]:
+        cache = state["cached_features"]
+        if frame_idx not in cache:
+            cache.clear()  # one frame at a time: a long video's features never pile up
+            cache[frame_idx] = self.model.encode_images(state["images"][frame_idx : frame_idx + 1])
+        return cache[frame_idx]
 
     @staticmethod
     def _select(feats: Dict[str, Any], n: int) -> Dict[str, Any]:
@@ -130,7 +137,7 @@ class VideoPredictor:
         keep = max(model.num_maskmem, model.max_obj_ptrs if model.use_obj_ptrs else 1)
         first = min(t["start"] for t in tracks)
         for t in range(first, state["num_frames"]):
-            feats = self._frame_features(state["images"], t)
+            feats = self._frame_features(state, t)
             ids_t, logits_t = [], []
             for tr in tracks:
                 if t < tr["start"]:

@@ -29,6 +29,7 @@ def test_predictor_propagates_from_each_prompt_frame(sam2_tools):
             assert torch.equal(logits[ids.index("a"), 0] > 0, gt[0, 0])  # a mask prompt is its own output
     assert seen == [(0, ["a"]), (1, ["a"]), (2, ["a", "b", "c"]), (3, ["a", "b", "c"]), (4, ["a", "b", "c"])]
     assert model.training, "propagation restores the model's mode"
+    assert list(state["cached_features"]) == [4]  # only the last frame's features are kept
 
     ids, logits = predictor.propagate(state)
     assert ids == ["a", "b", "c"] and logits.shape == (5, 3, 32, 32)
@@ -95,14 +96,19 @@ def test_eval_forward_feeds_the_video_evaluator(sam2_tools, prompt):
 
 def test_extra_prompt_kinds_are_predicted_and_scored(sam2_tools):
     """MODEL.SAM2.TEST.EXTRA_PROMPTS: the same objects prompted by box and point as well;
-    each kind's masks equal a model whose primary prompt is that kind."""
+    each kind's masks equal a model whose primary prompt is that kind, and every frame is
+    encoded once for all kinds."""
     batch = sam2_tools.make_batch(num_frames=3, objects_per_video=(2,))
     clip = {"video_id": 3, "height": batch.masks.shape[-2], "width": batch.masks.shape[-1],
             "frame_indices": torch.arange(3), "images": batch.img_batch[:, 0], "masks": batch.masks[:, :2],
             "obj_ids": torch.tensor([1, 2])}
     model = sam2_tools.make_tracker(test_prompt="mask", test_extra_prompts=("box", "mask", "point")).eval()
     assert model.test_extra_prompts == ("box", "point")  # the primary kind is not predicted twice
+    encoded = []
+    model.encode_images = lambda x, _enc=model.encode_images: encoded.append(x.shape[0]) or _enc(x)
     (out,) = model([clip])
+    assert encoded == [1, 1, 1]  # the three kinds share each frame's image features
+    del model.encode_images
     assert sorted(out["pred_masks_by_prompt"]) == ["box", "point"]
     for kind in ("box", "point"):
         single = sam2_tools.make_tracker(test_prompt=kind).eval()
