@@ -223,6 +223,7 @@ class DefaultTrainer(TrainerBase):
         which happened, from which file, at which iteration (also ``start_mode`` / ``start_file``)."""
         weights = self.cfg.MODEL.WEIGHTS
         self.checkpointer.last_loaded_path = ""
+        self.checkpointer.last_not_loaded = ([], 0)
         extra = self.checkpointer.resume_or_load(weights, resume=resume)
         loaded = getattr(self.checkpointer, "last_loaded_path", "")
         if "iteration" in extra:
@@ -238,8 +239,10 @@ class DefaultTrainer(TrainerBase):
             nothing = f"--resume found no checkpoint in {self.cfg.OUTPUT_DIR}, so " if resume else ""
             if weights:
                 self.start_mode, self.start_file = "weights", loaded or weights
+                not_loaded, total = self.checkpointer.last_not_loaded
                 msg = (f"Start-up: {nothing}INITIALIZED the model weights from MODEL.WEIGHTS={weights} (model only; "
-                       f"fresh optimizer and schedule); training starts at iteration 0 of {self.max_iter}")
+                       f"fresh optimizer and schedule; {total - len(not_loaded)} of the model's {total} tensors came "
+                       f"from it); training starts at iteration 0 of {self.max_iter}")
             else:
                 self.start_mode, self.start_file = "scratch", ""
                 msg = (f"Start-up: {nothing}a NEW run from random initialization (no MODEL.WEIGHTS); "

@@ -196,7 +196,8 @@ def test_start_up_says_resume_or_weights_or_scratch(tmp_path, caplog, monkeypatc
     (line,) = _startup_lines(caplog)
     assert init.start_mode == "weights" and init.start_file == final and init.start_iter == 0
     assert f"INITIALIZED the model weights from MODEL.WEIGHTS={final} (model only" in line
-    assert "starts at iteration 0 of 6" in line
+    n = len(init.model.state_dict())
+    assert f"{n} of the model's {n} tensors came from it" in line and "starts at iteration 0 of 6" in line
     assert all(torch.equal(a, b) for a, b in zip(init.model.state_dict().values(),
                                                  first.model.state_dict().values()))
     assert init.optimizer.state_dict()["state"] == {}
