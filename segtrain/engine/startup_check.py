@@ -199,6 +199,34 @@ def _check_evaluators(cfg, problems: List[str]) -> None:
                             f"{', '.join(sorted(EVALUATOR_TYPE_TO_NAME))}; or set TEST.EVALUATOR")
 
 
+# the MaskFormer inference each evaluator scores: evaluator name -> (output key, TEST switch)
+_MASKFORMER_OUTPUT_FOR_EVALUATOR = {
+    "COCOEvaluator": ("instances", "INSTANCE_ON"),
+    "SemSegEvaluator": ("sem_seg", "SEMANTIC_ON"),
+    "PanopticEvaluator": ("panoptic_seg", "PANOPTIC_ON"),
+}
+
+
+def _check_maskformer_outputs(cfg, problems: List[str]) -> None:
+    """A MaskFormer evaluated by an evaluator whose output it does not produce would fail at
+    the first evaluation, after EVAL_PERIOD iterations: say so now."""
+    if _get(cfg, "MODEL.META_ARCHITECTURE") != "MaskFormer" or _get(cfg, "MODEL.MASK_FORMER.TEST") is None:
+        return
+    from segtrain.data.catalog import DatasetCatalog, MetadataCatalog
+    from segtrain.evaluation.build import EVALUATOR_TYPE_TO_NAME
+
+    for name in _get(cfg, "DATASETS.TEST", ()) or ():
+        evaluator = _get(cfg, "TEST.EVALUATOR")
+        if not evaluator and name in DatasetCatalog:
+            etype = getattr(MetadataCatalog.get(name), "evaluator_type", None)
+            evaluator = EVALUATOR_TYPE_TO_NAME.get(etype, etype)
+        key, switch = _MASKFORMER_OUTPUT_FOR_EVALUATOR.get(evaluator, (None, None))
+        if switch and not _get(cfg, f"MODEL.MASK_FORMER.TEST.{switch}"):
+            problems.append(f"{evaluator} on {name!r} scores the MaskFormer's {key!r} output, which "
+                            f"MODEL.MASK_FORMER.TEST.{switch} False turns off; set it True or choose another "
+                            f"TEST.EVALUATOR")
+
+
 def _meta_arch_class(cfg):
     from segtrain.modeling.meta_arch.build import META_ARCH_REGISTRY
 
@@ -280,6 +308,7 @@ def check_config(cfg, *, train: bool = True, resume: bool = False) -> List[str]:
     _check_names(cfg, problems)
     _check_datasets(cfg, train, problems)
     _check_evaluators(cfg, problems)
+    _check_maskformer_outputs(cfg, problems)
     if train:
         _check_criterion(cfg, problems)
     _check_num_classes(cfg, train, problems)

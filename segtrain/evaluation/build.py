@@ -18,6 +18,7 @@ EVALUATOR_REGISTRY.__doc__ = """Evaluators: class(cfg, dataset_name, output_dir)
 EVALUATOR_TYPE_TO_NAME: Dict[str, str] = {
     "coco": "COCOEvaluator",
     "sem_seg": "SemSegEvaluator",
+    "panoptic_seg": "PanopticEvaluator",
     "video": "VideoEvaluator",
 }
 
@@ -26,7 +27,7 @@ def build_evaluator(cfg, dataset_name: str, output_dir: Optional[str] = None):
     """The evaluator for ``dataset_name``: ``cfg.TEST.EVALUATOR`` when set, else the one that the
     dataset metadata's ``evaluator_type`` maps to. ``output_dir`` defaults to
     ``cfg.OUTPUT_DIR/inference``. Returns a ``DatasetEvaluator``."""
-    from . import coco_evaluation, find_evaluation, sem_seg_evaluation  # noqa: F401  (their classes register on import)
+    from . import coco_evaluation, find_evaluation, panoptic_evaluation, sem_seg_evaluation  # noqa: F401  (register)
 
     try:
         from segtrain.data.datasets.builtin import register_shapes_from_cfg
