@@ -1,4 +1,4 @@
-"""Data pipeline: dataset catalog, loaders (COCO JSON, built-in shapes), mappers,
+"""Data pipeline: dataset catalog, loaders (COCO JSON, COCO panoptic, built-in shapes), mappers,
 augmentations, samplers and the train / test loader builders.
 
 Importing this package registers the built-in datasets (``shapes_train``, ``shapes_val``,
@@ -11,6 +11,7 @@ from .datasets import builtin as _builtin  # noqa: F401  (registers the built-in
 from .datasets import shapes_video as _shapes_video, ytvis as _ytvis  # noqa: F401  (register video datasets)
 from .datasets.builtin import register_shapes, register_shapes_from_cfg
 from .datasets.coco import bad_annotation_policy, load_coco_json, register_coco_instances
+from .datasets.coco_panoptic import load_coco_panoptic_json, register_coco_panoptic
 from .mappers import MAPPER_REGISTRY, InstanceDatasetMapper, build_mapper
 from . import find as _find  # noqa: F401  (registers FindDatasetMapper)
 from .samplers import InferenceSampler, TrainingSampler
@@ -23,6 +24,8 @@ __all__ = [
     "MAPPER_REGISTRY",
     "register_coco_instances",
     "load_coco_json",
+    "register_coco_panoptic",
+    "load_coco_panoptic_json",
     "bad_annotation_policy",
     "register_shapes",
     "register_shapes_from_cfg",

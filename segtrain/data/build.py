@@ -60,14 +60,26 @@ def get_dataset_dicts(
             dicts.extend(part)
     if filter_empty:
         before = len(dicts)
-        dicts = [d for d in dicts if any(not a.get("iscrowd", 0) for a in d.get("annotations", []))]
+        dicts = [d for d in dicts if _has_targets(d)]
         if before != len(dicts):
             logger.info("Removed %d image(s) without annotations; %d left", before - len(dicts), len(dicts))
         if not dicts:
             raise DatasetError(f"every image of {', '.join(names)} has no annotations (filter_empty=True)")
     n_inst = sum(len(d.get("annotations", [])) for d in dicts)
-    logger.info("Dataset(s) %s: %d images, %d annotations", ", ".join(names), len(dicts), n_inst)
+    n_seg = sum(len(d.get("segments_info", [])) for d in dicts)
+    logger.info("Dataset(s) %s: %d images, %d annotations%s", ", ".join(names), len(dicts), n_inst,
+                f", {n_seg} panoptic segments" if n_seg else "")
     return dicts
+
+
+def _has_targets(d: Dict[str, Any]) -> bool:
+    """Whether a dataset dict has something to train on: a non-crowd instance annotation, a
+    non-crowd panoptic segment, or a semantic label map."""
+    if "annotations" in d:
+        return any(not a.get("iscrowd", 0) for a in d["annotations"])
+    if d.get("pan_seg_file_name"):
+        return any(not s.get("iscrowd", 0) for s in d.get("segments_info", []))
+    return bool(d.get("sem_seg_file_name"))
 
 
 class DatasetFromList(Dataset):

@@ -25,6 +25,8 @@ __all__ = [
     "bad_items_skipped",
     "transform_segmentations",
     "annotations_to_instances",
+    "read_panoptic_ids",
+    "segment_map_targets",
 ]
 
 logger = logging.getLogger(__name__)
@@ -165,3 +167,50 @@ def annotations_to_instances(
     return Instances(
         (h, w), gt_classes=classes, gt_boxes=masks_to_boxes(gt_masks), gt_masks=gt_masks
     )
+
+
+def read_panoptic_ids(file_name: str) -> np.ndarray:
+    """A COCO panoptic PNG as segment ids int64 [H, W]: id = R + 256 G + 256^2 B (0 = void)."""
+    bgr = cv2.imread(file_name, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise DatasetError(f"{file_name}: panoptic PNG cannot be read (missing, corrupt or not an image)")
+    bgr = bgr.astype(np.int64)
+    return bgr[..., 2] + 256 * bgr[..., 1] + 256 * 256 * bgr[..., 0]
+
+
+def segment_map_targets(dataset_dict: Dict[str, Any], transforms: Transform, image_size: Tuple[int, int],
+                        output_size: Tuple[int, int], ignore_label: int = 255) -> Optional[Instances]:
+    """Mask-classification targets of a dataset dict without instance ``annotations``, as
+    Mask2Former trains panoptic and semantic models: with ``pan_seg_file_name`` +
+    ``segments_info``, one target per non-crowd segment (things and stuff); with
+    ``sem_seg_file_name`` (a label PNG), one target per class present (``ignore_label`` is
+    not a class). The map is transformed once, nearest-neighbour (padding is "no target"),
+    and targets left empty are dropped. ``None`` when the dict has neither file."""
+    if dataset_dict.get("pan_seg_file_name"):
+        path = dataset_dict["pan_seg_file_name"]
+        ids = read_panoptic_ids(path)
+        segments = [s for s in dataset_dict.get("segments_info", []) if not s.get("iscrowd", 0)]
+        classes = [int(s["category_id"]) for s in segments]
+        index = np.zeros(ids.shape, dtype=np.uint16)  # 0 = void / crowd / padding, k + 1 = segment k
+        for k, s in enumerate(segments):
+            index[ids == int(s["id"])] = k + 1
+    elif dataset_dict.get("sem_seg_file_name"):
+        path = dataset_dict["sem_seg_file_name"]
+        labels = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+        if labels is None:
+            raise DatasetError(f"{path}: semantic label PNG cannot be read (missing, corrupt or not an image)")
+        labels = (labels[..., 0] if labels.ndim == 3 else labels).astype(np.int64)
+        classes = [int(c) for c in np.unique(labels) if c != ignore_label]
+        index = np.zeros(labels.shape, dtype=np.uint16)
+        for k, c in enumerate(classes):
+            index[labels == c] = k + 1
+    else:
+        return None
+    if len(classes) >= np.iinfo(np.uint16).max:
+        raise DatasetError(f"{path}: {len(classes)} segments in one image; at most 65534 are supported")
+    _check_size(index, *image_size, path, f"image id {dataset_dict.get('image_id')}")
+    index = transforms.apply_segmentation(index)
+    if index.shape[:2] != tuple(output_size):
+        raise DatasetError(f"{path}: transformed map is {index.shape[:2]}, image is {tuple(output_size)}")
+    masks = index[None] == np.arange(1, len(classes) + 1, dtype=np.uint16)[:, None, None]
+    return annotations_to_instances([{"category_id": c} for c in classes], masks, tuple(output_size))

@@ -16,6 +16,7 @@ from ..detection_utils import (
     check_mapper_policy,
     map_or_skip,
     read_image_checked,
+    segment_map_targets,
     transform_segmentations,
 )
 from ..transforms import Augmentation, apply_augmentations, build_augmentations
@@ -37,6 +38,12 @@ class InstanceDatasetMapper:
     ``instances`` is present whenever the dict has ``annotations`` (also at test time,
     for a validation loss). With ``on_bad_annotation="skip"`` a bad image gives ``None``.
 
+    A dict without ``annotations`` but with a panoptic PNG (``pan_seg_file_name`` +
+    ``segments_info``) or a semantic label PNG (``sem_seg_file_name``) gets Mask2Former's
+    panoptic / semantic targets instead: one mask per non-crowd segment, things and stuff,
+    or one per class present (``ignore_label`` excluded), in the same ``instances`` fields
+    (``segment_map_targets``).
+
     Every non-crowd annotation needs a mask: a box-only one (no / empty ``segmentation``)
     raises a ``ConfigError`` naming the dataset(s) ``dataset_names`` (under either policy:
     the model, not the image, is at fault); box-only data trains the concept detector
@@ -52,8 +59,11 @@ class InstanceDatasetMapper:
         image_format: str = "RGB",
         on_bad_annotation: str = "error",
         dataset_names: Sequence[str] = (),
+        ignore_label: int = 255,
     ):
-        """dataset_names: the datasets this mapper reads, for error messages only."""
+        """dataset_names: the datasets this mapper reads, for error messages only.
+        ignore_label: the unlabelled value of semantic label PNGs."""
+        self.ignore_label = int(ignore_label)
         self.is_train = is_train
         self.dataset_names = tuple(dataset_names)
         self.augmentations = list(augmentations)
@@ -70,6 +80,7 @@ class InstanceDatasetMapper:
             "image_format": cfg.INPUT.FORMAT,
             "on_bad_annotation": cfg.DATASETS.ON_BAD_ANNOTATION,
             "dataset_names": tuple(cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST),
+            "ignore_label": _ignore_label(cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST),
         }
 
     def __call__(self, dataset_dict: Dict[str, Any]) -> Optional[Dict[str, Any]]:
@@ -98,6 +109,10 @@ class InstanceDatasetMapper:
             except DatasetError as e:
                 raise DatasetError(f"{dataset_dict['file_name']}: {e}") from None
             out["instances"] = annotations_to_instances(annos, masks, (out_h, out_w))
+        else:
+            targets = segment_map_targets(dataset_dict, transforms, (h, w), (out_h, out_w), self.ignore_label)
+            if targets is not None:
+                out["instances"] = targets
         return out
 
     def _check_masks(self, annos: List[dict], dataset_dict: Dict[str, Any]) -> None:
@@ -114,3 +129,11 @@ class InstanceDatasetMapper:
             f"{dataset_dict.get('file_name')}: no 'segmentation'); add masks, or train box-only data with the "
             "concept detector (INPUT.DATASET_MAPPER_NAME 'FindDatasetMapper')"
         )
+
+
+def _ignore_label(dataset_names: Sequence[str]) -> int:
+    """``ignore_label`` of the first dataset's metadata (255 when unset or unregistered)."""
+    from segtrain.data.catalog import MetadataCatalog
+
+    names = list(dataset_names)
+    return int(getattr(MetadataCatalog.get(names[0]), "ignore_label", 255)) if names else 255

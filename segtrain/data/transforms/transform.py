@@ -117,7 +117,15 @@ class ResizeTransform(Transform):
         if (self.new_h, self.new_w) == (self.h, self.w):
             return segmentation
         dtype = segmentation.dtype
-        out = cv2.resize(segmentation.astype(np.uint8), (self.new_w, self.new_h), interpolation=cv2.INTER_NEAREST)
+        # OpenCV resizes uint8 / uint16 / int16 / float32 maps; bool masks go through uint8 and
+        # other integer maps through float32 (exact below 2^24), so label and id maps keep their values
+        if dtype in (np.uint8, np.uint16, np.int16, np.float32):
+            src = segmentation
+        elif dtype == bool:
+            src = segmentation.astype(np.uint8)
+        else:
+            src = segmentation.astype(np.float32)
+        out = cv2.resize(src, (self.new_w, self.new_h), interpolation=cv2.INTER_NEAREST)
         return out.astype(dtype, copy=False)
 
     def apply_coords(self, coords: np.ndarray) -> np.ndarray:
