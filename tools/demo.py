@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Run a trained model on image files and write PNGs with the predicted masks, classes and
-scores drawn.
+scores drawn (the panoptic segments of a panoptic model, else the instances, else the
+semantic map).
 
     python tools/demo.py --config-file projects/m2f/r50.yaml --input a.jpg b.png --output out/ \\
         [--confidence-threshold 0.5] MODEL.WEIGHTS output/model_final.pth
@@ -90,15 +91,24 @@ def _run(args) -> int:
         start = time.perf_counter()
         with torch.no_grad():
             result = model([{"image": image, "height": height, "width": width}])[0]
-        if "instances" not in result:
-            raise ConfigError("the model returned no 'instances' (Mask2Former: set MODEL.MASK_FORMER.TEST.INSTANCE_ON True)")
-        instances = result["instances"].to("cpu")
-        keep = int((instances.scores >= args.confidence_threshold).sum())
-        logger.info("%s: %d instances above %.2f in %.2fs", path, keep, args.confidence_threshold,
-                    time.perf_counter() - start)
+        seconds = time.perf_counter() - start
         rgb = img if cfg.INPUT.FORMAT == "RGB" else img[:, :, ::-1]
         vis = Visualizer(rgb, metadata)
-        vis.draw_instance_predictions(instances, score_threshold=args.confidence_threshold)
+        if "panoptic_seg" in result:  # a panoptic model: things and stuff in one map
+            seg, info = result["panoptic_seg"]
+            logger.info("%s: %d panoptic segments in %.2fs", path, len(info or []), seconds)
+            vis.draw_panoptic_seg(seg.cpu(), info or [])
+        elif "instances" in result:
+            instances = result["instances"].to("cpu")
+            keep = int((instances.scores >= args.confidence_threshold).sum())
+            logger.info("%s: %d instances above %.2f in %.2fs", path, keep, args.confidence_threshold, seconds)
+            vis.draw_instance_predictions(instances, score_threshold=args.confidence_threshold)
+        elif "sem_seg" in result:
+            logger.info("%s: semantic segmentation in %.2fs", path, seconds)
+            vis.draw_sem_seg(result["sem_seg"].float().cpu())
+        else:
+            raise ConfigError("the model returned no 'instances', 'panoptic_seg' or 'sem_seg' to draw "
+                              "(Mask2Former: set one of MODEL.MASK_FORMER.TEST.{INSTANCE_ON, PANOPTIC_ON, SEMANTIC_ON})")
         out = os.path.join(args.output, os.path.splitext(os.path.basename(path))[0] + ".png")
         vis.save(out)
     return len(files)

@@ -397,8 +397,8 @@ def render_predictions(inputs: Sequence[Mapping[str, Any]], outputs: Sequence[Ma
                        metadata: Any = None, score_threshold: float = 0.5, title: str = "prediction",
                        image_format: str = "RGB") -> Optional[np.ndarray]:
     """One row per input: ground truth (its ``instances``: ``gt_masks`` bool [N, H, W],
-    ``gt_classes`` [N]) on the left, the prediction (``instances`` or ``sem_seg`` [K, H, W])
-    on the right, both on the input ``image`` (uint8 [3, H, W]). Returns RGB uint8
+    ``gt_classes`` [N]) on the left, the prediction (``panoptic_seg``, else ``instances``, else
+    ``sem_seg`` [K, H, W]) on the right, both on the input ``image`` (uint8 [3, H, W]). Returns RGB uint8
     [sum of H, 2 * max W, 3], or None when an output has neither."""
     import cv2
 
@@ -416,7 +416,10 @@ def render_predictions(inputs: Sequence[Mapping[str, Any]], outputs: Sequence[Ma
             gt.overlay_instances(masks=inst.gt_masks.cpu().numpy(), class_ids=classes,
                                  labels=[gt.class_name(c) for c in classes] if classes is not None else None)
         pred = Visualizer(img, metadata)
-        if "instances" in out:
+        if "panoptic_seg" in out:
+            seg, info = out["panoptic_seg"]
+            pred.draw_panoptic_seg(seg.cpu(), info or [])
+        elif "instances" in out:
             pred.draw_instance_predictions(out["instances"].to("cpu"), score_threshold=score_threshold)
         elif "sem_seg" in out:
             pred.draw_sem_seg(out["sem_seg"].detach().float().cpu())

@@ -87,8 +87,11 @@ class Visualizer:
             raise OSError(f"could not write image {path!r}")
 
     def class_name(self, class_id: int) -> str:
-        """The metadata name of a contiguous class id (the id itself when unknown)."""
-        names = getattr(self.metadata, "thing_classes", None) if self.metadata is not None else None
+        """The metadata name of a contiguous class id (the id itself when unknown): from
+        ``stuff_classes`` when the metadata has them (panoptic and semantic datasets, whose
+        contiguous ids run over every class), else ``thing_classes``."""
+        meta = self.metadata
+        names = (getattr(meta, "stuff_classes", None) or getattr(meta, "thing_classes", None)) if meta is not None else None
         if names and 0 <= class_id < len(names):
             return str(names[class_id])
         return str(class_id)
@@ -221,6 +224,10 @@ class Visualizer:
                 labels.append(self.class_name(cls) + (" (crowd)" if a.get("iscrowd", 0) else ""))
             self.overlay_instances(masks=np.stack(masks) if has_masks else None, boxes=np.asarray(boxes),
                                    class_ids=classes, labels=labels)
+        if d.get("pan_seg_file_name"):
+            from segtrain.data.detection_utils import read_panoptic_ids
+
+            self.draw_panoptic_seg(read_panoptic_ids(d["pan_seg_file_name"]), d.get("segments_info", []))
         path = d.get("sem_seg_file_name")
         if path:
             sem = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
@@ -228,6 +235,19 @@ class Visualizer:
                 raise OSError(f"cannot read sem_seg file {path!r}")
             self.draw_sem_seg(sem)
         return self.get_output()
+
+    def draw_panoptic_seg(self, panoptic_seg: _ArrayLike, segments_info: Sequence[Dict[str, Any]]) -> np.ndarray:
+        """Draw every segment of a panoptic map (segment ids [H, W], 0 = void) with its
+        class colour and name; ``segments_info``: ``{"id", "category_id"}`` (``iscrowd``
+        segments are labelled "(crowd)")."""
+        seg = _np(panoptic_seg)
+        segments = [s for s in segments_info if (seg == int(s["id"])).any()]
+        if not segments:
+            return self.get_output()
+        masks = np.stack([seg == int(s["id"]) for s in segments])
+        classes = [int(s["category_id"]) for s in segments]
+        labels = [self.class_name(c) + (" (crowd)" if s.get("iscrowd", 0) else "") for c, s in zip(classes, segments)]
+        return self.overlay_instances(masks=masks, class_ids=classes, labels=labels)
 
     def draw_sem_seg(self, sem_seg: _ArrayLike, *, ignore_label: int = 255) -> np.ndarray:
         """Blend a label map ([H, W] ints, or [K, H, W] scores) with one colour per class and

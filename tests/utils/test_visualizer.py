@@ -79,6 +79,29 @@ def test_draw_sem_seg():
     assert tuple(out[50, 10]) == (100, 100, 100)
 
 
+def test_draw_panoptic_seg_and_stuff_class_names():
+    """Each segment in its class colour (contiguous ids over stuff_classes, things and stuff);
+    void and segments without pixels are left alone."""
+    seg = np.zeros((40, 40), np.int64)
+    seg[:20] = 7
+    seg[20:, :10] = 300
+    class meta:  # noqa: N801  (a metadata stand-in)
+        stuff_classes = ["cat", "grass"]
+        thing_classes = ["cat"]
+
+    vis = Visualizer(_image(40, 40), meta, alpha=1.0)
+    assert vis.class_name(1) == "grass"
+    out = vis.draw_panoptic_seg(seg, [{"id": 7, "category_id": 1}, {"id": 300, "category_id": 0},
+                                      {"id": 9, "category_id": 0}])
+
+    def mode(region):  # the most frequent colour (labels and outlines cover a few pixels)
+        colors, counts = np.unique(region.reshape(-1, 3), axis=0, return_counts=True)
+        return tuple(int(c) for c in colors[counts.argmax()])
+
+    assert mode(out[:20]) == class_color(1, meta) and mode(out[20:, :10]) == class_color(0, meta)
+    assert mode(out[20:, 10:]) == (100, 100, 100)  # void
+
+
 @pytest.mark.parametrize("source", ["annotation", "dataloader"])
 def test_visualize_data_tool_on_small_shapes(tmp_path, tmp_datasets_root, source):
     import importlib.util

@@ -45,3 +45,30 @@ def test_demo_errors_are_one_line(tmp_path, capsys):
                        "MODEL.WEIGHTS", "w.pth"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "\n" not in err and "missing.jpg" in err
+
+
+def test_demo_draws_the_panoptic_map_of_a_panoptic_model(tmp_path, monkeypatch):
+    """PANOPTIC_ON: the PNG shows the panoptic segments; the log line counts them."""
+    monkeypatch.setenv("SEGTRAIN_DATASETS", str(tmp_path / "datasets"))
+    torch.manual_seed(0)
+    model = build_model(load_config(TINY))
+    head = model.sem_seg_head
+    with torch.no_grad():  # every query: class 1 with certainty and a mask over the whole image
+        head.predictor.class_embed.weight.zero_()
+        head.predictor.class_embed.bias[:] = -10.0
+        head.predictor.class_embed.bias[1] = 10.0
+        head.pixel_decoder.mask_features.weight.zero_()
+        head.pixel_decoder.mask_features.bias.fill_(1.0)
+        head.predictor.mask_embed.layers[-1].weight.zero_()
+        head.predictor.mask_embed.layers[-1].bias.fill_(0.1)
+    weights = tmp_path / "w.pth"
+    torch.save({"model": model.state_dict()}, weights)
+    img = np.full((64, 64, 3), 200, np.uint8)
+    cv2.imwrite(str(tmp_path / "a.png"), img)
+    out = tmp_path / "vis"
+    rc = _demo().main(["--config-file", TINY, "--input", str(tmp_path / "a.png"), "--output", str(out),
+                       "MODEL.WEIGHTS", str(weights), "MODEL.MASK_FORMER.TEST.PANOPTIC_ON", "True",
+                       "MODEL.MASK_FORMER.TEST.INSTANCE_ON", "False"])
+    assert rc == 0
+    drawn = cv2.imread(str(out / "a.png"))
+    assert drawn.shape == (64, 64, 3) and (drawn != 200).any(axis=-1).mean() > 0.9  # one segment: the image
