@@ -12,6 +12,7 @@ from .datasets import shapes_video as _shapes_video, ytvis as _ytvis  # noqa: F4
 from .datasets.builtin import register_shapes, register_shapes_from_cfg
 from .datasets.coco import bad_annotation_policy, load_coco_json, register_coco_instances
 from .datasets.coco_panoptic import load_coco_panoptic_json, register_coco_panoptic
+from .datasets.sem_seg import load_sem_seg, register_sem_seg
 from .mappers import MAPPER_REGISTRY, InstanceDatasetMapper, build_mapper
 from . import find as _find  # noqa: F401  (registers FindDatasetMapper)
 from .samplers import InferenceSampler, TrainingSampler
@@ -26,6 +27,8 @@ __all__ = [
     "load_coco_json",
     "register_coco_panoptic",
     "load_coco_panoptic_json",
+    "register_sem_seg",
+    "load_sem_seg",
     "bad_annotation_policy",
     "register_shapes",
     "register_shapes_from_cfg",
