@@ -173,9 +173,10 @@ def _check_datasets(cfg, train: bool, problems: List[str]) -> None:
         json_file = getattr(meta, "json_file", None)
         if json_file and not os.path.isfile(json_file):
             problems.append(f"{key}: annotation file of dataset {name!r} not found: {json_file!r}")
-        image_root = getattr(meta, "image_root", None)
-        if image_root and not os.path.isdir(image_root):
-            problems.append(f"{key}: image folder of dataset {name!r} not found: {image_root!r}")
+        for attr, what in (("image_root", "image"), ("panoptic_root", "panoptic PNG"), ("sem_seg_root", "label PNG")):
+            folder = getattr(meta, attr, None)
+            if folder and not os.path.isdir(folder):
+                problems.append(f"{key}: {what} folder of dataset {name!r} not found: {folder!r}")
 
 
 def _check_evaluators(cfg, problems: List[str]) -> None:

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from segtrain.config import load_config
-from segtrain.data import DatasetCatalog, MetadataCatalog, register_coco_instances
+from segtrain.data import DatasetCatalog, MetadataCatalog, register_coco_instances, register_coco_panoptic
 from segtrain.engine.startup_check import check_config, register_name_key, validate_config
 from segtrain.utils.errors import ConfigError
 
@@ -99,6 +99,18 @@ def test_dataset_files_and_weights(tmp_path):
         f"DATASETS.TRAIN: image folder of dataset 'startup_missing_files' not found: {str(tmp_path / 'no_images')!r}",
         f"MODEL.WEIGHTS: file not found: {str(tmp_path / 'w.pth')!r}",
     ]
+    # a panoptic dataset's PNG folder is checked too
+    pan_json = tmp_path / "pan.json"
+    pan_json.write_text('{"images": [], "annotations": [], "categories": [{"id": 1, "name": "a"}]}')
+    register_coco_panoptic("startup_missing_png", {}, str(tmp_path), str(tmp_path / "no_pngs"), str(pan_json))
+    try:
+        problems = _problems("DATASETS.TRAIN", "('startup_missing_png',)", "DATASETS.TEST", "()",
+                             "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "1")
+    finally:
+        DatasetCatalog.remove("startup_missing_png")
+        MetadataCatalog.remove("startup_missing_png")
+    assert problems == [f"DATASETS.TRAIN: panoptic PNG folder of dataset 'startup_missing_png' not found: "
+                        f"{str(tmp_path / 'no_pngs')!r}"]
     # --resume with a checkpoint in OUTPUT_DIR does not read MODEL.WEIGHTS
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "last_checkpoint").write_text("model_0000009.pth")
