@@ -20,9 +20,22 @@ __all__ = [
     "print_csv_format",
     "flatten_results_dict",
     "verify_results",
+    "sum_over_processes",
 ]
 
 logger = logging.getLogger(__name__)
+
+
+def sum_over_processes(array: Any, distributed: bool = True) -> Optional[Any]:
+    """The element-wise sum of ``array`` (e.g. a confusion matrix) over all processes on the
+    main process, ``None`` on the others; ``array`` itself when not ``distributed``."""
+    if not distributed:
+        return array
+    comm.synchronize()
+    gathered = comm.all_gather(array)
+    if not comm.is_main_process():
+        return None
+    return sum(gathered[1:], gathered[0])
 
 
 class DatasetEvaluator:

@@ -20,11 +20,10 @@ import torch
 from tabulate import tabulate
 
 from segtrain.config import configurable
-from segtrain.utils import comm
 from segtrain.utils.errors import DatasetError
 
 from .build import EVALUATOR_REGISTRY
-from .evaluator import DatasetEvaluator
+from .evaluator import DatasetEvaluator, sum_over_processes
 from .sem_seg_evaluation import DatasetDictIndex
 
 __all__ = ["PanopticEvaluator", "panoptic_gt_from_annotations", "pq_image_stats", "pq_metrics"]
@@ -113,13 +112,9 @@ class PanopticEvaluator(DatasetEvaluator):
 
     def evaluate(self) -> "OrderedDict[str, Dict[str, float]]":
         """Sum the statistics of all processes and derive PQ / SQ / RQ (main process)."""
-        stats = self._stats
-        if self._distributed:
-            comm.synchronize()
-            gathered = comm.all_gather(self._stats)
-            if not comm.is_main_process():
-                return OrderedDict()
-            stats = np.sum(gathered, axis=0)
+        stats = sum_over_processes(self._stats, self._distributed)
+        if stats is None:
+            return OrderedDict()
         res = pq_metrics(stats, self._isthing, self._class_names)
         if self._output_dir:
             os.makedirs(self._output_dir, exist_ok=True)

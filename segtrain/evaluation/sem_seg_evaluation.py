@@ -11,11 +11,10 @@ import torch
 from tabulate import tabulate
 
 from segtrain.config import configurable
-from segtrain.utils import comm
 from segtrain.utils.errors import DatasetError
 
 from .build import EVALUATOR_REGISTRY
-from .evaluator import DatasetEvaluator
+from .evaluator import DatasetEvaluator, sum_over_processes
 
 __all__ = ["SemSegEvaluator", "DatasetDictIndex", "semantic_gt_from_annotations", "sem_seg_metrics"]
 
@@ -125,13 +124,9 @@ class SemSegEvaluator(DatasetEvaluator):
 
     def evaluate(self) -> "OrderedDict[str, Dict[str, float]]":
         """Sum the confusion matrices of all processes and derive the metrics (main process)."""
-        conf = self._conf_matrix
-        if self._distributed:
-            comm.synchronize()
-            gathered = comm.all_gather(self._conf_matrix)
-            if not comm.is_main_process():
-                return OrderedDict()
-            conf = np.sum(gathered, axis=0)
+        conf = sum_over_processes(self._conf_matrix, self._distributed)
+        if conf is None:
+            return OrderedDict()
         res = sem_seg_metrics(conf, self._class_names)
         if self._output_dir:
             os.makedirs(self._output_dir, exist_ok=True)

@@ -98,3 +98,19 @@ def test_result_helpers(caplog):
     assert verify_results(res, [("segm", "AP", 50.5, 1.0)])
     assert not verify_results(res, [("segm", "AP", 60, 1.0)])
     assert not verify_results(res, [("bbox", "AP", 0, 1.0)])  # NaN fails
+
+
+def test_sum_over_processes(monkeypatch):
+    """Element-wise sum of every process's array on the main process, None elsewhere."""
+    import numpy as np
+
+    from segtrain.evaluation.evaluator import sum_over_processes
+    from segtrain.utils import comm
+
+    a = np.arange(4).reshape(2, 2)
+    assert sum_over_processes(a, distributed=False) is a
+    monkeypatch.setattr(comm, "all_gather", lambda x: [x, 2 * x, 3 * x])
+    monkeypatch.setattr(comm, "is_main_process", lambda: True)
+    np.testing.assert_array_equal(sum_over_processes(a), 6 * a)
+    monkeypatch.setattr(comm, "is_main_process", lambda: False)
+    assert sum_over_processes(a) is None
