@@ -185,8 +185,9 @@ _C.SOLVER.AMP.DTYPE = "auto"
 _C.TEST = CN()
 # Evaluate every EVAL_PERIOD iterations (0 = only at the end)
 _C.TEST.EVAL_PERIOD = 0
-# Evaluator (EVALUATOR registry name); "" = from the dataset's metadata evaluator_type
-_C.TEST.EVALUATOR = ""
+# Evaluators (EVALUATOR registry names, run together; one name is taken as a 1-tuple);
+# () = the one that the dataset's metadata evaluator_type names
+_C.TEST.EVALUATOR = ()
 _C.TEST.DETECTIONS_PER_IMAGE = 100
 # Best checkpoint: metric to watch ("" disables), e.g. "segm/AP"; mode "max" or "min"
 _C.TEST.BEST_CHECKPOINT = CN()

@@ -214,18 +214,19 @@ def _check_maskformer_outputs(cfg, problems: List[str]) -> None:
     if _get(cfg, "MODEL.META_ARCHITECTURE") != "MaskFormer" or _get(cfg, "MODEL.MASK_FORMER.TEST") is None:
         return
     from segtrain.data.catalog import DatasetCatalog, MetadataCatalog
-    from segtrain.evaluation.build import EVALUATOR_TYPE_TO_NAME
+    from segtrain.evaluation.build import EVALUATOR_TYPE_TO_NAME, evaluator_names
 
     for name in _get(cfg, "DATASETS.TEST", ()) or ():
-        evaluator = _get(cfg, "TEST.EVALUATOR")
-        if not evaluator and name in DatasetCatalog:
+        evaluators = evaluator_names(cfg)
+        if not evaluators and name in DatasetCatalog:
             etype = getattr(MetadataCatalog.get(name), "evaluator_type", None)
-            evaluator = EVALUATOR_TYPE_TO_NAME.get(etype, etype)
-        key, switch = _MASKFORMER_OUTPUT_FOR_EVALUATOR.get(evaluator, (None, None))
-        if switch and not _get(cfg, f"MODEL.MASK_FORMER.TEST.{switch}"):
-            problems.append(f"{evaluator} on {name!r} scores the MaskFormer's {key!r} output, which "
-                            f"MODEL.MASK_FORMER.TEST.{switch} False turns off; set it True or choose another "
-                            f"TEST.EVALUATOR")
+            evaluators = [EVALUATOR_TYPE_TO_NAME.get(etype, etype)]
+        for evaluator in evaluators:
+            key, switch = _MASKFORMER_OUTPUT_FOR_EVALUATOR.get(evaluator, (None, None))
+            if switch and not _get(cfg, f"MODEL.MASK_FORMER.TEST.{switch}"):
+                problems.append(f"{evaluator} on {name!r} scores the MaskFormer's {key!r} output, which "
+                                f"MODEL.MASK_FORMER.TEST.{switch} False turns off; set it True or choose another "
+                                f"TEST.EVALUATOR")
 
 
 def _meta_arch_class(cfg):

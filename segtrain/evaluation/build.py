@@ -1,12 +1,12 @@
 """EVALUATOR registry and builder."""
 import logging
 import os
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from segtrain.utils.errors import ConfigError, UnknownNameError
 from segtrain.utils.registry import Registry, format_suggestions
 
-__all__ = ["EVALUATOR_REGISTRY", "EVALUATOR_TYPE_TO_NAME", "build_evaluator"]
+__all__ = ["EVALUATOR_REGISTRY", "EVALUATOR_TYPE_TO_NAME", "build_evaluator", "evaluator_names"]
 
 logger = logging.getLogger(__name__)
 
@@ -23,11 +23,20 @@ EVALUATOR_TYPE_TO_NAME: Dict[str, str] = {
 }
 
 
+def evaluator_names(cfg) -> List[str]:
+    """The names in ``cfg.TEST.EVALUATOR`` (a tuple of names, or one name as a string)."""
+    value = cfg.TEST.EVALUATOR
+    if isinstance(value, str):
+        return [value] if value else []
+    return [v for v in value if v]
+
+
 def build_evaluator(cfg, dataset_name: str, output_dir: Optional[str] = None):
-    """The evaluator for ``dataset_name``: ``cfg.TEST.EVALUATOR`` when set, else the one that the
-    dataset metadata's ``evaluator_type`` maps to. ``output_dir`` defaults to
-    ``cfg.OUTPUT_DIR/inference``. Returns a ``DatasetEvaluator``."""
+    """The evaluator(s) for ``dataset_name``: those named in ``cfg.TEST.EVALUATOR`` (several run
+    together as ``DatasetEvaluators``), else the one that the dataset metadata's
+    ``evaluator_type`` maps to. ``output_dir`` defaults to ``cfg.OUTPUT_DIR/inference``."""
     from . import coco_evaluation, find_evaluation, panoptic_evaluation, sem_seg_evaluation  # noqa: F401  (register)
+    from .evaluator import DatasetEvaluators
 
     try:
         from segtrain.data.datasets.builtin import register_shapes_from_cfg
@@ -37,8 +46,8 @@ def build_evaluator(cfg, dataset_name: str, output_dir: Optional[str] = None):
         register_shapes_from_cfg(cfg)
     if output_dir is None:
         output_dir = os.path.join(cfg.OUTPUT_DIR, "inference")
-    name = cfg.TEST.EVALUATOR
-    if not name:
+    names = evaluator_names(cfg)
+    if not names:
         from segtrain.data.catalog import MetadataCatalog
 
         etype = getattr(MetadataCatalog.get(dataset_name), "evaluator_type", None)
@@ -55,9 +64,13 @@ def build_evaluator(cfg, dataset_name: str, output_dir: Optional[str] = None):
                 f"{format_suggestions(etype, known)} Known types: {', '.join(sorted(EVALUATOR_TYPE_TO_NAME))}; "
                 f"registered evaluators: {', '.join(EVALUATOR_REGISTRY.names())}; or set TEST.EVALUATOR"
             )
-    try:
-        cls = EVALUATOR_REGISTRY.get(name)
-    except UnknownNameError as e:
-        raise UnknownNameError(f"TEST.EVALUATOR: {e}") from None
-    logger.info(f"Evaluator for {dataset_name}: {name}")
-    return cls(cfg, dataset_name, output_dir=output_dir)
+        names = [name]
+    evaluators = []
+    for name in names:
+        try:
+            cls = EVALUATOR_REGISTRY.get(name)
+        except UnknownNameError as e:
+            raise UnknownNameError(f"TEST.EVALUATOR: {e}") from None
+        evaluators.append(cls(cfg, dataset_name, output_dir=output_dir))
+    logger.info(f"Evaluator for {dataset_name}: {', '.join(names)}")
+    return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)

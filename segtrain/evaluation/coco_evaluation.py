@@ -42,8 +42,9 @@ class COCOEvaluator(DatasetEvaluator):
     """Box ("bbox") and mask ("segm") AP of instance predictions, computed with pycocotools.
 
     Ground truth is the dataset's COCO json (``MetadataCatalog.get(name).json_file``) or, when
-    the metadata has none, its dataset dicts converted to COCO format (written to
-    ``output_dir/<name>_coco_format.json`` when an output folder is given).
+    the metadata has none or the dataset is COCO panoptic (``panoptic_root``), its dataset
+    dicts converted to COCO format (a panoptic image's thing segments are its instances),
+    written to ``output_dir/<name>_coco_format.json`` when an output folder is given.
 
     ``evaluate()`` returns ``{"bbox": {...}, "segm": {...}}`` with percentages (0-100):
     AP, AP50, AP75, APs, APm, APl, ``AP-<class>``, and ``recall@0.5score``: the percentage of
@@ -75,6 +76,8 @@ class COCOEvaluator(DatasetEvaluator):
         self._metadata = MetadataCatalog.get(dataset_name)
 
         json_file = getattr(self._metadata, "json_file", None)
+        if getattr(self._metadata, "panoptic_root", None):
+            json_file = None  # a COCO panoptic JSON: the instances are the PNGs' thing segments
         if json_file and not os.path.isfile(json_file) and dataset_name in DatasetCatalog:
             DatasetCatalog.get(dataset_name)  # generated datasets write their json on first load
         if json_file:
@@ -419,15 +422,20 @@ def _is_xyxy(mode: Any) -> bool:
 def dataset_dicts_to_coco(dataset_dicts: List[Dict[str, Any]], metadata: Any) -> Dict[str, Any]:
     """A COCO instances dict (images, annotations, categories) from Detectron2-format dicts whose
     ``category_id`` is contiguous; ids are mapped back with ``thing_dataset_id_to_contiguous_id``."""
-    classes = list(getattr(metadata, "thing_classes", None) or [])
+    # contiguous ids index stuff_classes on panoptic datasets (things and stuff), else thing_classes
+    names = list(getattr(metadata, "stuff_classes", None) or getattr(metadata, "thing_classes", None) or [])
     mapping = getattr(metadata, "thing_dataset_id_to_contiguous_id", None)
-    contiguous_to_id = {int(v): int(k) for k, v in mapping.items()} if mapping else {i: i for i in range(len(classes))}
-    categories = [{"id": contiguous_to_id[i], "name": name} for i, name in enumerate(classes)]
+    contiguous_to_id = {int(v): int(k) for k, v in mapping.items()} if mapping else {i: i for i in range(len(names))}
+    categories = [{"id": cid, "name": names[c] if c < len(names) else str(cid)}
+                  for c, cid in sorted(contiguous_to_id.items())]
     images, annotations = [], []
     for d in dataset_dicts:
         h, w = int(d["height"]), int(d["width"])
         images.append({"id": int(d["image_id"]), "width": w, "height": h, "file_name": d.get("file_name", "")})
-        for ann in d.get("annotations", []):
+        anns = d.get("annotations")
+        if anns is None and d.get("pan_seg_file_name"):
+            anns = _panoptic_thing_annotations(d, set(contiguous_to_id))
+        for ann in anns or []:
             cls = int(ann["category_id"])
             if cls not in contiguous_to_id:
                 raise DatasetError(f"image {d['image_id']}: category_id {cls} is not a class of the dataset metadata")
@@ -454,3 +462,22 @@ def dataset_dicts_to_coco(dataset_dicts: List[Dict[str, Any]], metadata: Any) ->
         categories = [{"id": c, "name": str(c)} for c in sorted({a["category_id"] for a in annotations})]
     return {"info": {"description": "converted by segtrain"}, "images": images, "annotations": annotations,
             "categories": categories, "licenses": []}
+
+
+def _panoptic_thing_annotations(d: Dict[str, Any], thing_ids: set) -> List[Dict[str, Any]]:
+    """Instance annotations (RLE, XYWH box) of the thing segments of a panoptic dataset dict."""
+    from segtrain.data.detection_utils import read_panoptic_ids
+
+    ids = read_panoptic_ids(d["pan_seg_file_name"])
+    out = []
+    for seg in d.get("segments_info", []):
+        if int(seg["category_id"]) not in thing_ids:
+            continue
+        mask = ids == int(seg["id"])
+        if not mask.any():
+            continue
+        rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+        rle["counts"] = rle["counts"].decode("ascii")
+        out.append({"category_id": int(seg["category_id"]), "iscrowd": int(seg.get("iscrowd", 0)),
+                    "bbox": [float(v) for v in mask_util.toBbox(rle)], "bbox_mode": 1, "segmentation": rle})
+    return out

@@ -96,6 +96,10 @@ class PanopticEvaluator(DatasetEvaluator):
     def process(self, inputs: List[Dict[str, Any]], outputs: List[Dict[str, Any]]) -> None:
         """Add each image's TP / FP / FN counts and matched IoUs to the per-category totals."""
         for inp, out in zip(inputs, outputs):
+            if "panoptic_seg" not in out:
+                raise DatasetError(f"PanopticEvaluator({self._dataset_name}): the model's outputs have no "
+                                   f"'panoptic_seg' (only {sorted(out)}); Mask2Former: set "
+                                   f"MODEL.MASK_FORMER.TEST.PANOPTIC_ON True")
             seg, info = out["panoptic_seg"]
             if info is None:
                 raise ValueError("PanopticEvaluator: panoptic_seg needs its segments_info (got None)")

@@ -16,7 +16,8 @@ from segtrain.utils.errors import DatasetError
 from .build import EVALUATOR_REGISTRY
 from .evaluator import DatasetEvaluator, sum_over_processes
 
-__all__ = ["SemSegEvaluator", "DatasetDictIndex", "semantic_gt_from_annotations", "sem_seg_metrics"]
+__all__ = ["SemSegEvaluator", "DatasetDictIndex", "semantic_gt_from_annotations", "semantic_gt_from_panoptic",
+           "sem_seg_metrics"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,8 @@ class SemSegEvaluator(DatasetEvaluator):
 
     Ground truth per image, looked up by ``image_id`` (else ``file_name``) in the dataset dicts:
     - ``sem_seg_file_name``: a label PNG (one channel, values in [0, K) or ``ignore_label``);
+    - ``pan_seg_file_name`` + ``segments_info`` (COCO panoptic): each non-crowd segment's
+      pixels take its class, void and crowd pixels are ``ignore_label``;
     - otherwise, for instance datasets, a label map painted from the instance annotations:
       pixels of one instance take its class; background, crowd regions and pixels claimed by
       instances of different classes are ``ignore_label``. Things-only models predict no
@@ -86,6 +89,8 @@ class SemSegEvaluator(DatasetEvaluator):
             if gt.ndim == 3:
                 gt = gt[..., 0]
             return gt.astype(np.int64)
+        if d.get("pan_seg_file_name"):
+            return semantic_gt_from_panoptic(d, self._ignore_label)
         return semantic_gt_from_annotations(d, self._ignore_label)
 
     def reset(self) -> None:
@@ -95,6 +100,9 @@ class SemSegEvaluator(DatasetEvaluator):
         """Add each image's (prediction, GT) pixel pairs to the confusion matrix."""
         k = self._num_classes
         for inp, out in zip(inputs, outputs):
+            if "sem_seg" not in out:
+                raise DatasetError(f"SemSegEvaluator({self._dataset_name}): the model's outputs have no 'sem_seg' "
+                                   f"(only {sorted(out)}); Mask2Former: set MODEL.MASK_FORMER.TEST.SEMANTIC_ON True")
             sem = out["sem_seg"]
             sem = sem.detach().cpu() if isinstance(sem, torch.Tensor) else torch.as_tensor(sem)
             pred = sem.argmax(dim=0) if sem.dim() == 3 else sem
@@ -222,4 +230,18 @@ def semantic_gt_from_annotations(d: Dict[str, Any], ignore_label: int = 255) -> 
         conflict |= m & (label >= 0) & (label != cls)
         label[m & (label < 0)] = cls
     label[(label < 0) | conflict | crowd] = ignore_label
+    return label
+
+
+def semantic_gt_from_panoptic(d: Dict[str, Any], ignore_label: int = 255) -> np.ndarray:
+    """A [H, W] int64 label map from a dataset dict's COCO panoptic PNG and ``segments_info``:
+    the pixels of each non-crowd segment get its ``category_id``; void and crowd get
+    ``ignore_label``."""
+    from segtrain.data.detection_utils import read_panoptic_ids
+
+    ids = read_panoptic_ids(d["pan_seg_file_name"])
+    label = np.full(ids.shape, ignore_label, dtype=np.int64)
+    for s in d.get("segments_info", []):
+        if not s.get("iscrowd", 0):
+            label[ids == int(s["id"])] = int(s["category_id"])
     return label

@@ -90,10 +90,16 @@ def _train(out_dir, *opts):
 
 @pytest.mark.slow
 def test_panoptic_training_and_pq_evaluation(panoptic_dataset):
-    cfg, trainer = _train(panoptic_dataset / "out", "MODEL.MASK_FORMER.TEST.PANOPTIC_ON", "True")
+    cfg, trainer = _train(panoptic_dataset / "out", "MODEL.MASK_FORMER.TEST.PANOPTIC_ON", "True",
+                          "MODEL.MASK_FORMER.TEST.SEMANTIC_ON", "True", "TEST.EVALUATOR", "('PanopticEvaluator', 'SemSegEvaluator', 'COCOEvaluator')")
     # the field is stuff: panoptic merging takes it from the training set's metadata
     assert trainer.model._thing_ids() == {0, 1}
-    res = DefaultTrainer.test(cfg, trainer.model)["panoptic_seg"]
+    results = DefaultTrainer.test(cfg, trainer.model)
+    # the three evaluators run together: semantic GT is painted from the panoptic PNGs, and
+    # instance GT is their thing segments
+    assert results["sem_seg"]["IoU-field"] > 50.0
+    assert set(results) == {"panoptic_seg", "sem_seg", "bbox", "segm"} and results["segm"]["AP"] > 0.0
+    res = results["panoptic_seg"]
     # every category is in the ground truth, so all three are scored (a prediction or not)
     assert res["num_categories"] == 3 and res["num_categories_st"] == 1
     assert res["PQ_st"] > 50.0  # the field is segmented as one stuff segment after 40 iterations (98 here)

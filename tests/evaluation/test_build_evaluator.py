@@ -3,7 +3,7 @@ import pytest
 
 from segtrain.config import get_cfg
 from segtrain.data.catalog import MetadataCatalog
-from segtrain.evaluation import COCOEvaluator, SemSegEvaluator, build_evaluator
+from segtrain.evaluation import COCOEvaluator, DatasetEvaluators, SemSegEvaluator, build_evaluator
 from segtrain.utils.errors import ConfigError, UnknownNameError
 
 
@@ -17,6 +17,13 @@ def test_from_evaluator_type_and_config(tiny_coco, tmp_path):
     assert isinstance(build_evaluator(cfg, name, output_dir=str(tmp_path)), SemSegEvaluator)
     cfg.OUTPUT_DIR = str(tmp_path / "run")
     assert build_evaluator(cfg, name)._output_dir == str(tmp_path / "run" / "inference")
+    # several names run together, their results merged
+    cfg.TEST.EVALUATOR = ("COCOEvaluator", "SemSegEvaluator")
+    both = build_evaluator(cfg, name)
+    assert isinstance(both, DatasetEvaluators)
+    assert [type(e) for e in both._evaluators] == [COCOEvaluator, SemSegEvaluator]
+    cfg.TEST.EVALUATOR = ()
+    assert isinstance(build_evaluator(cfg, name), COCOEvaluator)  # from the metadata again
 
 
 def test_unknown_names_are_one_line_errors(tiny_coco, coco_tools):

@@ -116,3 +116,8 @@ def test_evaluator_type_and_maskformer_switch_checked_at_start_up(panoptic_datas
     cfg.defrost()
     cfg.MODEL.MASK_FORMER.TEST.PANOPTIC_ON = True
     assert not [p for p in check_config(cfg, train=False) if "PanopticEvaluator" in p]
+
+
+def test_missing_output_is_a_one_line_error(panoptic_dataset):
+    with pytest.raises(DatasetError, match="outputs have no 'panoptic_seg' \\(only \\['instances'\\]\\).*PANOPTIC_ON True"):
+        PanopticEvaluator(panoptic_dataset).process([{"image_id": 5}], [{"instances": None}])

@@ -69,7 +69,7 @@ def test_project_config_has_the_official_loss_settings():
     m = cfg.MODEL.MATCHER
     assert m.NAME == "BinaryHungarianMatcherV2" and m.BINARY_HUNGARIAN.FOCAL
     assert (m.BINARY_HUNGARIAN.COST_CLASS, m.BINARY_HUNGARIAN.COST_BBOX, m.BINARY_HUNGARIAN.COST_GIOU) == (2.0, 5.0, 2.0)
-    assert cfg.INPUT.DATASET_MAPPER_NAME == "FindDatasetMapper" and cfg.TEST.EVALUATOR == "FindEvaluator"
+    assert cfg.INPUT.DATASET_MAPPER_NAME == "FindDatasetMapper" and cfg.TEST.EVALUATOR == ("FindEvaluator",)
 
 
 def test_training_outputs_reach_every_loss(model):
