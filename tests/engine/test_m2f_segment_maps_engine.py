@@ -112,3 +112,13 @@ def test_semantic_training_and_miou_evaluation(semantic_dataset):
                           "MODEL.MASK_FORMER.TEST.INSTANCE_ON", "False")
     res = DefaultTrainer.test(cfg, trainer.model)["sem_seg"]
     assert res["IoU-field"] > 50.0 and res["mIoU"] > 50.0  # 95 here: the three classes are learned
+
+
+def test_eval_only_takes_the_stuff_classes_from_the_test_set(panoptic_dataset):
+    """Evaluating a panoptic checkpoint where the training set is not registered: the model
+    still knows which classes are stuff, from DATASETS.TEST."""
+    from segtrain.modeling import build_model
+
+    cfg = load_config(TINY, ["DATASETS.TRAIN", "('coco_2017_train_panoptic',)", "DATASETS.TEST", f"('{NAME}',)",
+                             "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "3", "MODEL.MASK_FORMER.TEST.PANOPTIC_ON", "True"])
+    assert build_model(cfg)._thing_ids() == {0, 1}

@@ -338,9 +338,14 @@ def _binary_find_outputs(outputs: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _train_metadata(cfg):
-    """Metadata of the first training dataset (thing / stuff ids for panoptic inference)."""
-    if not len(cfg.DATASETS.TRAIN):
-        return None
-    from segtrain.data.catalog import MetadataCatalog
+    """Metadata with the classes the model predicts (which are things, for panoptic
+    inference): the first training dataset's, else -- when it has no class mapping, e.g. an
+    ``--eval-only`` run whose training data is not registered here -- the first test dataset's."""
+    from segtrain.data.catalog import DatasetCatalog, MetadataCatalog
 
-    return MetadataCatalog.get(cfg.DATASETS.TRAIN[0])
+    names = [n for n in list(cfg.DATASETS.TRAIN)[:1] + list(cfg.DATASETS.TEST)[:1] if n in DatasetCatalog]
+    for name in names:
+        meta = MetadataCatalog.get(name)
+        if getattr(meta, "thing_dataset_id_to_contiguous_id", None) is not None:
+            return meta
+    return MetadataCatalog.get(names[0]) if names else None
