@@ -118,3 +118,43 @@ def test_mapper_semantic_targets_one_per_class_padding_ignored(tmp_path):
     assert int(inst.gt_masks[0].sum()) == 6 and int(inst.gt_masks[1].sum()) == 18  # padding is no class
     with pytest.raises(DatasetError, match="missing.png: semantic label PNG cannot be read"):
         InstanceDatasetMapper(True)(dict(d, sem_seg_file_name=str(tmp_path / "missing.png")))
+
+
+def test_builtin_coco_panoptic_registration(tmp_path):
+    """<root>/coco present: coco_2017_{train,val}_panoptic are registered with the 133-category
+    metadata from the built-in table (no JSON read); loading checks the JSON against it."""
+    from segtrain.config import load_config
+    from segtrain.data.datasets.builtin import register_coco_2017
+    from segtrain.data.datasets.coco_panoptic_categories import coco_panoptic_categories
+    from segtrain.engine.startup_check import check_config
+
+    coco = tmp_path / "coco"
+    for d in ("val2017", "panoptic_val2017", "annotations"):
+        (coco / d).mkdir(parents=True)
+    cv2.imwrite(str(coco / "val2017" / "1.jpg"), np.zeros((8, 12, 3), np.uint8))
+    _ids_to_png(coco / "panoptic_val2017" / "1.png", np.full((8, 12), 5, np.int64))
+    data = {"images": [{"id": 1, "file_name": "1.jpg", "height": 8, "width": 12}],
+            "annotations": [{"image_id": 1, "file_name": "1.png",
+                             "segments_info": [{"id": 5, "category_id": 187, "iscrowd": 0}]}],
+            "categories": coco_panoptic_categories()}
+    (coco / "annotations" / "panoptic_val2017.json").write_text(json.dumps(data))
+    names = ("coco_2017_train", "coco_2017_val", "coco_2017_train_panoptic", "coco_2017_val_panoptic")
+    try:
+        register_coco_2017(str(tmp_path))
+        meta = MetadataCatalog.get("coco_2017_val_panoptic")
+        assert len(meta.stuff_classes) == 133 and len(meta.thing_classes) == 80
+        assert meta.thing_dataset_id_to_contiguous_id[90] == 79 and meta.stuff_classes[80] == "banner"
+        (d,) = DatasetCatalog.get("coco_2017_val_panoptic")
+        assert d["segments_info"][0]["category_id"] == meta.stuff_classes.index("sky-other-merged") == 119
+        cfg = load_config("projects/m2f/r50_coco_panoptic.yaml")
+        assert check_config(cfg, train=False) == []  # 133 classes, PNG folder, evaluators and switches agree
+        data["categories"][0]["name"] = "human"  # a JSON that disagrees with the table is a loud error
+        (coco / "annotations" / "panoptic_val2017.json").write_text(json.dumps(data))
+        register_coco_2017(str(tmp_path))
+        with pytest.raises(DatasetError, match="'stuff_classes' of dataset 'coco_2017_val_panoptic' is already"):
+            DatasetCatalog.get("coco_2017_val_panoptic")
+    finally:
+        for name in names:
+            if name in DatasetCatalog:
+                DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)

@@ -1,12 +1,15 @@
 """Built-in datasets, registered at import of ``segtrain.data`` under ``$SEGTRAIN_DATASETS``
 (default ``./datasets``): ``shapes_train`` / ``shapes_val`` (generated on first use) and,
-when ``<root>/coco`` exists, ``coco_2017_train`` / ``coco_2017_val``."""
+when ``<root>/coco`` exists, ``coco_2017_train`` / ``coco_2017_val`` and the panoptic
+``coco_2017_train_panoptic`` / ``coco_2017_val_panoptic``."""
 import logging
 import os
 from typing import Optional
 
 from ..catalog import DatasetCatalog, MetadataCatalog
 from .coco import load_coco_json, register_coco_instances
+from .coco_panoptic import panoptic_category_metadata, register_coco_panoptic
+from .coco_panoptic_categories import coco_panoptic_categories
 from .shapes import SHAPES_CLASSES, SHAPES_COLORS, ensure_shapes, shapes_dir
 
 __all__ = ["get_datasets_root", "register_shapes", "register_shapes_from_cfg", "register_coco_2017", "SHAPES_SPLITS"]
@@ -20,6 +23,11 @@ _DEFAULT_SHAPES = {"num_train": 2000, "num_val": 200, "image_size": 256}
 _COCO_2017 = {
     "coco_2017_train": ("coco/train2017", "coco/annotations/instances_train2017.json"),
     "coco_2017_val": ("coco/val2017", "coco/annotations/instances_val2017.json"),
+}
+# name -> (images, panoptic PNGs, panoptic JSON), Detectron2's layout under <root>
+_COCO_2017_PANOPTIC = {
+    "coco_2017_train_panoptic": ("coco/train2017", "coco/panoptic_train2017", "coco/annotations/panoptic_train2017.json"),
+    "coco_2017_val_panoptic": ("coco/val2017", "coco/panoptic_val2017", "coco/annotations/panoptic_val2017.json"),
 }
 
 
@@ -71,13 +79,20 @@ def register_shapes_from_cfg(cfg) -> None:
 
 
 def register_coco_2017(root: Optional[str] = None) -> None:
-    """Register COCO 2017 train/val when ``<root>/coco`` exists (nothing is read yet)."""
+    """Register COCO 2017 train/val, instances and panoptic, when ``<root>/coco`` exists
+    (nothing is read yet)."""
     root = os.path.abspath(root) if root else get_datasets_root()
     if not os.path.isdir(os.path.join(root, "coco")):
         return
     for name, (image_dir, json_rel) in _COCO_2017.items():
         _replace(name)
         register_coco_instances(name, {}, os.path.join(root, json_rel), os.path.join(root, image_dir))
+    # the category metadata comes from the built-in table: no JSON is read at import
+    meta = panoptic_category_metadata("COCO panoptic categories", coco_panoptic_categories())
+    for name, (image_dir, png_dir, json_rel) in _COCO_2017_PANOPTIC.items():
+        _replace(name)
+        register_coco_panoptic(name, meta, os.path.join(root, image_dir), os.path.join(root, png_dir),
+                               os.path.join(root, json_rel))
 
 
 register_shapes(**_DEFAULT_SHAPES)

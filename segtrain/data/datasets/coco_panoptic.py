@@ -61,11 +61,8 @@ def load_coco_panoptic_json(json_file: str, image_root: str, panoptic_root: str,
         })
     logger.info("Loaded %d panoptic images with %d segments from %s", len(dicts),
                 sum(len(d["segments_info"]) for d in dicts), json_file)
-    if dataset_name is not None:
-        meta = MetadataCatalog.get(dataset_name)
-        for key, value in panoptic_category_metadata(json_file, data["categories"]).items():
-            if getattr(meta, key, None) != value:
-                meta.set(**{key: value})
+    if dataset_name is not None:  # the same values as at registration, else a one-line DatasetError
+        MetadataCatalog.get(dataset_name).set(**panoptic_category_metadata(json_file, data["categories"]))
     return dicts
 
 

@@ -62,3 +62,18 @@ def test_official_style_state_dict_loads_strictly(r50_model):
     model = _build_on_meta().to_empty(device="cpu")
     result = model.load_state_dict(state, strict=True)
     assert not result.missing_keys and not result.unexpected_keys
+
+
+def test_panoptic_config_differs_only_in_the_class_head():
+    """projects/m2f/r50_coco_panoptic.yaml: the same official names and shapes, with a class
+    head for 133 classes + no-object (an official panoptic checkpoint loads as the instance one)."""
+    cfg = load_config(os.path.join(ROOT, "projects", "m2f", "r50_coco_panoptic.yaml"))
+    with torch.device("meta"):
+        model = MaskFormer(cfg)
+    got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    expected = _expected()
+    assert set(got) == set(expected)
+    differ = {k: got[k] for k in expected if got[k] != expected[k]}
+    assert differ == {"sem_seg_head.predictor.class_embed.weight": (134, 256),
+                      "sem_seg_head.predictor.class_embed.bias": (134,), "criterion.empty_weight": (134,)}
+    assert model.panoptic_on and model.semantic_on and model.instance_on
