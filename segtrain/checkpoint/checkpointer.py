@@ -147,7 +147,9 @@ class Checkpointer:
         """``resume`` and a checkpoint in ``save_dir``: restore everything from it (falling back
         to an older one if it is unreadable). Otherwise load only the model weights from ``path``
         (fresh optimizer and schedule); nothing when ``path`` is empty. Returns the extra data
-        left in the loaded checkpoint (e.g. ``iteration``); ``{}`` when nothing was resumed."""
+        left in the loaded checkpoint (e.g. ``iteration``); ``{}`` when nothing was resumed.
+        ``last_loaded_path`` / ``last_not_loaded`` then describe this call (empty: nothing loaded)."""
+        self.last_loaded_path, self.last_not_loaded = "", ([], 0)
         if resume and self.has_checkpoint():
             return self.resume()
         if resume:

@@ -26,6 +26,7 @@ __all__ = [
     "transform_segmentations",
     "annotations_to_instances",
     "read_panoptic_ids",
+    "read_label_map",
     "segment_map_targets",
 ]
 
@@ -178,6 +179,14 @@ def read_panoptic_ids(file_name: str) -> np.ndarray:
     return bgr[..., 2] + 256 * bgr[..., 1] + 256 * 256 * bgr[..., 0]
 
 
+def read_label_map(file_name: str) -> np.ndarray:
+    """A semantic label PNG as int64 [H, W] (the first channel of a multi-channel file)."""
+    labels = cv2.imread(file_name, cv2.IMREAD_UNCHANGED)
+    if labels is None:
+        raise DatasetError(f"{file_name}: semantic label PNG cannot be read (missing, corrupt or not an image)")
+    return (labels[..., 0] if labels.ndim == 3 else labels).astype(np.int64)
+
+
 def segment_map_targets(dataset_dict: Dict[str, Any], transforms: Transform, image_size: Tuple[int, int],
                         output_size: Tuple[int, int], ignore_label: int = 255) -> Optional[Instances]:
     """Mask-classification targets of a dataset dict without instance ``annotations``, as
@@ -196,10 +205,7 @@ def segment_map_targets(dataset_dict: Dict[str, Any], transforms: Transform, ima
             index[ids == int(s["id"])] = k + 1
     elif dataset_dict.get("sem_seg_file_name"):
         path = dataset_dict["sem_seg_file_name"]
-        labels = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-        if labels is None:
-            raise DatasetError(f"{path}: semantic label PNG cannot be read (missing, corrupt or not an image)")
-        labels = (labels[..., 0] if labels.ndim == 3 else labels).astype(np.int64)
+        labels = read_label_map(path)
         classes = [int(c) for c in np.unique(labels) if c != ignore_label]
         index = np.zeros(labels.shape, dtype=np.uint16)
         for k, c in enumerate(classes):

@@ -222,10 +222,8 @@ class DefaultTrainer(TrainerBase):
         iteration 0 with a fresh optimizer and schedule. One ``Start-up:`` line in the log says
         which happened, from which file, at which iteration (also ``start_mode`` / ``start_file``)."""
         weights = self.cfg.MODEL.WEIGHTS
-        self.checkpointer.last_loaded_path = ""
-        self.checkpointer.last_not_loaded = ([], 0)
         extra = self.checkpointer.resume_or_load(weights, resume=resume)
-        loaded = getattr(self.checkpointer, "last_loaded_path", "")
+        loaded = self.checkpointer.last_loaded_path
         if "iteration" in extra:
             saved_iter = int(extra["iteration"])
             self.start_iter = saved_iter + 1

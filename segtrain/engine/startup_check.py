@@ -216,8 +216,9 @@ def _check_maskformer_outputs(cfg, problems: List[str]) -> None:
     from segtrain.data.catalog import DatasetCatalog, MetadataCatalog
     from segtrain.evaluation.build import EVALUATOR_TYPE_TO_NAME, evaluator_names
 
+    configured = evaluator_names(cfg)
     for name in _get(cfg, "DATASETS.TEST", ()) or ():
-        evaluators = evaluator_names(cfg)
+        evaluators = configured
         if not evaluators and name in DatasetCatalog:
             etype = getattr(MetadataCatalog.get(name), "evaluator_type", None)
             evaluators = [EVALUATOR_TYPE_TO_NAME.get(etype, etype)]

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from segtrain.utils import comm
+from segtrain.utils.errors import DatasetError
 
 __all__ = [
     "DatasetEvaluator",
@@ -21,6 +22,7 @@ __all__ = [
     "flatten_results_dict",
     "verify_results",
     "sum_over_processes",
+    "DatasetDictIndex",
 ]
 
 logger = logging.getLogger(__name__)
@@ -36,6 +38,28 @@ def sum_over_processes(array: Any, distributed: bool = True) -> Optional[Any]:
     if not comm.is_main_process():
         return None
     return sum(gathered[1:], gathered[0])
+
+
+class DatasetDictIndex:
+    """The registered dataset dicts of ``dataset_name`` by ``image_id`` and by ``file_name``,
+    for evaluators that read per-image ground truth from them (``lookup(model_input)``)."""
+
+    def __init__(self, dataset_name: str, evaluator_name: str):
+        from segtrain.data.catalog import DatasetCatalog
+
+        self._name = f"{evaluator_name}({dataset_name})"
+        self._index: Dict[Any, Dict[str, Any]] = {}
+        for d in DatasetCatalog.get(dataset_name):
+            self._index[("id", d.get("image_id"))] = d
+            self._index[("file", d.get("file_name"))] = d
+
+    def lookup(self, inp: Dict[str, Any]) -> Dict[str, Any]:
+        d = self._index.get(("id", inp.get("image_id"))) or self._index.get(("file", inp.get("file_name")))
+        if d is None:
+            raise DatasetError(
+                f"{self._name}: no dataset entry for image_id {inp.get('image_id')!r} / file {inp.get('file_name')!r}"
+            )
+        return d
 
 
 class DatasetEvaluator:

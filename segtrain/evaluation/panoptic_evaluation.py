@@ -14,7 +14,6 @@ import os
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import cv2
 import numpy as np
 import torch
 from tabulate import tabulate
@@ -23,8 +22,7 @@ from segtrain.config import configurable
 from segtrain.utils.errors import DatasetError
 
 from .build import EVALUATOR_REGISTRY
-from .evaluator import DatasetEvaluator, sum_over_processes
-from .sem_seg_evaluation import DatasetDictIndex
+from .evaluator import DatasetDictIndex, DatasetEvaluator, sum_over_processes
 
 __all__ = ["PanopticEvaluator", "panoptic_gt_from_annotations", "pq_image_stats", "pq_metrics"]
 
@@ -86,12 +84,9 @@ class PanopticEvaluator(DatasetEvaluator):
         path = d.get("pan_seg_file_name")
         if not path:
             return panoptic_gt_from_annotations(d)
-        rgb = cv2.imread(path, cv2.IMREAD_COLOR)
-        if rgb is None:
-            raise DatasetError(f"PanopticEvaluator({self._dataset_name}): cannot read pan_seg file {path!r}")
-        rgb = rgb[..., ::-1].astype(np.int64)  # OpenCV reads BGR
-        seg = rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
-        return seg, list(d.get("segments_info", []))
+        from segtrain.data.detection_utils import read_panoptic_ids
+
+        return read_panoptic_ids(path), list(d.get("segments_info", []))
 
     def process(self, inputs: List[Dict[str, Any]], outputs: List[Dict[str, Any]]) -> None:
         """Add each image's TP / FP / FN counts and matched IoUs to the per-category totals."""

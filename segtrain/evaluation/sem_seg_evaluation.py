@@ -5,7 +5,6 @@ import os
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Sequence
 
-import cv2
 import numpy as np
 import torch
 from tabulate import tabulate
@@ -14,9 +13,9 @@ from segtrain.config import configurable
 from segtrain.utils.errors import DatasetError
 
 from .build import EVALUATOR_REGISTRY
-from .evaluator import DatasetEvaluator, sum_over_processes
+from .evaluator import DatasetDictIndex, DatasetEvaluator, sum_over_processes
 
-__all__ = ["SemSegEvaluator", "DatasetDictIndex", "semantic_gt_from_annotations", "semantic_gt_from_panoptic",
+__all__ = ["SemSegEvaluator", "semantic_gt_from_annotations", "semantic_gt_from_panoptic",
            "sem_seg_metrics"]
 
 logger = logging.getLogger(__name__)
@@ -68,7 +67,7 @@ class SemSegEvaluator(DatasetEvaluator):
         if len(self._class_names) != self._num_classes:
             self._class_names = [str(i) for i in range(self._num_classes)]
         self._ignore_label = int(ignore_label if ignore_label is not None else getattr(meta, "ignore_label", 255))
-        self._gt_index: Optional["DatasetDictIndex"] = None
+        self._gt_index: Optional[DatasetDictIndex] = None
         self._conf_matrix = np.zeros((self._num_classes + 1, self._num_classes + 1), dtype=np.int64)
 
     @classmethod
@@ -81,14 +80,10 @@ class SemSegEvaluator(DatasetEvaluator):
         return self._gt_index.lookup(inp)
 
     def _load_gt(self, d: Dict[str, Any]) -> np.ndarray:
-        path = d.get("sem_seg_file_name")
-        if path:
-            gt = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-            if gt is None:
-                raise DatasetError(f"SemSegEvaluator({self._dataset_name}): cannot read sem_seg file {path!r}")
-            if gt.ndim == 3:
-                gt = gt[..., 0]
-            return gt.astype(np.int64)
+        if d.get("sem_seg_file_name"):
+            from segtrain.data.detection_utils import read_label_map
+
+            return read_label_map(d["sem_seg_file_name"])
         if d.get("pan_seg_file_name"):
             return semantic_gt_from_panoptic(d, self._ignore_label)
         return semantic_gt_from_annotations(d, self._ignore_label)
@@ -184,28 +179,6 @@ def sem_seg_metrics(conf: np.ndarray, class_names: Sequence[str]) -> Dict[str, f
     for i, name in enumerate(class_names):
         res[f"ACC-{name}"] = 100 * float(acc[i])
     return res
-
-
-class DatasetDictIndex:
-    """The registered dataset dicts of ``dataset_name`` by ``image_id`` and by ``file_name``,
-    for evaluators that read per-image ground truth from them (``lookup(model_input)``)."""
-
-    def __init__(self, dataset_name: str, evaluator_name: str):
-        from segtrain.data.catalog import DatasetCatalog
-
-        self._name = f"{evaluator_name}({dataset_name})"
-        self._index: Dict[Any, Dict[str, Any]] = {}
-        for d in DatasetCatalog.get(dataset_name):
-            self._index[("id", d.get("image_id"))] = d
-            self._index[("file", d.get("file_name"))] = d
-
-    def lookup(self, inp: Dict[str, Any]) -> Dict[str, Any]:
-        d = self._index.get(("id", inp.get("image_id"))) or self._index.get(("file", inp.get("file_name")))
-        if d is None:
-            raise DatasetError(
-                f"{self._name}: no dataset entry for image_id {inp.get('image_id')!r} / file {inp.get('file_name')!r}"
-            )
-        return d
 
 
 def semantic_gt_from_annotations(d: Dict[str, Any], ignore_label: int = 255) -> np.ndarray:

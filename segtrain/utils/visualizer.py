@@ -241,10 +241,12 @@ class Visualizer:
         class colour and name; ``segments_info``: ``{"id", "category_id"}`` (``iscrowd``
         segments are labelled "(crowd)")."""
         seg = _np(panoptic_seg)
-        segments = [s for s in segments_info if (seg == int(s["id"])).any()]
-        if not segments:
+        drawn = [(s, seg == int(s["id"])) for s in segments_info]
+        drawn = [(s, m) for s, m in drawn if m.any()]
+        if not drawn:
             return self.get_output()
-        masks = np.stack([seg == int(s["id"]) for s in segments])
+        segments = [s for s, _ in drawn]
+        masks = np.stack([m for _, m in drawn])
         classes = [int(s["category_id"]) for s in segments]
         labels = [self.class_name(c) + (" (crowd)" if s.get("iscrowd", 0) else "") for c, s in zip(classes, segments)]
         return self.overlay_instances(masks=masks, class_ids=classes, labels=labels)
@@ -255,8 +257,6 @@ class Visualizer:
         sem = _np(sem_seg)
         if sem.ndim == 3:
             sem = sem.argmax(0)
-        names = getattr(self.metadata, "stuff_classes", None) or getattr(self.metadata, "thing_classes", None) \
-            if self.metadata is not None else None
         for cls in np.unique(sem):
             if int(cls) == ignore_label:
                 continue
@@ -265,6 +265,5 @@ class Visualizer:
             self._blend_mask(m, color)
             self._draw_contour(m, color)
             ys, xs = np.nonzero(m)
-            label = str(names[int(cls)]) if names and int(cls) < len(names) else str(int(cls))
-            self._draw_text(label, (int(xs.mean()), int(ys.mean())), color)
+            self._draw_text(self.class_name(int(cls)), (int(xs.mean()), int(ys.mean())), color)
         return self.get_output()

@@ -575,7 +575,7 @@ class VideoTracker(PixelNormalizer, nn.Module):
                                    f"input (the video test loader's clip dicts; the GT gives the first-frame prompt)")
         obj_ids = clip.get("obj_ids", torch.arange(clip["masks"].shape[1]))
         obj_ids = obj_ids.tolist() if torch.is_tensor(obj_ids) else list(obj_ids)
-        kinds = [self.test_prompt] + [k for k in self.test_extra_prompts if k != self.test_prompt]
+        kinds = [self.test_prompt, *self.test_extra_prompts]  # the extra kinds exclude the primary one
         preds = self._predict_clip(clip, obj_ids, kinds)
         out: Dict[str, Any] = {"pred_masks": preds[self.test_prompt], "obj_ids": obj_ids}
         if self.test_extra_prompts:
