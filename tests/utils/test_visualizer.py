@@ -13,19 +13,25 @@ class _Meta:
     thing_colors = [(255, 0, 0), (0, 0, 255)]
 
 
+# Scenes are drawn S times larger than their layout needs: label boxes have a fixed font size whose
+# width differs between OpenCV releases (4.x, 5.0 and 5.1 all differ), and at S = 1 some releases put
+# a label over a pixel these tests read.
+S = 4
+
+
 def _image(h=48, w=64):
     return np.full((h, w, 3), 100, dtype=np.uint8)
 
 
 def test_draw_instance_predictions_writes_png(tmp_path):
-    h, w = 48, 64
+    h, w = 48 * S, 64 * S
     masks = torch.zeros(3, h, w, dtype=torch.bool)
-    masks[0, 20:40, 5:25] = True
-    masks[1, 15:30, 40:60] = True  # its label sits above it, rows < 15
-    masks[2, 30:45, 45:60] = True  # below the score threshold: not drawn
-    inst = Instances((h, w), pred_masks=masks, pred_boxes=torch.tensor([[5, 20, 25, 40], [40, 15, 60, 30],
-                                                                        [45, 30, 60, 45]], dtype=torch.float32),
-                     scores=torch.tensor([0.9, 0.8, 0.2]), pred_classes=torch.tensor([0, 1, 1]))
+    masks[0, 20 * S:40 * S, 5 * S:25 * S] = True
+    masks[1, 15 * S:30 * S, 40 * S:60 * S] = True  # its label sits above it
+    masks[2, 30 * S:45 * S, 45 * S:60 * S] = True  # below the score threshold: not drawn
+    boxes = torch.tensor([[5, 20, 25, 40], [40, 15, 60, 30], [45, 30, 60, 45]], dtype=torch.float32) * S
+    inst = Instances((h, w), pred_masks=masks, pred_boxes=boxes, scores=torch.tensor([0.9, 0.8, 0.2]),
+                     pred_classes=torch.tensor([0, 1, 1]))
     vis = Visualizer(_image(h, w), _Meta(), alpha=0.5)
     out = vis.draw_instance_predictions(inst, score_threshold=0.5)
     path = tmp_path / "sub" / "pred.png"
@@ -34,30 +40,31 @@ def test_draw_instance_predictions_writes_png(tmp_path):
     assert png.shape == (h, w, 3)
     assert np.array_equal(png[..., ::-1], out)  # saved as BGR, returned as RGB
     # mask interiors (away from contours, boxes and labels) blend towards the class colour
-    assert tuple(out[32, 15]) == (178, 50, 50)  # 0.5 * 100 + 0.5 * (255, 0, 0)
-    assert tuple(out[25, 50]) == (50, 50, 178)
-    assert tuple(out[40, 52]) == (100, 100, 100)  # low score: untouched
-    assert tuple(out[2, 2]) == (100, 100, 100)  # background untouched
+    assert tuple(out[32 * S, 15 * S]) == (178, 50, 50)  # 0.5 * 100 + 0.5 * (255, 0, 0)
+    assert tuple(out[25 * S, 50 * S]) == (50, 50, 178)
+    assert tuple(out[40 * S, 52 * S]) == (100, 100, 100)  # low score: untouched
+    assert tuple(out[2 * S, 2 * S]) == (100, 100, 100)  # background untouched
 
 
 def test_draw_dataset_dict_polygon_and_rle(tmp_path):
     import pycocotools.mask as mask_util
 
-    h, w = 40, 50
+    h, w = 40 * S, 50 * S
     rle_mask = np.zeros((h, w), dtype=np.uint8, order="F")
-    rle_mask[25:38, 30:45] = 1
+    rle_mask[25 * S:38 * S, 30 * S:45 * S] = 1
     rle = mask_util.encode(rle_mask)
     rle["counts"] = rle["counts"].decode()
     d = {"file_name": "x.png", "height": h, "width": w, "image_id": 1, "annotations": [
-        {"bbox": [2, 2, 20, 15], "bbox_mode": 1, "category_id": 0, "iscrowd": 0,
-         "segmentation": [[2, 2, 22, 2, 22, 17, 2, 17]]},
-        {"bbox": [30, 25, 15, 13], "bbox_mode": 1, "category_id": 1, "iscrowd": 0, "segmentation": rle},
+        {"bbox": [2 * S, 2 * S, 20 * S, 15 * S], "bbox_mode": 1, "category_id": 0, "iscrowd": 0,
+         "segmentation": [[v * S for v in (2, 2, 22, 2, 22, 17, 2, 17)]]},
+        {"bbox": [30 * S, 25 * S, 15 * S, 13 * S], "bbox_mode": 1, "category_id": 1, "iscrowd": 0,
+         "segmentation": rle},
     ]}
     out = Visualizer(_image(h, w), _Meta()).draw_dataset_dict(d)
     assert out.shape == (h, w, 3)
-    assert tuple(out[12, 15]) == (178, 50, 50)
-    assert tuple(out[33, 38]) == (50, 50, 178)
-    assert tuple(out[30, 10]) == (100, 100, 100)
+    assert tuple(out[12 * S, 15 * S]) == (178, 50, 50)
+    assert tuple(out[33 * S, 38 * S]) == (50, 50, 178)
+    assert tuple(out[30 * S, 10 * S]) == (100, 100, 100)
 
 
 def test_masks_without_metadata_use_palette_and_wrong_size_errors():
@@ -82,14 +89,14 @@ def test_draw_sem_seg():
 def test_draw_panoptic_seg_and_stuff_class_names():
     """Each segment in its class colour (contiguous ids over stuff_classes, things and stuff);
     void and segments without pixels are left alone."""
-    seg = np.zeros((40, 40), np.int64)
-    seg[:20] = 7
-    seg[20:, :10] = 300
+    seg = np.zeros((40 * S, 40 * S), np.int64)
+    seg[:20 * S] = 7
+    seg[20 * S:, :10 * S] = 300
     class meta:  # noqa: N801  (a metadata stand-in)
         stuff_classes = ["cat", "grass"]
         thing_classes = ["cat"]
 
-    vis = Visualizer(_image(40, 40), meta, alpha=1.0)
+    vis = Visualizer(_image(40 * S, 40 * S), meta, alpha=1.0)
     assert vis.class_name(1) == "grass"
     out = vis.draw_panoptic_seg(seg, [{"id": 7, "category_id": 1}, {"id": 300, "category_id": 0},
                                       {"id": 9, "category_id": 0}])
@@ -98,8 +105,8 @@ def test_draw_panoptic_seg_and_stuff_class_names():
         colors, counts = np.unique(region.reshape(-1, 3), axis=0, return_counts=True)
         return tuple(int(c) for c in colors[counts.argmax()])
 
-    assert mode(out[:20]) == class_color(1, meta) and mode(out[20:, :10]) == class_color(0, meta)
-    assert mode(out[20:, 10:]) == (100, 100, 100)  # void
+    assert mode(out[:20 * S]) == class_color(1, meta) and mode(out[20 * S:, :10 * S]) == class_color(0, meta)
+    assert mode(out[20 * S:, 10 * S:]) == (100, 100, 100)  # void
 
 
 @pytest.mark.parametrize("source", ["annotation", "dataloader"])
