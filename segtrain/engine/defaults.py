@@ -184,6 +184,7 @@ class DefaultTrainer(TrainerBase):
         if not logging.getLogger("segtrain").isEnabledFor(logging.INFO):
             setup_logger()
         self.cfg = cfg
+        _warn_unofficial_loss_settings(cfg)
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
@@ -479,6 +480,18 @@ class DefaultTrainer(TrainerBase):
         if len(results) == 1:
             return list(results.values())[0]
         return results
+
+
+def _warn_unofficial_loss_settings(cfg) -> None:
+    """One start-up WARNING listing every loss weight or whole-loss scaling option of the
+    configured criterion that differs from its official default (wrong weights are the most
+    common porting mistake, and nothing else fails when they are wrong)."""
+    from segtrain.utils.loss_inspection import official_weight_differences
+
+    diffs = official_weight_differences(cfg)
+    if diffs:
+        logger.warning(f"Start-up: {len(diffs)} loss setting(s) differ from the official defaults: "
+                       + "; ".join(diffs) + " (tools/inspect_loss.py shows what each term weighs)")
 
 
 def _first_test_dataset(cfg, needed_by: str) -> str:

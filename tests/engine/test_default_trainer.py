@@ -193,3 +193,17 @@ def test_loss_trends_logged_and_in_final_metrics(tmp_path, caplog):
     assert "Loss trends over the run" in caplog.text
     rising = [k for k, v in trends.items() if v["ratio"] >= 1]
     assert ("did not go down" in caplog.text) == bool(rising)
+
+
+def test_start_up_warns_about_unofficial_loss_weights(tmp_path, caplog):
+    """Wrong loss weights train without an error, so the trainer names each one that differs
+    from the official default when it starts (and says nothing when all are official)."""
+    with caplog.at_level("INFO", logger="segtrain"):
+        DefaultTrainer(_cfg(tmp_path / "official"))
+    assert "differ from the official defaults" not in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="segtrain"):
+        DefaultTrainer(_cfg(tmp_path / "ported", **{"MODEL.CRITERION.SET_CRITERION.WEIGHT_DICT.loss_mask": 20.0}))
+    lines = [r.getMessage() for r in caplog.records if "differ from the official defaults" in r.getMessage()]
+    assert len(lines) == 1
+    assert "MODEL.CRITERION.SET_CRITERION.WEIGHT_DICT.loss_mask = 20.0 differs from the official SetCriterion default 5.0" in lines[0]
