@@ -180,9 +180,10 @@ def tiny_shapes_video(tmp_path, monkeypatch):
     register_shapes_video()
 
 
-def test_evaluator_from_config_with_dataset_gt(tiny_shapes_video):
+def test_evaluator_from_config_with_dataset_gt(tiny_shapes_video, tmp_path):
     assert EVALUATOR_TYPE_TO_NAME["video"] == "VideoEvaluator"
     cfg = get_cfg()
+    cfg.OUTPUT_DIR = str(tmp_path)  # the default output folder (OUTPUT_DIR/inference), not ./output
     cfg.DATASETS.SHAPES_VIDEO.NUM_TRAIN, cfg.DATASETS.SHAPES_VIDEO.NUM_VAL = 2, 6
     cfg.DATASETS.SHAPES_VIDEO.NUM_FRAMES, cfg.DATASETS.SHAPES_VIDEO.IMAGE_SIZE = 8, 64
     ev = build_evaluator(cfg, tiny_shapes_video, output_dir=None)
@@ -194,6 +195,7 @@ def test_evaluator_from_config_with_dataset_gt(tiny_shapes_video):
         ev.process([inp], [{"pred_masks": torch.from_numpy(gt), "obj_ids": ids}])
     res = ev.evaluate()["video"]
     assert res["J&F"] == pytest.approx(100) and res["num_videos"] == 6
+    assert (tmp_path / "inference" / "video_metrics.json").is_file()
 
 
 def test_copy_first_frame_baseline_is_beatable(tiny_shapes_video, tmp_path):
