@@ -33,7 +33,7 @@ def _run(args) -> int:
     from segtrain.config import load_config
     from segtrain.engine.defaults import DefaultTrainer
     from segtrain.utils.env import seed_all_rng
-    from segtrain.utils.loss_inspection import inspect_loss_dict, official_weight_differences
+    from segtrain.modeling.criterion.inspection import inspect_loss_dict, official_weight_differences
 
     cfg = load_config(args.config_file, args.opts, args.module)
     cfg.DATALOADER.NUM_WORKERS = 0

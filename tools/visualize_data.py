@@ -41,6 +41,7 @@ def _run(args) -> int:
     from segtrain.data import DatasetCatalog, MetadataCatalog, build_train_loader, register_shapes_from_cfg
     from segtrain.data.detection_utils import read_image
     from segtrain.utils.errors import ConfigError
+    from segtrain.data.visualize import draw_dataset_dict
     from segtrain.utils.visualizer import Visualizer
 
     cfg = load_config(args.config_file, args.opts, args.module)
@@ -60,7 +61,7 @@ def _run(args) -> int:
         for d in DatasetCatalog.get(name)[: args.num]:
             img = read_image(d["file_name"], "RGB")
             vis = Visualizer(img, metadata)
-            vis.draw_dataset_dict(d)
+            draw_dataset_dict(vis, d)
             vis.save(os.path.join(args.output_dir, f"{_stem(d)}.png"))
             written += 1
         return written

@@ -1,6 +1,6 @@
 """Base defaults shared by every family. Family nodes (criteria, matchers, Mask2Former,
 ...) are added by the ``add_*_config`` functions in this package; see ``get_cfg``."""
-from .config import CfgNode as CN
+from .cfg_node import CfgNode as CN
 
 __all__ = ["_C"]
 
@@ -14,7 +14,8 @@ _C.MODULES = []
 # Model
 # ---------------------------------------------------------------------------- #
 _C.MODEL = CN()
-_C.MODEL.META_ARCHITECTURE = "MaskFormer"
+# META_ARCH registry name, e.g. "MaskFormer", "VideoTracker", "ConceptDetector"
+_C.MODEL.META_ARCHITECTURE = ""
 # "auto": cuda when available, else cpu
 _C.MODEL.DEVICE = "auto"
 # Initial weights (model only; the schedule starts fresh). Use --resume to continue a run.
@@ -83,23 +84,6 @@ _C.INPUT.COLOR_JITTER.CONTRAST = 0.2
 _C.INPUT.COLOR_JITTER.SATURATION = 0.2
 # Pad images to a multiple of this (0 = no padding) in the model's batching
 _C.INPUT.SIZE_DIVISIBILITY = 32
-# Video clips (segtrain.data.video; SAM 2.1 fine-tuning values): frames and objects per clip
-_C.INPUT.VIDEO = CN()
-_C.INPUT.VIDEO.NUM_FRAMES = 8
-_C.INPUT.VIDEO.MAX_OBJECTS = 3
-# Training clips take every k-th frame, k uniform in [1, MAX_FRAME_STRIDE] (1 = consecutive)
-_C.INPUT.VIDEO.MAX_FRAME_STRIDE = 1
-# Objects of a clip: "first_frame" (visible in its first frame, as SAM 2) or "any_frame"
-_C.INPUT.VIDEO.OBJECT_SAMPLING = "first_frame"
-# Pad every clip to MAX_OBJECTS objects (empty masks, valid=False) for a fixed batch shape
-_C.INPUT.VIDEO.PAD_OBJECTS = False
-# Frames are resized to IMAGE_SIZE x IMAGE_SIZE (square, as SAM 2), the same way for a whole clip
-_C.INPUT.VIDEO.IMAGE_SIZE = 128
-# "horizontal", "vertical" or "none"; drawn once per clip
-_C.INPUT.VIDEO.RANDOM_FLIP = "horizontal"
-# Chance that a training batch is made of images (one-frame clips) when DATASETS.TRAIN mixes
-# image and video datasets; negative = the share of images among all items
-_C.INPUT.VIDEO.IMAGE_BATCH_PROB = -1.0
 
 # ---------------------------------------------------------------------------- #
 # Datasets
@@ -112,12 +96,6 @@ _C.DATASETS.SHAPES = CN()
 _C.DATASETS.SHAPES.NUM_TRAIN = 2000
 _C.DATASETS.SHAPES.NUM_VAL = 200
 _C.DATASETS.SHAPES.IMAGE_SIZE = 256
-# Built-in shapes_video sizes (YouTube-VIS-style videos generated on first use)
-_C.DATASETS.SHAPES_VIDEO = CN()
-_C.DATASETS.SHAPES_VIDEO.NUM_TRAIN = 300
-_C.DATASETS.SHAPES_VIDEO.NUM_VAL = 30
-_C.DATASETS.SHAPES_VIDEO.NUM_FRAMES = 12
-_C.DATASETS.SHAPES_VIDEO.IMAGE_SIZE = 128
 # What to do with bad annotations / images: "error" (stop, naming file and id) or "skip"
 _C.DATASETS.ON_BAD_ANNOTATION = "error"
 

@@ -5,7 +5,8 @@ Importing this package registers the built-in datasets (``shapes_train``, ``shap
 and COCO 2017 when present under ``$SEGTRAIN_DATASETS``).
 """
 from . import transforms
-from .build import build_test_loader, build_train_loader, get_dataset_dicts
+from .build import build_test_loader, build_train_loader, build_val_loss_loader, get_dataset_dicts
+from .loader_kinds import LoaderKind, register_loader_kind, select_loader_kind
 from .catalog import DATASET_REGISTRY, DatasetCatalog, Metadata, MetadataCatalog
 from .datasets import builtin as _builtin  # noqa: F401  (registers the built-in datasets)
 from .datasets import shapes_video as _shapes_video, ytvis as _ytvis  # noqa: F401  (register video datasets)
@@ -15,6 +16,8 @@ from .datasets.coco_panoptic import load_coco_panoptic_json, register_coco_panop
 from .datasets.sem_seg import load_sem_seg, register_sem_seg
 from .mappers import MAPPER_REGISTRY, InstanceDatasetMapper, build_mapper
 from . import find as _find  # noqa: F401  (registers FindDatasetMapper)
+from . import video as _video  # noqa: F401  (registers VideoDatasetMapper and the video loader kind)
+from . import checks as _checks  # noqa: F401  (registers the data keys' start-up checks)
 from .samplers import InferenceSampler, TrainingSampler
 
 __all__ = [
@@ -34,6 +37,10 @@ __all__ = [
     "register_shapes_from_cfg",
     "build_train_loader",
     "build_test_loader",
+    "build_val_loss_loader",
+    "LoaderKind",
+    "register_loader_kind",
+    "select_loader_kind",
     "get_dataset_dicts",
     "build_mapper",
     "InstanceDatasetMapper",

@@ -17,10 +17,12 @@ from .catalog import DatasetCatalog
 from .datasets.annotation_checks import bad_annotation_policy, count_skipped, get_bad_annotation_policy
 from .datasets.builtin import register_shapes_from_cfg
 from .detection_utils import bad_items_skipped
+from .loader_kinds import LoaderKind, register_loader_kind
 from .mappers import build_mapper
 from .samplers import InferenceSampler, TrainingSampler
 
 __all__ = [
+    "build_val_loss_loader",
     "get_dataset_dicts",
     "build_train_loader",
     "build_test_loader",
@@ -404,3 +406,27 @@ def build_test_loader(
         worker_init_fn=_worker_init_fn,
     )
     return InferenceDataLoader(loader, skipped_at_load=skipped_at_load)
+
+
+def build_val_loss_loader(cfg, dataset_name: str, per_process: int, world: int) -> InferenceDataLoader:
+    """Validation-loss loader of an image dataset: the first ``TEST.VAL_LOSS.NUM_BATCHES x
+    per_process x world`` images of ``dataset_name`` through the test mapper (deterministic
+    resize, annotations kept as ``instances``), sharded over processes, ``per_process``
+    images per batch."""
+    register_shapes_from_cfg(cfg)
+    dicts = get_dataset_dicts(dataset_name, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+                              on_bad_annotation=cfg.DATASETS.ON_BAD_ANNOTATION)
+    if cfg.TEST.VAL_LOSS.NUM_BATCHES > 0:
+        dicts = dicts[: cfg.TEST.VAL_LOSS.NUM_BATCHES * per_process * world]
+    logger.info(f"Validation loss on {len(dicts)} images of {dataset_name} ({per_process} per batch and process)")
+    return build_test_loader(dicts, mapper=build_mapper(cfg, is_train=False),
+                             num_workers=cfg.DATALOADER.NUM_WORKERS, batch_size=per_process)
+
+
+register_loader_kind(LoaderKind(
+    name="image",
+    applies=lambda cfg, names: True,
+    train=build_train_loader,
+    test=build_test_loader,
+    val_loss=build_val_loss_loader,
+))

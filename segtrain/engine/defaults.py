@@ -19,6 +19,7 @@ from torch import nn
 
 from segtrain.checkpoint import Checkpointer, atomic_write_bytes
 from segtrain.config import load_config
+from segtrain.data.loader_kinds import select_loader_kind
 from segtrain.solver import (
     build_gradient_clipper,
     build_lr_scheduler,
@@ -37,6 +38,12 @@ from segtrain.utils.plot_metrics import read_metrics, write_metrics_png
 from . import hooks
 from .launch import launch
 from .train_loop import AMPTrainer, SimpleTrainer, TrainerBase
+from segtrain.data import MetadataCatalog
+from segtrain.modeling import build_model
+from segtrain.data import build_mapper, get_dataset_dicts, register_shapes_from_cfg
+from segtrain.evaluation.build import build_evaluator
+from segtrain.evaluation.evaluator import inference_on_dataset, print_csv_format
+from segtrain.modeling.criterion.inspection import official_weight_differences
 
 __all__ = [
     "default_argument_parser",
@@ -140,33 +147,6 @@ def create_ddp_model(model: nn.Module, **kwargs: Any) -> nn.Module:
     if "device_ids" not in kwargs and next(model.parameters()).is_cuda:
         kwargs["device_ids"] = [comm.get_local_rank()]
     return DistributedDataParallel(model, **kwargs)
-
-
-def _uses_video_loader(cfg, dataset_names: Sequence[str]) -> bool:
-    """Video clip loaders (``segtrain.data.video``) when ``INPUT.DATASET_MAPPER_NAME`` is
-    ``VideoDatasetMapper`` or a dataset's metadata says ``evaluator_type="video"``."""
-    if cfg.INPUT.DATASET_MAPPER_NAME == "VideoDatasetMapper":
-        return True
-    from segtrain.data import MetadataCatalog
-
-    return any(n in MetadataCatalog and MetadataCatalog.get(n).get("evaluator_type") == "video" for n in dataset_names)
-
-
-def _video_val_loss_loader(cfg, name: str, per_process: int, world: int):
-    """Validation-loss loader of a video dataset: the first ``NUM_BATCHES x per_process x
-    world`` videos with objects, whole (every frame and object, no augmentation), as lists of
-    ``per_process`` clip dicts (a video model collates them in training mode)."""
-    from segtrain.data.build import build_test_loader
-    from segtrain.data.datasets.shapes_video import register_shapes_video_from_cfg
-    from segtrain.data.video import VideoDatasetMapper, get_video_dataset_dicts
-
-    register_shapes_video_from_cfg(cfg)
-    dicts = get_video_dataset_dicts(name, on_bad_annotation=cfg.DATASETS.ON_BAD_ANNOTATION)
-    if cfg.TEST.VAL_LOSS.NUM_BATCHES > 0:
-        dicts = dicts[: cfg.TEST.VAL_LOSS.NUM_BATCHES * per_process * world]
-    logger.info(f"Validation loss on {len(dicts)} videos of {name} ({per_process} per batch and process)")
-    return build_test_loader(dicts, mapper=VideoDatasetMapper(cfg, is_train=False),
-                             num_workers=cfg.DATALOADER.NUM_WORKERS, batch_size=per_process)
 
 
 class DefaultTrainer(TrainerBase):
@@ -275,8 +255,6 @@ class DefaultTrainer(TrainerBase):
             ret.append(hooks.ValidationLoss(cfg.TEST.EVAL_PERIOD, lambda: self.build_val_loss_loader(cfg),
                                             seed=max(cfg.SEED, 0), autocast_dtype=amp_dtype))
         if cfg.TEST.VIS.PERIOD > 0:
-            from segtrain.data import MetadataCatalog
-
             name = _first_test_dataset(cfg, "TEST.VIS.PERIOD > 0")
             ret.append(hooks.VisualizationHook(
                 cfg.TEST.VIS.PERIOD, lambda: self.build_vis_inputs(cfg), os.path.join(cfg.OUTPUT_DIR, "vis"),
@@ -378,8 +356,6 @@ class DefaultTrainer(TrainerBase):
     @classmethod
     def build_model(cls, cfg) -> nn.Module:
         """``segtrain.modeling.build_model`` + ``MODEL.FROZEN_MODULES``; logs parameter counts."""
-        from segtrain.modeling import build_model
-
         model = build_model(cfg)
         freeze_modules(model, cfg.MODEL.FROZEN_MODULES)
         log_parameter_counts(model)
@@ -396,53 +372,29 @@ class DefaultTrainer(TrainerBase):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        if _uses_video_loader(cfg, cfg.DATASETS.TRAIN):
-            from segtrain.data.video import build_video_train_loader
-
-            return build_video_train_loader(cfg)
-        from segtrain.data import build_train_loader
-
-        return build_train_loader(cfg)
+        """The training loader of the kind of data in ``DATASETS.TRAIN`` (images by default;
+        a data package registers other kinds, e.g. video clips)."""
+        return select_loader_kind(cfg, cfg.DATASETS.TRAIN).train(cfg)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name: str):
-        if _uses_video_loader(cfg, [dataset_name]):
-            from segtrain.data.video import build_video_test_loader
-
-            return build_video_test_loader(cfg, dataset_name)
-        from segtrain.data import build_test_loader
-
-        return build_test_loader(cfg, dataset_name)
+        return select_loader_kind(cfg, [dataset_name]).test(cfg, dataset_name)
 
     @classmethod
     def build_val_loss_loader(cls, cfg):
         """Loader of the validation loss (``TEST.VAL_LOSS``): the first ``NUM_BATCHES x
-        IMS_PER_BATCH x processes`` images of ``DATASETS.TEST[0]`` through the test mapper
-        (deterministic resize, annotations kept as ``instances``), sharded over processes,
-        ``IMS_PER_BATCH`` (0: the training per-process batch) images per batch. A trainer whose
-        model wants another batch format (e.g. video clips) overrides this."""
-        from segtrain.data import build_mapper, build_test_loader, get_dataset_dicts, register_shapes_from_cfg
-
+        IMS_PER_BATCH x processes`` items of ``DATASETS.TEST[0]`` in training-batch format,
+        sharded over processes, ``IMS_PER_BATCH`` (0: the training per-process batch) per
+        batch, built by the loader kind of that dataset."""
         name = _first_test_dataset(cfg, "TEST.VAL_LOSS.ENABLED")
         world = comm.get_world_size()
         per_process = cfg.TEST.VAL_LOSS.IMS_PER_BATCH or max(cfg.SOLVER.IMS_PER_BATCH // world, 1)
-        if _uses_video_loader(cfg, [name]):
-            return _video_val_loss_loader(cfg, name, per_process, world)
-        register_shapes_from_cfg(cfg)
-        dicts = get_dataset_dicts(name, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
-                                  on_bad_annotation=cfg.DATASETS.ON_BAD_ANNOTATION)
-        if cfg.TEST.VAL_LOSS.NUM_BATCHES > 0:
-            dicts = dicts[: cfg.TEST.VAL_LOSS.NUM_BATCHES * per_process * world]
-        logger.info(f"Validation loss on {len(dicts)} images of {name} ({per_process} per batch and process)")
-        return build_test_loader(dicts, mapper=build_mapper(cfg, is_train=False),
-                                 num_workers=cfg.DATALOADER.NUM_WORKERS, batch_size=per_process)
+        return select_loader_kind(cfg, [name]).val_loss(cfg, name, per_process, world)
 
     @classmethod
     def build_vis_inputs(cls, cfg) -> List[Dict[str, Any]]:
         """The fixed inputs of the visualization hook: the first ``TEST.VIS.NUM_IMAGES`` images
         of ``DATASETS.TEST[0]`` through the test mapper."""
-        from segtrain.data import build_mapper, get_dataset_dicts, register_shapes_from_cfg
-
         name = _first_test_dataset(cfg, "TEST.VIS.PERIOD > 0")
         register_shapes_from_cfg(cfg)
         dicts = get_dataset_dicts(name, filter_empty=False, on_bad_annotation=cfg.DATASETS.ON_BAD_ANNOTATION)
@@ -452,8 +404,6 @@ class DefaultTrainer(TrainerBase):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name: str, output_folder: Optional[str] = None):
-        from segtrain.evaluation.build import build_evaluator
-
         return build_evaluator(cfg, dataset_name, output_folder)
 
     @classmethod
@@ -461,8 +411,6 @@ class DefaultTrainer(TrainerBase):
         """Evaluate ``model`` on every ``DATASETS.TEST`` dataset. ``evaluators``: one per dataset
         (default: ``build_evaluator``). Returns ``{dataset: results}``, or the results
         themselves when there is a single dataset."""
-        from segtrain.evaluation.evaluator import inference_on_dataset, print_csv_format
-
         names = list(cfg.DATASETS.TEST)
         if evaluators is not None and not isinstance(evaluators, (list, tuple)):
             evaluators = [evaluators]
@@ -486,8 +434,6 @@ def _warn_unofficial_loss_settings(cfg) -> None:
     """One start-up WARNING listing every loss weight or whole-loss scaling option of the
     configured criterion that differs from its official default (wrong weights are the most
     common porting mistake, and nothing else fails when they are wrong)."""
-    from segtrain.utils.loss_inspection import official_weight_differences
-
     diffs = official_weight_differences(cfg)
     if diffs:
         logger.warning(f"Start-up: {len(diffs)} loss setting(s) differ from the official defaults: "

@@ -27,6 +27,8 @@ from segtrain.modeling.criterion.build import CORE_LOSS_KEY
 from segtrain.utils.events import EventWriter
 
 from .train_loop import HookBase
+from segtrain.utils.visualizer import Visualizer
+from segtrain.evaluation.evaluator import inference_context
 
 __all__ = [
     "CallbackHook",
@@ -402,8 +404,6 @@ def render_predictions(inputs: Sequence[Mapping[str, Any]], outputs: Sequence[Ma
     [sum of H, 2 * max W, 3], or None when an output has neither."""
     import cv2
 
-    from segtrain.utils.visualizer import Visualizer
-
     rows = []
     for inp, out in zip(inputs, outputs):
         img = inp["image"].permute(1, 2, 0).cpu().numpy()
@@ -471,8 +471,6 @@ class VisualizationHook(HookBase):
 
     def write(self) -> Optional[str]:
         """Render and write the PNG of the current iteration; returns its path (None when skipped)."""
-        from segtrain.evaluation.evaluator import inference_context
-
         model = unwrap_model(self._model if self._model is not None else self.trainer.model)
         inputs = self._model_inputs()
         if not inputs:

@@ -1,7 +1,5 @@
 """Evaluation: the ``DatasetEvaluator`` API, ``inference_on_dataset`` and the registered
 evaluators (COCO box/mask AP, semantic segmentation)."""
-from segtrain.utils.imports import reexport_module
-
 from .build import EVALUATOR_REGISTRY, EVALUATOR_TYPE_TO_NAME, build_evaluator
 from .coco_evaluation import COCOEvaluator
 from .evaluator import (
@@ -13,7 +11,11 @@ from .evaluator import (
     print_csv_format,
     verify_results,
 )
+from .find_evaluation import FindEvaluator
+from .panoptic_evaluation import PanopticEvaluator
 from .sem_seg_evaluation import SemSegEvaluator
+from .video_evaluation import VideoEvaluator
+from . import checks as _checks  # noqa: F401  (registers the evaluation keys' start-up checks)
 
 __all__ = [
     "EVALUATOR_REGISTRY",
@@ -28,9 +30,8 @@ __all__ = [
     "verify_results",
     "COCOEvaluator",
     "SemSegEvaluator",
+    "PanopticEvaluator",
+    "VideoEvaluator",
+    "FindEvaluator",
 ]
 
-
-reexport_module(globals(), "panoptic_evaluation")
-reexport_module(globals(), "video_evaluation")
-reexport_module(globals(), "find_evaluation")

@@ -3,8 +3,12 @@ import logging
 import os
 from typing import Dict, List, Optional
 
+from segtrain.data.catalog import MetadataCatalog
+from segtrain.data.datasets.builtin import register_shapes_from_cfg
 from segtrain.utils.errors import ConfigError, UnknownNameError
 from segtrain.utils.registry import Registry, format_suggestions
+
+from .evaluator import DatasetEvaluators
 
 __all__ = ["EVALUATOR_REGISTRY", "EVALUATOR_TYPE_TO_NAME", "build_evaluator", "evaluator_names"]
 
@@ -35,21 +39,12 @@ def build_evaluator(cfg, dataset_name: str, output_dir: Optional[str] = None):
     """The evaluator(s) for ``dataset_name``: those named in ``cfg.TEST.EVALUATOR`` (several run
     together as ``DatasetEvaluators``), else the one that the dataset metadata's
     ``evaluator_type`` maps to. ``output_dir`` defaults to ``cfg.OUTPUT_DIR/inference``."""
-    from . import coco_evaluation, find_evaluation, panoptic_evaluation, sem_seg_evaluation  # noqa: F401  (register)
-    from .evaluator import DatasetEvaluators
-
-    try:
-        from segtrain.data.datasets.builtin import register_shapes_from_cfg
-    except ImportError:
-        pass
-    else:  # the built-in shapes datasets take their sizes (hence json_file) from the config
-        register_shapes_from_cfg(cfg)
+    # the built-in shapes datasets take their sizes (hence json_file) from the config
+    register_shapes_from_cfg(cfg)
     if output_dir is None:
         output_dir = os.path.join(cfg.OUTPUT_DIR, "inference")
     names = evaluator_names(cfg)
     if not names:
-        from segtrain.data.catalog import MetadataCatalog
-
         etype = getattr(MetadataCatalog.get(dataset_name), "evaluator_type", None)
         if not etype:
             raise ConfigError(

@@ -25,6 +25,8 @@ from segtrain.utils.errors import ConfigError, DatasetError
 
 from .build import EVALUATOR_REGISTRY
 from .evaluator import DatasetEvaluator
+from segtrain.data.catalog import DatasetCatalog, MetadataCatalog
+from segtrain.data.detection_utils import read_panoptic_ids
 
 __all__ = ["COCOEvaluator", "instances_to_coco_json", "dataset_dicts_to_coco"]
 
@@ -53,6 +55,9 @@ class COCOEvaluator(DatasetEvaluator):
     ``output_dir`` also receives ``coco_instances_results.json``.
     """
 
+    #: the key of each model output dict that this evaluator scores
+    output_key = "instances"
+
     @configurable
     def __init__(
         self,
@@ -63,8 +68,6 @@ class COCOEvaluator(DatasetEvaluator):
         *,
         max_dets_per_image: int = 100,
     ):
-        from segtrain.data.catalog import DatasetCatalog, MetadataCatalog
-
         for t in tasks:
             if t not in ("bbox", "segm"):
                 raise ConfigError(f"COCOEvaluator({dataset_name}): unknown task {t!r}; choose from 'bbox', 'segm'")
@@ -466,8 +469,6 @@ def dataset_dicts_to_coco(dataset_dicts: List[Dict[str, Any]], metadata: Any) ->
 
 def _panoptic_thing_annotations(d: Dict[str, Any], thing_ids: set) -> List[Dict[str, Any]]:
     """Instance annotations (RLE, XYWH box) of the thing segments of a panoptic dataset dict."""
-    from segtrain.data.detection_utils import read_panoptic_ids
-
     ids = read_panoptic_ids(d["pan_seg_file_name"])
     out = []
     for seg in d.get("segments_info", []):

@@ -12,6 +12,7 @@ from torch import nn
 
 from segtrain.utils import comm
 from segtrain.utils.errors import DatasetError
+from segtrain.data.catalog import DatasetCatalog
 
 __all__ = [
     "DatasetEvaluator",
@@ -45,8 +46,6 @@ class DatasetDictIndex:
     for evaluators that read per-image ground truth from them (``lookup(model_input)``)."""
 
     def __init__(self, dataset_name: str, evaluator_name: str):
-        from segtrain.data.catalog import DatasetCatalog
-
         self._name = f"{evaluator_name}({dataset_name})"
         self._index: Dict[Any, Dict[str, Any]] = {}
         for d in DatasetCatalog.get(dataset_name):
@@ -70,6 +69,9 @@ class DatasetEvaluator:
     once, which gathers across processes and returns an ``OrderedDict`` such as
     ``{"bbox": {"AP": 40.1, ...}, "segm": {...}}`` on the main process (``{}`` elsewhere).
     """
+
+    #: the key of each model output dict that this evaluator scores (None: not one key)
+    output_key = None
 
     def reset(self) -> None:
         """Clear the state kept from a previous pass."""

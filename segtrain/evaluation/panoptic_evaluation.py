@@ -23,6 +23,9 @@ from segtrain.utils.errors import DatasetError
 
 from .build import EVALUATOR_REGISTRY
 from .evaluator import DatasetDictIndex, DatasetEvaluator, sum_over_processes
+from segtrain.data.catalog import MetadataCatalog
+from segtrain.data.detection_utils import read_panoptic_ids
+from segtrain.structures.masks import segmentation_to_bitmask
 
 __all__ = ["PanopticEvaluator", "panoptic_gt_from_annotations", "pq_image_stats", "pq_metrics"]
 
@@ -52,10 +55,11 @@ class PanopticEvaluator(DatasetEvaluator):
     "SQ_st", "RQ_st", "PQ-<class>"}}`` in percent; a group without categories is NaN.
     """
 
+    #: the key of each model output dict that this evaluator scores
+    output_key = "panoptic_seg"
+
     @configurable
     def __init__(self, dataset_name: str, distributed: bool = True, output_dir: Optional[str] = None):
-        from segtrain.data.catalog import MetadataCatalog
-
         self._dataset_name = dataset_name
         self._distributed = distributed
         self._output_dir = output_dir
@@ -84,8 +88,6 @@ class PanopticEvaluator(DatasetEvaluator):
         path = d.get("pan_seg_file_name")
         if not path:
             return panoptic_gt_from_annotations(d)
-        from segtrain.data.detection_utils import read_panoptic_ids
-
         return read_panoptic_ids(path), list(d.get("segments_info", []))
 
     def process(self, inputs: List[Dict[str, Any]], outputs: List[Dict[str, Any]]) -> None:
@@ -212,8 +214,6 @@ def panoptic_gt_from_annotations(d: Dict[str, Any]) -> Tuple[np.ndarray, List[Di
     """A panoptic ground truth (segment ids int64 [height, width], 0 = void; segments_info)
     from a dataset dict's instance annotations: annotation ``i`` is segment ``i + 1``; pixels of
     two non-crowd instances are void; crowd annotations are crowd segments under the instances."""
-    from segtrain.structures.masks import segmentation_to_bitmask
-
     h, w = int(d["height"]), int(d["width"])
     seg = np.zeros((h, w), dtype=np.int64)
     owners = np.zeros((h, w), dtype=np.int64)  # non-crowd instances covering each pixel

@@ -14,6 +14,10 @@ from segtrain.utils.errors import DatasetError
 
 from .build import EVALUATOR_REGISTRY
 from .evaluator import DatasetDictIndex, DatasetEvaluator, sum_over_processes
+from segtrain.data.catalog import MetadataCatalog
+from segtrain.data.detection_utils import read_label_map
+from segtrain.structures.masks import segmentation_to_bitmask
+from segtrain.data.detection_utils import read_panoptic_ids
 
 __all__ = ["SemSegEvaluator", "semantic_gt_from_annotations", "semantic_gt_from_panoptic",
            "sem_seg_metrics"]
@@ -42,6 +46,9 @@ class SemSegEvaluator(DatasetEvaluator):
     "ACC-<class>"}}`` in percent; classes absent from the GT are NaN and left out of the means.
     """
 
+    #: the key of each model output dict that this evaluator scores
+    output_key = "sem_seg"
+
     @configurable
     def __init__(
         self,
@@ -52,8 +59,6 @@ class SemSegEvaluator(DatasetEvaluator):
         num_classes: Optional[int] = None,
         ignore_label: Optional[int] = None,
     ):
-        from segtrain.data.catalog import MetadataCatalog
-
         self._dataset_name = dataset_name
         self._distributed = distributed
         self._output_dir = output_dir
@@ -81,8 +86,6 @@ class SemSegEvaluator(DatasetEvaluator):
 
     def _load_gt(self, d: Dict[str, Any]) -> np.ndarray:
         if d.get("sem_seg_file_name"):
-            from segtrain.data.detection_utils import read_label_map
-
             return read_label_map(d["sem_seg_file_name"])
         if d.get("pan_seg_file_name"):
             return semantic_gt_from_panoptic(d, self._ignore_label)
@@ -185,8 +188,6 @@ def semantic_gt_from_annotations(d: Dict[str, Any], ignore_label: int = 255) -> 
     """A [height, width] int64 label map from a dataset dict's instance annotations: a pixel
     covered by instances of a single class gets that class; background, crowd regions and
     pixels covered by instances of different classes get ``ignore_label``."""
-    from segtrain.structures.masks import segmentation_to_bitmask
-
     h, w = int(d["height"]), int(d["width"])
     label = np.full((h, w), -1, dtype=np.int64)
     conflict = np.zeros((h, w), dtype=bool)
@@ -210,8 +211,6 @@ def semantic_gt_from_panoptic(d: Dict[str, Any], ignore_label: int = 255) -> np.
     """A [H, W] int64 label map from a dataset dict's COCO panoptic PNG and ``segments_info``:
     the pixels of each non-crowd segment get its ``category_id``; void and crowd get
     ``ignore_label``."""
-    from segtrain.data.detection_utils import read_panoptic_ids
-
     ids = read_panoptic_ids(d["pan_seg_file_name"])
     label = np.full(ids.shape, ignore_label, dtype=np.int64)
     for s in d.get("segments_info", []):

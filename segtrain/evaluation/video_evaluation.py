@@ -29,6 +29,7 @@ from segtrain.utils.errors import DatasetError
 
 from .build import EVALUATOR_REGISTRY
 from .evaluator import DatasetEvaluator
+from segtrain.data.catalog import DatasetCatalog
 
 __all__ = [
     "VideoEvaluator",
@@ -181,8 +182,6 @@ def evaluate_copy_first_frame_baseline(
     """J / F / J&F of ``copy_first_frame_prediction`` on a video dataset (a registered name or
     video dicts): the score a tracker has to beat. Returns ``VideoEvaluator.evaluate()``."""
     if isinstance(dataset, str):
-        from segtrain.data.catalog import DatasetCatalog
-
         dataset = DatasetCatalog.get(dataset)
     evaluator = VideoEvaluator(dataset_name=None, distributed=False, **evaluator_kwargs)
     evaluator.reset()
@@ -274,8 +273,6 @@ class VideoEvaluator(DatasetEvaluator):
                 raise DatasetError(
                     f"video id {video_id}: VideoEvaluator has no dataset_name, so inputs must carry 'gt_masks'"
                 )
-            from segtrain.data.catalog import DatasetCatalog
-
             self._gt_index = {d.get("video_id"): d for d in DatasetCatalog.get(self._dataset_name)}
         if video_id not in self._gt_index:
             raise DatasetError(f"video id {video_id!r} is not in dataset {self._dataset_name!r}")

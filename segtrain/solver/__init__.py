@@ -1,5 +1,8 @@
 """Optimizers, gradient clipping, LR schedules and frozen modules."""
+from segtrain.config.checks import register_name_key
+
 from .build import (
+    OPTIMIZERS,
     build_gradient_clipper,
     build_optimizer,
     count_parameters,
@@ -9,6 +12,7 @@ from .build import (
     make_gradient_clipper,
 )
 from .lr_scheduler import (
+    LR_SCHEDULERS,
     WarmupCosineLR,
     WarmupMultiStepLR,
     WarmupPolyLR,
@@ -30,3 +34,6 @@ __all__ = [
     "WarmupStepLR",
     "WarmupPolyLR",
 ]
+
+register_name_key("SOLVER.OPTIMIZER", "optimizer", lambda: OPTIMIZERS)
+register_name_key("SOLVER.LR_SCHEDULER_NAME", "LR scheduler", lambda: sorted(LR_SCHEDULERS))

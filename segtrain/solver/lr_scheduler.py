@@ -12,6 +12,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from segtrain.utils.errors import ConfigError
+from segtrain.utils.registry import format_suggestions
 
 __all__ = [
     "WarmupLRBase",
@@ -148,8 +149,6 @@ def build_lr_scheduler(cfg, optimizer: Optimizer) -> LRScheduler:
     """The schedule named by ``SOLVER.LR_SCHEDULER_NAME`` with the ``SOLVER.WARMUP_*`` warmup."""
     name = cfg.SOLVER.LR_SCHEDULER_NAME
     if name not in LR_SCHEDULERS:
-        from segtrain.utils.registry import format_suggestions
-
         raise ConfigError(f"SOLVER.LR_SCHEDULER_NAME: unknown scheduler {name!r}.{format_suggestions(name, LR_SCHEDULERS)}"
                           f" Valid: {', '.join(LR_SCHEDULERS)}")
     warmup = dict(warmup_factor=cfg.SOLVER.WARMUP_FACTOR, warmup_iters=cfg.SOLVER.WARMUP_ITERS,

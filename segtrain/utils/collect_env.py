@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import torch
 from tabulate import tabulate
+import segtrain
 
 __all__ = ["collect_env_info"]
 
@@ -20,8 +21,6 @@ def _version(module_name: str) -> str:
 
 def collect_env_info() -> str:
     """Python / torch / numpy / cv2 / fvcore versions, CUDA availability and devices."""
-    import segtrain
-
     rows = [
         ("sys.platform", sys.platform),
         ("Python", sys.version.replace("\n", " ")),

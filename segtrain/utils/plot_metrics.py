@@ -18,6 +18,7 @@ import os
 import re
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple
+from segtrain.utils.errors import SegtrainError
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +31,6 @@ _SPLITS = ("train/", "val/")
 
 
 def _error(msg: str):
-    from segtrain.utils.errors import SegtrainError
-
     return SegtrainError(msg)
 
 

@@ -205,37 +205,6 @@ class Visualizer:
             labels.append(f"{name} {kept_scores[j] * 100:.0f}%")
         return self.overlay_instances(masks=masks, boxes=boxes, class_ids=classes, labels=labels)
 
-    def draw_dataset_dict(self, d: Dict[str, Any]) -> np.ndarray:
-        """Draw a dataset dict's annotations (polygons or RLE, XYWH boxes, contiguous
-        ``category_id``) and its ``sem_seg_file_name`` label map when it has one."""
-        from segtrain.structures.masks import BoxMode, segmentation_to_bitmask
-
-        anns = [a for a in d.get("annotations", [])]
-        if anns:
-            masks, boxes, classes, labels = [], [], [], []
-            has_masks = all(a.get("segmentation") for a in anns)
-            for a in anns:
-                if has_masks:
-                    masks.append(segmentation_to_bitmask(a["segmentation"], self.height, self.width))
-                mode = a.get("bbox_mode", BoxMode.XYWH_ABS)
-                boxes.append(BoxMode.convert(list(map(float, a["bbox"])), mode, BoxMode.XYXY_ABS))
-                cls = int(a["category_id"])
-                classes.append(cls)
-                labels.append(self.class_name(cls) + (" (crowd)" if a.get("iscrowd", 0) else ""))
-            self.overlay_instances(masks=np.stack(masks) if has_masks else None, boxes=np.asarray(boxes),
-                                   class_ids=classes, labels=labels)
-        if d.get("pan_seg_file_name"):
-            from segtrain.data.detection_utils import read_panoptic_ids
-
-            self.draw_panoptic_seg(read_panoptic_ids(d["pan_seg_file_name"]), d.get("segments_info", []))
-        path = d.get("sem_seg_file_name")
-        if path:
-            sem = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
-            if sem is None:
-                raise OSError(f"cannot read sem_seg file {path!r}")
-            self.draw_sem_seg(sem)
-        return self.get_output()
-
     def draw_panoptic_seg(self, panoptic_seg: _ArrayLike, segments_info: Sequence[Dict[str, Any]]) -> np.ndarray:
         """Draw every segment of a panoptic map (segment ids [H, W], 0 = void) with its
         class colour and name; ``segments_info``: ``{"id", "category_id"}`` (``iscrowd``

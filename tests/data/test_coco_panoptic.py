@@ -10,6 +10,7 @@ from segtrain.data import DatasetCatalog, InstanceDatasetMapper, MetadataCatalog
 from segtrain.data.datasets.coco_panoptic import load_coco_panoptic_json, register_coco_panoptic
 from segtrain.data.transforms import FixedSizeCrop, RandomFlip, ResizeShortestEdge
 from segtrain.utils.errors import DatasetError
+from segtrain.data.visualize import draw_dataset_dict
 from segtrain.utils.visualizer import Visualizer
 
 CATEGORIES = [{"id": 1, "name": "cat", "isthing": 1}, {"id": 5, "name": "dog", "isthing": 1},
@@ -66,7 +67,7 @@ def test_load_and_register(panoptic_folder):
         # the empty-image filter keeps images with a non-crowd segment and drops crowd-only ones
         assert [d["image_id"] for d in get_dataset_dicts([name], filter_empty=True)] == [1]
         # tools/visualize_data.py draws the segments (stuff included) in their class colours
-        drawn = Visualizer(np.full((8, 12, 3), 90, np.uint8), meta, alpha=1.0).draw_dataset_dict(dicts[0])
+        drawn = draw_dataset_dict(Visualizer(np.full((8, 12, 3), 90, np.uint8), meta, alpha=1.0), dicts[0])
         assert (drawn != 90).any(axis=-1).mean() > 0.9
     finally:
         DatasetCatalog.remove(name)

@@ -19,7 +19,7 @@ from segtrain.modeling.criterion import (
     Sam3LossWrapper,
     SetCriterion,
 )
-from segtrain.modeling.criterion.targets import targets_to_find_packed
+from segtrain.structures.targets import targets_to_find_packed
 from segtrain.modeling.matcher import BinaryHungarianMatcherV2, BinaryOneToManyMatcher, HungarianMatcher
 from segtrain.structures.boxes import box_cxcywh_to_xyxy
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from segtrain.config import get_cfg
-from segtrain.utils.loss_inspection import inspect_loss_dict, official_weight_differences
+from segtrain.modeling.criterion.inspection import inspect_loss_dict, official_weight_differences
 
 
 def _loss_dict(scale_b=1.0):

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from segtrain.structures import Instances
+from segtrain.data.visualize import draw_dataset_dict
 from segtrain.utils.visualizer import PALETTE, Visualizer, class_color
 
 
@@ -60,7 +61,7 @@ def test_draw_dataset_dict_polygon_and_rle(tmp_path):
         {"bbox": [30 * S, 25 * S, 15 * S, 13 * S], "bbox_mode": 1, "category_id": 1, "iscrowd": 0,
          "segmentation": rle},
     ]}
-    out = Visualizer(_image(h, w), _Meta()).draw_dataset_dict(d)
+    out = draw_dataset_dict(Visualizer(_image(h, w), _Meta()), d)
     assert out.shape == (h, w, 3)
     assert tuple(out[12 * S, 15 * S]) == (178, 50, 50)
     assert tuple(out[33 * S, 38 * S]) == (50, 50, 178)

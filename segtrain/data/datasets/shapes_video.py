@@ -41,6 +41,7 @@ from .shapes import (
     write_jpeg,
 )
 from .ytvis import YTVIS_EVALUATOR_TYPE, load_ytvis_json
+from .builtin import get_datasets_root
 
 __all__ = [
     "SHAPES_VIDEO_SPLITS",
@@ -225,8 +226,6 @@ def register_shapes_video(
 ) -> None:
     """(Re-)register ``shapes_video_train`` / ``shapes_video_val`` with these sizes under ``root``
     (default ``$SEGTRAIN_DATASETS``). Videos are generated at the first ``get``."""
-    from .builtin import get_datasets_root
-
     root = os.path.abspath(root) if root else get_datasets_root()
     sizes = {"train": int(num_train), "val": int(num_val)}
     for name, split in SHAPES_VIDEO_SPLITS.items():

@@ -39,6 +39,7 @@ from .annotation_checks import (
     parse_categories,
     read_json_file,
 )
+from .builtin import get_datasets_root
 
 __all__ = ["load_ytvis_json", "register_ytvis_instances", "register_ytvis_2019", "YTVIS_EVALUATOR_TYPE"]
 
@@ -195,8 +196,6 @@ _YTVIS_2019 = {
 def register_ytvis_2019(root: Optional[str] = None) -> None:
     """Register YouTube-VIS 2019 splits whose JSON exists under ``root`` (default
     ``$SEGTRAIN_DATASETS``); a missing folder registers nothing."""
-    from .builtin import get_datasets_root
-
     root = os.path.abspath(root) if root else get_datasets_root()
     for name, (image_dir, json_rel) in _YTVIS_2019.items():
         json_file = os.path.join(root, json_rel)

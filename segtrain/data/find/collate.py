@@ -13,6 +13,7 @@ from torch import Tensor
 
 from segtrain.structures.masks import pad_masks
 from segtrain.utils.errors import DatasetError
+from segtrain.structures.targets import targets_to_find_packed
 
 __all__ = ["FindBatch", "find_batch_from_inputs", "collate_find_targets"]
 
@@ -64,8 +65,6 @@ def collate_find_targets(batched_inputs: Sequence[Mapping[str, Any]], pad_size: 
     no image of the batch has masks (mask losses are then zero), ``is_valid_mask [T]``,
     ``is_exhaustive [B]`` and ``labels [T]`` (the concept of each row).
     """
-    from segtrain.modeling.criterion.targets import targets_to_find_packed
-
     batch = find_batch_from_inputs(batched_inputs)
     any_masks = False
     for i, x in enumerate(batched_inputs):

@@ -21,6 +21,7 @@ from ..detection_utils import (
 )
 from ..transforms import Augmentation, apply_augmentations, build_augmentations
 from .build import MAPPER_REGISTRY
+from segtrain.data.catalog import MetadataCatalog
 
 __all__ = ["InstanceDatasetMapper"]
 
@@ -133,7 +134,5 @@ class InstanceDatasetMapper:
 
 def _ignore_label(dataset_names: Sequence[str]) -> int:
     """``ignore_label`` of the first dataset's metadata (255 when unset or unregistered)."""
-    from segtrain.data.catalog import MetadataCatalog
-
     names = list(dataset_names)
     return int(getattr(MetadataCatalog.get(names[0]), "ignore_label", 255)) if names else 255

@@ -17,16 +17,19 @@ from ..build import (
     per_process_batch_size,
     resolve_seed,
 )
-from ..catalog import DatasetCatalog
+from ..catalog import DatasetCatalog, MetadataCatalog
 from ..datasets.builtin import register_shapes_from_cfg
 from ..datasets.coco import bad_annotation_policy, get_bad_annotation_policy
 from ..datasets.shapes_video import register_shapes_video_from_cfg
+from ..loader_kinds import LoaderKind, register_loader_kind
 from ..samplers import TrainingSampler
 from .clip_sampler import as_video_dict
 from .datapoint import BatchedVideoDatapoint, collate_video_clips
 from .mapper import VideoDatasetMapper
 
 __all__ = [
+    "build_video_val_loss_loader",
+    "uses_video_loader",
     "get_video_dataset_dicts",
     "build_video_train_loader",
     "build_video_test_loader",
@@ -248,3 +251,33 @@ def build_video_test_loader(
     ``BatchedVideoDatapoint`` form. ``build_video_test_loader(cfg, name)`` loads dataset ``name``."""
     dataset = [as_video_dict(d) for d in dataset]
     return build_test_loader(dataset, mapper=mapper, num_workers=num_workers, batch_size=1)
+
+
+def uses_video_loader(cfg, dataset_names: Sequence[str]) -> bool:
+    """Video clip loaders when ``INPUT.DATASET_MAPPER_NAME`` is ``VideoDatasetMapper`` or a
+    dataset's metadata says ``evaluator_type="video"``."""
+    if cfg.INPUT.DATASET_MAPPER_NAME == "VideoDatasetMapper":
+        return True
+    return any(n in MetadataCatalog and MetadataCatalog.get(n).get("evaluator_type") == "video" for n in dataset_names)
+
+
+def build_video_val_loss_loader(cfg, dataset_name: str, per_process: int, world: int):
+    """Validation-loss loader of a video dataset: the first ``NUM_BATCHES x per_process x
+    world`` videos with objects, whole (every frame and object, no augmentation), as lists of
+    ``per_process`` clip dicts (a video model collates them in training mode)."""
+    register_shapes_video_from_cfg(cfg)
+    dicts = get_video_dataset_dicts(dataset_name, on_bad_annotation=cfg.DATASETS.ON_BAD_ANNOTATION)
+    if cfg.TEST.VAL_LOSS.NUM_BATCHES > 0:
+        dicts = dicts[: cfg.TEST.VAL_LOSS.NUM_BATCHES * per_process * world]
+    logger.info(f"Validation loss on {len(dicts)} videos of {dataset_name} ({per_process} per batch and process)")
+    return build_test_loader(dicts, mapper=VideoDatasetMapper(cfg, is_train=False),
+                             num_workers=cfg.DATALOADER.NUM_WORKERS, batch_size=per_process)
+
+
+register_loader_kind(LoaderKind(
+    name="video",
+    applies=uses_video_loader,
+    train=build_video_train_loader,
+    test=build_video_test_loader,
+    val_loss=build_video_val_loss_loader,
+))

@@ -1,13 +1,14 @@
-"""Criteria (registered in CRITERION_REGISTRY by class name), ``CORE_LOSS_KEY`` and the
-output contract (``check_criterion_outputs``).
+"""The shared loss library's criteria (registered in ``CRITERION_REGISTRY`` by class name),
+``CORE_LOSS_KEY`` and the output contract (``check_criterion_outputs``); docs/losses.md has
+the formulas.
 
-Public paths (LOSSES.md): ``from segtrain.modeling.criterion import CORE_LOSS_KEY,
-SetCriterion, Sam3LossWrapper, Boxes, IABCEMdetr, Masks, MultiStepMultiMasksAndIous``.
-One ``reexport_module`` line per family module.
+Public paths: ``from segtrain.modeling.criterion import CORE_LOSS_KEY, SetCriterion,
+Sam3LossWrapper, Boxes, IABCEMdetr, Masks, MultiStepMultiMasksAndIous``.
 """
-from segtrain.utils.imports import reexport_module
+from segtrain.structures.targets import find_packed_to_targets, instances_to_targets, targets_to_find_packed
 
-from .build import (  # noqa: F401
+from . import config as _config  # noqa: F401  (registers MODEL.CRITERION / MODEL.MATCHER)
+from .build import (
     CORE_LOSS_KEY,
     CRITERION_REGISTRY,
     TARGET_FORMATS,
@@ -15,14 +16,33 @@ from .build import (  # noqa: F401
     check_criterion_outputs,
     criterion_required_keys,
 )
+from .multistep_multimask import MultiStepMultiMasksAndIous
+from .sam3_loss import CORE_LOSS_AUX_KEY, CORE_LOSS_FINAL_KEY, O2M_MATCHES_KEY, Sam3LossWrapper
+from .sam3_loss_fns import SAM3_LOSS_REGISTRY, Boxes, IABCEMdetr, LossWithWeights, Masks, build_sam3_loss_fn
+from .set_criterion import SetCriterion
+from .video_simple import VideoSimpleCriterion
 
-__all__ = ["CORE_LOSS_KEY", "CRITERION_REGISTRY", "TARGET_FORMATS", "build_criterion",
-           "check_criterion_outputs", "criterion_required_keys"]
-
-
-reexport_module(globals(), "targets")               # instances_to_targets, targets_to_find_packed, find_packed_to_targets
-reexport_module(globals(), "set_criterion")         # SetCriterion (Mask2Former)
-reexport_module(globals(), "sam3_loss_fns")         # Boxes, IABCEMdetr, Masks (SAM 3)
-reexport_module(globals(), "sam3_loss")             # Sam3LossWrapper (SAM 3)
-reexport_module(globals(), "multistep_multimask")   # MultiStepMultiMasksAndIous (SAM 2)
-reexport_module(globals(), "video_simple")          # VideoSimpleCriterion (seed 001 video loss)
+__all__ = [
+    "CORE_LOSS_KEY",
+    "CRITERION_REGISTRY",
+    "TARGET_FORMATS",
+    "build_criterion",
+    "check_criterion_outputs",
+    "criterion_required_keys",
+    "instances_to_targets",
+    "targets_to_find_packed",
+    "find_packed_to_targets",
+    "SetCriterion",
+    "SAM3_LOSS_REGISTRY",
+    "LossWithWeights",
+    "Boxes",
+    "IABCEMdetr",
+    "Masks",
+    "build_sam3_loss_fn",
+    "Sam3LossWrapper",
+    "CORE_LOSS_FINAL_KEY",
+    "CORE_LOSS_AUX_KEY",
+    "O2M_MATCHES_KEY",
+    "MultiStepMultiMasksAndIous",
+    "VideoSimpleCriterion",
+]

@@ -10,7 +10,7 @@ Output contract. Every criterion class declares
 
 A meta-architecture lists the keys it produces in ``output_keys``;
 :func:`check_criterion_outputs` refuses, at build time, a pairing whose meta-arch does
-not produce every key the criterion needs. ``segtrain.modeling.criterion.targets``
+not produce every key the criterion needs. ``segtrain.structures.targets``
 converts between the instance and find-packed target formats.
 """
 from typing import Iterable

@@ -1,15 +1,18 @@
-"""Matchers (registered in MATCHER_REGISTRY by class name).
+"""Matchers of the shared loss library (registered in ``MATCHER_REGISTRY`` by class name)."""
+from .binary_hungarian import INVALID_COST, BinaryHungarianMatcherV2, empty_match, padded_target_boxes
+from .build import MATCHER_REGISTRY, build_matcher
+from .hungarian import HungarianMatcher, PackedInstanceTargets, pack_instance_targets
+from .one_to_many import BinaryOneToManyMatcher
 
-One ``reexport_module`` line per family module.
-"""
-from segtrain.utils.imports import reexport_module
-
-from .build import *  # noqa: F401,F403
-from .build import MATCHER_REGISTRY, build_matcher  # noqa: F401
-
-__all__ = ["MATCHER_REGISTRY", "build_matcher"]
-
-
-reexport_module(globals(), "hungarian")          # HungarianMatcher (Mask2Former)
-reexport_module(globals(), "binary_hungarian")   # BinaryHungarianMatcherV2 (SAM 3)
-reexport_module(globals(), "one_to_many")        # BinaryOneToManyMatcher (SAM 3)
+__all__ = [
+    "MATCHER_REGISTRY",
+    "build_matcher",
+    "HungarianMatcher",
+    "PackedInstanceTargets",
+    "pack_instance_targets",
+    "BinaryHungarianMatcherV2",
+    "padded_target_boxes",
+    "empty_match",
+    "INVALID_COST",
+    "BinaryOneToManyMatcher",
+]

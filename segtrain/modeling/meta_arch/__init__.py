@@ -1,6 +1,5 @@
-"""Meta-architectures (importing this package registers them)."""
-from .build import *  # noqa
-from .mask_former import MaskFormer  # noqa: F401
-from .mask_former_head import MaskFormerHead  # noqa: F401
-from .concept_detector import ConceptDetector  # noqa: F401
-from .video_tracker import VideoTracker  # noqa: F401
+"""``META_ARCH_REGISTRY``, ``build_model`` and the pixel normalization shared by meta-architectures."""
+from .build import META_ARCH_REGISTRY, build_model, resolve_device
+from .pixel_normalizer import PixelNormalizer
+
+__all__ = ["META_ARCH_REGISTRY", "build_model", "resolve_device", "PixelNormalizer"]

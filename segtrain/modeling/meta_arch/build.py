@@ -4,6 +4,7 @@ import logging
 import torch
 
 from segtrain.utils.registry import Registry
+from segtrain.modeling.criterion.build import check_criterion_outputs
 
 __all__ = ["META_ARCH_REGISTRY", "build_model", "resolve_device"]
 
@@ -34,8 +35,6 @@ def build_model(cfg) -> torch.nn.Module:
     criterion = getattr(model, "criterion", None)
     output_keys = getattr(model, "output_keys", None)
     if criterion is not None and output_keys is not None:
-        from segtrain.modeling.criterion.build import check_criterion_outputs
-
         check_criterion_outputs(cfg.MODEL.META_ARCHITECTURE, output_keys, criterion)
     model.to(resolve_device(cfg.MODEL.DEVICE))
     return model

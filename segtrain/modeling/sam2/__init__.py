@@ -1,7 +1,8 @@
-"""Building blocks of the SAM 2-style video tracker (``VideoTracker`` meta-architecture):
-image encoder neck, prompt encoder, mask decoder, memory encoder, memory attention, the
-training-prompt samplers and the video predictor. Importing this package registers the
-tiny conv backbone (``build_tiny_conv_backbone``)."""
+"""SAM 2-style video tracker family: the ``VideoTracker`` meta-architecture, its image encoder
+neck, prompt encoder, mask decoder, memory encoder, memory attention, the training-prompt
+samplers, the video predictor and its config node (``MODEL.SAM2``). Importing this package
+registers them and the tiny conv backbone (``build_tiny_conv_backbone``)."""
+from .config import add_video_config
 from .image_encoder import FpnNeck, TinyConvBackbone, build_tiny_conv_backbone
 from .mask_decoder import MaskDecoder, TwoWayTransformer
 from .memory_attention import MemoryAttention, MemoryAttentionLayer, select_memory_frames, select_obj_ptr_frames
@@ -18,6 +19,7 @@ from .prompt_sampling import (
     sample_prompt_plan,
     sample_random_points_from_errors,
 )
+from .video_tracker import MULTISTEP_KEYS, VideoTracker
 
 __all__ = [
     "FpnNeck", "TinyConvBackbone", "build_tiny_conv_backbone",
@@ -28,5 +30,8 @@ __all__ = [
     "PromptPlan", "concat_points", "get_next_point", "mask_to_box", "sample_box_points",
     "sample_one_point_from_error_center", "sample_prompt_plan", "sample_random_points_from_errors",
     "VideoPredictor",
+    "VideoTracker",
+    "MULTISTEP_KEYS",
+    "add_video_config",
 ]
 

@@ -1,4 +1,5 @@
-"""Small building blocks shared by the SAM 2-style modules: ``LayerNorm2d``, ``MLP``,
+"""Small building blocks shared by the SAM 2-style modules: ``LayerNorm2d``, ``MLP`` (from
+``segtrain.layers``),
 ``Attention`` (with SAM's internal downsampling) and position encodings (random Fourier
 for prompts and decoder, 2-D sine for memory, 1-D sine for temporal offsets)."""
 import math
@@ -8,7 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["LayerNorm2d", "MLP", "Attention", "PositionEmbeddingRandom", "sine_pos_2d", "sine_pos_1d"]
+from segtrain.layers.transformer import MLP
+
+__all__ = ["LayerNorm2d", "MLP", "Attention", "PositionEmbeddingRandom", "sine_pos_2d", "sine_pos_1d", "NO_OBJ_SCORE"]
+
+# Mask logit of frames where the object-score head says "no object" (SAM 2's value).
+NO_OBJ_SCORE = -1024.0
 
 
 class LayerNorm2d(nn.Module):
@@ -25,23 +31,6 @@ class LayerNorm2d(nn.Module):
         s = (x - u).pow(2).mean(1, keepdim=True)
         x = (x - u) / torch.sqrt(s + self.eps)
         return self.weight[:, None, None] * x + self.bias[:, None, None]
-
-
-class MLP(nn.Module):
-    """``num_layers`` linear layers with ReLU between them; ``sigmoid_output`` squashes the result."""
-
-    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int, sigmoid_output: bool = False):
-        super().__init__()
-        dims = [input_dim] + [hidden_dim] * (num_layers - 1)
-        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims, dims[1:] + [output_dim]))
-        self.sigmoid_output = sigmoid_output
-
-    def forward(self, x: Tensor) -> Tensor:
-        for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i < len(self.layers) - 1:
-                x = F.relu(x)
-        return torch.sigmoid(x) if self.sigmoid_output else x
 
 
 class Attention(nn.Module):

@@ -18,6 +18,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from .common import NO_OBJ_SCORE
 from .prompt_sampling import mask_to_box, sample_one_point_from_error_center
 
 __all__ = ["VideoPredictor"]
@@ -160,8 +161,6 @@ class VideoPredictor:
     def propagate(self, state: Dict[str, Any]) -> Tuple[List[Any], Tensor]:
         """All of ``propagate_in_video`` at once: (obj_ids [N] in prompt order, mask logits
         [T, N, S, S]; frames before an object's prompt hold ``NO_OBJ_SCORE``)."""
-        from ..meta_arch.video_tracker import NO_OBJ_SCORE
-
         obj_ids = list(state["prompts"])
         size = self.model.image_size
         out = torch.full((state["num_frames"], len(obj_ids), size, size), NO_OBJ_SCORE)

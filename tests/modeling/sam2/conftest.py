@@ -4,7 +4,7 @@ import torch
 
 from segtrain.data.video import BatchedVideoDatapoint
 from segtrain.modeling.criterion import MultiStepMultiMasksAndIous
-from segtrain.modeling.meta_arch.video_tracker import VideoTracker
+from segtrain.modeling.sam2.video_tracker import VideoTracker
 from segtrain.modeling.sam2 import TinyConvBackbone
 
 SIZE = 32

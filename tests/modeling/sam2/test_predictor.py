@@ -5,7 +5,7 @@ import torch
 
 from segtrain.evaluation.video_evaluation import VideoEvaluator
 from segtrain.utils.errors import ConfigError
-from segtrain.modeling.meta_arch.video_tracker import NO_OBJ_SCORE
+from segtrain.modeling.sam2.video_tracker import NO_OBJ_SCORE
 from segtrain.modeling.sam2 import VideoPredictor
 
 

@@ -9,7 +9,7 @@ import torch
 from segtrain.config import get_cfg
 from segtrain.modeling import build_model
 from segtrain.modeling.criterion import CORE_LOSS_KEY, VideoSimpleCriterion
-from segtrain.modeling.meta_arch.video_tracker import MULTISTEP_KEYS, NO_OBJ_SCORE
+from segtrain.modeling.sam2.video_tracker import MULTISTEP_KEYS, NO_OBJ_SCORE
 from segtrain.modeling.sam2 import PromptPlan
 from segtrain.utils.errors import ConfigError
 

@@ -1,0 +1,20 @@
+"""Config of find batches (``INPUT.FIND``): how an instance dataset becomes finds, one image
+plus one concept prompt each."""
+from segtrain.config import CfgNode as CN, register_config_addition
+
+__all__ = ["add_find_config"]
+
+
+@register_config_addition
+def add_find_config(cfg) -> None:
+    """Add ``INPUT.FIND`` with its defaults."""
+    f = cfg.INPUT.FIND = CN()
+    # Absent concepts sampled per training image as presence negatives (-1: every absent one)
+    f.NUM_NEGATIVES = 2
+    # Present concepts kept per training image (-1: all); a random subset when fewer
+    f.MAX_POSITIVES = -1
+    # Absent concepts per test image (-1: every absent one, so every (image, concept) pair is
+    # a find and presence accuracy covers all of them)
+    f.TEST_NUM_NEGATIVES = -1
+    # Whether a find's annotations list every instance of its concept (SAM 3's is_exhaustive)
+    f.IS_EXHAUSTIVE = True
