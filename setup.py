@@ -22,6 +22,6 @@ setup(
         "tb": ["tensorboard"],
         "wandb": ["wandb"],
         "plot": ["matplotlib"],
-        "dev": ["pytest", "hypothesis", "matplotlib", "tensorboard"],
+        "dev": ["pytest", "hypothesis", "matplotlib", "tensorboard", "ruff==0.17.6", "import-linter==2.17"],
     },
 )

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from tabulate import tabulate
 from torch import nn
+from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from segtrain.utils import comm
 from segtrain.utils.errors import CheckpointError
@@ -27,8 +28,6 @@ _ITER_RE = re.compile(r"_(\d+|final)\.pth$")
 
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The module inside a (Distributed)DataParallel wrapper, else ``model``."""
-    from torch.nn.parallel import DataParallel, DistributedDataParallel
-
     return model.module if isinstance(model, (DataParallel, DistributedDataParallel)) else model
 
 
@@ -220,7 +219,7 @@ class Checkpointer:
                 data["model"] = {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v
                                  for k, v in data["model"].items()}
                 return data
-            # our own checkpoints hold numpy RNG states and config strings; these files are trusted
+            # segtrain's checkpoints hold numpy RNG states and config strings; these files are trusted
             data = torch.load(path, map_location="cpu", weights_only=False)
         except FileNotFoundError as e:
             raise CheckpointError(f"checkpoint file not found: {path!r}") from e

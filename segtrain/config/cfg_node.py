@@ -69,7 +69,7 @@ def _coerce_scalar(new: Any, old: Any) -> Any:
         return float(new)
     if isinstance(old, (tuple, list)) and isinstance(new, (int, float, str)) and not isinstance(new, bool):
         if new == "":
-            return type(old)()  # "" is "none", as it was for keys that once held one name
+            return type(old)()  # "" for a tuple key means "none"
         item = _coerce_scalar(new, old[0]) if old else new
         if all(type(x) is type(item) for x in old):
             return type(old)([item])

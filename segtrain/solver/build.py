@@ -118,7 +118,7 @@ def adam_impl_kwargs(groups: Iterable[Dict]) -> Dict[str, bool]:
     ``foreach`` is not used: there it falls back to per-tensor ops and measured slower."""
     params = [p for g in groups for p in g["params"]]
     try:
-        from torch.optim.optimizer import _get_fused_kernels_supported_devices
+        from torch.optim.optimizer import _get_fused_kernels_supported_devices  # noqa: PLC0415 (private API)
 
         devices = set(_get_fused_kernels_supported_devices())
     except ImportError:  # torch < 2.4: no CPU kernel, and no such helper

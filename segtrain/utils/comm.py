@@ -4,6 +4,7 @@ only places that import ``torch.distributed``."""
 import functools
 from typing import Any, Dict, List
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -123,7 +124,5 @@ def reduce_dict(input_dict: Dict[str, torch.Tensor], average: bool = True) -> Di
 
 def shared_random_seed() -> int:
     """A random int that is the same on every rank (rank 0's draw)."""
-    import numpy as np
-
     seed = int(np.random.randint(2**31))
     return all_gather(seed)[0]

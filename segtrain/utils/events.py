@@ -179,7 +179,7 @@ class TensorboardXWriter(_NewValuesMixin, EventWriter):
     def __init__(self, log_dir: str, window_size: int = 20, **kwargs: Any):
         self._init_new_values(window_size)
         try:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 (optional dependency)
         except ImportError:
             logger.info("tensorboard is not installed; TensorBoard writer disabled")
             self._writer = None
@@ -208,7 +208,7 @@ class WandbWriter(_NewValuesMixin, EventWriter):
         self._init_new_values(window_size)
         self._run = None
         try:
-            import wandb
+            import wandb  # noqa: PLC0415 (optional dependency)
         except ImportError:
             logger.info("wandb is not installed; W&B writer disabled")
             return

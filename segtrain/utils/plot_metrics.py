@@ -180,10 +180,10 @@ def match_keys(keys: List[str], key_regex: str, what: str = "metric") -> List[st
 def plot_metrics(records: List[Dict[str, float]], x_key: str, output: str, key_regex: str = "",
                  smooth: int = 1) -> int:
     """Draw the grid into ``output`` (PNG); returns the number of subplots."""
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 (optional dependency)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 (optional dependency)
 
     keys = sorted({k for r in records for k in r if k != x_key})
     if key_regex:
@@ -237,7 +237,7 @@ def write_metrics_png(metrics_path: str, output: str = "",
     PNG path, or None when matplotlib is not installed (logged, not an error). ``history``:
     what ``read_metrics(metrics_path)`` returned, when the caller has read it already."""
     try:
-        import matplotlib  # noqa: F401
+        import matplotlib  # noqa: F401, PLC0415 (optional dependency)
     except ImportError:
         logger.info("matplotlib is not installed: no metrics.png (pip install matplotlib)")
         return None

@@ -1,4 +1,4 @@
-"""Every data fault of the issue under both DATASETS.ON_BAD_ANNOTATION policies, through the
+"""Every data fault (bad files, bad annotations, unreadable images) under both DATASETS.ON_BAD_ANNOTATION policies, through the
 config-driven loaders: "error" stops with one line naming the file and the annotation / image
 id; "skip" drops the bad item and reports a count at the end (training loader, test loader and
 the inference summary). Empty images train a real tiny Mask2Former without NaN."""

@@ -1,6 +1,8 @@
 """BACKBONE registry and builder."""
 from typing import Optional
 
+import torch
+
 from segtrain.structures.shape_spec import ShapeSpec
 from segtrain.utils.errors import ConfigError
 from segtrain.utils.registry import Registry
@@ -26,8 +28,6 @@ def compile_in_place(module, key: str):
     """``torch.compile`` ``module``'s forward in place (``nn.Module.compile``): the module and its
     parameter names stay as they are, so checkpoints and optimizer groups are unaffected."""
     if not hasattr(module, "compile"):
-        import torch
-
         raise ConfigError(f"{key}: torch {torch.__version__} has no nn.Module.compile (needs torch >= 2.2)")
     module.compile()
     return module

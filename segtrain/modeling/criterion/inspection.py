@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import torch
+from tabulate import tabulate
 
 from segtrain.modeling.criterion.build import CORE_LOSS_KEY
 from segtrain.config import get_cfg
@@ -53,8 +54,6 @@ class LossReport:
     warnings: List[str] = field(default_factory=list)
 
     def table(self) -> str:
-        from tabulate import tabulate
-
         rows = [
             [c.key, f"{c.raw:.4g}", f"{c.weight:g}", f"{c.weighted:.4g}", f"{100 * c.share:.2f}%",
              "-" if c.grad_norm is None else f"{c.grad_norm:.3e}"]

@@ -1,4 +1,4 @@
-"""A simple per-frame video mask loss (the "BCE + dice + IoU + temporal" loss of seed 001)
+"""A simple per-frame video mask loss (BCE + dice + soft IoU + temporal consistency)
 for models that predict one mask per object and frame, without multistep outputs."""
 from typing import Any, Dict, Mapping, Optional, Tuple
 
@@ -21,7 +21,7 @@ class VideoSimpleCriterion(nn.Module):
     """BCE, dice, soft-IoU and temporal-consistency losses on ``[B, T, N, H, W]`` mask logits.
 
     weight_dict: weights of ``loss_mask`` (BCE), ``loss_dice``, ``loss_iou``, ``loss_temporal``
-        (copied; a key it does not compute is an error). Without it the seed's keyword
+        (copied; a key it does not compute is an error). Without it the keyword
         weights are used: ``bce_weight`` 1.0, ``dice_weight`` 1.0, ``iou_weight`` 0.5,
         ``temporal_weight`` 0.1. smooth: added to numerators and denominators.
 

@@ -4,7 +4,7 @@ Defaults are the official ``add_maskformer2_config`` values (Mask2Former reposit
 ``mask2former/config.py``) except where a comment says otherwise. Loss weights, matcher
 costs and point-sampling settings are NOT here: in segtrain they belong to the criterion
 (``MODEL.CRITERION.SET_CRITERION``, ``MODEL.MATCHER.HUNGARIAN``; see
-``criterion_config.py``), so a criterion can be swapped without touching this node.
+``segtrain/modeling/criterion/config.py``), so a criterion can be swapped without touching this node.
 """
 from segtrain.config import CfgNode as CN, register_config_addition
 

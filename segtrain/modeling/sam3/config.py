@@ -4,7 +4,7 @@
 ``MODEL.BACKBONE`` / ``MODEL.RESNETS``, an FPN pixel decoder, a fusion encoder, a DETR-style
 decoder with a presence token); how an instance dataset becomes finds is ``INPUT.FIND``
 (``segtrain.data.find``). Loss weights and matcher costs are NOT here: they
-belong to the criterion (``MODEL.CRITERION.SAM3``, ``MODEL.MATCHER``; ``criterion_config.py``).
+belong to the criterion (``MODEL.CRITERION.SAM3``, ``MODEL.MATCHER``; ``segtrain/modeling/criterion/config.py``).
 Defaults follow SAM 3's detector where a value carries over (200 queries, 6 encoder and
 6 decoder layers, width 256, presence token); the project configs shrink them for CPU runs.
 """
