@@ -10,7 +10,7 @@ from fvcore.common.config import CfgNode as _FvCfgNode
 from segtrain.utils.errors import ConfigError
 from segtrain.utils.registry import closest_matches
 
-__all__ = ["CfgNode", "all_keys"]
+__all__ = ["CfgNode", "all_keys", "register_config_addition", "CONFIG_ADDITIONS"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,9 @@ def all_keys(cfg: _FvCfgNode, prefix: str = "") -> List[str]:
 
 
 def _suggest_keys(key: str, valid: Sequence[str]) -> str:
+    if not any(add.__module__.startswith("segtrain.modeling") for add in CONFIG_ADDITIONS):
+        return (" No model config node is registered: import segtrain.modeling (or segtrain.engine) "
+                "before get_cfg() to have the model, criterion and family keys.")
     hits = closest_matches(key, valid)
     if not hits:  # a typo in the last component only: compare the leaf names
         leaf = key.rsplit(".", 1)[-1]
@@ -74,6 +77,17 @@ def _coerce_scalar(new: Any, old: Any) -> Any:
         if all(type(x) is type(item) for x in old):
             return type(old)([item])
     return new
+
+
+CONFIG_ADDITIONS: List[Callable[["CfgNode"], None]] = []
+
+
+def register_config_addition(add: Callable[["CfgNode"], None]) -> Callable[["CfgNode"], None]:
+    """Have ``get_cfg`` apply ``add(cfg)`` (a family's or the loss library's ``add_*_config``)
+    after the base defaults, in registration order. Returns ``add`` (usable as a decorator)."""
+    if add not in CONFIG_ADDITIONS:
+        CONFIG_ADDITIONS.append(add)
+    return add
 
 
 class CfgNode(_FvCfgNode):

@@ -10,7 +10,7 @@ from fvcore.common.config import CfgNode as _FvCfgNode
 from segtrain.utils.errors import ConfigError
 from segtrain.utils.imports import import_user_modules
 
-from .cfg_node import CfgNode, all_keys
+from .cfg_node import CONFIG_ADDITIONS, CfgNode, all_keys, register_config_addition
 from .defaults import _C
 
 __all__ = [
@@ -24,22 +24,11 @@ __all__ = [
 ]
 
 
-_CONFIG_ADDITIONS: List[Callable[[CfgNode], None]] = []
-
-
-def register_config_addition(add: Callable[[CfgNode], None]) -> Callable[[CfgNode], None]:
-    """Have ``get_cfg`` apply ``add(cfg)`` (a family's or the loss library's ``add_*_config``)
-    after the base defaults, in registration order. Returns ``add`` (usable as a decorator)."""
-    if add not in _CONFIG_ADDITIONS:
-        _CONFIG_ADDITIONS.append(add)
-    return add
-
-
 def get_cfg() -> CfgNode:
     """A fresh copy of all defaults: the base keys plus the node of every registered addition
     (``import segtrain.modeling`` registers the loss library's and every built-in family's)."""
     cfg = _C.clone()
-    for add in _CONFIG_ADDITIONS:
+    for add in CONFIG_ADDITIONS:
         add(cfg)
     return cfg
 

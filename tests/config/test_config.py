@@ -4,7 +4,9 @@ import textwrap
 
 import pytest
 
-from segtrain.config import get_cfg, load_config
+import segtrain.modeling  # noqa: F401  (registers the criterion and family config nodes)
+from segtrain.config import CfgNode, get_cfg, load_config, register_config_addition
+from segtrain.config.cfg_node import CONFIG_ADDITIONS
 from segtrain.utils.errors import ConfigError
 
 
@@ -160,3 +162,35 @@ def test_single_value_for_a_tuple_and_flags_among_overrides(tmp_path):
         load_config(None, ["INPUT.MIN_SIZE_TRAIN", "'big'"])
     with pytest.raises(ConfigError, match="'--eval-only' is a flag.*overrides go last"):
         load_config(None, ["MODEL.WEIGHTS", "m.pth", "--eval-only", "SOLVER.MAX_ITER", "5"])
+
+
+def test_families_register_their_config_nodes():
+    cfg = get_cfg()
+    for node in ("CRITERION", "MATCHER", "MASK_FORMER", "SEM_SEG_HEAD", "SAM2", "CONCEPT"):
+        assert node in cfg.MODEL, node
+    assert "VIDEO" in cfg.INPUT and "FIND" in cfg.INPUT
+    assert cfg.MODEL.META_ARCHITECTURE == ""  # the core names no family; every config chooses one
+
+
+def test_registered_config_addition_is_applied_by_get_cfg():
+    def add_extra(cfg):
+        cfg.EXTRA_NODE = CfgNode()
+        cfg.EXTRA_NODE.VALUE = 3
+
+    register_config_addition(add_extra)
+    try:
+        assert get_cfg().EXTRA_NODE.VALUE == 3
+        register_config_addition(add_extra)  # registering twice applies it once
+        assert CONFIG_ADDITIONS.count(add_extra) == 1
+    finally:
+        CONFIG_ADDITIONS.remove(add_extra)
+    assert "EXTRA_NODE" not in get_cfg()
+
+
+def test_unknown_key_without_the_model_package_says_what_to_import(monkeypatch):
+    monkeypatch.setattr("segtrain.config.cfg_node.CONFIG_ADDITIONS",
+                        [a for a in CONFIG_ADDITIONS if not a.__module__.startswith("segtrain.modeling")])
+    from segtrain.config.defaults import _C
+
+    with pytest.raises(ConfigError, match="import segtrain.modeling"):
+        _C.clone().merge_from_list(["MODEL.MASK_FORMER.DEC_LAYERS", "3"])
