@@ -18,7 +18,8 @@ from .build import (
 )
 from .multistep_multimask import MultiStepMultiMasksAndIous
 from .sam3_loss import CORE_LOSS_AUX_KEY, CORE_LOSS_FINAL_KEY, O2M_MATCHES_KEY, Sam3LossWrapper
-from .sam3_loss_fns import SAM3_LOSS_REGISTRY, Boxes, IABCEMdetr, LossWithWeights, Masks, build_sam3_loss_fn
+from .sam3_loss_fns import SAM3_LOSS_REGISTRY, Boxes, IABCEMdetr, LossWithWeights, build_sam3_loss_fn
+from .sam3_masks import Masks
 from .set_criterion import SetCriterion
 from .video_simple import VideoSimpleCriterion
 

@@ -17,7 +17,8 @@ from segtrain.utils.errors import ConfigError
 
 from ..matcher.build import MATCHER_REGISTRY
 from .build import CORE_LOSS_KEY, CRITERION_REGISTRY
-from .sam3_loss_fns import SAM3_LOSS_REGISTRY, LossWithWeights, Masks
+from .sam3_loss_fns import SAM3_LOSS_REGISTRY, LossWithWeights
+from .sam3_masks import Masks
 
 __all__ = ["Sam3LossWrapper", "CORE_LOSS_FINAL_KEY", "CORE_LOSS_AUX_KEY", "O2M_MATCHES_KEY"]
 

@@ -4,7 +4,7 @@ import torch
 
 from segtrain.data.find import collate_find_targets, find_batch_from_inputs
 from segtrain.modeling.criterion import Sam3LossWrapper
-from segtrain.modeling.criterion.sam3_loss_fns import Boxes, IABCEMdetr, Masks
+from segtrain.modeling.criterion import Boxes, IABCEMdetr, Masks
 from segtrain.modeling.matcher import BinaryHungarianMatcherV2
 from segtrain.structures import Instances
 from segtrain.utils.errors import DatasetError
