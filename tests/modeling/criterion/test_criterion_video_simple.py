@@ -1,4 +1,4 @@
-"""VideoSimpleCriterion (seed 001): BCE + dice + soft IoU + temporal terms on [B, T, N, H, W]
+"""VideoSimpleCriterion: BCE + dice + soft IoU + temporal terms on [B, T, N, H, W]
 with per-object valid masks, against values worked out by hand."""
 import math
 
