@@ -1,6 +1,15 @@
-"""Suite-wide settings: one intra-op thread (CI has 2 cores; oversubscription makes tiny ops 10-40x slower)."""
+"""Suite-wide settings: one intra-op thread (CI has 2 cores; oversubscription makes tiny ops 10-40x slower),
+and the repository root on ``sys.path`` so that ``tests.reference`` (the reference forms the tests compare
+against) imports under any pytest invocation."""
+import os
+import sys
+
 import pytest
 import torch
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
 
 torch.set_num_threads(1)
 

@@ -7,7 +7,6 @@ from segtrain.utils.imports import reexport_module
 from .losses import (  # noqa: F401
     batch_dice_loss,
     batch_sigmoid_ce_loss,
-    batch_sigmoid_ce_loss_two_pass,
     batch_sigmoid_focal_class_cost,
     dice_loss,
     iou_loss,
@@ -25,7 +24,7 @@ from .point_sample import (  # noqa: F401
 
 __all__ = [
     "sigmoid_ce_loss", "dice_loss", "sigmoid_focal_loss", "iou_loss", "mask_ious",
-    "batch_sigmoid_ce_loss", "batch_sigmoid_ce_loss_two_pass", "batch_dice_loss", "batch_sigmoid_focal_class_cost",
+    "batch_sigmoid_ce_loss", "batch_dice_loss", "batch_sigmoid_focal_class_cost",
     "point_sample", "get_uncertain_point_coords_with_randomness", "calculate_uncertainty",
     "select_uncertain_point_coords", "select_uncertain_grid_points",
 ]

@@ -23,7 +23,6 @@ __all__ = [
     "iou_loss",
     "mask_ious",
     "batch_sigmoid_ce_loss",
-    "batch_sigmoid_ce_loss_two_pass",
     "batch_dice_loss",
     "batch_sigmoid_focal_class_cost",
     "upsampled_focal_dice_loss",
@@ -152,20 +151,6 @@ def batch_sigmoid_ce_loss(inputs: Tensor, targets: Tensor) -> Tensor:
     hw = inputs.shape[-1]
     neg = F.softplus(inputs)
     loss = neg.sum(-1).unsqueeze(-1) - inputs @ targets.transpose(-1, -2)
-    return loss / hw
-
-
-def batch_sigmoid_ce_loss_two_pass(inputs: Tensor, targets: Tensor) -> Tensor:
-    """:func:`batch_sigmoid_ce_loss` evaluated as its formula is written (and as the official
-    Mask2Former matcher evaluates it): ``bce(x, 1)`` and ``bce(x, 0)`` as two elementwise
-    passes, then ``bce(x, 1) @ t.T + bce(x, 0) @ (1 - t).T``, divided by P. Same shapes and
-    values (to float round-off); about 3x the time at Q=100, P=12544. The per-image reference
-    matcher (``HungarianMatcher.forward_per_image``, the benchmark's loop baseline) uses it.
-    """
-    hw = inputs.shape[-1]
-    pos = F.binary_cross_entropy_with_logits(inputs, torch.ones_like(inputs), reduction="none")
-    neg = F.binary_cross_entropy_with_logits(inputs, torch.zeros_like(inputs), reduction="none")
-    loss = pos @ targets.transpose(-1, -2) + neg @ (1 - targets).transpose(-1, -2)
     return loss / hw
 
 

@@ -13,12 +13,9 @@ separable bilinear factors to the sampling locations and attention weights.
 The value gradient is a scatter of the R*K weighted rows: a COO ``sparse.mm`` sorts and adds
 them on one thread, so with more than one thread :func:`value_grad` sorts the entries itself
 (parallel int16 or int32 sort) and multiplies a CSR matrix (MKL, all threads). Measured figures vs the
-reference at 1 and 2 threads: ``tools/benchmark.py msda`` and docs/benchmarks.md. It never
-allocates the [N*M, D, Lq, L*P] sampled tensor of the reference.
-
-``ms_deform_attn_reference`` is the official pure-PyTorch algorithm
-(``ms_deform_attn_core_pytorch``: one ``grid_sample`` per level, stack, weighted sum),
-kept for tests and benchmarks.
+official pure-PyTorch algorithm (``ms_deform_attn_core_pytorch``: one ``grid_sample`` per level, stack,
+weighted sum; ``tests/reference/ms_deform_attn.py``) at 1 and 2 threads: ``tools/benchmark.py msda``
+and docs/benchmarks.md. It never allocates the [N*M, D, Lq, L*P] sampled tensor of that algorithm.
 
 Shapes (official names): value [N, S, M, D] with S = sum_l H_l * W_l (levels
 flattened row-major and concatenated); value_spatial_shapes [L, 2] as (H_l, W_l);
@@ -38,7 +35,7 @@ from torch.autograd.function import once_differentiable
 
 from segtrain.utils.errors import ConfigError
 
-__all__ = ["MSDeformAttn", "ms_deform_attn_core", "ms_deform_attn_reference", "value_grad"]
+__all__ = ["MSDeformAttn", "ms_deform_attn_core", "value_grad"]
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +153,7 @@ class _MSDeformAttnFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, value, shapes, sampling_locations, attention_weights):
+    def forward(ctx, value, shapes, sampling_locations, attention_weights, value_grad_path=None):
         N, S, M, D = value.shape
         _, Lq, _, L, P, _ = sampling_locations.shape
         ctype = torch.promote_types(sampling_locations.dtype, torch.float32)
@@ -173,6 +170,7 @@ class _MSDeformAttnFunction(torch.autograd.Function):
         ctx.value_dtype = value.dtype
         ctx.loc_dtype = sampling_locations.dtype
         ctx.attn_dtype = attention_weights.dtype
+        ctx.value_grad_path = value_grad_path
         return out.view(N, Lq, M * D)
 
     @staticmethod
@@ -190,7 +188,8 @@ class _MSDeformAttnFunction(torch.autograd.Function):
         flat_rows = rows.view(-1)
         grad_value = grad_loc = grad_attn = None
         if ctx.needs_input_grad[0]:
-            grad_value = value_grad(flat_rows, weights.reshape(-1), g, K, T).view(N, S, M, D).to(ctx.value_dtype)
+            grad_value = value_grad(flat_rows, weights.reshape(-1), g, K, T, ctx.value_grad_path)
+            grad_value = grad_value.view(N, S, M, D).to(ctx.value_dtype)
         if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
             # gw[r, k] = <grad_out[r], value[row_k]>: only R*K dot products are needed.
             if g.device.type == "cpu":
@@ -215,7 +214,7 @@ class _MSDeformAttnFunction(torch.autograd.Function):
                 gfx = (s_x[..., 1] * vx[..., 1] - s_x[..., 0] * vx[..., 0]) * attn * W_l
                 gfy = (t_y[..., 1] * vy[..., 1] - t_y[..., 0] * vy[..., 0]) * attn * H_l
                 grad_loc = torch.stack((gfx, gfy), -1).to(ctx.loc_dtype)
-        return grad_value, None, grad_loc, grad_attn
+        return grad_value, None, grad_loc, grad_attn, None
 
 
 def ms_deform_attn_core(
@@ -223,13 +222,16 @@ def ms_deform_attn_core(
     value_spatial_shapes: SpatialShapes,
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
+    *,
+    value_grad_path: Optional[str] = None,
 ) -> torch.Tensor:
-    """Multi-scale deformable attention, equal to ``ms_deform_attn_reference``.
+    """Multi-scale deformable attention, equal to the official algorithm to float round-off.
 
     value [N, S, M, D]; value_spatial_shapes [L, 2] (H_l, W_l); sampling_locations
     [N, Lq, M, L, P, 2] (x, y) in [0, 1]; attention_weights [N, Lq, M, L, P].
     Returns [N, Lq, M * D] in value's dtype. Differentiable w.r.t. value, locations and
-    weights (first order only).
+    weights (first order only). ``value_grad_path``: the value gradient's algorithm
+    (:func:`value_grad`; None: ``VALUE_GRAD_PATH``).
     """
     N, S, M, D = value.shape
     _, Lq, _, L, P, _ = sampling_locations.shape
@@ -239,34 +241,7 @@ def ms_deform_attn_core(
     if sum(h * w for h, w in shapes) != S:
         raise ValueError(f"ms_deform_attn: value has {S} positions but spatial shapes {shapes} sum to "
                          f"{sum(h * w for h, w in shapes)}")
-    return _MSDeformAttnFunction.apply(value, shapes, sampling_locations, attention_weights)
-
-
-def ms_deform_attn_reference(
-    value: torch.Tensor,
-    value_spatial_shapes: SpatialShapes,
-    sampling_locations: torch.Tensor,
-    attention_weights: torch.Tensor,
-) -> torch.Tensor:
-    """The official pure-PyTorch algorithm (one ``grid_sample`` per level, then a dense
-    weighted sum). Same inputs and output as ``ms_deform_attn_core``; for tests and
-    benchmarks only."""
-    N, S, M, D = value.shape
-    _, Lq, _, L, P, _ = sampling_locations.shape
-    shapes = _shapes_list(value_spatial_shapes)
-    value_list = value.split([h * w for h, w in shapes], dim=1)
-    sampling_grids = 2 * sampling_locations - 1
-    sampled = []
-    for lid, (h, w) in enumerate(shapes):
-        # [N, h*w, M, D] -> [N*M, D, h, w]
-        value_l = value_list[lid].flatten(2).transpose(1, 2).reshape(N * M, D, h, w)
-        # [N, Lq, M, P, 2] -> [N*M, Lq, P, 2]
-        grid_l = sampling_grids[:, :, :, lid].transpose(1, 2).flatten(0, 1)
-        sampled.append(F.grid_sample(value_l, grid_l, mode="bilinear", padding_mode="zeros", align_corners=False))
-    # [N, Lq, M, L, P] -> [N*M, 1, Lq, L*P]
-    attn = attention_weights.transpose(1, 2).reshape(N * M, 1, Lq, L * P)
-    out = (torch.stack(sampled, dim=-2).flatten(-2) * attn).sum(-1).view(N, M * D, Lq)
-    return out.transpose(1, 2).contiguous()
+    return _MSDeformAttnFunction.apply(value, shapes, sampling_locations, attention_weights, value_grad_path)
 
 
 class MSDeformAttn(nn.Module):
@@ -279,14 +254,8 @@ class MSDeformAttn(nn.Module):
     forward(query [N, Lq, C], reference_points [N, Lq, L, 2] in [0, 1] (or [N, Lq, L, 4]
     boxes cx, cy, w, h), input_flatten [N, S, C], input_spatial_shapes [L, 2] long (H, W),
     input_level_start_index [L] long, input_padding_mask [N, S] bool True=padding or None)
-    -> [N, Lq, C].
-
-    ``impl``: "fast" (default, :func:`ms_deform_attn_core`) or "reference"
-    (:func:`ms_deform_attn_reference`, the official algorithm; the benchmark's baseline).
-    Not a parameter or buffer: checkpoints are the same either way.
+    -> [N, Lq, C], sampled with :func:`ms_deform_attn_core`.
     """
-
-    IMPLS = ("fast", "reference")
 
     def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4):
         super().__init__()
@@ -296,7 +265,6 @@ class MSDeformAttn(nn.Module):
         self.n_levels = n_levels
         self.n_heads = n_heads
         self.n_points = n_points
-        self.impl = "fast"
 
         self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
         self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
@@ -360,17 +328,13 @@ class MSDeformAttn(nn.Module):
             sampling_locations = (reference_points[:, :, None, :, None, :2]
                                   + sampling_offsets / P * reference_points[:, :, None, :, None, 2:] * 0.5)
         else:
-            raise ValueError(f"MSDeformAttn: last dim of reference_points must be 2 or 4, got {reference_points.shape[-1]}")
+            raise ValueError(
+                f"MSDeformAttn: last dim of reference_points must be 2 or 4, got {reference_points.shape[-1]}")
         if spatial_shapes_list is not None:
             core_shapes = spatial_shapes_list
         elif not isinstance(input_spatial_shapes, torch.Tensor):
             core_shapes = input_spatial_shapes
         else:
             core_shapes = shapes
-        if self.impl == "fast":
-            output = ms_deform_attn_core(value, core_shapes, sampling_locations, attention_weights)
-        elif self.impl == "reference":
-            output = ms_deform_attn_reference(value, core_shapes, sampling_locations, attention_weights)
-        else:
-            raise ConfigError(f"MSDeformAttn.impl={self.impl!r}; valid: {', '.join(self.IMPLS)}")
+        output = ms_deform_attn_core(value, core_shapes, sampling_locations, attention_weights)
         return self.output_proj(output)

@@ -8,7 +8,6 @@ import torch.nn.functional as F
 from segtrain.layers.losses import (
     batch_dice_loss,
     batch_sigmoid_ce_loss,
-    batch_sigmoid_ce_loss_two_pass,
     batch_sigmoid_focal_class_cost,
     dice_loss,
     iou_loss,
@@ -16,6 +15,7 @@ from segtrain.layers.losses import (
     sigmoid_focal_loss,
     upsampled_focal_dice_loss,
 )
+from tests.reference.hungarian import batch_sigmoid_ce_loss_two_pass
 
 LN2, LN3 = math.log(2.0), math.log(3.0)
 
@@ -91,7 +91,7 @@ def test_batch_sigmoid_ce_loss_hand_and_pairwise():
 
 
 def test_batch_sigmoid_ce_loss_two_pass_is_the_same_cost():
-    """The formula as written (two BCE passes, two products; the loop baseline's form) gives
+    """The formula as written (two BCE passes, two products; the reference matcher's form) gives
     the one-softplus form's values, batched or not, and stays finite for huge logits."""
     g = torch.Generator().manual_seed(1)
     x, t = torch.randn(2, 6, 50, generator=g) * 8, (torch.rand(2, 3, 50, generator=g) > 0.5).float()

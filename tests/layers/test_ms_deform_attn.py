@@ -1,10 +1,11 @@
 """Multi-scale deformable attention: the fast path and the official-algorithm reference
-against an explicit bilinear computation, gradients, and the module."""
+(tests/reference) against an explicit bilinear computation, gradients, and the module."""
 
 import pytest
 import torch
 
-from segtrain.layers.ms_deform_attn import MSDeformAttn, ms_deform_attn_core, ms_deform_attn_reference
+from segtrain.layers.ms_deform_attn import MSDeformAttn, ms_deform_attn_core
+from tests.reference.ms_deform_attn import ReferenceMSDeformAttn, ms_deform_attn_reference
 
 
 def dense_bilinear_reference(value, shapes, loc, attn):
@@ -176,7 +177,24 @@ def test_gradients_equal_on_both_value_grad_paths():
     torch.testing.assert_close(grads[0], grads[1])
 
 
-def test_module_reference_impl_and_shapes_list_agree():
+def test_gradients_equal_with_value_grad_path_argument():
+    """``value_grad_path`` chooses the value gradient's algorithm per call, as VALUE_GRAD_PATH does."""
+    from segtrain.layers import ms_deform_attn as msda
+
+    value, loc, attn = _inputs(SHAPES, seed=4, spread=(-0.1, 1.1))
+    grads = []
+    for path in ("coo", "sorted"):
+        v = value.clone().requires_grad_(True)
+        ms_deform_attn_core(v, SHAPES, loc, attn, value_grad_path=path).square().sum().backward()
+        grads.append(v.grad)
+    assert grads[0].abs().sum() > 0 and msda.VALUE_GRAD_PATH == "auto"
+    torch.testing.assert_close(grads[0], grads[1])
+    with pytest.raises(ValueError, match="path"):
+        ms_deform_attn_core(value.clone().requires_grad_(True), SHAPES, loc, attn,
+                            value_grad_path="nope").sum().backward()
+
+
+def test_module_equals_reference_module_and_shapes_list_agree():
     torch.manual_seed(0)
     attn = MSDeformAttn(d_model=16, n_levels=2, n_heads=2, n_points=2)
     shapes = torch.tensor([[4, 6], [2, 3]])
@@ -185,9 +203,11 @@ def test_module_reference_impl_and_shapes_list_agree():
     ref = torch.rand(2, 5, 2, 2)
     fast = attn(query, ref, src, shapes, None)
     listed = attn(query, ref, src, shapes, None, spatial_shapes_list=[(4, 6), (2, 3)])
-    attn.impl = "reference"
-    torch.testing.assert_close(attn(query, ref, src, shapes, None), fast, rtol=1e-5, atol=1e-6)
+    reference = ReferenceMSDeformAttn.sharing(attn)
+    assert {n for n, _ in reference.named_parameters()} == {n for n, _ in attn.named_parameters()}
+    assert all(a is b for a, b in zip(reference.parameters(), attn.parameters()))
+    torch.testing.assert_close(reference(query, ref, src, shapes, None), fast, rtol=1e-5, atol=1e-6)
+    box = torch.rand(2, 5, 2, 4)
+    torch.testing.assert_close(reference(query, box, src, shapes, None), attn(query, box, src, shapes, None),
+                               rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(listed, fast)
-    attn.impl = "nope"
-    with pytest.raises(Exception, match="impl"):
-        attn(query, ref, src, shapes, None)

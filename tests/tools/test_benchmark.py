@@ -1,11 +1,17 @@
-"""tools/benchmark.py: every subcommand runs at tiny settings, prints its table and writes
-JSON with the fields docs/benchmarks.md quotes; the kept baselines compute the same values."""
+"""tools/benchmark.py and its subcommand modules (tools/benchmarks/): every subcommand runs at
+tiny settings, prints its table and writes JSON with the fields docs/benchmarks.md quotes; the
+baselines (tests/reference) compute the same values and nothing in segtrain is patched."""
 import importlib.util
 import json
 import os
 
 import pytest
 import torch
+
+from tools.benchmarks import criterion as criterion_bench
+from tools.benchmarks import masks as masks_bench
+from tools.benchmarks import timing
+from tools.benchmarks import train as train_bench
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _TOOL = os.path.join(ROOT, "tools", "benchmark.py")
@@ -39,28 +45,32 @@ def _json(path):
         return json.load(f)
 
 
-def test_interleaved_rounds_rotate_and_collect_parts(tool):
+def test_interleaved_rounds_rotate_and_collect_parts():
     calls = []
     cases = {"a": lambda: calls.append("a"), "b": lambda: (calls.append("b"), {"part": 0.5})[1]}
-    res = tool.interleaved(cases, torch.device("cpu"), warmup=1, repeat=2)
+    res = timing.interleaved(cases, torch.device("cpu"), warmup=1, repeat=2)
     assert calls == ["a", "b", "a", "b", "b", "a"]  # warm-up, round 0 from a, round 1 from b
     assert len(res["a"]["times_ms"]) == 2 and res["b"]["part_median_ms"] == pytest.approx(500.0)
 
 
-def test_criterion_groups_partition_the_cases(tool):
+def test_criterion_groups_partition_the_cases():
     """Every criterion case is timed in exactly one interleaved group, and the compared pairs
     share a group."""
-    flat = [c for g in tool.CRITERION_GROUPS for c in g]
-    assert sorted(flat) == sorted(tool.CRITERION_CASES) and len(flat) == len(set(flat))
-    groups = {c: g for g in tool.CRITERION_GROUPS for c in g}
+    flat = [c for g in criterion_bench.CRITERION_GROUPS for c in g]
+    assert sorted(flat) == sorted(criterion_bench.CRITERION_CASES) and len(flat) == len(set(flat))
+    groups = {c: g for g in criterion_bench.CRITERION_GROUPS for c in g}
     assert groups["m2f"] == groups["m2f_loop"] and groups["matcher"] == groups["matcher_loop"]
 
 
 def test_criterion_tiny(tool, tmp_path, capsys):
+    from scipy import optimize
+
+    from segtrain.modeling.matcher import hungarian
+
     out = tmp_path / "crit.json"
     argv = ["criterion", "--queries", "6", "--classes", "4", "--layers", "3", "--image-size", "32", "--num-points",
-            "40", "--gt-per-image", "2", "--warmup", "0", "--repeat", "1", "--cases", "m2f,m2f_loop,matcher,matcher_loop",
-            "--no-memory", "--output", str(out)]
+            "40", "--gt-per-image", "2", "--warmup", "0", "--repeat", "1",
+            "--cases", "m2f,m2f_loop,matcher,matcher_loop", "--no-memory", "--output", str(out)]
     assert tool.main(argv) == 0
     rep = _json(out)
     assert "criterion benchmark" in capsys.readouterr().out
@@ -70,7 +80,11 @@ def test_criterion_tiny(tool, tmp_path, capsys):
     # the batched criterion and the per-layer loop give the same losses under the same seed
     # 3 predictions x 3 losses, core_loss, core_loss_final, core_loss_aux, class_error
     assert s["criterion_equality"]["num_keys"] == 3 * 3 + 4 and s["criterion_equality"]["max_rel_diff"] < 1e-5
-    assert s["matcher_solver"]["solver_calls"] == 3 * 2
+    # solved outside the matcher, on its own cost matrices: 3 outputs x 2 images with GT
+    solver = s["matcher_solver"]
+    assert solver["solver_calls"] == 3 * 2 and 0 < solver["solver_ms"] < solver["match_many_ms"]
+    assert solver["solver_share"] == pytest.approx(solver["solver_ms"] / solver["match_many_ms"])
+    assert hungarian.linear_sum_assignment is optimize.linear_sum_assignment
     assert rep["machine"]["cpu_count"] >= 1 and len(rep["machine"]["loadavg_1_5_15"]) == 3
 
 
@@ -84,7 +98,7 @@ def test_msda_tiny(tool, tmp_path):
     assert rep["summary"]["64x1_1t_speedup_reference_over_fast"] > 0
     from segtrain.layers import ms_deform_attn
 
-    assert ms_deform_attn.VALUE_GRAD_PATH == "auto"  # restored
+    assert ms_deform_attn.VALUE_GRAD_PATH == "auto"  # the module setting is never changed
 
 
 def test_masks_tiny_memory_in_subprocess(tool, tmp_path):
@@ -100,14 +114,14 @@ def test_masks_tiny_memory_in_subprocess(tool, tmp_path):
     assert rep["summary"]["matched_masks"] == 2
 
 
-def test_masks_cases_same_gradient(tool):
+def test_masks_cases_same_gradient():
     """The chunked full-resolution case and its naive baseline send the same gradient."""
     import argparse
 
     args = argparse.Namespace(seed=0, batch=1, queries=5, image_size=32, gt_per_image=2, num_points=16)
     grads = []
     for name in ("full", "full_naive"):
-        step, K, pred = tool._masks_case(name, args, torch.device("cpu"))
+        step, K, pred = masks_bench.masks_case(name, args, torch.device("cpu"))
         assert K == 2
         seen = []
         pred.register_hook(lambda g: seen.append(g.clone()))
@@ -146,7 +160,7 @@ def test_train_data_eval_tiny(tool, tmp_path, shapes_tiny):
     assert 0 <= r["segm_AP"] <= 100  # shifted GT masks are found
 
 
-def test_no_loss_step_back_propagates_through_the_whole_model_without_the_criterion(tool, shapes_tiny):
+def test_no_loss_step_back_propagates_through_the_whole_model_without_the_criterion(shapes_tiny):
     """The no_loss variant: every parameter that the training loss reaches gets a gradient
     from the sum of the outputs, and the criterion is never called."""
     import argparse
@@ -155,13 +169,41 @@ def test_no_loss_step_back_propagates_through_the_whole_model_without_the_criter
 
     args = argparse.Namespace(config_file=TINY, opts=shapes_tiny,
                               module=[], seed=0, batches=1, device="cpu")
-    batches, _ = tool._train_batches(args, torch.device("cpu"), 1)
-    model, _, _ = tool._train_variant(args, torch.device("cpu"), "no_loss", batches)
+    batches, _ = train_bench.train_batches(args, torch.device("cpu"), 1)
+    model, _, _ = train_bench.train_variant(args, torch.device("cpu"), "no_loss", batches)
     model.criterion.forward = lambda *a, **k: (_ for _ in ()).throw(AssertionError("criterion called"))
-    tool._model_only_loss(model, batches[0]).backward()
+    train_bench.model_only_loss(model, batches[0]).backward()
     no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None
                and not n.startswith("criterion.")]
     assert no_grad == []
+
+
+def test_baseline_variant_swaps_in_the_reference_forms(shapes_tiny):
+    """The baseline model: every MSDeformAttn replaced by the reference module on the same
+    parameters, the criterion by the reference loop with the same settings, the optimizer
+    still holding every parameter of the model; segtrain's classes are left as they are."""
+    import argparse
+
+    from segtrain.layers.ms_deform_attn import MSDeformAttn
+    from segtrain.modeling.criterion import SetCriterion
+    from tests.reference import ReferenceMSDeformAttn, ReferenceSetCriterion
+
+    args = argparse.Namespace(config_file=TINY, opts=shapes_tiny, module=[], seed=0, batches=1, device="cpu")
+    cpu = torch.device("cpu")
+    batches, _ = train_bench.train_batches(args, cpu, 1)
+    model, opt, _ = train_bench.train_variant(args, cpu, "baseline", batches)
+    kinds = [type(m) for m in model.modules()]
+    assert ReferenceMSDeformAttn in kinds and MSDeformAttn not in kinds
+    assert isinstance(model.criterion, ReferenceSetCriterion)
+    segtrain_model, _, _ = train_bench.train_variant(args, cpu, "segtrain", batches)
+    assert isinstance(segtrain_model.criterion, SetCriterion)
+    assert model.criterion.weight_dict == segtrain_model.criterion.weight_dict
+    assert model.criterion.num_points == segtrain_model.criterion.num_points
+    in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert {id(p) for p in model.parameters() if p.requires_grad} <= in_opt
+    assert all(not g.get("foreach") and not g.get("fused") for g in opt.param_groups)
+    torch.manual_seed(0)
+    model(batches[0])["core_loss"].backward()
 
 
 def test_unknown_case_is_an_error(tool, capsys):

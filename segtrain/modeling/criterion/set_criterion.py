@@ -33,47 +33,35 @@ the matched pairs of each image in GT order, so row r of ``torch.rand(M, S, 2)``
 belongs to the same GT mask and the loss is exactly invariant to a permutation of the
 queries under a fixed seed (the official order is invariant only in distribution).
 
-Two execution paths, equal to float32 round-off under the same RNG state (the batched
-path sums the mask points in another order):
-
-* ``batched=True`` (default): all random numbers are drawn in exactly the order the
-  per-layer loop draws them (per prediction: the matcher's per-image points, then the
-  oversampled and the random mask points) -- inline, or with ``background_draws`` on a
-  helper thread while :meth:`HungarianMatcher.match_many` matches each prediction as
-  soon as its points exist (the generator is serial; the numbers are the same); then
-  ``loss_ce`` of all predictions is one cross-entropy call, the matched masks of all
-  predictions are concatenated, importance-sampled prediction by prediction (``topk``
-  without its final sort: the same points, not in sorted order; no temporary larger than
-  one prediction's: see docs/benchmarks.md on page faults) and sampled with one
-  ``grid_sample``, and the GT masks with another (each GT mask at the points of all its
-  matches). Needs a matcher
-  with ``match_many`` and ``draw_point_coords`` (others fall back to the loop).
-* ``batched=False``: the straightforward per-prediction loop of the official code
-  (:meth:`SetCriterion.forward_reference`).
+All predictions are computed together, equal to the official per-prediction loop
+(``tests/reference/set_criterion.py``) to float32 round-off under the same RNG state (the
+mask points are summed in another order): every
+random number is drawn first, in exactly the order the loop draws them (per prediction: the
+matcher's per-image points, then the oversampled and the random mask points); then
+:meth:`HungarianMatcher.match_many` matches every prediction, ``loss_ce`` of all predictions
+is one cross-entropy call, the matched masks of all predictions are concatenated,
+importance-sampled prediction by prediction (``topk`` without its final sort: the same
+points, not in sorted order; no temporary larger than one prediction's: see
+docs/benchmarks.md on page faults) and sampled with one ``grid_sample``, and the GT masks
+with another (each GT mask at the points of all its matches). The matcher must have
+``match_many`` and ``draw_point_coords`` (``HungarianMatcher``).
 """
 import logging
 import re
-import threading
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from segtrain.config import configurable
-from segtrain.layers.losses import dice_loss, sigmoid_ce_loss
-from segtrain.layers.point_sample import (
-    calculate_uncertainty,
-    get_uncertain_point_coords_with_randomness,
-    point_sample,
-    select_uncertain_grid_points,
-)
 from segtrain.modeling.matcher.build import build_matcher
 from segtrain.modeling.matcher.hungarian import PackedInstanceTargets, pack_instance_targets
 from segtrain.utils import comm
 from segtrain.utils.errors import ConfigError, DatasetError
 
 from .build import CORE_LOSS_KEY, CRITERION_REGISTRY
+from .mask_points import draw_in_loop_order, matched_mask_losses
 
 __all__ = ["SetCriterion"]
 
@@ -84,60 +72,6 @@ _LOSS_KEYS = {"labels": ("loss_ce",), "masks": ("loss_mask", "loss_dice")}
 _MATCH_ORDERS = ("target", "query")
 
 
-def _autocast_off(device: torch.device):
-    dev_type = device.type if device.type in ("cuda", "cpu", "xpu", "mps") else "cpu"
-    return torch.autocast(device_type=dev_type, enabled=False)
-
-
-class _DrawsInOrder:
-    """The batched path's random numbers in the per-layer loop's order -- for each output l
-    its matcher points (``coords(l)``), then its mask points (``masks(l)``) -- drawn inline or
-    on a helper thread. ``self[l]`` returns output l's matcher points, waiting until they are
-    drawn, so the caller can match output l while later outputs' numbers are still being
-    drawn; the caller itself draws nothing meanwhile, so every number is the same as inline.
-    """
-
-    def __init__(self, L: int, coords: Callable[[int], Optional[Tensor]], masks: Callable[[int], None],
-                 background: bool):
-        self._L, self._coords_fn, self._masks_fn = L, coords, masks
-        self._coords: List[Optional[Tensor]] = [None] * L
-        self._ready = [threading.Event() for _ in range(L)]
-        self._error: Optional[BaseException] = None
-        self._thread = None
-        if background:
-            self._thread = threading.Thread(target=self._run, name="set-criterion-draws", daemon=True)
-            self._thread.start()
-        else:
-            self._run()
-
-    def _run(self) -> None:
-        try:
-            for l in range(self._L):
-                self._coords[l] = self._coords_fn(l)
-                self._ready[l].set()
-                self._masks_fn(l)
-        except BaseException as e:  # re-raised on the caller's thread
-            self._error = e
-        finally:
-            for ev in self._ready:
-                ev.set()
-
-    def __len__(self) -> int:
-        return self._L
-
-    def __getitem__(self, l: int) -> Optional[Tensor]:
-        self._ready[l].wait()
-        if self._coords[l] is None and self._error is not None:
-            raise self._error
-        return self._coords[l]
-
-    def wait_all(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
-        if self._error is not None:
-            raise self._error
-
-
 @CRITERION_REGISTRY.register()
 class SetCriterion(nn.Module):
     """Mask2Former's criterion (see the module docstring for the exact semantics).
@@ -145,19 +79,14 @@ class SetCriterion(nn.Module):
     Args (official order): num_classes K; matcher (a ``HungarianMatcher``); weight_dict
     ``{loss key: weight}``; eos_coef (class weight of "no object"); losses (subset of
     ``["labels", "masks"]``); num_points P; oversample_ratio; importance_sample_ratio.
-    Keyword-only: deep_supervision (compute aux losses; default True), batched (default
-    True), match_order ("target" or "query").
+    Keyword-only: deep_supervision (compute aux losses; default True), match_order
+    ("target" or "query").
     """
 
     required_output_keys = ("pred_logits", "pred_masks")
     target_format = "instances"
     #: set by a trainer or hook; quoted in the matcher's non-finite cost error
     iteration: Optional[int] = None
-    #: batched path: draw the random points on a helper thread while matching (the same
-    #: numbers in the same order). Off by default: on 2 cores the helper thread competes with
-    #: the matcher's 2-thread OpenMP team and measured no faster (docs/benchmarks.md).
-    #: None: on CPU when torch uses more than one thread.
-    background_draws: Optional[bool] = False
 
     @configurable
     def __init__(
@@ -172,7 +101,6 @@ class SetCriterion(nn.Module):
         importance_sample_ratio: float,
         *,
         deep_supervision: bool = True,
-        batched: bool = True,
         match_order: str = "query",
     ):
         super().__init__()
@@ -190,7 +118,8 @@ class SetCriterion(nn.Module):
             if oversample_ratio < 1:
                 raise ConfigError(f"SetCriterion: oversample_ratio must be >= 1, got {oversample_ratio}")
             if not 0 <= importance_sample_ratio <= 1:
-                raise ConfigError(f"SetCriterion: importance_sample_ratio must be in [0, 1], got {importance_sample_ratio}")
+                raise ConfigError(
+                    f"SetCriterion: importance_sample_ratio must be in [0, 1], got {importance_sample_ratio}")
         self.num_classes = int(num_classes)
         self.matcher = matcher
         self.weight_dict = {str(k): float(v) for k, v in dict(weight_dict).items()}  # a copy: never mutate the caller's
@@ -200,7 +129,6 @@ class SetCriterion(nn.Module):
         self.oversample_ratio = float(oversample_ratio)
         self.importance_sample_ratio = float(importance_sample_ratio)
         self.deep_supervision = bool(deep_supervision)
-        self.batched = bool(batched)
         self.match_order = match_order
         empty_weight = torch.ones(self.num_classes + 1)
         empty_weight[-1] = self.eos_coef
@@ -219,7 +147,8 @@ class SetCriterion(nn.Module):
         head = cfg.MODEL.get("SEM_SEG_HEAD", None)
         if head is None or "NUM_CLASSES" not in head:
             raise ConfigError(
-                "SetCriterion needs MODEL.SEM_SEG_HEAD.NUM_CLASSES (the number of classes K), which this config does not define"
+                "SetCriterion needs MODEL.SEM_SEG_HEAD.NUM_CLASSES (the number of classes K), "
+                "which this config does not define"
             )
         return {
             "num_classes": head.NUM_CLASSES,
@@ -236,8 +165,7 @@ class SetCriterion(nn.Module):
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, weight_dict={self.weight_dict}, eos_coef={self.eos_coef}, "
                 f"losses={self.losses}, num_points={self.num_points}, oversample_ratio={self.oversample_ratio}, "
-                f"importance_sample_ratio={self.importance_sample_ratio}, batched={self.batched}, "
-                f"match_order={self.match_order!r}")
+                f"importance_sample_ratio={self.importance_sample_ratio}, match_order={self.match_order!r}")
 
     # ------------------------------------------------------------------ keys and weights
     def _split_key(self, key: str) -> Optional[Tuple[str, Optional[int]]]:
@@ -256,7 +184,7 @@ class SetCriterion(nn.Module):
         split = self._split_key(key)
         return self.weight_dict.get(split[0], 0.0) if split else 0.0
 
-    def _check_weight_keys(self, num_aux: int) -> None:
+    def check_weight_keys(self, num_aux: int) -> None:
         computed = [k + s for s in [""] + [f"_{i}" for i in range(num_aux)] for k in self._base_keys]
         for k in self.weight_dict:
             if k not in computed:
@@ -268,13 +196,9 @@ class SetCriterion(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, outputs: Dict[str, Tensor], targets) -> Dict[str, Tensor]:
         """outputs / targets as in the module docstring. Returns the loss dict."""
-        return self._forward(outputs, targets, batched=self.batched)
-
-    def forward_reference(self, outputs: Dict[str, Tensor], targets) -> Dict[str, Tensor]:
-        """The straightforward per-prediction, per-image loop (official code structure)."""
-        return self._forward(outputs, targets, batched=False)
-
-    def _forward(self, outputs, targets, batched: bool) -> Dict[str, Tensor]:
+        if not (hasattr(self.matcher, "match_many") and hasattr(self.matcher, "draw_point_coords")):
+            raise ConfigError(f"SetCriterion: the matcher {type(self.matcher).__name__} has no match_many / "
+                              "draw_point_coords; valid: HungarianMatcher")
         for k in self.required_output_keys:
             if k not in outputs:
                 raise ConfigError(
@@ -282,7 +206,7 @@ class SetCriterion(nn.Module):
                     f"got {sorted(outputs)}"
                 )
         aux = list(outputs.get("aux_outputs", None) or []) if self.deep_supervision else []
-        self._check_weight_keys(len(aux))
+        self.check_weight_keys(len(aux))
         layers = [{k: v for k, v in outputs.items() if k != "aux_outputs"}] + aux
         suffixes = [""] + [f"_{i}" for i in range(len(aux))]
         names = ["outputs"] + [f"aux_outputs[{i}]" for i in range(len(aux))]
@@ -293,11 +217,10 @@ class SetCriterion(nn.Module):
         packed = pack_instance_targets(targets, device=device, need_masks="masks" in self.losses
                                        or getattr(self.matcher, "cost_mask", 1) != 0
                                        or getattr(self.matcher, "cost_dice", 1) != 0)
-        use_batched = batched and hasattr(self.matcher, "match_many") and hasattr(self.matcher, "draw_point_coords")
-        # On an accelerator the batched path checks the labels after matching, whose cost-matrix
-        # copy to the host is the step's one synchronisation; reading the flag then costs no stall.
+        # On an accelerator the labels are checked after matching, whose cost-matrix copy to the
+        # host is the step's one synchronisation; reading the flag then costs no stall.
         label_flag = None
-        if device.type == "cpu" or not use_batched:
+        if device.type == "cpu":
             self._check_labels(packed)
         elif packed.labels.numel():
             label_flag = ((packed.labels < 0) | (packed.labels >= self.num_classes)).any()
@@ -306,16 +229,14 @@ class SetCriterion(nn.Module):
         num_masks = torch.clamp(comm.all_reduce_mean(num_masks), min=1)[0]
         if self.iteration is not None and hasattr(self.matcher, "iteration"):
             self.matcher.iteration = self.iteration
-        if use_batched:
-            per_layer = self._losses_batched(layers, packed, num_masks, names, label_flag)
-        else:
-            per_layer = self._losses_loop(layers, targets, packed, num_masks, names)
+        per_layer = self._losses_batched(layers, packed, num_masks, names, label_flag)
         losses: Dict[str, Tensor] = {}
         for suffix, values in zip(suffixes, per_layer):
             for k, v in values.items():
                 losses[k + suffix] = v
         final_terms = [self.weight_of(k) * losses[k] for k in self._base_keys if self.weight_of(k) != 0]
-        aux_terms = [self.weight_of(k) * v for k, v in losses.items() if k not in self._base_keys and self.weight_of(k) != 0]
+        aux_terms = [self.weight_of(k) * v for k, v in losses.items()
+                     if k not in self._base_keys and self.weight_of(k) != 0]
         zero = outputs["pred_logits"].sum() * 0.0  # keeps the graph when nothing is weighted
         core_final = sum(final_terms, zero.float())
         core_aux = sum(aux_terms, zero.float())
@@ -353,25 +274,6 @@ class SetCriterion(nn.Module):
         num_uncertain = int(self.importance_sample_ratio * self.num_points)
         return int(self.num_points * self.oversample_ratio), num_uncertain, self.num_points - num_uncertain
 
-    # ------------------------------------------------------------------ reference path
-    def _losses_loop(self, layers, targets, packed, num_masks, names) -> List[Dict[str, Tensor]]:
-        out = []
-        for layer, name in zip(layers, names):
-            if hasattr(self.matcher, "forward_per_image"):
-                indices = self.matcher.forward_per_image(layer, targets, layer_name=name)
-            else:
-                indices = self.matcher(layer, targets)
-            values = {}
-            for loss in self.losses:
-                if loss == "labels":
-                    values.update(self._loss_labels(layer, packed, indices))
-                    if not out:
-                        values["class_error"] = self._class_error(layer, self._ordered_pairs(indices, packed), packed)
-                else:
-                    values.update(self._loss_masks(layer, packed, indices, num_masks))
-            out.append(values)
-        return out
-
     @staticmethod
     def _class_error(layer, pairs, packed: PackedInstanceTargets) -> Tensor:
         """DETR's ``class_error`` of one prediction (detached scalar, percent)."""
@@ -383,37 +285,7 @@ class SetCriterion(nn.Module):
         pred = logits[b_idx.to(dev), src.to(dev)].argmax(-1)
         return 100.0 - (pred == packed.labels[tgt.to(dev)]).float().mean() * 100.0
 
-    def _loss_labels(self, layer, packed, indices) -> Dict[str, Tensor]:
-        src_logits = layer["pred_logits"].float()  # [B, Q, K+1]
-        b_idx, src, tgt = self._ordered_pairs(indices, packed)
-        target_classes = torch.full(src_logits.shape[:2], self.num_classes, dtype=torch.int64, device=src_logits.device)
-        dev = src_logits.device
-        target_classes[b_idx.to(dev), src.to(dev)] = packed.labels[tgt.to(dev)]
-        loss_ce = F.cross_entropy(src_logits.transpose(1, 2), target_classes, self.empty_weight.float())
-        return {"loss_ce": loss_ce}
-
-    def _loss_masks(self, layer, packed, indices, num_masks) -> Dict[str, Tensor]:
-        pred_masks = layer["pred_masks"]
-        b_idx, src, tgt = self._ordered_pairs(indices, packed)
-        if src.numel() == 0:  # no GT in the batch: zero, still attached to the graph
-            z = pred_masks.sum().float() * 0.0
-            return {"loss_mask": z, "loss_dice": z.clone()}
-        dev = pred_masks.device
-        with _autocast_off(dev):
-            src_masks = pred_masks[b_idx.to(dev), src.to(dev)].float()[:, None]  # [M, 1, h, w]
-            target_masks = packed.masks[tgt.to(dev)][:, None]  # [M, 1, H, W]
-            with torch.no_grad():
-                coords = get_uncertain_point_coords_with_randomness(
-                    src_masks, calculate_uncertainty, self.num_points, self.oversample_ratio,
-                    self.importance_sample_ratio)
-                point_labels = point_sample(target_masks, coords, align_corners=False).squeeze(1)
-            point_logits = point_sample(src_masks, coords, align_corners=False).squeeze(1)
-            return {
-                "loss_mask": sigmoid_ce_loss(point_logits, point_labels, num_masks),
-                "loss_dice": dice_loss(point_logits, point_labels, num_masks),
-            }
-
-    # ------------------------------------------------------------------ batched path
+    # ------------------------------------------------------------------ losses of all predictions
     def _losses_batched(self, layers, packed: PackedInstanceTargets, num_masks, names,
                         label_flag: Optional[Tensor] = None) -> List[Dict[str, Tensor]]:
         L = len(layers)
@@ -423,35 +295,16 @@ class SetCriterion(nn.Module):
         # 1. every random number, in the per-layer loop's order: matcher points, then mask points
         M = sum(min(Q, n) for n in packed.sizes)  # pairs per prediction (rectangular assignment)
         S, n_unc, R = self._mask_point_counts()
-        # per prediction, exactly the loop's ``torch.rand(M, S, 2)`` and ``torch.rand(M, R, 2)``;
-        # kept per prediction (a few MB each) rather than in one [L*M, S, 2] buffer: tensors
-        # above glibc's mmap threshold (32 MB at most) are returned to the OS when freed and
-        # page-faulted back in on every step (measured 50-80 ms of the step, docs/benchmarks.md)
-        draw = want_masks and M > 0
-        overs: List[Tensor] = []
-        extras: List[Optional[Tensor]] = []
-
-        def draw_masks(l: int) -> None:
-            if draw:
-                overs.append(torch.rand(M, S, 2, device=device))
-                extras.append(torch.rand(M, R, 2, device=device) if R > 0 else None)
-
-        background = self.background_draws
-        if background is None:  # the CPU generator is serial: let it run beside the matching
-            background = device.type == "cpu" and torch.get_num_threads() > 1
-        matcher_coords = _DrawsInOrder(L, lambda l: self.matcher.draw_point_coords(B, device), draw_masks, background)
-        # 2. matching, all predictions at once (output l as soon as its points are drawn)
-        try:
-            all_indices = self.matcher.match_many(layers, packed, point_coords=matcher_coords, layer_names=names)
-        finally:
-            matcher_coords.wait_all()  # no draw outlives this call, even after an error
+        matcher_coords, overs, extras = draw_in_loop_order(self.matcher, L, B, M if want_masks else 0, S, R, device)
+        # 2. matching, all predictions at once
+        all_indices = self.matcher.match_many(layers, packed, point_coords=matcher_coords, layer_names=names)
         if label_flag is not None and bool(label_flag):
             self._check_labels(packed)  # raises, naming the labels
         pairs = [self._ordered_pairs(ind, packed) for ind in all_indices]
         counts = [int(p[0].numel()) for p in pairs]
         if want_masks and any(c != M for c in counts):
-            raise RuntimeError(f"SetCriterion: the matcher returned {counts} pairs per prediction, expected {M}; "
-                               "use batched=False with a matcher that does not assign min(Q, n_b) pairs per image")
+            raise RuntimeError(f"SetCriterion: the matcher returned {counts} pairs per prediction, expected {M} "
+                               "(min(Q, n_b) per image, a full rectangular assignment)")
         values: List[Dict[str, Tensor]] = [{} for _ in range(L)]
         for loss in self.losses:
             if loss == "labels":
@@ -459,7 +312,8 @@ class SetCriterion(nn.Module):
                     v["loss_ce"] = ce
                 values[0]["class_error"] = self._class_error(layers[0], pairs[0], packed)
             else:
-                per_layer = self._loss_masks_batched(layers, packed, pairs, num_masks, overs, extras, n_unc)
+                per_layer = matched_mask_losses([layer["pred_masks"] for layer in layers], packed, pairs, num_masks,
+                                                 overs, extras, n_unc)
                 for v, lm in zip(values, per_layer):
                     v.update(lm)
         return values
@@ -481,62 +335,3 @@ class SetCriterion(nn.Module):
         num = nll.view(L, B * Q).sum(1)
         den = weight[target.view(L, B * Q)].sum(1)
         return list((num / den).unbind(0))
-
-    def _loss_masks_batched(self, layers, packed, pairs, num_masks, overs, extras, n_unc) -> List[Dict[str, Tensor]]:
-        """overs[l] / extras[l]: prediction l's oversampled [M, S, 2] and random [M, R, 2] points
-        in [0, 1]^2 (turned into grid coordinates in place)."""
-        L = len(layers)
-        dev = layers[0]["pred_masks"].device
-        M = int(pairs[0][0].numel())
-        if M == 0:
-            out = []
-            for layer in layers:
-                z = layer["pred_masks"].sum().float() * 0.0
-                out.append({"loss_mask": z, "loss_dice": z.clone()})
-            return out
-        with _autocast_off(dev):
-            # matched predictions of every layer: [L*M, 1, h, w] (one gather per layer, batched over images)
-            src_masks = torch.cat([
-                layer["pred_masks"][p[0].to(dev), p[1].to(dev)] for layer, p in zip(layers, pairs)
-            ]).float()[:, None]
-            with torch.no_grad():
-                # grid coordinates (2 * xy - 1, as point_sample computes them) of every match's
-                # points: the same points as the loop's, not in topk's sorted order (the losses
-                # average over them); selected prediction by prediction, so that no temporary is
-                # L times the size of one prediction's
-                grid = select_uncertain_grid_points(src_masks.detach(), overs, n_unc, extras)  # [L*M, P, 2]
-                tgt_rows = torch.cat([p[2] for p in pairs])  # [L*M] packed GT row of each match (host)
-                point_labels = self._sample_gt_grouped(packed, tgt_rows, grid, L, M)  # [L*M, P]
-            point_logits = F.grid_sample(src_masks, grid.unsqueeze(2), align_corners=False).view(L * M, -1)  # [L*M, P]
-            # per-mask values, then summed per layer in the same order as the loop
-            bce = F.binary_cross_entropy_with_logits(point_logits, point_labels, reduction="none").mean(1)
-            p = point_logits.sigmoid()
-            dice = 1 - (2 * (p * point_labels).sum(-1) + 1) / (p.sum(-1) + point_labels.sum(-1) + 1)
-            return [{"loss_mask": ce.sum() / num_masks, "loss_dice": d.sum() / num_masks}
-                    for ce, d in zip(bce.split(M), dice.split(M))]
-
-    @staticmethod
-    def _sample_gt_grouped(packed: PackedInstanceTargets, tgt_rows: Tensor, grid: Tensor, L: int, M: int) -> Tensor:
-        """GT values at each match's points (``grid``: [L*M, P, 2] grid coordinates in
-        [-1, 1]^2), with one ``grid_sample`` over the G GT masks.
-
-        When every GT is matched exactly once per prediction (Q >= n_b: always for a full
-        rectangular assignment), GT g is sampled at the points of its L matches
-        ([G, L*P] grid), and the values are handed back to the matches. Otherwise the GT
-        masks are gathered per match. Values equal per-match sampling exactly.
-        """
-        G = packed.num_masks
-        P = grid.shape[1]
-        # tgt_rows come from the matcher on the host: the path is chosen there, without a sync
-        layer_of = torch.arange(L).repeat_interleave(M)
-        hits = torch.zeros(G, L, dtype=torch.int64)
-        hits.index_put_((tgt_rows.cpu(), layer_of), torch.ones_like(tgt_rows.cpu()), accumulate=True)
-        dev = grid.device
-        rows_d, layer_d = tgt_rows.to(dev, non_blocking=True), layer_of.to(dev, non_blocking=True)
-        if M == G and bool((hits == 1).all()):
-            by_gt = grid.new_empty(G, L, P, 2)  # every (GT, prediction) entry is written once
-            by_gt[rows_d, layer_d] = grid
-            vals = F.grid_sample(packed.masks[:, None], by_gt.view(G, L * P, 1, 2),
-                                 align_corners=False)  # [G, 1, L*P, 1]
-            return vals.view(G, L, P)[rows_d, layer_d]
-        return F.grid_sample(packed.masks[rows_d][:, None], grid.unsqueeze(2), align_corners=False).view(L * M, P)

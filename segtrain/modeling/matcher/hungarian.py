@@ -28,8 +28,8 @@ Batching. :meth:`HungarianMatcher.match_many` matches a list of predictions
   ``linear_sum_assignment`` per (prediction, image) on the CPU copy (scipy's C solver:
   about 10 us for 100 x 8, a fraction of a percent of the call, see the benchmark).
 
-:meth:`HungarianMatcher.forward_per_image` is the straightforward per-image loop
-(the reference the benchmark and the tests compare against).
+The assignments equal the official per-image loop's under the same RNG state
+(``tests/reference/hungarian.py``, which the tests and the benchmark compare against).
 """
 import logging
 from dataclasses import dataclass
@@ -42,7 +42,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 from segtrain.config import configurable
-from segtrain.layers.losses import batch_dice_loss, batch_sigmoid_ce_loss, batch_sigmoid_ce_loss_two_pass
+from segtrain.layers.losses import batch_dice_loss, batch_sigmoid_ce_loss
 from segtrain.layers.point_sample import point_sample
 from segtrain.utils.errors import DatasetError, NonFiniteLossError
 
@@ -124,7 +124,8 @@ def pack_instance_targets(targets, device=None, need_masks: bool = True) -> Pack
             m = torch.as_tensor(t["masks"])
             if m.dim() != 3 or m.shape[0] != lab.numel():
                 raise DatasetError(
-                    f"target {b}: 'masks' must be [n, H, W] with n = len(labels) = {lab.numel()}, got shape {tuple(m.shape)}"
+                    f"target {b}: 'masks' must be [n, H, W] with n = len(labels) = {lab.numel()}, "
+                    f"got shape {tuple(m.shape)}"
                 )
             masks.append(m)
     if device is None:
@@ -223,9 +224,37 @@ class HungarianMatcher(nn.Module):
         layer_names: how errors name each output (default ``outputs[i]``).
         Returns one list of B ``(query_idx, target_idx)`` pairs per output.
         """
-        L = len(outputs_list)
-        if L == 0:
+        if not outputs_list:
             return []
+        C, sizes = self.cost_matrices(outputs_list, targets, point_coords, layer_names)
+        results = []
+        for l in range(len(outputs_list)):
+            per_image = []
+            for b, n in enumerate(sizes):
+                if n == 0:
+                    per_image.append(_empty_indices())
+                    continue
+                i, j = linear_sum_assignment(C[l, b, :, :n])
+                per_image.append((torch.as_tensor(i, dtype=torch.int64), torch.as_tensor(j, dtype=torch.int64)))
+            results.append(per_image)
+        return results
+
+    @torch.no_grad()
+    def cost_matrices(
+        self,
+        outputs_list: Sequence[Dict[str, Tensor]],
+        targets: Union[Sequence[Dict[str, Tensor]], PackedInstanceTargets],
+        point_coords: Optional[Sequence[Optional[Tensor]]] = None,
+        layer_names: Optional[Sequence[str]] = None,
+    ) -> Tuple[np.ndarray, List[int]]:
+        """The cost matrices :meth:`match_many` solves (same arguments, same RNG consumption).
+
+        Returns ``(C, sizes)``: C [L, B, Q, max n_b] float32 on the host, where image b's
+        problem is ``C[l, b, :, :sizes[b]]`` (the other columns are padding), and sizes the
+        n_b of each image. A non-finite cost raises ``NonFiniteLossError`` naming the term,
+        the image and the output.
+        """
+        L = len(outputs_list)
         names = list(layer_names) if layer_names is not None else [f"outputs[{i}]" for i in range(L)]
         B, Q = outputs_list[0]["pred_logits"].shape[:2]
         device = outputs_list[0]["pred_logits"].device
@@ -235,7 +264,7 @@ class HungarianMatcher(nn.Module):
         if len(packed.sizes) != B:
             raise DatasetError(f"HungarianMatcher: {len(packed.sizes)} targets for a batch of {B} predictions")
         if packed.num_masks == 0:
-            return [[_empty_indices() for _ in range(B)] for _ in range(L)]
+            return np.zeros((L, B, Q, 0), dtype=np.float32), list(packed.sizes)
         maxn = max(packed.sizes)
         dev_type = device.type if device.type in ("cuda", "cpu", "xpu", "mps") else "cpu"
         # costs in float32 under autocast: the assignment must not change with precision
@@ -243,8 +272,6 @@ class HungarianMatcher(nn.Module):
             labels_padded = packed.padded(packed.labels)  # [B, maxn]
             gt_by_image = self._gt_by_image(packed)
             costs = []
-            # output by output, so that point_coords[l] may still be being drawn for l + 1, ...
-            # (SetCriterion draws them on another thread); the GT values are the same either way
             for l, out in enumerate(outputs_list):
                 tgt_l = self._targets_of(packed, point_coords[l], gt_by_image)
                 costs.append(self._cost(out, labels_padded, tgt_l, point_coords[l], packed)[0])
@@ -258,60 +285,7 @@ class HungarianMatcher(nn.Module):
             tgt_l = self._targets_of(packed, point_coords[l])
             with torch.autocast(device_type=dev_type, enabled=False):
                 self._raise_non_finite(outputs_list[l], labels_padded, tgt_l, point_coords[l], packed, b, names[l])
-        results = []
-        for l in range(L):
-            per_image = []
-            for b, n in enumerate(packed.sizes):
-                if n == 0:
-                    per_image.append(_empty_indices())
-                    continue
-                i, j = linear_sum_assignment(C_np[l, b, :, :n])
-                per_image.append((torch.as_tensor(i, dtype=torch.int64), torch.as_tensor(j, dtype=torch.int64)))
-            results.append(per_image)
-        return results
-
-    @torch.no_grad()
-    def forward_per_image(self, outputs: Dict[str, Tensor], targets, point_coords: Optional[Tensor] = None,
-                          layer_name: str = "outputs") -> Indices:
-        """Reference: the official per-image loop (one image's costs at a time).
-        Same RNG consumption and same result as :meth:`forward`."""
-        B = outputs["pred_logits"].shape[0]
-        device = outputs["pred_logits"].device
-        dev_type = device.type if device.type in ("cuda", "cpu", "xpu", "mps") else "cpu"
-        indices = []
-        for b in range(B):
-            t = targets[b]
-            coords = None
-            if self.num_points > 0:
-                coords = point_coords[b:b + 1] if point_coords is not None else torch.rand(1, self.num_points, 2, device=device)
-            labels = torch.as_tensor(t["labels"]).to(device).long()
-            if labels.numel() == 0:
-                indices.append(_empty_indices())
-                continue
-            with torch.autocast(device_type=dev_type, enabled=False):
-                prob = outputs["pred_logits"][b].float().softmax(-1)  # [Q, K+1]
-                cost_class = -prob[:, labels]
-                out_mask = outputs["pred_masks"][b].float()  # [Q, h, w]
-                tgt_mask = torch.as_tensor(t["masks"]).to(device).float()  # [n, H, W]
-                if self.num_points > 0:
-                    out_pts = point_sample(out_mask[:, None], coords.repeat(out_mask.shape[0], 1, 1)).squeeze(1)
-                    tgt_pts = point_sample(tgt_mask[:, None], coords.repeat(tgt_mask.shape[0], 1, 1)).squeeze(1)
-                else:
-                    out_pts = F.interpolate(out_mask[:, None], size=tgt_mask.shape[-2:], mode="bilinear",
-                                            align_corners=False).flatten(1)
-                    tgt_pts = tgt_mask.flatten(1)
-                cost_mask = batch_sigmoid_ce_loss_two_pass(out_pts, tgt_pts)  # the formula as written
-                cost_dice = batch_dice_loss(out_pts, tgt_pts)
-                C = self.cost_mask * cost_mask + self.cost_class * cost_class + self.cost_dice * cost_dice
-            c = C.cpu()
-            if not torch.isfinite(c).all():
-                for term, v in (("class", cost_class), ("mask", cost_mask), ("dice", cost_dice)):
-                    if not torch.isfinite(v).all():
-                        raise self._non_finite_error(term, b, layer_name)
-                raise self._non_finite_error("total", b, layer_name)
-            i, j = linear_sum_assignment(c.numpy())
-            indices.append((torch.as_tensor(i, dtype=torch.int64), torch.as_tensor(j, dtype=torch.int64)))
-        return indices
+        return C_np, list(packed.sizes)
 
     # ------------------------------------------------------------------ internals
     def _needs_masks(self) -> bool:
@@ -437,9 +411,11 @@ class HungarianMatcher(nn.Module):
         raise self._non_finite_error("total", b, name)
 
     def _non_finite_error(self, term: str, b: int, name: str) -> NonFiniteLossError:
-        source = {"class": "pred_logits", "mask": "pred_masks", "dice": "pred_masks"}.get(term, "pred_logits/pred_masks")
+        source = {"class": "pred_logits", "mask": "pred_masks", "dice": "pred_masks"}.get(term,
+                                                                                          "pred_logits/pred_masks")
         where = f" at iteration {self.iteration}" if self.iteration is not None else ""
-        what = f"{term} cost (cost_{term})" if term != "total" else "total cost (weighted sum of the class, mask, dice costs)"
+        what = (f"{term} cost (cost_{term})" if term != "total"
+                else "total cost (weighted sum of the class, mask, dice costs)")
         return NonFiniteLossError(
             f"HungarianMatcher: non-finite {what} for image {b} of {name}{where}; "
             f"{source} holds NaN or Inf, scipy's linear_sum_assignment was not called"

@@ -4,7 +4,7 @@ import torch
 
 from segtrain.config import get_cfg
 from segtrain.modeling.criterion import SetCriterion, TARGET_FORMATS, check_criterion_outputs
-from segtrain.modeling.criterion.targets import find_packed_to_targets, instances_to_targets, targets_to_find_packed
+from segtrain.structures.targets import find_packed_to_targets, instances_to_targets, targets_to_find_packed
 from segtrain.modeling.meta_arch.build import META_ARCH_REGISTRY, build_model
 from segtrain.structures import Instances
 from segtrain.utils.errors import ConfigError

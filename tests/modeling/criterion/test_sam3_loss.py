@@ -9,7 +9,7 @@ from segtrain.modeling.criterion import CORE_LOSS_KEY, Boxes, IABCEMdetr, Masks,
 from segtrain.modeling.matcher import BinaryHungarianMatcherV2, BinaryOneToManyMatcher
 from segtrain.structures.boxes import box_cxcywh_to_xyxy
 from segtrain.utils.errors import ConfigError
-from segtrain.utils.loss_inspection import inspect_loss_dict
+from segtrain.modeling.criterion.inspection import inspect_loss_dict
 
 
 def _boxes(shape, gen):

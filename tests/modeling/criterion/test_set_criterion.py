@@ -1,10 +1,9 @@
-"""SetCriterion: values, aux keys and weights, zero-GT, batched == reference, permutation
-invariance, autocast, errors, config build."""
+"""SetCriterion: values, aux keys and weights, zero-GT, equal to the per-prediction loop
+(tests/reference), permutation invariance, autocast, errors, config build."""
 import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from segtrain.config import get_cfg
 from segtrain.layers.losses import dice_loss, sigmoid_ce_loss
@@ -13,6 +12,7 @@ from segtrain.modeling.criterion import CORE_LOSS_KEY, CRITERION_REGISTRY, SetCr
 from segtrain.modeling.criterion import set_criterion as sc_mod
 from segtrain.modeling.matcher import HungarianMatcher
 from segtrain.utils.errors import ConfigError, NonFiniteLossError
+from tests.reference.set_criterion import ReferenceSetCriterion
 
 WEIGHTS = {"loss_ce": 2.0, "loss_mask": 5.0, "loss_dice": 5.0}
 
@@ -42,7 +42,7 @@ def _crit(K=3, num_points=20, **kw):
 
 def _run(crit, out, tgt, seed=0, reference=False):
     torch.manual_seed(seed)
-    return crit.forward_reference(out, tgt) if reference else crit(out, tgt)
+    return ReferenceSetCriterion.of(crit)(out, tgt) if reference else crit(out, tgt)
 
 
 def test_keys_weights_and_core_loss():
@@ -244,6 +244,9 @@ def test_bad_labels_and_missing_keys():
         crit(_outputs(), [{"labels": torch.tensor([5]), "masks": torch.ones(1, 16, 16)}] * 2)
     with pytest.raises(ConfigError, match="pred_masks"):
         crit({"pred_logits": torch.randn(2, 4, 4)}, _targets([1, 1]))
+    no_batch_matcher = SetCriterion(3, torch.nn.Identity(), dict(WEIGHTS), 0.1, ["labels", "masks"], 20, 3.0, 0.75)
+    with pytest.raises(ConfigError, match="Identity has no match_many.*HungarianMatcher"):
+        no_batch_matcher(_outputs(), _targets([1, 1]))
 
 
 def test_build_from_config_and_swap():
@@ -287,7 +290,7 @@ def test_official_positional_order():
 
 def test_loss_inspection_sees_effective_weights():
     """d core_loss / d component is each key's weight (aux keys: their base key's)."""
-    from segtrain.utils.loss_inspection import inspect_loss_dict
+    from segtrain.modeling.criterion.inspection import inspect_loss_dict
 
     crit = _crit()
     losses = _run(crit, _outputs(n_aux=2), _targets([2, 1]))

@@ -1,4 +1,5 @@
-"""HungarianMatcher: optimality (brute force), batched == per-image, RNG, autocast, errors."""
+"""HungarianMatcher: optimality (brute force), batched == the per-image reference loop
+(tests/reference), RNG, autocast, errors."""
 import itertools
 
 import numpy as np
@@ -11,6 +12,7 @@ from segtrain.layers.point_sample import point_sample
 from segtrain.modeling.matcher import MATCHER_REGISTRY, HungarianMatcher, build_matcher
 from segtrain.modeling.matcher import hungarian as hungarian_mod
 from segtrain.utils.errors import NonFiniteLossError
+from tests.reference.hungarian import hungarian_match_per_image
 
 
 def _outputs(B, Q, K, h, w, seed=0, dtype=torch.float32):
@@ -65,13 +67,38 @@ def test_batched_equals_per_image_and_match_many():
     torch.manual_seed(3)
     single = [m(o, tgt) for o in outs]
     torch.manual_seed(3)
-    ref = [m.forward_per_image(o, tgt) for o in outs]
+    ref = [hungarian_match_per_image(m, o, tgt) for o in outs]
     for a, b, c in zip(many, single, ref):
         for (qa, ta), (qb, tb), (qc, tc) in zip(a, b, c):
             assert torch.equal(qa, qb) and torch.equal(ta, tb) and torch.equal(qa, qc) and torch.equal(ta, tc)
     assert many[0][1][0].numel() == 0 and many[0][1][0].dtype == torch.int64  # empty GT image
     torch.manual_seed(3)
     assert all(torch.equal(x[0], y[0]) for x, y in zip(m(outs, tgt)[2], many[2]))  # list input to forward
+
+
+def test_cost_matrices_are_what_match_many_solves():
+    """cost_matrices: the LOSSES.md cost of every (output, image), padded to the largest n_b,
+    drawn with the same RNG consumption as match_many, whose assignments solve it."""
+    from scipy.optimize import linear_sum_assignment
+
+    m = HungarianMatcher(2, 5, 5, num_points=30)
+    outs = [_outputs(2, 5, 3, 6, 6, seed=s) for s in range(2)]
+    tgt = _targets([3, 0], 3, 8, 8)
+    torch.manual_seed(0)
+    C, sizes = m.cost_matrices(outs, tgt)
+    assert C.shape == (2, 2, 5, 3) and C.dtype == np.float32 and sizes == [3, 0]
+    torch.manual_seed(0)
+    coords = [m.draw_point_coords(2) for _ in outs]
+    torch.manual_seed(0)
+    many = m.match_many(outs, tgt)
+    for l, out in enumerate(outs):
+        expected = _cost_matrix(m, out, tgt[0], 0, coords[l]).float()
+        torch.testing.assert_close(torch.from_numpy(C[l, 0]), expected, rtol=1e-5, atol=1e-5)
+        i, j = linear_sum_assignment(C[l, 0])
+        assert torch.equal(many[l][0][0], torch.as_tensor(i)) and torch.equal(many[l][0][1], torch.as_tensor(j))
+        assert many[l][1][0].numel() == 0
+    C0, sizes0 = m.cost_matrices(outs, _targets([0, 0], 3, 8, 8))
+    assert C0.shape == (2, 2, 5, 0) and sizes0 == [0, 0]
 
 
 def test_points_shared_within_image_fresh_per_call():
@@ -90,7 +117,7 @@ def test_full_resolution_when_num_points_zero():
     out = _outputs(2, 5, 3, 8, 8)
     tgt = _targets([3, 2], 3, 8, 8)
     assert [len(i) for i, _ in m(out, tgt)] == [3, 2]
-    ref = m.forward_per_image(out, tgt)
+    ref = hungarian_match_per_image(m, out, tgt)
     assert all(torch.equal(a[1], b[1]) for a, b in zip(m(out, tgt), ref))
 
 
@@ -141,7 +168,7 @@ def test_non_finite_cost_error(monkeypatch, key, term):
     assert "\n" not in msg and f"{term} cost" in msg and "image 1" in msg and "aux_outputs[0]" in msg
     assert "iteration 17" in msg and not called
     with pytest.raises(NonFiniteLossError, match=f"{term} cost"):
-        m.forward_per_image(outs[1], tgt)
+        hungarian_match_per_image(m, outs[1], tgt)
 
 
 def test_from_config_and_registry():
@@ -213,5 +240,5 @@ def test_point_chunks_equal_one_chunk_and_the_formulas(monkeypatch, costs):
     torch.manual_seed(1)
     chunked = m(out, tgt)
     torch.manual_seed(1)
-    for (qa, ta), (qb, tb) in zip(chunked, m.forward_per_image(out, tgt)):
+    for (qa, ta), (qb, tb) in zip(chunked, hungarian_match_per_image(m, out, tgt)):
         assert torch.equal(qa, qb) and torch.equal(ta, tb)
