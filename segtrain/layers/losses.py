@@ -1,4 +1,4 @@
-"""Functional mask losses and pairwise matching costs (LOSSES.md, "Functional pieces").
+"""Functional mask losses and pairwise matching costs (docs/losses.md, "Functional pieces").
 
 Notation: ``x`` logits, ``p = sigmoid(x)``, ``t`` targets in [0, 1], ``n`` the
 normalizer (number of objects, already clamped to >= 1 by the caller). "Per mask"

@@ -1,4 +1,4 @@
-"""Point sampling of mask logits (PointRend / Mask2Former), LOSSES.md "Functional pieces".
+"""Point sampling of mask logits (PointRend / Mask2Former), docs/losses.md "Functional pieces".
 
 Coordinates are normalized to [0, 1]^2 as ``(x, y)``; ``(0, 0)`` is the top-left
 corner of the top-left pixel and ``(1, 1)`` the bottom-right corner of the

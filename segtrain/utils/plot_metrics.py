@@ -22,7 +22,7 @@ from segtrain.utils.errors import SegtrainError
 
 logger = logging.getLogger(__name__)
 
-# Suffixes of deep-supervision / extra-stage copies of a loss (LOSSES.md), stripped repeatedly.
+# Suffixes of deep-supervision / extra-stage copies of a loss (docs/losses.md), stripped repeatedly.
 _AUX_SUFFIX = re.compile(r"(_aux_\d+|_\d+|_fs|_o2m)$")
 _PER_CLASS = re.compile(r"^(.*/)?(AP|IoU|ACC)-.+$")
 _X_KEYS = ("iteration", "iter", "step")

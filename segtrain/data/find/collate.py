@@ -1,5 +1,5 @@
 """Per-image finds -> the find batch: which image and concept each find has, and the packed
-SAM 3 targets of LOSSES.md ("SAM 3", Targets).
+SAM 3 targets of docs/losses.md ("SAM 3", Targets).
 
 Boxes are normalized by the padded batch size ``(Hp, Wp)`` (the canvas the model predicts
 on, where the masks also live), so predicted and target boxes share one frame even when

@@ -4,7 +4,7 @@ from video-mapper outputs.
 Objects of all videos of a batch are concatenated along one axis ``N`` (as in SAM 2): object
 ``n`` belongs to video ``obj_batch_idx[n]``, and its target at clip frame ``t`` is
 ``masks[t, n]``, to be compared with the prediction on image ``img_batch[t, obj_batch_idx[n]]``.
-This is the ``[T, N, H, W]`` target layout of ``MultiStepMultiMasksAndIous`` (LOSSES.md).
+This is the ``[T, N, H, W]`` target layout of ``MultiStepMultiMasksAndIous`` (docs/losses.md).
 """
 import logging
 from dataclasses import dataclass, fields

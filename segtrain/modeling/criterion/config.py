@@ -1,4 +1,4 @@
-"""Criterion and matcher config nodes; defaults are the official values of LOSSES.md.
+"""Criterion and matcher config nodes; defaults are the official values of docs/losses.md.
 
 Each loss weight dictionary is a config entry (``WEIGHT_DICT``) whose keys are the loss
 keys themselves, so a YAML or command-line override names exactly the key it weights:

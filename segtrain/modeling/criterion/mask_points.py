@@ -1,5 +1,5 @@
 """The random points and the point-sampled mask losses of ``SetCriterion``, for all
-predictions at once (LOSSES.md, "Mask2Former").
+predictions at once (docs/losses.md, "Mask2Former").
 
 A prediction's matches are M (query, GT) pairs; with L predictions the matched masks are
 handled as one [L*M, ...] batch. The random numbers are drawn in the official

@@ -1,4 +1,4 @@
-"""SAM 2's multi-step multi-mask loss (``MultiStepMultiMasksAndIous``), LOSSES.md "SAM 2"."""
+"""SAM 2's multi-step multi-mask loss (``MultiStepMultiMasksAndIous``), docs/losses.md "SAM 2"."""
 from typing import Dict, List, Mapping, Sequence, Tuple
 
 import torch

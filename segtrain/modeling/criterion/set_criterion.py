@@ -1,5 +1,5 @@
 """Mask2Former ``SetCriterion``: Hungarian-matched class + point-sampled mask losses with
-deep supervision (LOSSES.md, "Mask2Former").
+deep supervision (docs/losses.md, "Mask2Former").
 
 Inputs. ``outputs``: ``pred_logits`` [B, Q, K+1] (index K = no object), ``pred_masks``
 [B, Q, h, w] logits, optional ``aux_outputs`` (list of dicts with the same keys).

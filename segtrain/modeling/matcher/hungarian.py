@@ -1,4 +1,4 @@
-"""Mask2Former ``HungarianMatcher``: one-to-one matching of queries to GT masks (LOSSES.md).
+"""Mask2Former ``HungarianMatcher``: one-to-one matching of queries to GT masks (docs/losses.md).
 
 Per image ``b`` with ``n_b`` GT masks, the cost of (query q, GT j) is::
 

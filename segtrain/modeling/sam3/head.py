@@ -21,7 +21,7 @@ class ConceptHead(nn.Module):
 
     forward(src [N, C, h, w] image tokens of N images (already projected to C), mask_features
     [N, M, H, W] (FPN, stride 4), image_index int64 [B] (the image of each find), concepts
-    int64 [B], with_o2m) -> the SAM 3 outputs dict (LOSSES.md):
+    int64 [B], with_o2m) -> the SAM 3 outputs dict (docs/losses.md):
     ``pred_logits [B, Q, 1]``, ``pred_boxes [B, Q, 4]`` normalized cxcywh, ``pred_boxes_xyxy``,
     ``pred_masks [B, Q, H, W]`` logits, ``presence_logit_dec [B, 1]`` (with a presence token),
     ``aux_outputs`` (one dict per earlier decoder layer, same keys), ``first_stage`` (two-stage:

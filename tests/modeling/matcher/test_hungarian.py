@@ -28,7 +28,7 @@ def _targets(sizes, K, H, W, seed=1):
 
 
 def _cost_matrix(m, out, tgt, b, coords):
-    """The LOSSES.md cost for image b, written out (float64)."""
+    """The docs/losses.md cost for image b, written out (float64)."""
     prob = out["pred_logits"][b].double().softmax(-1)
     cc = -prob[:, tgt["labels"]]
     om, tm = out["pred_masks"][b].double()[:, None], tgt["masks"].double()[:, None]
@@ -77,7 +77,7 @@ def test_batched_equals_per_image_and_match_many():
 
 
 def test_cost_matrices_are_what_match_many_solves():
-    """cost_matrices: the LOSSES.md cost of every (output, image), padded to the largest n_b,
+    """cost_matrices: the docs/losses.md cost of every (output, image), padded to the largest n_b,
     drawn with the same RNG consumption as match_many, whose assignments solve it."""
     from scipy.optimize import linear_sum_assignment
 
