@@ -15,7 +15,8 @@ __all__ = ["EVALUATOR_REGISTRY", "EVALUATOR_TYPE_TO_NAME", "build_evaluator", "e
 logger = logging.getLogger(__name__)
 
 EVALUATOR_REGISTRY = Registry("EVALUATOR")
-EVALUATOR_REGISTRY.__doc__ = """Evaluators: class(cfg, dataset_name, output_dir) -> DatasetEvaluator, via from_config."""
+EVALUATOR_REGISTRY.__doc__ = """Evaluators: class(cfg, dataset_name, output_dir) -> DatasetEvaluator,
+via from_config."""
 
 # Metadata ``evaluator_type`` -> EVALUATOR registry name. Modules that add an evaluator for a
 # new dataset type add an entry here; a type that is itself a registered name also works.

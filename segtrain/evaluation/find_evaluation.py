@@ -32,7 +32,9 @@ logger = logging.getLogger(__name__)
 PRESENCE_THRESHOLD = 0.5
 
 
-def presence_metrics(scores: Sequence[float], present: Sequence[bool], threshold: float = PRESENCE_THRESHOLD) -> Dict[str, float]:
+def presence_metrics(
+    scores: Sequence[float], present: Sequence[bool], threshold: float = PRESENCE_THRESHOLD
+) -> Dict[str, float]:
     """Binary metrics of presence predictions, in percent (0-100) except ``num_finds``.
 
     scores: presence probability per find; present: whether the concept is in the image.
@@ -150,7 +152,8 @@ class FindEvaluator(COCOEvaluator):
                 results["segm"] = segm
         metrics = presence_metrics([p for p, _ in presence], [y for _, y in presence])
         logger.info(
-            f"Presence on {self._dataset_name} ({int(metrics['num_finds'])} finds): accuracy {metrics['accuracy']:.2f}% "
+            f"Presence on {self._dataset_name} ({int(metrics['num_finds'])} finds): "
+            f"accuracy {metrics['accuracy']:.2f}% "
             f"(majority class {metrics['chance_accuracy']:.2f}%), F1 {metrics['F1']:.2f}%, "
             f"precision {metrics['precision']:.2f}%, recall {metrics['recall']:.2f}%"
         )

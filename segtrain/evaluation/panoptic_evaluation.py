@@ -19,13 +19,13 @@ import torch
 from tabulate import tabulate
 
 from segtrain.config import configurable
+from segtrain.data.catalog import MetadataCatalog
+from segtrain.data.detection_utils import read_panoptic_ids
+from segtrain.structures.masks import segmentation_to_bitmask
 from segtrain.utils.errors import DatasetError
 
 from .build import EVALUATOR_REGISTRY
 from .evaluator import DatasetDictIndex, DatasetEvaluator, sum_over_processes
-from segtrain.data.catalog import MetadataCatalog
-from segtrain.data.detection_utils import read_panoptic_ids
-from segtrain.structures.masks import segmentation_to_bitmask
 
 __all__ = ["PanopticEvaluator", "panoptic_gt_from_annotations", "pq_image_stats", "pq_metrics"]
 
@@ -108,7 +108,9 @@ class PanopticEvaluator(DatasetEvaluator):
                                    f"{gt_seg.shape[0]}x{gt_seg.shape[1]}")
             for s in list(info) + list(gt_info):
                 if not 0 <= int(s["category_id"]) < len(self._class_names):
-                    raise DatasetError(f"{where}: category_id {s['category_id']} is outside [0, {len(self._class_names)})")
+                    raise DatasetError(
+                        f"{where}: category_id {s['category_id']} is outside [0, {len(self._class_names)})"
+                    )
             self._stats += pq_image_stats(gt_seg, gt_info, seg, info, len(self._class_names), where)
 
     def evaluate(self) -> "OrderedDict[str, Dict[str, float]]":
@@ -121,7 +123,8 @@ class PanopticEvaluator(DatasetEvaluator):
             os.makedirs(self._output_dir, exist_ok=True)
             with open(os.path.join(self._output_dir, "panoptic_evaluation.json"), "w") as f:
                 json.dump(res, f)
-        rows = [[group, _fmt(res[f"PQ{sfx}"]), _fmt(res[f"SQ{sfx}"]), _fmt(res[f"RQ{sfx}"]), int(res[f"num_categories{sfx}"])]
+        rows = [[group, _fmt(res[f"PQ{sfx}"]), _fmt(res[f"SQ{sfx}"]), _fmt(res[f"RQ{sfx}"]),
+                 int(res[f"num_categories{sfx}"])]
                 for group, sfx in (("All", ""), ("Things", "_th"), ("Stuff", "_st"))]
         logger.info(f"Panoptic segmentation on {self._dataset_name}:\n"
                     + tabulate(rows, headers=["", "PQ", "SQ", "RQ", "#categories"], tablefmt="pipe", numalign="left"))

@@ -10,14 +10,13 @@ import torch
 from tabulate import tabulate
 
 from segtrain.config import configurable
+from segtrain.data.catalog import MetadataCatalog
+from segtrain.data.detection_utils import read_label_map, read_panoptic_ids
+from segtrain.structures.masks import segmentation_to_bitmask
 from segtrain.utils.errors import DatasetError
 
 from .build import EVALUATOR_REGISTRY
 from .evaluator import DatasetDictIndex, DatasetEvaluator, sum_over_processes
-from segtrain.data.catalog import MetadataCatalog
-from segtrain.data.detection_utils import read_label_map
-from segtrain.structures.masks import segmentation_to_bitmask
-from segtrain.data.detection_utils import read_panoptic_ids
 
 __all__ = ["SemSegEvaluator", "semantic_gt_from_annotations", "semantic_gt_from_panoptic",
            "sem_seg_metrics"]

@@ -23,13 +23,13 @@ import torch
 from tabulate import tabulate
 
 from segtrain.config import configurable
+from segtrain.data.catalog import DatasetCatalog
 from segtrain.structures.masks import segmentation_to_bitmask
 from segtrain.utils import comm
 from segtrain.utils.errors import DatasetError
 
 from .build import EVALUATOR_REGISTRY
 from .evaluator import DatasetEvaluator
-from segtrain.data.catalog import DatasetCatalog
 
 __all__ = [
     "VideoEvaluator",

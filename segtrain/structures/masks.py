@@ -1,7 +1,10 @@
-"""Mask formats (COCO polygons, RLE, bitmasks) and the ``BoxMode`` of annotation boxes.
+"""Mask formats (COCO polygons, RLE, bitmasks), the ``BoxMode`` of annotation boxes and the
+one mask -> box conversion (``masks_to_boxes``).
 
-Coordinates follow the COCO convention: pixel ``(i, j)`` covers ``[j, j + 1] x [i, i + 1]``,
-so a tight box of a mask is ``[min_col, min_row, max_col + 1, max_row + 1]``.
+Box convention (COCO / Detectron2, used everywhere in segtrain): pixel ``(i, j)`` covers
+``[j, j + 1] x [i, i + 1]``, so the tight box of a mask is ``[min_col, min_row, max_col + 1,
+max_row + 1]`` (x1 / y1 exclusive: one past the last foreground column / row). SAM 2's prompts use
+the inclusive corner (x1 / y1 = the last foreground column / row); they convert from this box.
 """
 import logging
 from enum import IntEnum
@@ -10,6 +13,8 @@ from typing import Any, Dict, List, Sequence, Tuple, Union
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
+
+from segtrain.utils.errors import DatasetError
 
 __all__ = [
     "BoxMode",
@@ -21,8 +26,6 @@ __all__ = [
     "masks_to_boxes",
     "pad_masks",
 ]
-
-from segtrain.utils.errors import DatasetError
 
 logger = logging.getLogger(__name__)
 
@@ -113,15 +116,16 @@ def segmentation_to_bitmask(segm: Union[list, dict], height: int, width: int) ->
 
 
 def mask_to_box(mask: Union[np.ndarray, torch.Tensor]) -> List[float]:
-    """Tight XYXY box of a [H, W] mask: ``[x0, y0, x1, y1]`` with x1/y1 one past the last
-    foreground pixel; all zeros for an empty mask."""
+    """``masks_to_boxes`` of one [H, W] mask as a list ``[x0, y0, x1, y1]`` (x1 / y1 exclusive);
+    all zeros for an empty mask."""
     mask = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask)
     return masks_to_boxes(mask[None])[0].tolist()
 
 
 def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """Tight XYXY boxes of masks [N, H, W] (bool or 0/1). Returns float32 [N, 4];
-    an empty mask gives ``[0, 0, 0, 0]``."""
+    """Tight XYXY boxes of masks [N, H, W] (bool or 0/1), in the module's convention:
+    ``[min_col, min_row, max_col + 1, max_row + 1]`` (x1 / y1 exclusive). Returns float32 [N, 4]
+    on the masks' device; an empty mask gives ``[0, 0, 0, 0]``."""
     if masks.dim() != 3:
         raise ValueError(f"masks_to_boxes expects [N, H, W], got {tuple(masks.shape)}")
     n, h, w = masks.shape

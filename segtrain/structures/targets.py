@@ -1,4 +1,8 @@
-"""Target converters, so one dataset feeds every criterion family.
+"""Target formats and their converters, so one dataset feeds every criterion family.
+
+:data:`TARGET_FORMATS` lists the formats a criterion can declare in ``target_format``;
+:func:`convert_targets` turns per-image instance targets into any of them that has a converter
+(``"instances"``, ``"find_packed"``; ``"video"`` targets come from the video loader as they are).
 
 * :func:`instances_to_targets`: mapper ``Instances`` (or dicts) -> ``target_format="instances"``:
   a list of B dicts ``labels [n_b] int64``, ``masks [n_b, H, W]`` (zero-padded at the
@@ -15,16 +19,34 @@
 Boxes are normalized by each image's own size ``(h_b, w_b)`` (the valid area before
 batch padding), as SAM 3 normalizes by the image it was annotated on.
 """
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
 from segtrain.structures.boxes import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh
 from segtrain.structures.masks import masks_to_boxes, pad_masks
-from segtrain.utils.errors import DatasetError
+from segtrain.utils.errors import ConfigError, DatasetError
 
-__all__ = ["instances_to_targets", "targets_to_find_packed", "find_packed_to_targets"]
+__all__ = [
+    "TARGET_FORMATS",
+    "DEFAULT_TARGET_FORMAT",
+    "convert_targets",
+    "is_class_agnostic",
+    "instances_to_targets",
+    "targets_to_find_packed",
+    "find_packed_to_targets",
+]
+
+#: The target formats a criterion can declare in ``target_format``: ``"instances"`` (a per-image
+#: list of ``{labels, masks[, boxes]}``), ``"find_packed"`` (the packed SAM 3 dict of LOSSES.md),
+#: ``"video"`` (``[T, N, H, W]`` masks).
+TARGET_FORMATS = ("instances", "find_packed", "video")
+#: The format of a criterion that declares no ``target_format``.
+DEFAULT_TARGET_FORMAT = "instances"
+# Formats whose targets are class-agnostic (one find per image: the criterion scores a single
+# objectness logit per query and ignores ``labels``).
+_CLASS_AGNOSTIC_FORMATS = frozenset({"find_packed"})
 
 
 def _fields(item: Any, b: int) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor], Optional[Tuple[int, int]]]:
@@ -60,7 +82,9 @@ def _fields(item: Any, b: int) -> Tuple[Tensor, Optional[Tensor], Optional[Tenso
     return labels, masks, boxes, size
 
 
-def instances_to_targets(instances: Sequence[Any], image_size: Optional[Tuple[int, int]] = None) -> List[Dict[str, Tensor]]:
+def instances_to_targets(
+    instances: Sequence[Any], image_size: Optional[Tuple[int, int]] = None
+) -> List[Dict[str, Tensor]]:
     """Mapper instances -> per-image ``{labels, masks, boxes}`` (``target_format="instances"``).
 
     instances: B ``Instances`` (``gt_classes``, ``gt_masks`` [n, h, w], ``gt_boxes`` [n, 4] XYXY)
@@ -96,7 +120,9 @@ def targets_to_find_packed(
     (default: True when masks are given).
     """
     if len(image_sizes) != len(per_image_targets):
-        raise DatasetError(f"targets_to_find_packed: {len(image_sizes)} image_sizes for {len(per_image_targets)} targets")
+        raise DatasetError(
+            f"targets_to_find_packed: {len(image_sizes)} image_sizes for {len(per_image_targets)} targets"
+        )
     labels, boxes, ids, masks, valid = [], [], [], [], []
     num = []
     has_masks = all(t.get("masks") is not None for t in per_image_targets) and len(per_image_targets) > 0
@@ -152,7 +178,9 @@ def targets_to_find_packed(
     }
 
 
-def find_packed_to_targets(packed: Mapping[str, Optional[Tensor]], image_sizes: Sequence[Tuple[int, int]]) -> List[Dict[str, Tensor]]:
+def find_packed_to_targets(
+    packed: Mapping[str, Optional[Tensor]], image_sizes: Sequence[Tuple[int, int]]
+) -> List[Dict[str, Tensor]]:
     """Packed SAM 3 find targets -> per-find ``{labels, masks, boxes, object_ids}`` instance targets.
 
     image_sizes: B ``(h, w)``; boxes come back as absolute XYXY. ``labels`` are the packed
@@ -181,3 +209,38 @@ def find_packed_to_targets(packed: Mapping[str, Optional[Tensor]], image_sizes: 
         out.append(t)
         o += n
     return out
+
+
+def _as_instances(targets: List[Dict[str, Tensor]], image_sizes: Sequence[Tuple[int, int]]) -> List[Dict[str, Tensor]]:
+    return targets
+
+
+# target_format -> converter(instance targets, image_sizes); the formats that can be built from instance targets
+_CONVERTERS: Dict[str, Callable[[List[Dict[str, Tensor]], Sequence[Tuple[int, int]]], Any]] = {
+    "instances": _as_instances,
+    "find_packed": targets_to_find_packed,
+}
+
+
+def convert_targets(
+    target_format: str, instance_targets: List[Dict[str, Tensor]], image_sizes: Sequence[Tuple[int, int]]
+) -> Any:
+    """Per-image instance targets (``instances_to_targets``) in the criterion's ``target_format``.
+
+    instance_targets: B dicts ``{labels [n_b], masks [n_b, H, W], boxes [n_b, 4] absolute XYXY}``;
+    image_sizes: B ``(h, w)`` valid sizes (boxes are normalized by them where the format wants it).
+    Returns the list itself for ``"instances"``, the packed dict of ``targets_to_find_packed`` for
+    ``"find_packed"``; a ``ConfigError`` naming the valid formats for any other.
+    """
+    convert = _CONVERTERS.get(target_format)
+    if convert is None:
+        raise ConfigError(
+            f"target_format {target_format!r} cannot be built from instance targets; valid: {', '.join(_CONVERTERS)}"
+        )
+    return convert(instance_targets, image_sizes)
+
+
+def is_class_agnostic(target_format: str) -> bool:
+    """Whether targets of ``target_format`` carry no class: a criterion of that format scores one
+    objectness logit per query (``pred_logits`` [B, Q, 1]) instead of K + 1 class logits."""
+    return target_format in _CLASS_AGNOSTIC_FORMATS

@@ -4,9 +4,10 @@ Output contract. Every criterion class declares
 
 * ``required_output_keys``: the top-level keys of the prediction dict it reads, e.g.
   ``("pred_logits", "pred_masks")`` (``aux_outputs`` and other optional keys are not listed);
-* ``target_format``: the targets it consumes, one of :data:`TARGET_FORMATS`:
+* ``target_format``: the targets it consumes, one of :data:`TARGET_FORMATS` (defined with the
+  converters in ``segtrain.structures.targets``):
   ``"instances"`` (a per-image list of ``{labels, masks[, boxes]}``), ``"find_packed"``
-  (the packed SAM 3 dict of LOSSES.md) or ``"video"`` (``[T, N, H, W]`` masks).
+  (the packed SAM 3 dict of docs/losses.md) or ``"video"`` (``[T, N, H, W]`` masks).
 
 A meta-architecture lists the keys it produces in ``output_keys``;
 :func:`check_criterion_outputs` refuses, at build time, a pairing whose meta-arch does
@@ -15,6 +16,7 @@ converts between the instance and find-packed target formats.
 """
 from typing import Iterable
 
+from segtrain.structures.targets import TARGET_FORMATS
 from segtrain.utils.errors import ConfigError
 from segtrain.utils.registry import Registry
 
@@ -29,9 +31,6 @@ __all__ = [
 
 # The one definition of the key every criterion returns its weighted total under.
 CORE_LOSS_KEY = "core_loss"
-
-# Target formats a criterion can declare in ``target_format``.
-TARGET_FORMATS = ("instances", "find_packed", "video")
 
 CRITERION_REGISTRY = Registry("CRITERION")
 CRITERION_REGISTRY.__doc__ = """Criteria, registered by class name; each has from_config(cfg),

@@ -30,7 +30,7 @@ class MaskFormerHead(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
         # Official version-1 checkpoints keep the pixel decoder's weights directly under
-        # sem_seg_head.; they now live under sem_seg_head.pixel_decoder.
+        # sem_seg_head.; version 2 keeps them under sem_seg_head.pixel_decoder.
         version = local_metadata.get("version", None)
         if version is None or version < 2:
             renamed = False

@@ -12,20 +12,24 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from segtrain.config import configurable
-from segtrain.structures.image_list import ImageList
-from segtrain.utils.errors import ConfigError, DatasetError
-
+from segtrain.data.catalog import DatasetCatalog, MetadataCatalog
+from segtrain.modeling.backbone import build_backbone
+from segtrain.modeling.criterion import build_criterion
 from segtrain.modeling.meta_arch.build import META_ARCH_REGISTRY
 from segtrain.modeling.meta_arch.pixel_normalizer import PixelNormalizer
 from segtrain.modeling.postprocessing import sem_seg_postprocess
-
-from .mask_former_head import build_sem_seg_head
-from segtrain.modeling.backbone import build_backbone
-from segtrain.modeling.criterion import build_criterion
-from segtrain.structures.targets import instances_to_targets, targets_to_find_packed
+from segtrain.structures.image_list import ImageList
 from segtrain.structures.instances import Instances
 from segtrain.structures.masks import masks_to_boxes
-from segtrain.data.catalog import DatasetCatalog, MetadataCatalog
+from segtrain.structures.targets import (
+    DEFAULT_TARGET_FORMAT,
+    convert_targets,
+    instances_to_targets,
+    is_class_agnostic,
+)
+from segtrain.utils.errors import ConfigError, DatasetError
+
+from .mask_former_head import build_sem_seg_head
 
 __all__ = ["MaskFormer"]
 
@@ -102,7 +106,9 @@ class MaskFormer(PixelNormalizer, nn.Module):
         self.test_topk_per_image = test_topk_per_image
         self.deep_supervision = deep_supervision
         if not (semantic_on or instance_on or panoptic_on):
-            raise ConfigError("MaskFormer: set at least one of MODEL.MASK_FORMER.TEST.{SEMANTIC_ON, INSTANCE_ON, PANOPTIC_ON}")
+            raise ConfigError(
+                "MaskFormer: set at least one of MODEL.MASK_FORMER.TEST.{SEMANTIC_ON, INSTANCE_ON, PANOPTIC_ON}"
+            )
         if not semantic_on and not sem_seg_postprocess_before_inference:
             raise ConfigError("MaskFormer: instance / panoptic inference needs SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE")
         keys = {"pred_logits", "pred_masks", "aux_outputs"}
@@ -171,15 +177,18 @@ class MaskFormer(PixelNormalizer, nn.Module):
             targets = self.prepare_targets(batched_inputs, images)
             if not self.deep_supervision:
                 outputs.pop("aux_outputs", None)
-            if getattr(self.criterion, "target_format", "instances") == "find_packed":
-                outputs = _binary_find_outputs(outputs)
+            if is_class_agnostic(self._target_format()):
+                outputs = _objectness_outputs(outputs)
             return self.criterion(outputs, targets)
         return self.inference(outputs, batched_inputs, images)
 
+    def _target_format(self) -> str:
+        return getattr(self.criterion, "target_format", DEFAULT_TARGET_FORMAT)
+
     def prepare_targets(self, batched_inputs: List[Dict[str, Any]], images: ImageList):
-        """Ground truth from each input's ``instances`` in the criterion's ``target_format``:
-        "instances" -> list of ``{labels [n], masks [n, Hp, Wp] (zero-padded to the batch
-        size), boxes [n, 4]}``; "find_packed" -> the packed SAM 3 dict (one find per image)."""
+        """Ground truth from each input's ``instances`` (``{labels [n], masks [n, Hp, Wp]
+        (zero-padded to the batch size), boxes [n, 4]}`` per image) converted by
+        ``segtrain.structures.targets.convert_targets`` to the criterion's ``target_format``."""
         for i, x in enumerate(batched_inputs):
             if "instances" not in x:
                 raise DatasetError(
@@ -188,15 +197,7 @@ class MaskFormer(PixelNormalizer, nn.Module):
                 )
         gt = [x["instances"].to(self.device) for x in batched_inputs]
         targets = instances_to_targets(gt, image_size=tuple(images.tensor.shape[-2:]))
-        fmt = getattr(self.criterion, "target_format", "instances")
-        if fmt == "instances":
-            return targets
-        if fmt == "find_packed":
-            return targets_to_find_packed(targets, images.image_sizes)
-        raise ConfigError(
-            f"MaskFormer cannot build targets in format {fmt!r} for criterion {type(self.criterion).__name__}; "
-            "valid: 'instances', 'find_packed'"
-        )
+        return convert_targets(self._target_format(), targets, images.image_sizes)
 
     # ------------------------------------------------------------------ inference
     def inference(self, outputs: Dict[str, Any], batched_inputs: List[Dict[str, Any]], images: ImageList):
@@ -328,9 +329,9 @@ def _objectness_logit(logits: Tensor) -> Tensor:
     return (torch.logsumexp(logits[..., :-1], dim=-1) - logits[..., -1]).unsqueeze(-1)
 
 
-def _binary_find_outputs(outputs: Dict[str, Any]) -> Dict[str, Any]:
-    """The predictions with ``pred_logits`` [B, Q, K+1] turned into the one-logit
-    ``[B, Q, 1]`` of a find criterion (one class-agnostic find per image), aux outputs too."""
+def _objectness_outputs(outputs: Dict[str, Any]) -> Dict[str, Any]:
+    """The predictions with ``pred_logits`` [B, Q, K+1] turned into the one-logit ``[B, Q, 1]``
+    of a class-agnostic criterion (``is_class_agnostic(target_format)``), aux outputs too."""
     out = dict(outputs)
     out["pred_logits"] = _objectness_logit(outputs["pred_logits"])
     if outputs.get("aux_outputs"):

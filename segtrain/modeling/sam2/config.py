@@ -6,13 +6,14 @@ Training-prompt defaults are the SAM 2.1 fine-tuning values; the network sizes a
 project configs train on a CPU. Clip sampling lives in ``INPUT.VIDEO``; the tracker's input
 size is ``INPUT.VIDEO.IMAGE_SIZE``.
 """
-from segtrain.config import CfgNode as CN, register_config_addition
+from segtrain.config import CfgNode as CN
+from segtrain.config import register_config_addition
 
-__all__ = ["add_video_config"]
+__all__ = ["add_sam2_config"]
 
 
 @register_config_addition
-def add_video_config(cfg) -> None:
+def add_sam2_config(cfg) -> None:
     """Add ``MODEL.SAM2`` and ``MODEL.CRITERION.VIDEO_SIMPLE`` (needs ``MODEL.CRITERION``)."""
     s = cfg.MODEL.SAM2 = CN()
     # Three backbone levels of strides s, 2s, 4s (finest first): the coarsest is the image

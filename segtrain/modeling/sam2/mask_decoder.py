@@ -43,12 +43,15 @@ class _TwoWayAttentionBlock(nn.Module):
 
 class TwoWayTransformer(nn.Module):
     """``depth`` two-way blocks and a final token->image attention.
-    forward(image [N, C, h, w], image_pe [N, C, h, w], tokens [N, K, C]) -> (tokens [N, K, C], image [N, h*w, C])."""
+    forward(image [N, C, h, w], image_pe [N, C, h, w], tokens [N, K, C])
+    -> (tokens [N, K, C], image [N, h*w, C])."""
 
-    def __init__(self, depth: int, embedding_dim: int, num_heads: int, mlp_dim: int, attention_downsample_rate: int = 2):
+    def __init__(self, depth: int, embedding_dim: int, num_heads: int, mlp_dim: int,
+                 attention_downsample_rate: int = 2):
         super().__init__()
         self.layers = nn.ModuleList(
-            _TwoWayAttentionBlock(embedding_dim, num_heads, mlp_dim, attention_downsample_rate, skip_first_layer_pe=i == 0)
+            _TwoWayAttentionBlock(embedding_dim, num_heads, mlp_dim, attention_downsample_rate,
+                                  skip_first_layer_pe=i == 0)
             for i in range(depth)
         )
         self.final_attn_token_to_image = Attention(embedding_dim, num_heads, attention_downsample_rate)
@@ -75,8 +78,8 @@ class MaskDecoder(nn.Module):
 
     def __init__(self, *, transformer_dim: int, transformer: nn.Module, num_multimask_outputs: int = 3,
                  iou_head_depth: int = 3, iou_head_hidden_dim: int = 256, use_high_res_features: bool = True,
-                 iou_prediction_use_sigmoid: bool = True, pred_obj_scores: bool = True, pred_obj_scores_mlp: bool = True,
-                 use_multimask_token_for_obj_ptr: bool = True):
+                 iou_prediction_use_sigmoid: bool = True, pred_obj_scores: bool = True,
+                 pred_obj_scores_mlp: bool = True, use_multimask_token_for_obj_ptr: bool = True):
         super().__init__()
         c = transformer_dim
         self.transformer_dim = c

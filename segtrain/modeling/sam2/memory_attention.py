@@ -120,7 +120,9 @@ class MemoryAttention(nn.Module):
         dist = None
         if self.locality_bias:
             if num_spatial_memory % (h * w) != 0:
-                raise ValueError(f"MemoryAttention: {num_spatial_memory} spatial memory tokens are not whole {h}x{w} maps")
+                raise ValueError(
+                    f"MemoryAttention: {num_spatial_memory} spatial memory tokens are not whole {h}x{w} maps"
+                )
             d2 = self._sq_dist(h, w, curr.device).repeat(1, num_spatial_memory // (h * w))
             dist = torch.cat([d2, d2.new_zeros(h * w, memory.shape[1] - num_spatial_memory)], dim=1)
         for i, layer in enumerate(self.layers):

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from .common import NO_OBJ_SCORE
-from .prompt_sampling import mask_to_box, sample_one_point_from_error_center
+from .prompt_sampling import mask_to_box_inclusive, sample_one_point_from_error_center
 
 __all__ = ["VideoPredictor"]
 
@@ -54,7 +54,8 @@ class VideoPredictor:
         labs = torch.as_tensor(labels, dtype=torch.int64).reshape(1, -1)
         if coords.shape[1] != labs.shape[1]:
             raise ValueError(f"{coords.shape[1]} points but {labs.shape[1]} labels")
-        state["prompts"][obj_id] = {"frame": self._check_frame(state, frame_idx), "points": (coords, labs), "mask": None}
+        state["prompts"][obj_id] = {"frame": self._check_frame(state, frame_idx), "points": (coords, labs),
+                                    "mask": None}
 
     def add_new_box(self, state: Dict[str, Any], frame_idx: int, obj_id: Any, box: Sequence[float]) -> None:
         """A box (x0, y0, x1, y1) in input pixels."""
@@ -76,7 +77,7 @@ class VideoPredictor:
         if kind == "mask":
             self.add_new_mask(state, frame_idx, obj_id, gt)
         elif kind == "box":
-            self.add_new_box(state, frame_idx, obj_id, mask_to_box(gt[None])[0].tolist())
+            self.add_new_box(state, frame_idx, obj_id, mask_to_box_inclusive(gt[None])[0].tolist())
         elif kind == "point":
             coords, labels = sample_one_point_from_error_center(gt[None], torch.zeros_like(gt[None]))
             self.add_new_points(state, frame_idx, obj_id, coords[0], labels[0])

@@ -14,10 +14,12 @@ import torch
 from scipy.ndimage import distance_transform_edt
 from torch import Tensor
 
+from segtrain.structures.masks import masks_to_boxes
+
 __all__ = [
     "PromptPlan",
     "sample_prompt_plan",
-    "mask_to_box",
+    "mask_to_box_inclusive",
     "sample_box_points",
     "sample_random_points_from_errors",
     "sample_one_point_from_error_center",
@@ -77,20 +79,14 @@ def sample_prompt_plan(num_frames: int, *, prob_to_use_pt_input: float, prob_to_
     return PromptPlan(True, use_box, init_cond, init_cond + sorted(rest[i] for i in pick))
 
 
-def mask_to_box(masks: Tensor) -> Tensor:
-    """Tight boxes (x0, y0, x1, y1) of bool masks [N, H, W], x1 / y1 being the last
-    foreground column / row (inclusive); an empty mask gives (0, 0, 0, 0). Returns float [N, 4]."""
-    n, h, w = masks.shape
-    rows = masks.any(dim=2)  # [N, H]
-    cols = masks.any(dim=1)  # [N, W]
-    ys = torch.arange(h, device=masks.device)
-    xs = torch.arange(w, device=masks.device)
-    y0 = torch.where(rows, ys, h).min(dim=1).values
-    y1 = torch.where(rows, ys, -1).max(dim=1).values
-    x0 = torch.where(cols, xs, w).min(dim=1).values
-    x1 = torch.where(cols, xs, -1).max(dim=1).values
-    box = torch.stack([x0, y0, x1, y1], dim=1).float()
-    return torch.where(rows.any(dim=1, keepdim=True), box, torch.zeros_like(box))
+def mask_to_box_inclusive(masks: Tensor) -> Tensor:
+    """Tight boxes (x0, y0, x1, y1) of bool masks [N, H, W] in SAM 2's convention: x1 / y1 are
+    the last foreground column / row (inclusive), i.e. ``segtrain.structures.masks.masks_to_boxes``
+    minus one on x1 / y1; an empty mask gives (0, 0, 0, 0). Returns float32 [N, 4]."""
+    box = masks_to_boxes(masks)
+    nonempty = masks.flatten(1).any(dim=1)
+    box[nonempty, 2:] -= 1
+    return box
 
 
 def sample_box_points(masks: Tensor, noise: float = 0.1, noise_bound: int = 20,
@@ -100,7 +96,7 @@ def sample_box_points(masks: Tensor, noise: float = 0.1, noise_bound: int = 20,
     pixels) and clipped to the image, as SAM 2's ``sample_box_points``. An empty mask gives
     two padding points (label -1). Returns (coords float [N, 2, 2] (x, y), labels int64 [N, 2])."""
     n, h, w = masks.shape
-    box = mask_to_box(masks)
+    box = mask_to_box_inclusive(masks)
     if noise > 0:
         bw, bh = box[:, 2] - box[:, 0], box[:, 3] - box[:, 1]
         max_dx = torch.clamp(bw * noise, max=noise_bound)
@@ -144,9 +140,10 @@ def _deepest_pixel(region: np.ndarray) -> Tuple[float, int, int]:
 
     The distance transform runs on the region's bounding box padded by one pixel: every pixel
     outside the box is at least as far from an inside pixel as the box's padding ring, which
-    is outside the region, so the distances are exact. SAM 2 uses OpenCV's precise
-    ``distanceTransform``; its float32 results vary by ~1e-6 between identical calls, which
-    changes the chosen pixel among exact ties and made training runs irreproducible."""
+    is outside the region, so the distances are exact. SciPy's exact transform rather than SAM 2's
+    OpenCV ``distanceTransform``: the latter's float32 results vary by ~1e-6 between identical
+    calls, which changes the chosen pixel among exact ties and would make training runs
+    irreproducible."""
     ys, xs = np.nonzero(region)
     if ys.size == 0:
         return 0.0, -1, -1

@@ -11,21 +11,20 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
 from segtrain.config import configurable
 from segtrain.data.find.collate import FindBatch, collate_find_targets, find_batch_from_inputs
-from segtrain.structures.image_list import ImageList
-from segtrain.structures.instances import Instances
-from segtrain.utils.errors import ConfigError
-
 from segtrain.layers.norm import get_norm
 from segtrain.modeling.backbone.build import build_backbone
 from segtrain.modeling.criterion.build import build_criterion
 from segtrain.modeling.meta_arch.build import META_ARCH_REGISTRY
-from segtrain.modeling.pixel_decoder.fpn import BasePixelDecoder
 from segtrain.modeling.meta_arch.pixel_normalizer import PixelNormalizer
+from segtrain.modeling.pixel_decoder.fpn import BasePixelDecoder
 from segtrain.modeling.postprocessing import sem_seg_postprocess
+from segtrain.structures.image_list import ImageList
+from segtrain.structures.instances import Instances
+from segtrain.utils.errors import ConfigError
 
 from .head import ConceptHead
 

@@ -127,6 +127,20 @@ def test_training_pads_images_and_targets_to_the_batch():
     assert model.sem_seg_head.predictor.query_feat.weight.grad is not None
 
 
+
+def test_targets_and_logits_follow_the_criterion_target_format():
+    crit = _RecordingCriterion()
+    crit.target_format = "find_packed"  # class-agnostic: one objectness logit per query
+    model = _model(criterion=crit).train()
+    model(_inputs())
+    out, tgt = crit.outputs, crit.targets
+    assert out["pred_logits"].shape == (2, Q, 1)
+    assert all(a["pred_logits"].shape == (2, Q, 1) for a in out["aux_outputs"])
+    assert isinstance(tgt, dict) and tgt["num_boxes"].tolist() == [2, 2] and tgt["masks"].shape == (4, 64, 64)
+    crit.target_format = "video"
+    with pytest.raises(ConfigError, match="target_format 'video'.*valid: instances, find_packed"):
+        model(_inputs())
+
 def test_normalization_and_zero_padding():
     model = _model()
     inp = _inputs()

@@ -7,12 +7,13 @@ import torch
 from segtrain.modeling.sam2 import (
     concat_points,
     get_next_point,
-    mask_to_box,
+    mask_to_box_inclusive,
     sample_box_points,
     sample_one_point_from_error_center,
     sample_prompt_plan,
     sample_random_points_from_errors,
 )
+from segtrain.structures.masks import masks_to_boxes
 
 
 def _random_masks(n=6, h=20, w=24, seed=0):
@@ -46,6 +47,20 @@ def test_uniform_clicks_fall_inside_the_object():
     assert (labels == -1).all()
 
 
+
+def test_inclusive_box_is_the_structures_box_minus_one_on_x1_y1():
+    masks = torch.cat([_random_masks(), torch.zeros(2, 20, 24, dtype=torch.bool)])
+    masks[-1, 19, 23] = True  # a single pixel in the last row and column
+    exclusive = masks_to_boxes(masks)
+    inclusive = mask_to_box_inclusive(masks)
+    assert inclusive.dtype == torch.float32 and inclusive.shape == (8, 4)
+    nonempty = masks.flatten(1).any(dim=1)
+    assert nonempty.tolist() == [True] * 6 + [False, True]
+    torch.testing.assert_close(inclusive[nonempty], exclusive[nonempty] - torch.tensor([0.0, 0.0, 1.0, 1.0]),
+                               rtol=0, atol=0)
+    assert inclusive[~nonempty].eq(0).all()
+    assert inclusive[-1].tolist() == [23.0, 19.0, 23.0, 19.0]
+
 def test_boxes_enclose_the_object():
     masks = _random_masks()
     coords, labels = sample_box_points(masks, noise=0.0)
@@ -56,7 +71,7 @@ def test_boxes_enclose_the_object():
         # tight: every foreground pixel inside, and the box touches the mask on all four sides
         assert (x0, y0, x1, y1) == (xs.min().item(), ys.min().item(), xs.max().item(), ys.max().item())
     # with noise, corners move by at most noise * side (capped by noise_bound) and stay in the image
-    tight = mask_to_box(masks)
+    tight = mask_to_box_inclusive(masks)
     g = torch.Generator().manual_seed(3)
     for _ in range(20):
         noisy, _ = sample_box_points(masks, noise=0.2, noise_bound=1, generator=g)
