@@ -1,6 +1,14 @@
 """Data structures shared by data, models and evaluation."""
-from segtrain.utils.imports import reexport_module
-
+from .boxes import (
+    box_area,
+    box_cxcywh_to_xyxy,
+    box_iou,
+    box_iou_paired,
+    box_xyxy_to_cxcywh,
+    generalized_box_iou,
+    generalized_box_iou_paired,
+)
+from .image_list import ImageList
 from .instances import Instances
 from .masks import (
     BoxMode,
@@ -12,8 +20,18 @@ from .masks import (
     rle_to_bitmask,
     segmentation_to_bitmask,
 )
+from .shape_spec import ShapeSpec
 
 __all__ = [
+    "box_area",
+    "box_cxcywh_to_xyxy",
+    "box_iou",
+    "box_iou_paired",
+    "box_xyxy_to_cxcywh",
+    "generalized_box_iou",
+    "generalized_box_iou_paired",
+    "ImageList",
+    "ShapeSpec",
     "Instances",
     "BoxMode",
     "bitmask_to_rle",
@@ -24,8 +42,3 @@ __all__ = [
     "rle_to_bitmask",
     "segmentation_to_bitmask",
 ]
-
-
-reexport_module(globals(), "boxes")
-reexport_module(globals(), "image_list")
-reexport_module(globals(), "shape_spec")

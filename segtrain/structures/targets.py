@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 #: The target formats a criterion can declare in ``target_format``: ``"instances"`` (a per-image
-#: list of ``{labels, masks[, boxes]}``), ``"find_packed"`` (the packed SAM 3 dict of LOSSES.md),
+#: list of ``{labels, masks[, boxes]}``), ``"find_packed"`` (the packed SAM 3 dict of docs/losses.md),
 #: ``"video"`` (``[T, N, H, W]`` masks).
 TARGET_FORMATS = ("instances", "find_packed", "video")
 #: The format of a criterion that declares no ``target_format``.

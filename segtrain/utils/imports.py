@@ -8,7 +8,7 @@ from typing import Iterable, List
 
 from .errors import ConfigError
 
-__all__ = ["import_user_modules", "reexport_module"]
+__all__ = ["import_user_modules"]
 
 
 def import_user_modules(names: Iterable[str]) -> List[ModuleType]:
@@ -40,24 +40,3 @@ def import_user_modules(names: Iterable[str]) -> List[ModuleType]:
             raise ConfigError(f"user module {name!r} failed to import: {type(e).__name__}: {e}") from e
         out.append(module)
     return out
-
-
-def reexport_module(namespace: dict, module_name: str) -> None:
-    """Import the sibling ``<package>.<module_name>`` of the package whose globals are
-    ``namespace`` and copy its public names (its ``__all__``, else every name not starting
-    with ``_``) into ``namespace`` and ``namespace["__all__"]``. A module that does not exist
-    is skipped (optional parts, e.g. ``evaluation.panoptic_evaluation``); an import error
-    inside an existing module is raised."""
-    full_name = f"{namespace['__name__']}.{module_name}"
-    try:
-        mod = importlib.import_module(full_name)
-    except ModuleNotFoundError as e:
-        if e.name != full_name:
-            raise
-        return
-    exported = namespace.setdefault("__all__", [])
-    for n in getattr(mod, "__all__", [n for n in dir(mod) if not n.startswith("_")]):
-        namespace[n] = getattr(mod, n)
-        if n not in exported:
-            exported.append(n)
-

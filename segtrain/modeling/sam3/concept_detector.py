@@ -3,7 +3,7 @@
 Given an image and a concept prompt (here a category id), it finds every instance of the
 concept and says, with a presence head, whether the concept is in the image at all. The
 prediction dict is the one ``Sam3LossWrapper`` (``Boxes``, ``IABCEMdetr``, ``Masks``)
-consumes (LOSSES.md, "SAM 3"); a batch of images carries B finds (``FindDatasetMapper``).
+consumes (docs/losses.md, "SAM 3"); a batch of images carries B finds (``FindDatasetMapper``).
 """
 import logging
 import math
