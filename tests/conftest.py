@@ -1,6 +1,7 @@
 """Suite-wide settings: one intra-op thread (CI has 2 cores; oversubscription makes tiny ops 10-40x slower),
 and the repository root on ``sys.path`` so that ``tests.reference`` (the reference forms the tests compare
 against) imports under any pytest invocation."""
+
 import os
 import sys
 

@@ -34,6 +34,7 @@ Like ``tools/train_net.py``, the tool keeps freed memory for reuse
 settings alone, e.g. to measure their effect); the JSON's ``machine.malloc`` says which.
 Each subcommand is a module of ``tools/benchmarks/``.
 """
+
 import argparse
 import logging
 import os
@@ -43,7 +44,8 @@ from typing import List, Optional
 # the repository root: segtrain, tools.benchmarks and tests.reference import from there
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tools.benchmarks import criterion, data, eval as eval_, masks, msda, train  # noqa: E402
+from tools.benchmarks import criterion, data, masks, msda, train  # noqa: E402
+from tools.benchmarks import eval as eval_
 
 __all__ = ["SUBCOMMANDS", "main"]
 
@@ -60,7 +62,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         module.add_parser(sub)
     args = parser.parse_args(argv)
     # the subcommand's own options, forwarded to isolated workers
-    args._argv = [a for a in argv[argv.index(args.command) + 1:]] if args.command in argv else []
+    args._argv = [a for a in argv[argv.index(args.command) + 1 :]] if args.command in argv else []
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from segtrain.utils.allocator import tune_malloc
     from segtrain.utils.cli import one_line_errors

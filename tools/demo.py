@@ -10,6 +10,7 @@ Images are resized as by the test mapper (INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST); 
 come back at the original size and are drawn on the original image. Class names come from
 the metadata of DATASETS.TEST[0] (else DATASETS.TRAIN[0]).
 """
+
 import argparse
 import glob
 import logging
@@ -26,8 +27,7 @@ def main(argv=None) -> int:
     from segtrain.utils.cli import add_config_arguments, one_line_errors
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--input", nargs="+", required=True,
-                        help="image files or glob patterns, e.g. 'imgs/*.jpg'")
+    parser.add_argument("--input", nargs="+", required=True, help="image files or glob patterns, e.g. 'imgs/*.jpg'")
     parser.add_argument("--output", required=True, help="folder for the PNGs (one per input, same stem)")
     parser.add_argument("--confidence-threshold", type=float, default=0.5, help="minimum score drawn")
     add_config_arguments(parser, "KEY VALUE config overrides, e.g. MODEL.WEIGHTS w.pth")
@@ -107,8 +107,10 @@ def _run(args) -> int:
             logger.info("%s: semantic segmentation in %.2fs", path, seconds)
             vis.draw_sem_seg(result["sem_seg"].float().cpu())
         else:
-            raise ConfigError("the model returned no 'instances', 'panoptic_seg' or 'sem_seg' to draw "
-                              "(Mask2Former: set one of MODEL.MASK_FORMER.TEST.{INSTANCE_ON, PANOPTIC_ON, SEMANTIC_ON})")
+            raise ConfigError(
+                "the model returned no 'instances', 'panoptic_seg' or 'sem_seg' to draw "
+                "(Mask2Former: set one of MODEL.MASK_FORMER.TEST.{INSTANCE_ON, PANOPTIC_ON, SEMANTIC_ON})"
+            )
         out = os.path.join(args.output, os.path.splitext(os.path.basename(path))[0] + ".png")
         vis.save(out)
     return len(files)

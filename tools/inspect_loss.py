@@ -6,12 +6,15 @@ that differ from the criterion's official defaults.
 
     python tools/inspect_loss.py --config-file projects/m2f/r50.yaml [KEY VALUE ...]
 """
+
 import argparse
 import json
 import logging
 import sys
 
-sys.path.insert(0, __import__("os").path.dirname(__import__("os").path.dirname(__import__("os").path.abspath(__file__))))
+sys.path.insert(
+    0, __import__("os").path.dirname(__import__("os").path.dirname(__import__("os").path.abspath(__file__)))
+)
 
 
 def main(argv=None) -> int:
@@ -32,8 +35,8 @@ def _run(args) -> int:
 
     from segtrain.config import load_config
     from segtrain.engine.defaults import DefaultTrainer
-    from segtrain.utils.env import seed_all_rng
     from segtrain.modeling.criterion.inspection import inspect_loss_dict, official_weight_differences
+    from segtrain.utils.env import seed_all_rng
 
     cfg = load_config(args.config_file, args.opts, args.module)
     cfg.DATALOADER.NUM_WORKERS = 0
@@ -46,8 +49,10 @@ def _run(args) -> int:
     params = None if args.no_grad_norms else [p for p in model.parameters() if p.requires_grad]
     report = inspect_loss_dict(loss_dict, params)
     report.warnings.extend(official_weight_differences(cfg))
-    print(f"criterion {cfg.MODEL.CRITERION.NAME} on {cfg.MODEL.META_ARCHITECTURE}, "
-          f"one batch of {_batch_size(batch)} from {cfg.DATASETS.TRAIN[0]}")
+    print(
+        f"criterion {cfg.MODEL.CRITERION.NAME} on {cfg.MODEL.META_ARCHITECTURE}, "
+        f"one batch of {_batch_size(batch)} from {cfg.DATASETS.TRAIN[0]}"
+    )
     print(report.table())
     for w in report.warnings:
         print(f"WARNING: {w}")
@@ -55,8 +60,16 @@ def _run(args) -> int:
         print("no warnings")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"core_loss": report.core_loss, "summaries": report.summaries, "warnings": report.warnings,
-                       "components": [c.__dict__ for c in report.components]}, f, indent=2)
+            json.dump(
+                {
+                    "core_loss": report.core_loss,
+                    "summaries": report.summaries,
+                    "warnings": report.warnings,
+                    "components": [c.__dict__ for c in report.components],
+                },
+                f,
+                indent=2,
+            )
     del torch
     return 0
 

@@ -9,6 +9,7 @@ the iteration (see :mod:`segtrain.utils.plot_metrics`).
 fifth (:mod:`segtrain.utils.loss_trends`) instead of plotting; it exits 1 when some key did
 not go down, so scripts can check a run.
 """
+
 import argparse
 import logging
 import os
@@ -27,9 +28,12 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default="", help="PNG to write (default: metrics.png next to the input)")
     parser.add_argument("--keys", default="", help="only plot keys matching this regular expression")
     parser.add_argument("--smooth", type=int, default=1, help="moving-average window (records)")
-    parser.add_argument("--trends", action="store_true",
-                        help="print the last-fifth / first-fifth ratio of every loss key instead of plotting; "
-                             "exit 1 if one did not go down")
+    parser.add_argument(
+        "--trends",
+        action="store_true",
+        help="print the last-fifth / first-fifth ratio of every loss key instead of plotting; "
+        "exit 1 if one did not go down",
+    )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

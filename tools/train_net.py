@@ -1,11 +1,12 @@
 #!/usr/bin/env python
 """Train a segmentation model from a config, or evaluate one (``--eval-only``).
 
-    python tools/train_net.py --config-file projects/m2f/r50.yaml [KEY VALUE ...]
-    python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS out/model_final.pth
-    python tools/train_net.py --config-file ... --resume          # continue OUTPUT_DIR's run
-    python tools/train_net.py --config-file ... --num-gpus 8      # torch.distributed
+python tools/train_net.py --config-file projects/m2f/r50.yaml [KEY VALUE ...]
+python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS out/model_final.pth
+python tools/train_net.py --config-file ... --resume          # continue OUTPUT_DIR's run
+python tools/train_net.py --config-file ... --num-gpus 8      # torch.distributed
 """
+
 import os
 import sys
 
@@ -35,7 +36,9 @@ def main(args):
         checkpointer = Checkpointer(model, save_dir=cfg.OUTPUT_DIR)
         checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         if not checkpointer.last_loaded_path:
-            raise ConfigError(f"--eval-only --resume: no checkpoint in {cfg.OUTPUT_DIR} and no MODEL.WEIGHTS to evaluate")
+            raise ConfigError(
+                f"--eval-only --resume: no checkpoint in {cfg.OUTPUT_DIR} and no MODEL.WEIGHTS to evaluate"
+            )
         checkpointer.require_weights_for_inference(checkpointer.last_loaded_path, cfg.MODEL.META_ARCHITECTURE)
         return DefaultTrainer.test(cfg, model)
     trainer = DefaultTrainer(cfg)

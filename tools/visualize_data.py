@@ -6,6 +6,7 @@ augmentations ("dataloader").
     python tools/visualize_data.py --config-file projects/m2f/r50.yaml --output-dir vis --num 8
     python tools/visualize_data.py --config-file X --source dataloader --output-dir vis [KEY VALUE ...]
 """
+
 import argparse
 import logging
 import os
@@ -40,8 +41,8 @@ def _run(args) -> int:
     from segtrain.config import load_config
     from segtrain.data import DatasetCatalog, MetadataCatalog, build_train_loader, register_shapes_from_cfg
     from segtrain.data.detection_utils import read_image
-    from segtrain.utils.errors import ConfigError
     from segtrain.data.visualize import draw_dataset_dict
+    from segtrain.utils.errors import ConfigError
     from segtrain.utils.visualizer import Visualizer
 
     cfg = load_config(args.config_file, args.opts, args.module)
@@ -72,9 +73,12 @@ def _run(args) -> int:
             inst = x.get("instances")
             if inst is not None and len(inst):
                 labels = [vis.class_name(int(c)) for c in inst.gt_classes]
-                vis.overlay_instances(masks=inst.gt_masks if inst.has("gt_masks") else None,
-                                      boxes=inst.gt_boxes if inst.has("gt_boxes") else None,
-                                      class_ids=inst.gt_classes, labels=labels)
+                vis.overlay_instances(
+                    masks=inst.gt_masks if inst.has("gt_masks") else None,
+                    boxes=inst.gt_boxes if inst.has("gt_boxes") else None,
+                    class_ids=inst.gt_classes,
+                    labels=labels,
+                )
             vis.save(os.path.join(args.output_dir, f"{_stem(x)}_aug{written:03d}.png"))
             written += 1
             if written >= args.num:

@@ -1,5 +1,6 @@
 """Atomic checkpoints with exact resume, ``.pth`` / Detectron2 ``.pkl`` weight loading, and
 fallback to the previous good checkpoint when the newest one is corrupt."""
+
 import logging
 import os
 import pickle
@@ -82,8 +83,15 @@ class Checkpointer:
     updated only after the rename. Only the main process writes unless ``save_to_disk``.
     """
 
-    def __init__(self, model: nn.Module, save_dir: str = "", *, save_to_disk: Optional[bool] = None,
-                 cfg=None, **checkpointables: Any):
+    def __init__(
+        self,
+        model: nn.Module,
+        save_dir: str = "",
+        *,
+        save_to_disk: Optional[bool] = None,
+        cfg=None,
+        **checkpointables: Any,
+    ):
         self.model = unwrap_model(model)
         self.save_dir = save_dir
         self.save_to_disk = comm.is_main_process() if save_to_disk is None else save_to_disk
@@ -175,8 +183,10 @@ class Checkpointer:
                 continue
             logger.info(f"Resuming from {path}: model, optimizer, scheduler, iteration and trainer state")
             return self._restore(ckpt, path, None)
-        raise CheckpointError(f"cannot resume from {self.save_dir}: no readable checkpoint "
-                              f"(tried {', '.join(os.path.basename(p) for p in failures) or 'none'})")
+        raise CheckpointError(
+            f"cannot resume from {self.save_dir}: no readable checkpoint "
+            f"(tried {', '.join(os.path.basename(p) for p in failures) or 'none'})"
+        )
 
     def load(self, path: str, checkpointables: Optional[Iterable[str]] = None) -> Dict[str, Any]:
         """Load ``path`` (.pth or Detectron2 .pkl): the model and the named checkpointables
@@ -216,8 +226,9 @@ class Checkpointer:
                     data = pickle.load(f, encoding="latin1")
                 if not (isinstance(data, dict) and "model" in data):
                     data = {"model": data}
-                data["model"] = {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v
-                                 for k, v in data["model"].items()}
+                data["model"] = {
+                    k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in data["model"].items()
+                }
                 return data
             # segtrain's checkpoints hold numpy RNG states and config strings; these files are trusted
             data = torch.load(path, map_location="cpu", weights_only=False)
@@ -236,7 +247,7 @@ class Checkpointer:
         shape-mismatched keys."""
         state = {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in state.items()}
         if state and all(k.startswith("module.") for k in state):
-            state = {k[len("module."):]: v for k, v in state.items()}
+            state = {k[len("module.") :]: v for k, v in state.items()}
         own = self.model.state_dict()
         rows = []
         for k in list(state):
@@ -246,14 +257,18 @@ class Checkpointer:
         mismatched = [r[0] for r in rows]
         result = self.model.load_state_dict(state, strict=False)
         # a skipped shape mismatch is also missing to load_state_dict: one row for it
-        rows += [(k, "missing in checkpoint", "-", tuple(own[k].shape)) for k in result.missing_keys if k not in mismatched]
+        rows += [
+            (k, "missing in checkpoint", "-", tuple(own[k].shape)) for k in result.missing_keys if k not in mismatched
+        ]
         rows += [(k, "unexpected (ignored)", tuple(state[k].shape), "-") for k in result.unexpected_keys]
         not_loaded = list(result.missing_keys)
         self.last_not_loaded = (not_loaded, len(own))
         if rows:
-            logger.warning(f"Weights from {path} do not match the model exactly: {len(not_loaded)} of the model's "
-                           f"{len(own)} tensors keep their initialization:\n"
-                           + tabulate(rows, headers=["key", "status", "checkpoint", "model"]))
+            logger.warning(
+                f"Weights from {path} do not match the model exactly: {len(not_loaded)} of the model's "
+                f"{len(own)} tensors keep their initialization:\n"
+                + tabulate(rows, headers=["key", "status", "checkpoint", "model"])
+            )
         else:
             logger.info(f"Loaded all {len(own)} model tensors from {path}")
 
@@ -262,8 +277,7 @@ class PeriodicCheckpointer:
     """Saves ``<prefix>_<iteration:07d>`` every ``period`` iterations, keeping only the newest
     ``max_to_keep`` such files in the folder (0 keeps all)."""
 
-    def __init__(self, checkpointer: Checkpointer, period: int, *, max_to_keep: int = 0,
-                 file_prefix: str = "model"):
+    def __init__(self, checkpointer: Checkpointer, period: int, *, max_to_keep: int = 0, file_prefix: str = "model"):
         self.checkpointer = checkpointer
         self.period = int(period)
         self.max_to_keep = int(max_to_keep or 0)

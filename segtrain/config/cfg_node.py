@@ -1,8 +1,9 @@
 """``CfgNode``: yacs-style config with ``_BASE_`` inheritance and one-line errors."""
+
 import ast
 import logging
 import os
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, List, Sequence
 
 import yaml
 from fvcore.common.config import CfgNode as _FvCfgNode
@@ -31,12 +32,16 @@ def all_keys(cfg: _FvCfgNode, prefix: str = "") -> List[str]:
 
 def _suggest_keys(key: str, valid: Sequence[str]) -> str:
     if not any(add.__module__.startswith("segtrain.modeling") for add in CONFIG_ADDITIONS):
-        return (" No model config node is registered: import segtrain.modeling (or segtrain.engine) "
-                "before get_cfg() to have the model, criterion and family keys.")
+        return (
+            " No model config node is registered: import segtrain.modeling (or segtrain.engine) "
+            "before get_cfg() to have the model, criterion and family keys."
+        )
     hits = closest_matches(key, valid)
     if not hits:  # a typo in the last component only: compare the leaf names
         leaf = key.rsplit(".", 1)[-1]
-        hits = [v for v in valid if v.rsplit(".", 1)[-1] in closest_matches(leaf, [x.rsplit(".", 1)[-1] for x in valid])][:3]
+        hits = [
+            v for v in valid if v.rsplit(".", 1)[-1] in closest_matches(leaf, [x.rsplit(".", 1)[-1] for x in valid])
+        ][:3]
     return (" Closest valid keys: " + ", ".join(hits)) if hits else ""
 
 

@@ -6,6 +6,7 @@ number of classes (``register_num_classes_key``) and any other check (``register
 ``run_checks(cfg)`` runs them all and returns one line per problem; the engine's start-up
 validation imports every built-in package first so that their checks are registered.
 """
+
 from typing import Callable, Dict, Iterable, List, Sequence, Tuple
 
 from segtrain.utils.errors import ConfigError

@@ -1,9 +1,10 @@
 """``get_cfg`` (base defaults plus registered additions), ``load_config`` and ``configurable``."""
+
 import ast
 import functools
 import inspect
 import os
-from typing import Callable, Iterable, List, Optional, Sequence
+from typing import Iterable, List, Optional, Sequence
 
 from fvcore.common.config import CfgNode as _FvCfgNode
 
@@ -96,8 +97,9 @@ def configurable(init_func=None, *, from_config=None):
         return fn(*args, **kwargs)
 
     if init_func is not None:
-        assert inspect.isfunction(init_func) and init_func.__name__ == "__init__", \
+        assert inspect.isfunction(init_func) and init_func.__name__ == "__init__", (
             "@configurable without arguments decorates __init__"
+        )
 
         @functools.wraps(init_func)
         def wrapped(self, *args, **kwargs):

@@ -1,5 +1,6 @@
 """Base defaults shared by every family. Family nodes (criteria, matchers, Mask2Former,
 ...) are added by the ``add_*_config`` functions in this package; see ``get_cfg``."""
+
 from .cfg_node import CfgNode as CN
 
 __all__ = ["_C"]

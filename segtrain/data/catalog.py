@@ -3,6 +3,7 @@
 
 The catalog stores recipes, not data: nothing is read until ``DatasetCatalog.get``.
 """
+
 import logging
 from typing import Any, Callable, Dict, List, Optional
 
@@ -24,6 +25,7 @@ class _DatasetCatalog:
         """Register ``func`` (no arguments) under ``name``; also usable as a decorator,
         ``@DatasetCatalog.register("my_ds")``. Registering a name twice is an error."""
         if func is None:
+
             def deco(f):
                 self.register(name, f)
                 return f
@@ -32,9 +34,7 @@ class _DatasetCatalog:
         if not callable(func):
             raise TypeError(f"DatasetCatalog.register({name!r}, ...) needs a callable, got {type(func).__name__}")
         if name in self._funcs:
-            raise DatasetError(
-                f"dataset {name!r} is already registered; call DatasetCatalog.remove({name!r}) first"
-            )
+            raise DatasetError(f"dataset {name!r} is already registered; call DatasetCatalog.remove({name!r}) first")
         self._funcs[name] = func
         return func
 
@@ -52,7 +52,9 @@ class _DatasetCatalog:
         """Call the loader of ``name`` and return its list of dataset dicts."""
         dicts = self._lookup(name)()
         if not isinstance(dicts, list):
-            raise DatasetError(f"the loader of dataset {name!r} returned {type(dicts).__name__}, expected a list of dicts")
+            raise DatasetError(
+                f"the loader of dataset {name!r} returned {type(dicts).__name__}, expected a list of dicts"
+            )
         return dicts
 
     def list(self) -> List[str]:

@@ -1,5 +1,6 @@
 """Start-up checks of the data keys: registered datasets with their files present, and the
 names of the mapper, the training sampler and the bad-annotation policy."""
+
 import os
 from typing import List, Tuple
 

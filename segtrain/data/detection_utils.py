@@ -1,9 +1,10 @@
 """Helpers shared by mappers: read an image and check it against its annotations, apply the
 bad-annotation policy to one item, and turn (transformed) annotations into an ``Instances``
 of targets."""
+
 import logging
 import os
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -67,7 +68,9 @@ def read_image(file_name: str, format: str = "RGB") -> np.ndarray:
     return img
 
 
-def read_image_checked(file_name: str, format: str, height: Optional[int], width: Optional[int], where: str) -> np.ndarray:
+def read_image_checked(
+    file_name: str, format: str, height: Optional[int], width: Optional[int], where: str
+) -> np.ndarray:
     """``read_image``, then a ``DatasetError`` naming ``file_name`` and ``where`` (e.g. "image id
     3", "video id 2 frame 5") when the decoded size differs from the annotations' ``height`` x
     ``width`` (None: not checked)."""
@@ -79,8 +82,13 @@ def read_image_checked(file_name: str, format: str, height: Optional[int], width
 def check_image_size(dataset_dict: Dict[str, Any], image: np.ndarray) -> None:
     """Raise ``DatasetError`` when the decoded image size differs from the dict's
     ``height`` / ``width`` (the annotation JSON's)."""
-    _check_size(image, dataset_dict.get("height"), dataset_dict.get("width"), dataset_dict.get("file_name"),
-                f"image id {dataset_dict.get('image_id')}")
+    _check_size(
+        image,
+        dataset_dict.get("height"),
+        dataset_dict.get("width"),
+        dataset_dict.get("file_name"),
+        f"image id {dataset_dict.get('image_id')}",
+    )
 
 
 def _check_size(image: np.ndarray, height: Optional[int], width: Optional[int], file_name: Any, where: str) -> None:
@@ -92,9 +100,7 @@ def _check_size(image: np.ndarray, height: Optional[int], width: Optional[int], 
 def check_mapper_policy(policy: str) -> str:
     """``policy`` when it is a valid ``on_bad_annotation`` of a mapper, else a ``DatasetError``."""
     if policy not in BAD_ANNOTATION_POLICIES:
-        raise DatasetError(
-            f"on_bad_annotation must be one of {', '.join(BAD_ANNOTATION_POLICIES)}; got {policy!r}"
-        )
+        raise DatasetError(f"on_bad_annotation must be one of {', '.join(BAD_ANNOTATION_POLICIES)}; got {policy!r}")
     return policy
 
 
@@ -108,8 +114,9 @@ def bad_items_skipped() -> int:
     return _SKIPPED[0]
 
 
-def map_or_skip(map_fn: Callable[[Dict[str, Any]], Any], dataset_dict: Dict[str, Any], policy: str,
-                what: str = "an image") -> Optional[Any]:
+def map_or_skip(
+    map_fn: Callable[[Dict[str, Any]], Any], dataset_dict: Dict[str, Any], policy: str, what: str = "an image"
+) -> Optional[Any]:
     """``map_fn(dataset_dict)``; a ``DatasetError`` is raised again under the "error" policy, and
     under "skip" it is logged (one warning naming the item) and gives ``None``."""
     try:
@@ -141,7 +148,8 @@ def transform_segmentations(
         if isinstance(segm, dict):
             if [int(v) for v in segm["size"]] != [h, w]:
                 raise DatasetError(
-                    f"annotation id {ann.get('id')}: RLE size {list(segm['size'])} differs from the image size [{h}, {w}]"
+                    f"annotation id {ann.get('id')}: RLE size {list(segm['size'])} differs from the image size "
+                    f"[{h}, {w}]"
                 )
             m = transforms.apply_segmentation(rle_to_bitmask(segm))
             if m.shape != (out_h, out_w):
@@ -165,9 +173,7 @@ def annotations_to_instances(
     classes = torch.tensor([int(a["category_id"]) for a in annotations], dtype=torch.int64)
     keep = gt_masks.flatten(1).any(dim=1) if len(annotations) else torch.zeros(0, dtype=torch.bool)
     gt_masks, classes = gt_masks[keep], classes[keep]
-    return Instances(
-        (h, w), gt_classes=classes, gt_boxes=masks_to_boxes(gt_masks), gt_masks=gt_masks
-    )
+    return Instances((h, w), gt_classes=classes, gt_boxes=masks_to_boxes(gt_masks), gt_masks=gt_masks)
 
 
 def read_panoptic_ids(file_name: str) -> np.ndarray:
@@ -187,8 +193,13 @@ def read_label_map(file_name: str) -> np.ndarray:
     return (labels[..., 0] if labels.ndim == 3 else labels).astype(np.int64)
 
 
-def segment_map_targets(dataset_dict: Dict[str, Any], transforms: Transform, image_size: Tuple[int, int],
-                        output_size: Tuple[int, int], ignore_label: int = 255) -> Optional[Instances]:
+def segment_map_targets(
+    dataset_dict: Dict[str, Any],
+    transforms: Transform,
+    image_size: Tuple[int, int],
+    output_size: Tuple[int, int],
+    ignore_label: int = 255,
+) -> Optional[Instances]:
     """Mask-classification targets of a dataset dict without instance ``annotations``, as
     Mask2Former trains panoptic and semantic models: with ``pan_seg_file_name`` +
     ``segments_info``, one target per non-crowd segment (things and stuff); with

@@ -5,6 +5,7 @@ kind of data (e.g. video clips, ``segtrain.data.video``) registers its own build
 predicate saying when they apply. The engine asks ``select_loader_kind`` and never names a
 kind itself.
 """
+
 from dataclasses import dataclass
 from typing import Any, Callable, List, Sequence
 

@@ -1,5 +1,6 @@
 """Samplers: an infinite, seeded, rank-sharded training sampler that can resume at an
 exact position, and an inference sampler that visits every item once."""
+
 import itertools
 import logging
 from typing import Any, Dict, Iterator, Optional, Tuple
@@ -85,9 +86,7 @@ class TrainingSampler(Sampler):
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Continue where ``state`` left off (same seed; dataset size must match)."""
         if int(state["size"]) != self._size:
-            raise ValueError(
-                f"sampler state is for a dataset of {state['size']} items, this one has {self._size}"
-            )
+            raise ValueError(f"sampler state is for a dataset of {state['size']} items, this one has {self._size}")
         self._seed = int(state["seed"])
         self.start = int(state["global_position"]) // self._world_size
 

@@ -1,4 +1,5 @@
 """Drawing dataset dicts (their annotations, panoptic and label maps) with the ``Visualizer``."""
+
 from typing import Any, Dict
 
 import cv2
@@ -27,8 +28,9 @@ def draw_dataset_dict(vis: Visualizer, d: Dict[str, Any]) -> np.ndarray:
             cls = int(a["category_id"])
             classes.append(cls)
             labels.append(vis.class_name(cls) + (" (crowd)" if a.get("iscrowd", 0) else ""))
-        vis.overlay_instances(masks=np.stack(masks) if has_masks else None, boxes=np.asarray(boxes),
-                               class_ids=classes, labels=labels)
+        vis.overlay_instances(
+            masks=np.stack(masks) if has_masks else None, boxes=np.asarray(boxes), class_ids=classes, labels=labels
+        )
     if d.get("pan_seg_file_name"):
         vis.draw_panoptic_seg(read_panoptic_ids(d["pan_seg_file_name"]), d.get("segments_info", []))
     path = d.get("sem_seg_file_name")

@@ -1,5 +1,7 @@
 """Evaluation: the ``DatasetEvaluator`` API, ``inference_on_dataset`` and the registered
 evaluators (COCO box/mask AP, semantic segmentation)."""
+
+from . import checks as _checks  # noqa: F401  (registers the evaluation keys' start-up checks)
 from .build import EVALUATOR_REGISTRY, EVALUATOR_TYPE_TO_NAME, build_evaluator
 from .coco_evaluation import COCOEvaluator
 from .evaluator import (
@@ -15,7 +17,6 @@ from .find_evaluation import FindEvaluator
 from .panoptic_evaluation import PanopticEvaluator
 from .sem_seg_evaluation import SemSegEvaluator
 from .video_evaluation import VideoEvaluator
-from . import checks as _checks  # noqa: F401  (registers the evaluation keys' start-up checks)
 
 __all__ = [
     "EVALUATOR_REGISTRY",
@@ -34,4 +35,3 @@ __all__ = [
     "VideoEvaluator",
     "FindEvaluator",
 ]
-

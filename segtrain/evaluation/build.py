@@ -1,4 +1,5 @@
 """EVALUATOR registry and builder."""
+
 import logging
 import os
 from typing import Dict, List, Optional

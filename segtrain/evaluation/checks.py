@@ -1,4 +1,5 @@
 """Start-up checks of ``TEST.EVALUATOR`` and of each test dataset's ``evaluator_type``."""
+
 from typing import List
 
 from segtrain.config.checks import get_key, register_check, register_name_key

@@ -2,6 +2,7 @@
 score-threshold recall that exposes over-suppressed predictions: ``COCOEvaluator``, the COCO
 ground truth it loads and ``evaluate_predictions_on_coco``. The conversions to the COCO format
 are in ``coco_format.py``."""
+
 import contextlib
 import copy
 import io
@@ -228,15 +229,19 @@ class COCOEvaluator(DatasetEvaluator):
                 coco_eval.summarize()
             logger.info(f"COCOeval summary ({task}):\n{buf.getvalue().rstrip()}")
         summary = [[_fmt(res[k]) for k in _AREA_METRICS + [RECALL_KEY]]]
-        logger.info(f"Evaluation results for {task} on {self._dataset_name}:\n"
-                    + tabulate(summary, headers=_AREA_METRICS + [RECALL_KEY], tablefmt="pipe", numalign="left"))
+        logger.info(
+            f"Evaluation results for {task} on {self._dataset_name}:\n"
+            + tabulate(summary, headers=_AREA_METRICS + [RECALL_KEY], tablefmt="pipe", numalign="left")
+        )
         if any(math.isnan(ap) for ap in res.values()):
             logger.info("NaN: no ground truth of that kind in the evaluated images")
         n_cols = min(6, 2 * len(per_class))
         flat = list(itertools.chain(*[(n, _fmt(ap)) for n, ap in per_class]))
-        rows = [flat[i:i + n_cols] for i in range(0, len(flat), n_cols)]
-        logger.info(f"Per-category {task} AP:\n"
-                    + tabulate(rows, headers=["category", "AP"] * (n_cols // 2), tablefmt="pipe", numalign="left"))
+        rows = [flat[i : i + n_cols] for i in range(0, len(flat), n_cols)]
+        logger.info(
+            f"Per-category {task} AP:\n"
+            + tabulate(rows, headers=["category", "AP"] * (n_cols // 2), tablefmt="pipe", numalign="left")
+        )
         return res
 
 
@@ -273,8 +278,13 @@ def _recall_at_score(coco_eval: COCOeval, score_thr: float, t_index: int) -> flo
     return 100.0 * recalled / total if total else float("nan")
 
 
-def evaluate_predictions_on_coco(coco_gt: COCO, coco_results: List[Dict[str, Any]], iou_type: str,
-                                 img_ids: Optional[Sequence[int]] = None, max_dets: int = 100) -> COCOeval:
+def evaluate_predictions_on_coco(
+    coco_gt: COCO,
+    coco_results: List[Dict[str, Any]],
+    iou_type: str,
+    img_ids: Optional[Sequence[int]] = None,
+    max_dets: int = 100,
+) -> COCOeval:
     """Run COCOeval (evaluate + accumulate) of ``coco_results`` against ``coco_gt`` for ``iou_type``."""
     coco_results = copy.deepcopy(coco_results)
     if iou_type == "segm":
@@ -300,8 +310,11 @@ def evaluate_predictions_on_coco(coco_gt: COCO, coco_results: List[Dict[str, Any
 def _load_results(coco_gt: COCO, results: List[Dict[str, Any]]) -> COCO:
     if not results:  # loadRes indexes results[0]; an empty result set is valid (AP 0)
         coco_dt = COCO()
-        coco_dt.dataset = {"images": list(coco_gt.dataset["images"]),
-                           "categories": copy.deepcopy(coco_gt.dataset.get("categories", [])), "annotations": []}
+        coco_dt.dataset = {
+            "images": list(coco_gt.dataset["images"]),
+            "categories": copy.deepcopy(coco_gt.dataset.get("categories", [])),
+            "annotations": [],
+        }
         with contextlib.redirect_stdout(io.StringIO()):
             coco_dt.createIndex()
         return coco_dt

@@ -1,6 +1,7 @@
 """Conversion to the COCO format: one image's predicted ``Instances`` -> COCO result dicts
 (``instances_to_coco_json``) and Detectron2-format dataset dicts -> a COCO instances dict
 (``dataset_dicts_to_coco``; a panoptic image's thing segments are its instances)."""
+
 from typing import Any, Dict, List, Optional
 
 import numpy as np
@@ -25,8 +26,9 @@ def _has(instances: Any, name: str) -> bool:
     return instances.has(name) if hasattr(instances, "has") else hasattr(instances, name)
 
 
-def instances_to_coco_json(instances: Any, image_id: int, contiguous_to_dataset_id: Optional[Dict[int, int]] = None,
-                           *, dataset_name: str = "") -> List[Dict[str, Any]]:
+def instances_to_coco_json(
+    instances: Any, image_id: int, contiguous_to_dataset_id: Optional[Dict[int, int]] = None, *, dataset_name: str = ""
+) -> List[Dict[str, Any]]:
     """COCO result dicts for one image's predictions.
 
     instances: ``Instances`` with ``pred_boxes`` [N, 4] XYXY absolute, ``scores`` [N],
@@ -70,8 +72,12 @@ def instances_to_coco_json(instances: Any, image_id: int, contiguous_to_dataset_
             cat = contiguous_to_dataset_id[cls]
         else:
             cat = cls
-        r = {"image_id": int(image_id), "category_id": cat, "bbox": [float(v) for v in boxes[i]],
-             "score": float(scores[i])}
+        r = {
+            "image_id": int(image_id),
+            "category_id": cat,
+            "bbox": [float(v) for v in boxes[i]],
+            "score": float(scores[i]),
+        }
         if rles is not None:
             r["segmentation"] = rles[i]
         results.append(r)
@@ -92,8 +98,9 @@ def dataset_dicts_to_coco(dataset_dicts: List[Dict[str, Any]], metadata: Any) ->
     names = list(getattr(metadata, "stuff_classes", None) or getattr(metadata, "thing_classes", None) or [])
     mapping = getattr(metadata, "thing_dataset_id_to_contiguous_id", None)
     contiguous_to_id = {int(v): int(k) for k, v in mapping.items()} if mapping else {i: i for i in range(len(names))}
-    categories = [{"id": cid, "name": names[c] if c < len(names) else str(cid)}
-                  for c, cid in sorted(contiguous_to_id.items())]
+    categories = [
+        {"id": cid, "name": names[c] if c < len(names) else str(cid)} for c, cid in sorted(contiguous_to_id.items())
+    ]
     images, annotations = [], []
     for d in dataset_dicts:
         h, w = int(d["height"]), int(d["width"])
@@ -108,8 +115,13 @@ def dataset_dicts_to_coco(dataset_dicts: List[Dict[str, Any]], metadata: Any) ->
             bbox = [float(v) for v in ann["bbox"]]
             if _is_xyxy(ann.get("bbox_mode", 1)):
                 bbox = [bbox[0], bbox[1], bbox[2] - bbox[0], bbox[3] - bbox[1]]
-            out = {"id": len(annotations) + 1, "image_id": int(d["image_id"]), "bbox": bbox,
-                   "category_id": contiguous_to_id[cls], "iscrowd": int(ann.get("iscrowd", 0))}
+            out = {
+                "id": len(annotations) + 1,
+                "image_id": int(d["image_id"]),
+                "bbox": bbox,
+                "category_id": contiguous_to_id[cls],
+                "iscrowd": int(ann.get("iscrowd", 0)),
+            }
             seg = ann.get("segmentation")
             if seg:
                 if isinstance(seg, dict):
@@ -127,8 +139,13 @@ def dataset_dicts_to_coco(dataset_dicts: List[Dict[str, Any]], metadata: Any) ->
             annotations.append(out)
     if not categories:  # no class names in the metadata: take the ids that occur
         categories = [{"id": c, "name": str(c)} for c in sorted({a["category_id"] for a in annotations})]
-    return {"info": {"description": "converted by segtrain"}, "images": images, "annotations": annotations,
-            "categories": categories, "licenses": []}
+    return {
+        "info": {"description": "converted by segtrain"},
+        "images": images,
+        "annotations": annotations,
+        "categories": categories,
+        "licenses": [],
+    }
 
 
 def _panoptic_thing_annotations(d: Dict[str, Any], thing_ids: set) -> List[Dict[str, Any]]:
@@ -143,6 +160,13 @@ def _panoptic_thing_annotations(d: Dict[str, Any], thing_ids: set) -> List[Dict[
             continue
         rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
         rle["counts"] = rle["counts"].decode("ascii")
-        out.append({"category_id": int(seg["category_id"]), "iscrowd": int(seg.get("iscrowd", 0)),
-                    "bbox": [float(v) for v in mask_util.toBbox(rle)], "bbox_mode": 1, "segmentation": rle})
+        out.append(
+            {
+                "category_id": int(seg["category_id"]),
+                "iscrowd": int(seg.get("iscrowd", 0)),
+                "bbox": [float(v) for v in mask_util.toBbox(rle)],
+                "bbox_mode": 1,
+                "segmentation": rle,
+            }
+        )
     return out

@@ -1,4 +1,5 @@
 """The ``DatasetEvaluator`` API and ``inference_on_dataset`` (eval mode, progress, timing)."""
+
 import datetime
 import logging
 import math
@@ -10,9 +11,9 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from segtrain.data.catalog import DatasetCatalog
 from segtrain.utils import comm
 from segtrain.utils.errors import DatasetError
-from segtrain.data.catalog import DatasetCatalog
 
 __all__ = [
     "DatasetEvaluator",
@@ -219,8 +220,9 @@ def inference_on_dataset(
     return results if results is not None else OrderedDict()
 
 
-def _log_progress(done: int, total: Optional[int], num_images: int, num_timed: int, elapsed: float,
-                  compute: float) -> None:
+def _log_progress(
+    done: int, total: Optional[int], num_images: int, num_timed: int, elapsed: float, compute: float
+) -> None:
     s_per_img = elapsed / max(num_timed, 1)
     msg = f"Inference done {done}/{total if total is not None else '?'} batches ({num_images} images). "
     msg += f"{s_per_img:.4f} s/img ({compute / max(num_timed, 1):.4f} s/img in the model)"
@@ -262,8 +264,9 @@ def _fmt(v: Any) -> str:
         return str(v)
 
 
-def verify_results(results: Mapping[str, Mapping[str, float]],
-                   expected: Iterable[Tuple[str, str, float, float]]) -> bool:
+def verify_results(
+    results: Mapping[str, Mapping[str, float]], expected: Iterable[Tuple[str, str, float, float]]
+) -> bool:
     """Check ``results[task][metric]`` against ``(task, metric, value, tolerance)`` entries.
     Logs every mismatch (missing, NaN or off by more than the tolerance); returns True if all pass."""
     ok = True

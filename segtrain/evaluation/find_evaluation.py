@@ -12,6 +12,7 @@ in the json, ``segm`` is skipped (a warning says so) and ``bbox`` / ``presence``
 reported. In a json that mixes both, ``segm`` is computed on the images whose every
 annotation has a mask (a box-only instance cannot be matched by a mask); ``bbox`` on all.
 """
+
 import itertools
 import logging
 from collections import OrderedDict
@@ -46,8 +47,15 @@ def presence_metrics(
     n = int(y.numel())
     if n == 0:
         nan = float("nan")
-        return {"accuracy": nan, "precision": nan, "recall": nan, "F1": nan, "chance_accuracy": nan,
-                "positive_rate": nan, "num_finds": 0.0}
+        return {
+            "accuracy": nan,
+            "precision": nan,
+            "recall": nan,
+            "F1": nan,
+            "chance_accuracy": nan,
+            "positive_rate": nan,
+            "num_finds": 0.0,
+        }
     pred = s > threshold
     tp = int((pred & y).sum())
     fp = int((pred & ~y).sum())
@@ -85,8 +93,9 @@ class FindEvaluator(COCOEvaluator):
         # mixed box-only / mask ground truth: the images segm AP can score (None: all or none)
         self._segm_image_ids: Optional[Set[int]] = None
         if "segm" in self._tasks and self._has_gt_masks:
-            with_masks = {i for i in self._gt_image_ids
-                          if all("segmentation" in a for a in self._coco_gt.imgToAnns.get(i, []))}
+            with_masks = {
+                i for i in self._gt_image_ids if all("segmentation" in a for a in self._coco_gt.imgToAnns.get(i, []))
+            }
             if len(with_masks) < len(self._gt_image_ids):
                 self._segm_image_ids = with_masks
 
@@ -98,8 +107,11 @@ class FindEvaluator(COCOEvaluator):
         """Contiguous ids of the concepts with a non-crowd GT instance in ``image_id``."""
         to_contiguous = {d: c for c, d in self._contiguous_to_dataset_id.items()}
         anns = self._coco_gt.imgToAnns.get(image_id, [])
-        return {to_contiguous[a["category_id"]] for a in anns
-                if not a.get("iscrowd", 0) and a["category_id"] in to_contiguous}
+        return {
+            to_contiguous[a["category_id"]]
+            for a in anns
+            if not a.get("iscrowd", 0) and a["category_id"] in to_contiguous
+        }
 
     def process(self, inputs: List[Dict[str, Any]], outputs: List[Dict[str, Any]]) -> None:
         kept_outputs = []
@@ -160,21 +172,26 @@ class FindEvaluator(COCOEvaluator):
         results["presence"] = metrics
         return results
 
-    def _evaluate_segm_on_mask_images(self, predictions: List[Dict[str, Any]],
-                                      img_ids: Optional[Sequence[int]]) -> Optional[Dict[str, float]]:
+    def _evaluate_segm_on_mask_images(
+        self, predictions: List[Dict[str, Any]], img_ids: Optional[Sequence[int]]
+    ) -> Optional[Dict[str, float]]:
         """segm AP over the evaluated images whose every GT annotation has a mask (mixed json)."""
         ids = sorted({p["image_id"] for p in predictions}) if img_ids is None else list(img_ids)
         kept = [i for i in ids if i in self._segm_image_ids]
         if not kept:
-            logger.warning(f"FindEvaluator({self._dataset_name}): none of the {len(ids)} evaluated images has a mask "
-                           "for every annotation; skipping segm (bbox and presence are reported)")
+            logger.warning(
+                f"FindEvaluator({self._dataset_name}): none of the {len(ids)} evaluated images has a mask "
+                "for every annotation; skipping segm (bbox and presence are reported)"
+            )
             return None
         kept_set = set(kept)
         coco_results = [r for p in predictions if p["image_id"] in kept_set for r in p["instances"]]
         if coco_results and not any("segmentation" in r for r in coco_results):
             logger.warning(f"FindEvaluator({self._dataset_name}): predictions have no pred_masks; skipping segm")
             return None
-        logger.info(f"FindEvaluator({self._dataset_name}): segm AP over the {len(kept)} of {len(ids)} images whose "
-                    "every annotation has a mask (the others have box-only annotations)")
+        logger.info(
+            f"FindEvaluator({self._dataset_name}): segm AP over the {len(kept)} of {len(ids)} images whose "
+            "every annotation has a mask (the others have box-only annotations)"
+        )
         coco_eval = evaluate_predictions_on_coco(self._coco_gt, coco_results, "segm", kept, self._max_dets)
         return self._derive_results(coco_eval, "segm")

@@ -8,6 +8,7 @@ positives. SQ = mean IoU of the matches, RQ = TP / (TP + FP/2 + FN/2); each is a
 categories that have a TP, FP or FN (Kirillov et al., "Panoptic Segmentation", CVPR 2019, as in
 the COCO panoptic evaluation).
 """
+
 import json
 import logging
 import os
@@ -94,9 +95,11 @@ class PanopticEvaluator(DatasetEvaluator):
         """Add each image's TP / FP / FN counts and matched IoUs to the per-category totals."""
         for inp, out in zip(inputs, outputs):
             if "panoptic_seg" not in out:
-                raise DatasetError(f"PanopticEvaluator({self._dataset_name}): the model's outputs have no "
-                                   f"'panoptic_seg' (only {sorted(out)}); Mask2Former: set "
-                                   f"MODEL.MASK_FORMER.TEST.PANOPTIC_ON True")
+                raise DatasetError(
+                    f"PanopticEvaluator({self._dataset_name}): the model's outputs have no "
+                    f"'panoptic_seg' (only {sorted(out)}); Mask2Former: set "
+                    f"MODEL.MASK_FORMER.TEST.PANOPTIC_ON True"
+                )
             seg, info = out["panoptic_seg"]
             if info is None:
                 raise ValueError("PanopticEvaluator: panoptic_seg needs its segments_info (got None)")
@@ -104,8 +107,10 @@ class PanopticEvaluator(DatasetEvaluator):
             gt_seg, gt_info = self._load_gt(inp)
             where = f"PanopticEvaluator({self._dataset_name}): image {inp.get('image_id')!r}"
             if gt_seg.shape != seg.shape:
-                raise DatasetError(f"{where}: prediction is {seg.shape[0]}x{seg.shape[1]} but the ground truth is "
-                                   f"{gt_seg.shape[0]}x{gt_seg.shape[1]}")
+                raise DatasetError(
+                    f"{where}: prediction is {seg.shape[0]}x{seg.shape[1]} but the ground truth is "
+                    f"{gt_seg.shape[0]}x{gt_seg.shape[1]}"
+                )
             for s in list(info) + list(gt_info):
                 if not 0 <= int(s["category_id"]) < len(self._class_names):
                     raise DatasetError(
@@ -123,11 +128,20 @@ class PanopticEvaluator(DatasetEvaluator):
             os.makedirs(self._output_dir, exist_ok=True)
             with open(os.path.join(self._output_dir, "panoptic_evaluation.json"), "w") as f:
                 json.dump(res, f)
-        rows = [[group, _fmt(res[f"PQ{sfx}"]), _fmt(res[f"SQ{sfx}"]), _fmt(res[f"RQ{sfx}"]),
-                 int(res[f"num_categories{sfx}"])]
-                for group, sfx in (("All", ""), ("Things", "_th"), ("Stuff", "_st"))]
-        logger.info(f"Panoptic segmentation on {self._dataset_name}:\n"
-                    + tabulate(rows, headers=["", "PQ", "SQ", "RQ", "#categories"], tablefmt="pipe", numalign="left"))
+        rows = [
+            [
+                group,
+                _fmt(res[f"PQ{sfx}"]),
+                _fmt(res[f"SQ{sfx}"]),
+                _fmt(res[f"RQ{sfx}"]),
+                int(res[f"num_categories{sfx}"]),
+            ]
+            for group, sfx in (("All", ""), ("Things", "_th"), ("Stuff", "_st"))
+        ]
+        logger.info(
+            f"Panoptic segmentation on {self._dataset_name}:\n"
+            + tabulate(rows, headers=["", "PQ", "SQ", "RQ", "#categories"], tablefmt="pipe", numalign="left")
+        )
         return OrderedDict(panoptic_seg=res)
 
 
@@ -135,8 +149,14 @@ def _fmt(v: float) -> str:
     return "nan" if np.isnan(v) else f"{v:.3f}"
 
 
-def pq_image_stats(gt_seg: np.ndarray, gt_info: Sequence[Dict[str, Any]], pred_seg: np.ndarray,
-                   pred_info: Sequence[Dict[str, Any]], num_classes: int, where: str = "") -> np.ndarray:
+def pq_image_stats(
+    gt_seg: np.ndarray,
+    gt_info: Sequence[Dict[str, Any]],
+    pred_seg: np.ndarray,
+    pred_info: Sequence[Dict[str, Any]],
+    num_classes: int,
+    where: str = "",
+) -> np.ndarray:
     """One image's per-category ``[num_classes, 4]`` (TP, FP, FN, sum of matched IoUs).
     ``gt_seg`` / ``pred_seg``: int [H, W] segment ids, 0 = void; ``*_info``: the segments
     (``id``, ``category_id``; ``iscrowd`` for the GT)."""
@@ -147,8 +167,9 @@ def pq_image_stats(gt_seg: np.ndarray, gt_info: Sequence[Dict[str, Any]], pred_s
     for name, seg, segs in (("prediction", pred_seg, pred), ("ground truth", gt_seg, gt)):
         unknown = set(np.unique(seg).tolist()) - set(segs) - {0}
         if unknown:
-            raise DatasetError(f"{where}: the {name} map has segment ids {sorted(unknown)[:5]} that are not in "
-                               f"its segments_info")
+            raise DatasetError(
+                f"{where}: the {name} map has segment ids {sorted(unknown)[:5]} that are not in its segments_info"
+            )
     offset = int(pred_seg.max()) + 1
     pair_ids, pair_counts = np.unique(gt_seg * offset + pred_seg, return_counts=True)
     inter = {(int(k) // offset, int(k) % offset): int(c) for k, c in zip(pair_ids, pair_counts)}

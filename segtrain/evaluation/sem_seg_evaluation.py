@@ -1,4 +1,5 @@
 """Semantic segmentation metrics (mIoU, fwIoU, mACC, pACC, per-class IoU / accuracy)."""
+
 import json
 import logging
 import os
@@ -18,8 +19,7 @@ from segtrain.utils.errors import DatasetError
 from .build import EVALUATOR_REGISTRY
 from .evaluator import DatasetDictIndex, DatasetEvaluator, sum_over_processes
 
-__all__ = ["SemSegEvaluator", "semantic_gt_from_annotations", "semantic_gt_from_panoptic",
-           "sem_seg_metrics"]
+__all__ = ["SemSegEvaluator", "semantic_gt_from_annotations", "semantic_gt_from_panoptic", "sem_seg_metrics"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,8 +98,10 @@ class SemSegEvaluator(DatasetEvaluator):
         k = self._num_classes
         for inp, out in zip(inputs, outputs):
             if "sem_seg" not in out:
-                raise DatasetError(f"SemSegEvaluator({self._dataset_name}): the model's outputs have no 'sem_seg' "
-                                   f"(only {sorted(out)}); Mask2Former: set MODEL.MASK_FORMER.TEST.SEMANTIC_ON True")
+                raise DatasetError(
+                    f"SemSegEvaluator({self._dataset_name}): the model's outputs have no 'sem_seg' "
+                    f"(only {sorted(out)}); Mask2Former: set MODEL.MASK_FORMER.TEST.SEMANTIC_ON True"
+                )
             sem = out["sem_seg"]
             sem = sem.detach().cpu() if isinstance(sem, torch.Tensor) else torch.as_tensor(sem)
             pred = sem.argmax(dim=0) if sem.dim() == 3 else sem

@@ -11,6 +11,7 @@ Conventions follow the DAVIS 2017 evaluation (and the SA-V evaluator built on it
 - Per object: mean over frames ("J"), recall (share of frames above 0.5) and decay (mean of
   the first quarter of the frames minus the last quarter). Overall: the mean over objects.
 """
+
 import json
 import logging
 import os
@@ -301,8 +302,15 @@ class VideoEvaluator(DatasetEvaluator):
                 preds = _predictions_by_object({"pred_masks": masks, "obj_ids": out.get("obj_ids")}, vid)
                 self._score(vid, obj_ids, gt, frames, preds, prompt=str(kind))
 
-    def _score(self, vid: Any, obj_ids: List[Any], gt: np.ndarray, frames: List[int],
-               preds: Mapping[Any, np.ndarray], prompt: Optional[str]) -> None:
+    def _score(
+        self,
+        vid: Any,
+        obj_ids: List[Any],
+        gt: np.ndarray,
+        frames: List[int],
+        preds: Mapping[Any, np.ndarray],
+        prompt: Optional[str],
+    ) -> None:
         unknown = [k for k in preds if k not in set(obj_ids)]
         if unknown:
             logger.warning("video id %s: predictions for unknown object id(s) %s are ignored", vid, unknown[:10])
@@ -319,14 +327,16 @@ class VideoEvaluator(DatasetEvaluator):
                     f"video id {vid} object id {oid}: predicted masks are {list(p.shape)} (TxHxW), "
                     f"GT is {list(g.shape)} at the original size"
                 )
-            self._records.append({
-                "video_id": vid,
-                "obj_id": oid,
-                "prompt": prompt,
-                "frames": frames[keep],
-                "J": db_eval_iou(g[keep], p[keep]).tolist(),
-                "F": db_eval_boundary(g[keep], p[keep], self._bound_th).tolist(),
-            })
+            self._records.append(
+                {
+                    "video_id": vid,
+                    "obj_id": oid,
+                    "prompt": prompt,
+                    "frames": frames[keep],
+                    "J": db_eval_iou(g[keep], p[keep]).tolist(),
+                    "F": db_eval_boundary(g[keep], p[keep], self._bound_th).tolist(),
+                }
+            )
 
     def evaluate(self) -> "Optional[OrderedDict[str, Dict[str, float]]]":
         records = self._records
@@ -368,8 +378,19 @@ class VideoEvaluator(DatasetEvaluator):
         for r in records:
             jm, jr, jd = db_statistics(np.asarray(r["J"]))
             fm, fr, fd = db_statistics(np.asarray(r["F"]))
-            rows.append({"video_id": r["video_id"], "obj_id": r["obj_id"], "J": jm, "J_recall": jr, "J_decay": jd,
-                         "F": fm, "F_recall": fr, "F_decay": fd, "J&F": (jm + fm) / 2})
+            rows.append(
+                {
+                    "video_id": r["video_id"],
+                    "obj_id": r["obj_id"],
+                    "J": jm,
+                    "J_recall": jr,
+                    "J_decay": jd,
+                    "F": fm,
+                    "F_recall": fr,
+                    "F_decay": fd,
+                    "J&F": (jm + fm) / 2,
+                }
+            )
 
         def mean(key: str) -> float:
             return float(np.nanmean([row[key] for row in rows])) * 100
@@ -381,7 +402,7 @@ class VideoEvaluator(DatasetEvaluator):
         res["num_objects"] = len(rows)
         res["num_videos"] = len({row["video_id"] for row in rows})
 
-        what = "" if name == "video" else f", {name[len('video_'):]} prompts"
+        what = "" if name == "video" else f", {name[len('video_') :]} prompts"
         if name == "video":  # the extra prompt kinds' per-object rows are in video_metrics.json only
             table = [[row["video_id"], row["obj_id"], 100 * row["J&F"], 100 * row["J"], 100 * row["F"]] for row in rows]
             logger.info(
@@ -389,7 +410,8 @@ class VideoEvaluator(DatasetEvaluator):
                 tabulate(table, headers=["video", "object", "J&F", "J", "F"], tablefmt="pipe", floatfmt=".1f"),
             )
         logger.info(
-            "Video segmentation results (%%%s):\n%s", what,
+            "Video segmentation results (%%%s):\n%s",
+            what,
             tabulate([[res[k] for k in res]], headers=list(res), tablefmt="pipe", floatfmt=".2f"),
         )
         return res, rows

@@ -8,6 +8,7 @@ Every binary cross-entropy goes through the logits form
 (``binary_cross_entropy_with_logits`` / ``softplus``), never ``log(sigmoid(x))``,
 so large logits do not produce ``inf`` or ``nan``.
 """
+
 import math
 from typing import Optional, Tuple, Union
 
@@ -53,7 +54,9 @@ def dice_loss(inputs: Tensor, targets: Tensor, num_masks: Number, loss_on_multim
     p = inputs.sigmoid()
     if loss_on_multimask:
         if inputs.dim() != 4:
-            raise ValueError(f"dice_loss(loss_on_multimask=True) expects [N, M, H, W] inputs, got shape {tuple(inputs.shape)}")
+            raise ValueError(
+                f"dice_loss(loss_on_multimask=True) expects [N, M, H, W] inputs, got shape {tuple(inputs.shape)}"
+            )
         p, t = p.flatten(2), targets.flatten(2)
     else:
         p, t = p.flatten(1), targets.flatten(1)
@@ -89,7 +92,8 @@ def sigmoid_focal_loss(
     if loss_on_multimask:
         if loss.dim() != 4:
             raise ValueError(
-                f"sigmoid_focal_loss(loss_on_multimask=True) expects [N, M, H, W] inputs, got shape {tuple(inputs.shape)}"
+                "sigmoid_focal_loss(loss_on_multimask=True) expects [N, M, H, W] inputs, "
+                f"got shape {tuple(inputs.shape)}"
             )
         return loss.flatten(2).mean(-1) / num_masks
     return loss.flatten(1).mean(1).sum() / num_masks
@@ -125,10 +129,13 @@ def iou_loss(
     ``loss_on_multimask``, else the sum / n. The gradient flows into ``pred_ious`` only.
     """
     if loss_on_multimask and inputs.dim() != 4:
-        raise ValueError(f"iou_loss(loss_on_multimask=True) expects [N, M, H, W] inputs, got shape {tuple(inputs.shape)}")
+        raise ValueError(
+            f"iou_loss(loss_on_multimask=True) expects [N, M, H, W] inputs, got shape {tuple(inputs.shape)}"
+        )
     if actual_ious is None:
-        actual_ious = mask_ious(inputs, targets, pred_ious.dim(),
-                                pred_ious.dtype if pred_ious.is_floating_point() else torch.float32)
+        actual_ious = mask_ious(
+            inputs, targets, pred_ious.dim(), pred_ious.dtype if pred_ious.is_floating_point() else torch.float32
+        )
     if use_l1_loss:
         loss = F.l1_loss(pred_ious, actual_ious, reduction="none")
     else:
@@ -174,7 +181,7 @@ def batch_sigmoid_focal_class_cost(logits: Tensor, alpha: float = 0.25, gamma: f
     the logs taken as ``logsigmoid(x)`` and ``logsigmoid(-x)`` (finite for any x).
     """
     p = logits.sigmoid()
-    neg = -(1 - alpha) * (p ** gamma) * F.logsigmoid(-logits)
+    neg = -(1 - alpha) * (p**gamma) * F.logsigmoid(-logits)
     pos = -alpha * ((1 - p) ** gamma) * F.logsigmoid(logits)
     return pos - neg
 
@@ -186,7 +193,7 @@ def _focal_dice_terms(x: Tensor, t: Tensor, alpha: float, gamma: float, need_gra
     p = torch.sigmoid(x)
     ce = F.binary_cross_entropy_with_logits(x, t, reduction="none")
     one_minus_pt = 1 - (p * t + (1 - p) * (1 - t))
-    focal = ce * one_minus_pt ** gamma
+    focal = ce * one_minus_pt**gamma
     a = alpha * t + (1 - alpha) * (1 - t) if alpha >= 0 else None
     if a is not None:
         focal = a * focal
@@ -206,7 +213,7 @@ class _UpsampledFocalDice(torch.autograd.Function):
         size = tgt.shape[-2:]
         per_chunk = []  # (focal mean, sum p*t, sum p, sum t) per mask, for each chunk
         for lo in range(0, K, chunk):
-            x = _upsample(src[lo:lo + chunk], size).flatten(1)
+            x = _upsample(src[lo : lo + chunk], size).flatten(1)
             t = _target_chunk(tgt, tgt_rows, lo, chunk, x.dtype)
             per_chunk.append(_focal_dice_terms(x, t, alpha, gamma, need_grad=False)[0])
             del x, t
@@ -231,13 +238,13 @@ class _UpsampledFocalDice(torch.autograd.Function):
         scale_mask = g_mask / (num_masks * P)  # focal: mean over P, sum over masks, / n
         scale_dice = g_dice / num_masks
         for lo in range(0, K, chunk):
-            x = _upsample(src[lo:lo + chunk], size).flatten(1)
+            x = _upsample(src[lo : lo + chunk], size).flatten(1)
             t = _target_chunk(tgt, tgt_rows, lo, chunk, x.dtype)
             _, (p, ce, one_minus_pt, a) = _focal_dice_terms(x, t, alpha, gamma, need_grad=True)
             del x
             dp = p * (1 - p)  # d sigmoid / dx
             # d/dx of ce * (1 - p_t)**gamma: (p - t) (1-p_t)^g - g ce (1-p_t)^(g-1) dp (2t - 1)
-            gx = (p - t) * one_minus_pt ** gamma
+            gx = (p - t) * one_minus_pt**gamma
             if gamma != 0:
                 gx -= gamma * ce * one_minus_pt ** (gamma - 1) * dp * (2 * t - 1)
             del ce
@@ -245,18 +252,18 @@ class _UpsampledFocalDice(torch.autograd.Function):
                 gx *= a
             gx *= scale_mask
             # dice_i = 1 - N_i / D_i, N_i = 2 sum(p t) + 1, D_i = sum(p) + sum(t) + 1
-            n_i = numerator[lo:lo + chunk, None]
-            d_i = denominator[lo:lo + chunk, None]
+            n_i = numerator[lo : lo + chunk, None]
+            d_i = denominator[lo : lo + chunk, None]
             gx -= scale_dice * (2 * t * d_i - n_i) / (d_i * d_i) * dp
             del p, dp, t, one_minus_pt, a
-            grad[lo:lo + chunk] = _upsample_backward(gx.view(-1, *size), (h, w))
+            grad[lo : lo + chunk] = _upsample_backward(gx.view(-1, *size), (h, w))
         return grad, None, None, None, None, None, None
 
 
 def _target_chunk(tgt: Tensor, rows: Tensor, lo: int, chunk: int, dtype) -> Tensor:
     """Targets of masks ``lo:lo+chunk`` as [c, H*W] in ``dtype`` (gathered by ``rows`` when
     it is not empty, so the caller never copies all K targets)."""
-    t = tgt[rows[lo:lo + chunk]] if rows.numel() else tgt[lo:lo + chunk]
+    t = tgt[rows[lo : lo + chunk]] if rows.numel() else tgt[lo : lo + chunk]
     return t.flatten(1).to(dtype)
 
 
@@ -273,12 +280,19 @@ def _upsample_backward(grad_up: Tensor, in_size) -> Tensor:
         return grad_up
     c = grad_up.shape[0]
     return torch.ops.aten.upsample_bilinear2d_backward(
-        grad_up[:, None], list(grad_up.shape[-2:]), [c, 1, int(in_size[0]), int(in_size[1])], False, None, None)[:, 0]
+        grad_up[:, None], list(grad_up.shape[-2:]), [c, 1, int(in_size[0]), int(in_size[1])], False, None, None
+    )[:, 0]
 
 
-def upsampled_focal_dice_loss(src: Tensor, tgt: Tensor, num_masks: Number, alpha: float = 0.25, gamma: float = 2,
-                              max_upsampled_fraction: float = 0.0625, tgt_rows: Optional[Tensor] = None
-                              ) -> Tuple[Tensor, Tensor]:
+def upsampled_focal_dice_loss(
+    src: Tensor,
+    tgt: Tensor,
+    num_masks: Number,
+    alpha: float = 0.25,
+    gamma: float = 2,
+    max_upsampled_fraction: float = 0.0625,
+    tgt_rows: Optional[Tensor] = None,
+) -> Tuple[Tensor, Tensor]:
     """``sigmoid_focal_loss`` and ``dice_loss`` of low-resolution logits upsampled to the
     targets' size, without keeping the upsampled logits.
 
@@ -298,9 +312,11 @@ def upsampled_focal_dice_loss(src: Tensor, tgt: Tensor, num_masks: Number, alpha
     rows = tgt_rows if tgt_rows is not None else torch.zeros(0, dtype=torch.int64, device=tgt.device)
     K = src.shape[0]
     if src.dim() != 3 or tgt.dim() != 3 or (tgt.shape[0] if tgt_rows is None else rows.numel()) != K:
-        raise ValueError(f"upsampled_focal_dice_loss expects src [K, h, w] and tgt [K, H, W] (or tgt_rows [K]), got "
-                         f"shapes {tuple(src.shape)} and {tuple(tgt.shape)}"
-                         + ("" if tgt_rows is None else f" with {rows.numel()} tgt_rows"))
+        raise ValueError(
+            f"upsampled_focal_dice_loss expects src [K, h, w] and tgt [K, H, W] (or tgt_rows [K]), got "
+            f"shapes {tuple(src.shape)} and {tuple(tgt.shape)}"
+            + ("" if tgt_rows is None else f" with {rows.numel()} tgt_rows")
+        )
     chunk = max(1, math.ceil(max_upsampled_fraction * K))
     dev_type = src.device.type if src.device.type in ("cuda", "cpu", "xpu", "mps") else "cpu"
     with torch.autocast(device_type=dev_type, enabled=False):  # in src's own (>= float32) precision

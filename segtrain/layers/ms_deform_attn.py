@@ -23,6 +23,7 @@ sampling_locations [N, Lq, M, L, P, 2] as (x, y) in [0, 1] (0 = left/top edge, 1
 right/bottom edge; outside = zero padding); attention_weights [N, Lq, M, L, P].
 Output [N, Lq, M * D].
 """
+
 import logging
 import math
 import warnings
@@ -107,8 +108,7 @@ def _value_grad_coo(flat_rows: torch.Tensor, weights: torch.Tensor, g: torch.Ten
     return torch.sparse.mm(at, g)
 
 
-def _value_grad_sorted(flat_rows: torch.Tensor, weights: torch.Tensor, g: torch.Tensor, K: int,
-                       T: int) -> torch.Tensor:
+def _value_grad_sorted(flat_rows: torch.Tensor, weights: torch.Tensor, g: torch.Tensor, K: int, T: int) -> torch.Tensor:
     # the narrowest integer keys that hold every row: the sort (the dominant cost) is parallel,
     # and int16 keys sort 2.4x faster than int32 at 2 threads (docs/benchmarks.md)
     key_dtype = torch.int16 if T <= torch.iinfo(torch.int16).max else torch.int32
@@ -122,8 +122,9 @@ def _value_grad_sorted(flat_rows: torch.Tensor, weights: torch.Tensor, g: torch.
     return at @ g
 
 
-def value_grad(flat_rows: torch.Tensor, weights: torch.Tensor, g: torch.Tensor, K: int, T: int,
-               path: Optional[str] = None) -> torch.Tensor:
+def value_grad(
+    flat_rows: torch.Tensor, weights: torch.Tensor, g: torch.Tensor, K: int, T: int, path: Optional[str] = None
+) -> torch.Tensor:
     """Gradient of ``value.reshape(T, D)`` for the bag sums of ``_MSDeformAttnFunction``.
 
     flat_rows [R*K] int64 value rows, weights [R*K], g [R, D] output gradient of each bag.
@@ -164,8 +165,7 @@ class _MSDeformAttnFunction(torch.autograd.Function):
         weights = wya.unsqueeze(-1) * wx.unsqueeze(-2)  # [N, Lq, M, L, P, 2, 2]
         R, K = N * Lq * M, L * P * 4
         table = value.reshape(N * S * M, D)
-        out = F.embedding_bag(rows.view(R, K), table, per_sample_weights=weights.view(R, K).to(value.dtype),
-                              mode="sum")
+        out = F.embedding_bag(rows.view(R, K), table, per_sample_weights=weights.view(R, K).to(value.dtype), mode="sum")
         ctx.save_for_backward(value, rows, weights, wx, wy, vx, vy, attn, W_l, H_l)
         ctx.value_dtype = value.dtype
         ctx.loc_dtype = sampling_locations.dtype
@@ -196,8 +196,9 @@ class _MSDeformAttnFunction(torch.autograd.Function):
                 crow = torch.arange(0, R * K + 1, K, device=g.device)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    pattern = torch.sparse_csr_tensor(crow, flat_rows, weights.reshape(-1), size=(R, T),
-                                                      check_invariants=False)
+                    pattern = torch.sparse_csr_tensor(
+                        crow, flat_rows, weights.reshape(-1), size=(R, T), check_invariants=False
+                    )
                     gw = torch.sparse.sampled_addmm(pattern, g, table.t(), beta=0.0).values()
             else:
                 gw = torch.bmm(table[rows.view(R, K)], g.unsqueeze(-1))
@@ -239,8 +240,10 @@ def ms_deform_attn_core(
     if len(shapes) != L:
         raise ValueError(f"ms_deform_attn: {len(shapes)} spatial shapes for {L} levels in sampling_locations")
     if sum(h * w for h, w in shapes) != S:
-        raise ValueError(f"ms_deform_attn: value has {S} positions but spatial shapes {shapes} sum to "
-                         f"{sum(h * w for h, w in shapes)}")
+        raise ValueError(
+            f"ms_deform_attn: value has {S} positions but spatial shapes {shapes} sum to "
+            f"{sum(h * w for h, w in shapes)}"
+        )
     return _MSDeformAttnFunction.apply(value, shapes, sampling_locations, attention_weights, value_grad_path)
 
 
@@ -322,14 +325,19 @@ class MSDeformAttn(nn.Module):
         if reference_points.shape[-1] == 2:
             # Offsets are in pixels of each level: normalise by (W_l, H_l).
             offset_normalizer = torch.stack([shapes[..., 1], shapes[..., 0]], -1).to(sampling_offsets.dtype)
-            sampling_locations = (reference_points[:, :, None, :, None, :]
-                                  + sampling_offsets / offset_normalizer[None, None, None, :, None, :])
+            sampling_locations = (
+                reference_points[:, :, None, :, None, :]
+                + sampling_offsets / offset_normalizer[None, None, None, :, None, :]
+            )
         elif reference_points.shape[-1] == 4:
-            sampling_locations = (reference_points[:, :, None, :, None, :2]
-                                  + sampling_offsets / P * reference_points[:, :, None, :, None, 2:] * 0.5)
+            sampling_locations = (
+                reference_points[:, :, None, :, None, :2]
+                + sampling_offsets / P * reference_points[:, :, None, :, None, 2:] * 0.5
+            )
         else:
             raise ValueError(
-                f"MSDeformAttn: last dim of reference_points must be 2 or 4, got {reference_points.shape[-1]}")
+                f"MSDeformAttn: last dim of reference_points must be 2 or 4, got {reference_points.shape[-1]}"
+            )
         if spatial_shapes_list is not None:
             core_shapes = spatial_shapes_list
         elif not isinstance(input_spatial_shapes, torch.Tensor):

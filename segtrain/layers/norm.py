@@ -1,4 +1,5 @@
 """Normalization layers: ``FrozenBatchNorm2d`` and ``get_norm`` (name -> norm module)."""
+
 import logging
 from typing import Callable, Union
 
@@ -44,7 +45,9 @@ class FrozenBatchNorm2d(nn.Module):
         shift = self.bias - self.running_mean * scale
         return x * scale.to(x.dtype).reshape(1, -1, 1, 1) + shift.to(x.dtype).reshape(1, -1, 1, 1)
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
         # A BN checkpoint carries num_batches_tracked, which means nothing once frozen.
         state_dict.pop(prefix + "num_batches_tracked", None)
         # Old Caffe2-converted checkpoints have no running stats: identity statistics.
@@ -52,7 +55,9 @@ class FrozenBatchNorm2d(nn.Module):
             state_dict[prefix + "running_mean"] = torch.zeros_like(self.running_mean)
         if prefix + "running_var" not in state_dict and prefix + "weight" in state_dict:
             state_dict[prefix + "running_var"] = torch.ones_like(self.running_var)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def extra_repr(self) -> str:
         return f"num_features={self.num_features}, eps={self.eps}"

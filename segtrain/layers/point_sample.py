@@ -4,6 +4,7 @@ Coordinates are normalized to [0, 1]^2 as ``(x, y)``; ``(0, 0)`` is the top-left
 corner of the top-left pixel and ``(1, 1)`` the bottom-right corner of the
 bottom-right pixel (``grid_sample`` with ``align_corners=False``).
 """
+
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -57,7 +58,7 @@ def topk_indices_unordered(values: Tensor, k: int) -> Tensor:
         return torch.topk(values, k, dim=1, sorted=False)[1]
     # ascending partition around position S - k: the k entries from there on are the largest,
     # and numpy orders NaN after every number, so NaN is taken first, as topk takes it
-    idx = np.argpartition(values.detach().numpy(), S - k, axis=1)[:, S - k:]
+    idx = np.argpartition(values.detach().numpy(), S - k, axis=1)[:, S - k :]
     return torch.from_numpy(idx)
 
 
@@ -135,12 +136,12 @@ def select_uncertain_grid_points(
         n, S = over.shape[:2]
         # -1 + 2 * xy in one pass: 2 * xy is exact, so this is point_sample's (coords * 2.0).sub_(1.0)
         grid = torch.add(minus_one, over, alpha=2.0, out=over)
-        logits = F.grid_sample(coarse_logits[lo:lo + n], grid.unsqueeze(2), align_corners=False)  # [n, 1, S, 1]
+        logits = F.grid_sample(coarse_logits[lo : lo + n], grid.unsqueeze(2), align_corners=False)  # [n, 1, S, 1]
         idx = topk_indices_unordered(uncertainty_func(logits.view(n, 1, S))[:, 0], k)
-        _gather_points(grid, idx, out[lo:lo + n, :k])
+        _gather_points(grid, idx, out[lo : lo + n, :k])
         if R:
             torch.add(minus_one, rand, alpha=2.0, out=rand)
-            out[lo:lo + n, k:] = rand
+            out[lo : lo + n, k:] = rand
         lo += n
     if lo != N:
         raise ValueError(f"select_uncertain_grid_points: the point groups cover {lo} rows, coarse_logits has {N}")

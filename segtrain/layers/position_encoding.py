@@ -1,4 +1,5 @@
 """Sine position embedding of image feature maps (DETR / Mask2Former)."""
+
 import math
 from typing import Optional
 
@@ -20,8 +21,13 @@ class PositionEmbeddingSine(nn.Module):
     -> [B, 2 * num_pos_feats, H, W] float32, channels ordered (y sin/cos..., x sin/cos...).
     """
 
-    def __init__(self, num_pos_feats: int = 64, temperature: float = 10000, normalize: bool = False,
-                 scale: Optional[float] = None):
+    def __init__(
+        self,
+        num_pos_feats: int = 64,
+        temperature: float = 10000,
+        normalize: bool = False,
+        scale: Optional[float] = None,
+    ):
         super().__init__()
         self.num_pos_feats = num_pos_feats
         self.temperature = temperature
@@ -52,5 +58,7 @@ class PositionEmbeddingSine(nn.Module):
         return torch.cat((pos_y, pos_x), dim=3).permute(0, 3, 1, 2)
 
     def extra_repr(self) -> str:
-        return (f"num_pos_feats={self.num_pos_feats}, temperature={self.temperature}, "
-                f"normalize={self.normalize}, scale={self.scale}")
+        return (
+            f"num_pos_feats={self.num_pos_feats}, temperature={self.temperature}, "
+            f"normalize={self.normalize}, scale={self.scale}"
+        )

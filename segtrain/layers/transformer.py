@@ -4,6 +4,7 @@
 Parameter names are those of the official Mask2Former / DETR modules (``self_attn``,
 ``multihead_attn``, ``linear1``, ``norm``, ``layers.{i}``), so official checkpoints load.
 """
+
 from typing import Optional
 
 import torch
@@ -39,8 +40,9 @@ class SelfAttentionLayer(nn.Module):
     forward(tgt [B, Q, C], query_pos [B, Q, C] or None) -> [B, Q, C].
     """
 
-    def __init__(self, d_model: int, nhead: int, dropout: float = 0.0, activation: str = "relu",
-                 normalize_before: bool = False):
+    def __init__(
+        self, d_model: int, nhead: int, dropout: float = 0.0, activation: str = "relu", normalize_before: bool = False
+    ):
         super().__init__()
         # batch_first only changes the call layout, not the parameters (in_proj_weight,
         # in_proj_bias, out_proj.*), so official checkpoints still load.
@@ -67,8 +69,9 @@ class CrossAttentionLayer(nn.Module):
     True = blocked (or None), pos [B, S, C], query_pos [B, Q, C]) -> [B, Q, C].
     """
 
-    def __init__(self, d_model: int, nhead: int, dropout: float = 0.0, activation: str = "relu",
-                 normalize_before: bool = False):
+    def __init__(
+        self, d_model: int, nhead: int, dropout: float = 0.0, activation: str = "relu", normalize_before: bool = False
+    ):
         super().__init__()
         self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
         self.norm = nn.LayerNorm(d_model)
@@ -99,8 +102,14 @@ class CrossAttentionLayer(nn.Module):
         out = out.transpose(1, 2).reshape(B, Q, C)
         return attn.out_proj(out)
 
-    def forward(self, tgt: Tensor, memory: Tensor, attn_mask: Optional[Tensor] = None,
-                pos: Optional[Tensor] = None, query_pos: Optional[Tensor] = None) -> Tensor:
+    def forward(
+        self,
+        tgt: Tensor,
+        memory: Tensor,
+        attn_mask: Optional[Tensor] = None,
+        pos: Optional[Tensor] = None,
+        query_pos: Optional[Tensor] = None,
+    ) -> Tensor:
         x = self.norm(tgt) if self.normalize_before else tgt
         out = self._attend(_with_pos(x, query_pos), _with_pos(memory, pos), memory, attn_mask)
         tgt = tgt + self.dropout(out)
@@ -110,8 +119,14 @@ class CrossAttentionLayer(nn.Module):
 class FFNLayer(nn.Module):
     """Two-layer feed-forward block with residual and LayerNorm. [B, Q, C] -> [B, Q, C]."""
 
-    def __init__(self, d_model: int, dim_feedforward: int = 2048, dropout: float = 0.0,
-                 activation: str = "relu", normalize_before: bool = False):
+    def __init__(
+        self,
+        d_model: int,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.0,
+        activation: str = "relu",
+        normalize_before: bool = False,
+    ):
         super().__init__()
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.dropout = nn.Dropout(dropout)
@@ -133,8 +148,7 @@ class MLP(nn.Module):
     Mask2Former and SAM) with ReLU between them; ``sigmoid_output`` squashes the result.
     [..., input_dim] -> [..., output_dim]."""
 
-    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int,
-                 sigmoid_output: bool = False):
+    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int, sigmoid_output: bool = False):
         super().__init__()
         self.num_layers = num_layers
         dims_in = [input_dim] + [hidden_dim] * (num_layers - 1)

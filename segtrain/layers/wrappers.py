@@ -1,4 +1,5 @@
 """Thin wrappers over ``torch.nn`` layers (Detectron2 style)."""
+
 from typing import Callable, Optional
 
 import torch
@@ -45,8 +46,14 @@ class Conv2d(nn.Conv2d):
         return x
 
     def _runs_as_matmul(self, x: torch.Tensor) -> bool:
-        if (x.device.type != "cpu" or x.dim() != 4 or self.groups != 1 or self.dilation != (1, 1)
-                or self.padding_mode != "zeros" or isinstance(self.padding, str)):
+        if (
+            x.device.type != "cpu"
+            or x.dim() != 4
+            or self.groups != 1
+            or self.dilation != (1, 1)
+            or self.padding_mode != "zeros"
+            or isinstance(self.padding, str)
+        ):
             return False
         h, w = _conv_output_hw(x, self.kernel_size, self.stride, self.padding)
         if self.kernel_size == (1, 1) and self.padding == (0, 0):
@@ -59,8 +66,9 @@ def _conv_output_hw(x: torch.Tensor, kernel, stride, padding):
     return tuple((n + 2 * p - k) // s + 1 for n, k, s, p in zip(x.shape[-2:], kernel, stride, padding))
 
 
-def conv2d_as_matmul(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-                     stride=(1, 1), padding=(0, 0)) -> torch.Tensor:
+def conv2d_as_matmul(
+    x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride=(1, 1), padding=(0, 0)
+) -> torch.Tensor:
     """``F.conv2d(x, weight, bias, stride, padding)`` (one group, no dilation) as one matrix
     product per image: ``weight [O, C*kh*kw] @ columns [C*kh*kw, H'*W']``, the columns being
     ``F.unfold`` of the input, or for a 1x1 kernel without padding the strided pixels

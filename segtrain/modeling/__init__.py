@@ -6,8 +6,8 @@ and start-up check.
 As in Detectron2: ``from segtrain.modeling import META_ARCH_REGISTRY, BACKBONE_REGISTRY,
 CRITERION_REGISTRY, MATCHER_REGISTRY, build_model``.
 """
-from . import backbone, criterion, matcher, meta_arch, pixel_decoder  # noqa: F401  (the shared parts first)
-from . import mask2former, sam2, sam3  # noqa: F401  (families register themselves)
+
+from . import backbone, criterion, mask2former, matcher, meta_arch, pixel_decoder, sam2, sam3  # noqa: F401  (the shared parts first)  # noqa: F401  (families register themselves)
 from . import checks as _checks  # noqa: F401  (registers the model keys' start-up checks)
 from .backbone import BACKBONE_REGISTRY, Backbone, build_backbone
 from .criterion import CORE_LOSS_KEY, CRITERION_REGISTRY, build_criterion

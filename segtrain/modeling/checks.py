@@ -1,5 +1,6 @@
 """Start-up checks of the model keys: component names, the criterion against the
 meta-architecture's outputs and aux count, and the number of classes against the datasets."""
+
 from typing import List
 
 from segtrain.config.checks import get_key, num_classes_key, register_check, register_name_key

@@ -1,4 +1,5 @@
 """Post-processing shared by meta-architectures: per-pixel outputs back to the original image size."""
+
 from typing import Tuple
 
 import torch.nn.functional as F

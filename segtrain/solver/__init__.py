@@ -1,4 +1,5 @@
 """Optimizers, gradient clipping, LR schedules and frozen modules."""
+
 from segtrain.config.checks import register_name_key
 
 from .build import (

@@ -1,4 +1,5 @@
 """Optimizer with per-group LR / weight decay, gradient clipping, frozen modules, parameter counts."""
+
 import logging
 import re
 from collections import OrderedDict
@@ -47,13 +48,22 @@ def _is_norm(module: nn.Module) -> bool:
 
 
 def _is_embed(module: nn.Module, param_name: str) -> bool:
-    return (isinstance(module, nn.Embedding) or any(k in param_name for k in _EMBED_NAME_KEYS)
-            or _POS_RE.search(param_name) is not None)
+    return (
+        isinstance(module, nn.Embedding)
+        or any(k in param_name for k in _EMBED_NAME_KEYS)
+        or _POS_RE.search(param_name) is not None
+    )
 
 
-def get_default_optimizer_params(model: nn.Module, *, base_lr: float, weight_decay: float,
-                                 weight_decay_norm: float, weight_decay_embed: float,
-                                 backbone_multiplier: float = 1.0) -> List[Dict]:
+def get_default_optimizer_params(
+    model: nn.Module,
+    *,
+    base_lr: float,
+    weight_decay: float,
+    weight_decay_norm: float,
+    weight_decay_embed: float,
+    backbone_multiplier: float = 1.0,
+) -> List[Dict]:
     """Param groups keyed by (part, kind): part "backbone" (names under ``backbone.``, LR times
     ``backbone_multiplier``) or "head"; kind "norm" (params of norm layers), "embed"
     (``nn.Embedding`` and query / level / position tables) or "default". Frozen params are
@@ -92,19 +102,27 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     )
     if not groups:
         raise ConfigError("no trainable parameters: every parameter is frozen (check MODEL.FROZEN_MODULES)")
-    rows = [(g["name"], f"{g['lr']:.3g}", f"{g['weight_decay']:.3g}", len(g["params"]),
-             sum(p.numel() for p in g["params"])) for g in groups]
-    logger.info(f"{name} parameter groups:\n" + tabulate(rows, headers=["group", "lr", "weight_decay", "tensors",
-                                                                          "params"]))
+    rows = [
+        (g["name"], f"{g['lr']:.3g}", f"{g['weight_decay']:.3g}", len(g["params"]), sum(p.numel() for p in g["params"]))
+        for g in groups
+    ]
+    logger.info(
+        f"{name} parameter groups:\n" + tabulate(rows, headers=["group", "lr", "weight_decay", "tensors", "params"])
+    )
     for g in groups:
         del g["param_names"]
     if name == "AdamW":
-        return torch.optim.AdamW(groups, lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SOLVER.BETAS), **adam_impl_kwargs(groups))
+        return torch.optim.AdamW(
+            groups, lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SOLVER.BETAS), **adam_impl_kwargs(groups)
+        )
     if name == "Adam":
-        return torch.optim.Adam(groups, lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SOLVER.BETAS), **adam_impl_kwargs(groups))
+        return torch.optim.Adam(
+            groups, lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SOLVER.BETAS), **adam_impl_kwargs(groups)
+        )
     if name == "SGD":
-        return torch.optim.SGD(groups, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM,
-                               nesterov=cfg.SOLVER.NESTEROV)
+        return torch.optim.SGD(
+            groups, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM, nesterov=cfg.SOLVER.NESTEROV
+        )
     raise ConfigError(f"SOLVER.OPTIMIZER: unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
 
 
@@ -123,8 +141,7 @@ def adam_impl_kwargs(groups: Iterable[Dict]) -> Dict[str, bool]:
         devices = set(_get_fused_kernels_supported_devices())
     except ImportError:  # torch < 2.4: no CPU kernel, and no such helper
         return {}
-    ok = bool(params) and all(p.device.type in devices and p.is_floating_point() and not p.is_sparse
-                              for p in params)
+    ok = bool(params) and all(p.device.type in devices and p.is_floating_point() and not p.is_sparse for p in params)
     return {"fused": True} if ok else {}
 
 
@@ -144,7 +161,9 @@ def build_gradient_clipper(cfg) -> Optional[Callable[[Iterable[torch.Tensor]], O
 def make_gradient_clipper(clip_type: str, clip_value: float, norm_type: float = 2.0):
     """The clipper of ``build_gradient_clipper`` from plain values."""
     if clip_type not in CLIP_TYPES:
-        raise ConfigError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE: unknown type {clip_type!r}; valid: {', '.join(CLIP_TYPES)}")
+        raise ConfigError(
+            f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE: unknown type {clip_type!r}; valid: {', '.join(CLIP_TYPES)}"
+        )
 
     def clip(params: Iterable[torch.Tensor]) -> Optional[torch.Tensor]:
         params = [p for p in params if p.grad is not None]

@@ -4,6 +4,7 @@ Each is a ``torch.optim.lr_scheduler.LRScheduler`` whose rate is a closed form o
 iteration (``last_epoch``): ``lr(it) = base_lr * warmup(it) * decay(it)``, so ``state_dict``
 round trips exactly and every param group keeps its own ``initial_lr`` (backbone multiplier).
 """
+
 import math
 from bisect import bisect_right
 from typing import List, Sequence
@@ -41,8 +42,15 @@ def warmup_factor_at_iter(method: str, it: int, warmup_iters: int, warmup_factor
 class WarmupLRBase(LRScheduler):
     """Base class: subclasses give ``_decay(it)``, the multiplier after warmup."""
 
-    def __init__(self, optimizer: Optimizer, *, warmup_factor: float = 0.001, warmup_iters: int = 0,
-                 warmup_method: str = "linear", last_epoch: int = -1):
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        *,
+        warmup_factor: float = 0.001,
+        warmup_iters: int = 0,
+        warmup_method: str = "linear",
+        last_epoch: int = -1,
+    ):
         warmup_factor_at_iter(warmup_method, 0, 1, warmup_factor)  # validate the method early
         self.warmup_factor = warmup_factor
         self.warmup_iters = warmup_iters
@@ -132,8 +140,7 @@ def _step(cfg, optimizer, **warmup):
 
 
 def _poly(cfg, optimizer, **warmup):
-    return WarmupPolyLR(optimizer, cfg.SOLVER.MAX_ITER, cfg.SOLVER.POLY_POWER, cfg.SOLVER.BASE_LR_END_FACTOR,
-                        **warmup)
+    return WarmupPolyLR(optimizer, cfg.SOLVER.MAX_ITER, cfg.SOLVER.POLY_POWER, cfg.SOLVER.BASE_LR_END_FACTOR, **warmup)
 
 
 # SOLVER.LR_SCHEDULER_NAME -> builder(cfg, optimizer, **warmup kwargs)
@@ -149,8 +156,13 @@ def build_lr_scheduler(cfg, optimizer: Optimizer) -> LRScheduler:
     """The schedule named by ``SOLVER.LR_SCHEDULER_NAME`` with the ``SOLVER.WARMUP_*`` warmup."""
     name = cfg.SOLVER.LR_SCHEDULER_NAME
     if name not in LR_SCHEDULERS:
-        raise ConfigError(f"SOLVER.LR_SCHEDULER_NAME: unknown scheduler {name!r}.{format_suggestions(name, LR_SCHEDULERS)}"
-                          f" Valid: {', '.join(LR_SCHEDULERS)}")
-    warmup = dict(warmup_factor=cfg.SOLVER.WARMUP_FACTOR, warmup_iters=cfg.SOLVER.WARMUP_ITERS,
-                  warmup_method=cfg.SOLVER.WARMUP_METHOD)
+        raise ConfigError(
+            f"SOLVER.LR_SCHEDULER_NAME: unknown scheduler {name!r}.{format_suggestions(name, LR_SCHEDULERS)}"
+            f" Valid: {', '.join(LR_SCHEDULERS)}"
+        )
+    warmup = dict(
+        warmup_factor=cfg.SOLVER.WARMUP_FACTOR,
+        warmup_iters=cfg.SOLVER.WARMUP_ITERS,
+        warmup_method=cfg.SOLVER.WARMUP_METHOD,
+    )
     return LR_SCHEDULERS[name](cfg, optimizer, **warmup)

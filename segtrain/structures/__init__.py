@@ -1,4 +1,5 @@
 """Data structures shared by data, models and evaluation."""
+
 from .boxes import (
     box_area,
     box_cxcywh_to_xyxy,

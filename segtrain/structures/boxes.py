@@ -6,6 +6,7 @@ a zero denominator yields IoU 0 (and GIoU from the remaining term), through a
 safe denominator so the gradient stays finite too. Inverted boxes (x1 < x0) count
 as zero area.
 """
+
 from typing import Tuple
 
 import torch

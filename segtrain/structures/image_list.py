@@ -1,4 +1,5 @@
 """``ImageList``: images of different sizes padded into one batch tensor."""
+
 import logging
 from typing import List, Sequence, Tuple
 
@@ -39,9 +40,7 @@ class ImageList:
         return self.tensor.device
 
     @staticmethod
-    def from_tensors(
-        tensors: Sequence[Tensor], size_divisibility: int = 0, pad_value: float = 0.0
-    ) -> "ImageList":
+    def from_tensors(tensors: Sequence[Tensor], size_divisibility: int = 0, pad_value: float = 0.0) -> "ImageList":
         """Pad ``tensors`` (each [..., h_i, w_i], same leading dims) to a common size.
 
         The size is the per-axis maximum, rounded up to a multiple of ``size_divisibility``

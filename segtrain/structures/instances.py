@@ -1,4 +1,5 @@
 """``Instances``: per-image fields of equal length (targets or predictions)."""
+
 import itertools
 import logging
 from typing import Any, Dict, List, Tuple, Union
@@ -128,9 +129,7 @@ class Instances:
             if other.image_size != first.image_size:
                 raise ValueError(f"Instances.cat: image sizes differ ({first.image_size} vs {other.image_size})")
             if set(other._fields) != set(first._fields):
-                raise ValueError(
-                    f"Instances.cat: fields differ ({sorted(first._fields)} vs {sorted(other._fields)})"
-                )
+                raise ValueError(f"Instances.cat: fields differ ({sorted(first._fields)} vs {sorted(other._fields)})")
         out = Instances(first.image_size)
         for k, v0 in first._fields.items():
             values = [i._fields[k] for i in instance_lists]

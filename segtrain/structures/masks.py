@@ -6,6 +6,7 @@ Box convention (COCO / Detectron2, used everywhere in segtrain): pixel ``(i, j)`
 max_row + 1]`` (x1 / y1 exclusive: one past the last foreground column / row). SAM 2's prompts use
 the inclusive corner (x1 / y1 = the last foreground column / row); they convert from this box.
 """
+
 import logging
 from enum import IntEnum
 from typing import Any, Dict, List, Sequence, Tuple, Union
@@ -157,4 +158,3 @@ def pad_masks(masks: torch.Tensor, size: Tuple[int, int], what: str = "masks") -
     out = masks.new_zeros((masks.shape[0], H, W))
     out[:, :h, :w] = masks
     return out
-

@@ -1,4 +1,5 @@
 """``ShapeSpec``: the channels / size / stride of a feature map, passed between components."""
+
 from typing import NamedTuple, Optional
 
 __all__ = ["ShapeSpec"]

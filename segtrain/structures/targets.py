@@ -19,6 +19,7 @@
 Boxes are normalized by each image's own size ``(h_b, w_b)`` (the valid area before
 batch padding), as SAM 3 normalizes by the image it was annotated on.
 """
+
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -153,7 +154,7 @@ def targets_to_find_packed(
     ids_padded = torch.full((B, maxn), -1, dtype=torch.int64)
     o = 0
     for b, n in enumerate(num):
-        boxes_padded[b, :n] = cxcywh[o:o + n].cpu()
+        boxes_padded[b, :n] = cxcywh[o : o + n].cpu()
         ids_padded[b, :n] = ids[b].cpu()
         o += n
     packed_masks = None
@@ -163,7 +164,7 @@ def targets_to_find_packed(
         packed_masks = torch.zeros((sum(num), H, W), dtype=torch.bool)
         o = 0
         for m in masks:
-            packed_masks[o:o + m.shape[0], : m.shape[1], : m.shape[2]] = m.cpu()
+            packed_masks[o : o + m.shape[0], : m.shape[1], : m.shape[2]] = m.cpu()
             o += m.shape[0]
     return {
         "boxes": cxcywh,
@@ -199,11 +200,11 @@ def find_packed_to_targets(
     for b, (n, (h, w)) in enumerate(zip(num, image_sizes)):
         scale = torch.tensor([w, h, w, h], dtype=torch.float32, device=xyxy.device)
         t = {
-            "labels": labels[o:o + n].long() if labels is not None else torch.zeros(n, dtype=torch.int64),
-            "boxes": xyxy[o:o + n].float() * scale,
+            "labels": labels[o : o + n].long() if labels is not None else torch.zeros(n, dtype=torch.int64),
+            "boxes": xyxy[o : o + n].float() * scale,
         }
         if masks is not None:
-            t["masks"] = masks[o:o + n]
+            t["masks"] = masks[o : o + n]
         if ids is not None:
             t["object_ids"] = ids[b, :n]
         out.append(t)

@@ -17,6 +17,7 @@ Switch: the environment variable ``SEGTRAIN_MALLOC`` = ``tuned`` (default) or ``
 missing, and when the user already set glibc's own ``MALLOC_*_`` variables or
 ``GLIBC_TUNABLES`` (theirs win).
 """
+
 import ctypes
 import ctypes.util
 import logging

@@ -1,4 +1,5 @@
 """Shared behaviour of the ``tools/`` entry points."""
+
 import argparse
 import sys
 from typing import Callable
@@ -28,4 +29,3 @@ def add_config_arguments(parser: argparse.ArgumentParser, overrides_help: str = 
     parser.add_argument("--module", action="append", default=[], help="user module to import first")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help=overrides_help)
-

@@ -1,4 +1,5 @@
 """``collect_env_info``: a table of the versions and devices a run used (logged at start-up)."""
+
 import os
 import platform
 import sys
@@ -6,6 +7,7 @@ import sys
 import numpy as np
 import torch
 from tabulate import tabulate
+
 import segtrain
 
 __all__ = ["collect_env_info"]
@@ -31,8 +33,11 @@ def collect_env_info() -> str:
         ("fvcore", _version("fvcore")),
         ("iopath", _version("iopath")),
         ("pycocotools", _version("pycocotools")),
-        ("CPU", f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                f"torch threads {torch.get_num_threads()}"),
+        (
+            "CPU",
+            f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"torch threads {torch.get_num_threads()}",
+        ),
     ]
     has_cuda = torch.cuda.is_available()
     rows.append(("CUDA available", str(has_cuda)))

@@ -1,6 +1,7 @@
 """Process-group helpers. Every function is a safe no-op in a single process
 (no process group needed); this module and ``segtrain/engine/launch.py`` are the
 only places that import ``torch.distributed``."""
+
 import functools
 from typing import Any, Dict, List
 
@@ -9,9 +10,19 @@ import torch
 import torch.distributed as dist
 
 __all__ = [
-    "is_dist_initialized", "get_world_size", "get_rank", "get_local_rank", "get_local_size",
-    "is_main_process", "synchronize", "all_gather", "gather", "reduce_dict", "all_reduce_mean",
-    "shared_random_seed", "create_local_process_group",
+    "is_dist_initialized",
+    "get_world_size",
+    "get_rank",
+    "get_local_rank",
+    "get_local_size",
+    "is_main_process",
+    "synchronize",
+    "all_gather",
+    "gather",
+    "reduce_dict",
+    "all_reduce_mean",
+    "shared_random_seed",
+    "create_local_process_group",
 ]
 
 _LOCAL_PROCESS_GROUP = None

@@ -1,6 +1,7 @@
 """Training-time metric storage (``EventStorage``) and the writers that publish it:
 console line (``CommonMetricPrinter``), JSON lines (``JSONWriter``), TensorBoard
 (``TensorboardXWriter``) and Weights & Biases (``WandbWriter``)."""
+
 import datetime
 import json
 import logging
@@ -203,8 +204,15 @@ class WandbWriter(_NewValuesMixin, EventWriter):
     """Scalars to Weights & Biases. ``mode`` is wandb's ("online", "offline", "disabled");
     when wandb is not importable the writer does nothing (one info line)."""
 
-    def __init__(self, *, project: str, mode: str = "offline", output_dir: str = ".",
-                 config: Optional[Dict[str, Any]] = None, window_size: int = 20):
+    def __init__(
+        self,
+        *,
+        project: str,
+        mode: str = "offline",
+        output_dir: str = ".",
+        config: Optional[Dict[str, Any]] = None,
+        window_size: int = 20,
+    ):
         self._init_new_values(window_size)
         self._run = None
         try:
@@ -280,13 +288,23 @@ class CommonMetricPrinter(EventWriter):
         parts.append(f"iter: {iteration + 1}/{self._max_iter}")
         latest = storage.latest()
         p = self._prefix
-        loss_keys = [k for k in hist if k.startswith(p) and "loss" in k[len(p):] and "/" not in k[len(p):]
-                     and latest[k][1] == iteration and not (p and k == p + "total_loss")]
+        loss_keys = [
+            k
+            for k in hist
+            if k.startswith(p)
+            and "loss" in k[len(p) :]
+            and "/" not in k[len(p) :]
+            and latest[k][1] == iteration
+            and not (p and k == p + "total_loss")
+        ]
         loss_keys.sort(key=lambda k: (k != p + "core_loss", k))
-        parts += [f"{k[len(p):]}: {med(k):.4g}" for k in loss_keys]
+        parts += [f"{k[len(p) :]}: {med(k):.4g}" for k in loss_keys]
         # metrics a criterion returns beside its losses that DETR-style logs show on this line
-        parts += [f"{name}: {med(p + name):.4g}" for name in _CONSOLE_METRICS
-                  if p + name in hist and latest[p + name][1] == iteration]
+        parts += [
+            f"{name}: {med(p + name):.4g}"
+            for name in _CONSOLE_METRICS
+            if p + name in hist and latest[p + name][1] == iteration
+        ]
         for name in ("time", "data_time"):
             if name in hist:
                 parts.append(f"{name}: {med(name):.4f}")

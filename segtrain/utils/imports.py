@@ -1,4 +1,5 @@
 """Import user modules named in the config (``MODULES``) or by ``--module``."""
+
 import importlib
 import importlib.util
 import os

@@ -1,4 +1,5 @@
 """``setup_logger``: console (rank 0) and ``log.txt`` handlers for segtrain's loggers."""
+
 import logging
 import os
 import sys
@@ -20,8 +21,9 @@ def _log_file(output: str, distributed_rank: int) -> str:
     return filename
 
 
-def setup_logger(output: Optional[str] = None, distributed_rank: int = 0, *, name: str = "segtrain",
-                 level: int = logging.DEBUG) -> logging.Logger:
+def setup_logger(
+    output: Optional[str] = None, distributed_rank: int = 0, *, name: str = "segtrain", level: int = logging.DEBUG
+) -> logging.Logger:
     """Configure logger ``name``: INFO and above to stdout on rank 0, everything to a file.
 
     output: a ``.txt`` / ``.log`` file, or a folder (then ``<folder>/log.txt``); ranks > 0

@@ -1,4 +1,5 @@
 """Name -> object registries (fvcore ``Registry``) whose errors suggest the closest names."""
+
 import difflib
 from typing import Any, Iterable, List
 

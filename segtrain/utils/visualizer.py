@@ -1,5 +1,6 @@
 """Draw instance masks, contours, boxes and labels (or semantic label maps) on an RGB image
 with OpenCV, and save the result as PNG."""
+
 import logging
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -15,10 +16,26 @@ logger = logging.getLogger(__name__)
 # Fixed, well separated RGB colours; class i uses PALETTE[i % len(PALETTE)] when the metadata
 # has no thing_colors.
 PALETTE: List[Tuple[int, int, int]] = [
-    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-    (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
-    (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195), (128, 128, 0), (255, 215, 180),
-    (0, 0, 128), (128, 128, 128),
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+    (0, 128, 128),
+    (220, 190, 255),
+    (170, 110, 40),
+    (255, 250, 200),
+    (128, 0, 0),
+    (170, 255, 195),
+    (128, 128, 0),
+    (255, 215, 180),
+    (0, 0, 128),
+    (128, 128, 128),
 ]
 
 _ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -91,7 +108,9 @@ class Visualizer:
         ``stuff_classes`` when the metadata has them (panoptic and semantic datasets, whose
         contiguous ids run over every class), else ``thing_classes``."""
         meta = self.metadata
-        names = (getattr(meta, "stuff_classes", None) or getattr(meta, "thing_classes", None)) if meta is not None else None
+        names = (
+            (getattr(meta, "stuff_classes", None) or getattr(meta, "thing_classes", None)) if meta is not None else None
+        )
         if names and 0 <= class_id < len(names):
             return str(names[class_id])
         return str(class_id)
@@ -127,8 +146,9 @@ class Visualizer:
         boxes_np = _np(boxes).astype(np.float64).reshape(-1, 4) if boxes is not None else None
         ids = [int(c) for c in _np(class_ids).reshape(-1)] if class_ids is not None else [None] * n
         if colors is None:
-            colors = [class_color(c, self.metadata) if c is not None else PALETTE[i % len(PALETTE)]
-                      for i, c in enumerate(ids)]
+            colors = [
+                class_color(c, self.metadata) if c is not None else PALETTE[i % len(PALETTE)] for i, c in enumerate(ids)
+            ]
         if masks_np is not None:
             areas = masks_np.reshape(n, -1).sum(1)
         elif boxes_np is not None:
@@ -157,8 +177,8 @@ class Visualizer:
         if not mask.any():
             return
         region = self._img[mask].astype(np.float32)
-        self._img[mask] = (region * (1 - self.alpha) + np.asarray(color, np.float32) * self.alpha).round().astype(
-            np.uint8
+        self._img[mask] = (
+            (region * (1 - self.alpha) + np.asarray(color, np.float32) * self.alpha).round().astype(np.uint8)
         )
 
     def _draw_contour(self, mask: np.ndarray, color: Tuple[int, int, int]) -> None:

@@ -1,5 +1,6 @@
 """Checkpointer: round trip, atomic writes, corrupt-file fallback, .pkl weights, key-mismatch
 table, retention of periodic checkpoints, resume vs. weights-only load."""
+
 import logging
 import os
 import pickle
@@ -71,7 +72,9 @@ def test_round_trip_with_config_and_iteration(tmp_path):
     for a, b in zip(model.parameters(), model2.parameters()):
         assert torch.equal(a, b)
     assert sched2.last_epoch == 1
-    assert torch.equal(opt2.state_dict()["state"][0]["momentum_buffer"], opt.state_dict()["state"][0]["momentum_buffer"])
+    assert torch.equal(
+        opt2.state_dict()["state"][0]["momentum_buffer"], opt.state_dict()["state"][0]["momentum_buffer"]
+    )
 
 
 def test_crash_mid_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
@@ -189,8 +192,12 @@ def test_periodic_keeps_max_to_keep(tmp_path):
     for it in range(10):
         pc.step(it)
     ck.save("model_best", tag_last=False, iteration=3)
-    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000007.pth", "model_0000009.pth",
-                                            "model_best.pth"]
+    assert sorted(os.listdir(tmp_path)) == [
+        "last_checkpoint",
+        "model_0000007.pth",
+        "model_0000009.pth",
+        "model_best.pth",
+    ]
     assert open(tmp_path / "last_checkpoint").read() == "model_0000009.pth"
 
 

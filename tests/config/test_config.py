@@ -1,5 +1,5 @@
 """Config: defaults, _BASE_ chains, overrides, one-line errors naming the key."""
-import os
+
 import textwrap
 
 import pytest
@@ -25,7 +25,11 @@ def test_official_loss_defaults():
     assert dict(sam3.BOXES.WEIGHT_DICT) == {"loss_bbox": 5.0, "loss_giou": 2.0}
     assert dict(sam3.MASKS.WEIGHT_DICT) == {"loss_mask": 200.0, "loss_dice": 10.0}
     assert dict(cfg.MODEL.CRITERION.MULTISTEP.WEIGHT_DICT) == {
-        "loss_mask": 20.0, "loss_dice": 1.0, "loss_iou": 1.0, "loss_class": 1.0}
+        "loss_mask": 20.0,
+        "loss_dice": 1.0,
+        "loss_iou": 1.0,
+        "loss_class": 1.0,
+    }
 
 
 def test_get_cfg_returns_independent_copies():
@@ -35,16 +39,22 @@ def test_get_cfg_returns_independent_copies():
 
 
 def test_base_chain_and_overrides(tmp_path):
-    _write(tmp_path / "base.yaml", """
+    _write(
+        tmp_path / "base.yaml",
+        """
         SOLVER:
           BASE_LR: 0.5
           MAX_ITER: 10
-        """)
-    child = _write(tmp_path / "child.yaml", """
+        """,
+    )
+    child = _write(
+        tmp_path / "child.yaml",
+        """
         _BASE_: base.yaml
         SOLVER:
           MAX_ITER: 20
-        """)
+        """,
+    )
     cfg = load_config(child, ["SOLVER.IMS_PER_BATCH", "8", "MODEL.CRITERION.SET_CRITERION.WEIGHT_DICT.loss_ce", "3.0"])
     assert cfg.SOLVER.BASE_LR == 0.5  # from the base
     assert cfg.SOLVER.MAX_ITER == 20  # child wins
@@ -53,10 +63,13 @@ def test_base_chain_and_overrides(tmp_path):
 
 
 def test_unknown_key_in_file_names_file_key_and_suggestion(tmp_path):
-    bad = _write(tmp_path / "bad.yaml", """
+    bad = _write(
+        tmp_path / "bad.yaml",
+        """
         SOLVER:
           BASE_LRR: 0.1
-        """)
+        """,
+    )
     with pytest.raises(ConfigError) as e:
         load_config(bad)
     msg = str(e.value)
@@ -65,13 +78,16 @@ def test_unknown_key_in_file_names_file_key_and_suggestion(tmp_path):
 
 
 def test_unknown_nested_weight_key(tmp_path):
-    bad = _write(tmp_path / "bad.yaml", """
+    bad = _write(
+        tmp_path / "bad.yaml",
+        """
         MODEL:
           CRITERION:
             SET_CRITERION:
               WEIGHT_DICT:
                 loss_dic: 1.0
-        """)
+        """,
+    )
     with pytest.raises(ConfigError, match="WEIGHT_DICT.loss_dic.*WEIGHT_DICT.loss_dice"):
         load_config(bad)
 
@@ -138,7 +154,15 @@ def test_int_where_a_float_is_expected_is_accepted(tmp_path):
                 loss_mask: 7
         """,
     )
-    cfg = load_config(f, ["MODEL.CRITERION.SET_CRITERION.EOS_COEF", "0", "MODEL.CRITERION.SET_CRITERION.WEIGHT_DICT", "{'loss_dice': 3}"])
+    cfg = load_config(
+        f,
+        [
+            "MODEL.CRITERION.SET_CRITERION.EOS_COEF",
+            "0",
+            "MODEL.CRITERION.SET_CRITERION.WEIGHT_DICT",
+            "{'loss_dice': 3}",
+        ],
+    )
     sc = cfg.MODEL.CRITERION.SET_CRITERION
     assert cfg.SOLVER.BASE_LR == 1.0 and isinstance(cfg.SOLVER.BASE_LR, float)
     assert sc.WEIGHT_DICT.loss_mask == 7.0 and isinstance(sc.WEIGHT_DICT.loss_mask, float)
@@ -188,8 +212,10 @@ def test_registered_config_addition_is_applied_by_get_cfg():
 
 
 def test_unknown_key_without_the_model_package_says_what_to_import(monkeypatch):
-    monkeypatch.setattr("segtrain.config.cfg_node.CONFIG_ADDITIONS",
-                        [a for a in CONFIG_ADDITIONS if not a.__module__.startswith("segtrain.modeling")])
+    monkeypatch.setattr(
+        "segtrain.config.cfg_node.CONFIG_ADDITIONS",
+        [a for a in CONFIG_ADDITIONS if not a.__module__.startswith("segtrain.modeling")],
+    )
     from segtrain.config.defaults import _C
 
     with pytest.raises(ConfigError, match="import segtrain.modeling"):

@@ -1,5 +1,6 @@
 """Fixtures for data tests: a private ``$SEGTRAIN_DATASETS`` with tiny shapes sizes, a tiny
 config, and a factory that writes small COCO files with real images."""
+
 import copy
 import json
 import os
@@ -80,7 +81,14 @@ def base_coco():
             {"id": 2, "file_name": "b.png", "height": H, "width": W},
         ],
         "annotations": [
-            {"id": 11, "image_id": 1, "category_id": 5, "segmentation": [SQUARE], "bbox": [10, 10, 20, 20], "iscrowd": 0},
+            {
+                "id": 11,
+                "image_id": 1,
+                "category_id": 5,
+                "segmentation": [SQUARE],
+                "bbox": [10, 10, 20, 20],
+                "iscrowd": 0,
+            },
             {"id": 12, "image_id": 1, "category_id": 9, "segmentation": _rle(blob), "iscrowd": 0},
             {"id": 21, "image_id": 2, "category_id": 9, "segmentation": uncompressed, "iscrowd": 0},
             {"id": 22, "image_id": 2, "category_id": 5, "segmentation": _rle(crowd), "iscrowd": 1},

@@ -1,4 +1,5 @@
 """DatasetCatalog / MetadataCatalog: lazy recipes, one-line errors with suggestions."""
+
 import pytest
 
 from segtrain.data import DATASET_REGISTRY, DatasetCatalog, MetadataCatalog

@@ -1,6 +1,7 @@
 """load_coco_json on box-only COCO files (annotations with a bbox but no / an empty
 segmentation): they load without a 'segmentation' key, an annotation with neither geometry
 is a one-line error, and a file may mix both kinds (decided per annotation)."""
+
 import logging
 
 import pytest

@@ -1,14 +1,20 @@
 """load_coco_json / register_coco_instances: formats, contiguous ids, and one-line errors
 that name the file and the annotation id, under both bad-annotation policies."""
+
 import logging
 import os
 
-import numpy as np
 import pytest
 
-from segtrain.data import DatasetCatalog, MetadataCatalog, bad_annotation_policy, load_coco_json, register_coco_instances
+from segtrain.data import (
+    DatasetCatalog,
+    MetadataCatalog,
+    bad_annotation_policy,
+    load_coco_json,
+    register_coco_instances,
+)
 from segtrain.structures import BoxMode, segmentation_to_bitmask
-from segtrain.utils.errors import DatasetError, UnknownNameError
+from segtrain.utils.errors import DatasetError
 
 
 def _by_id(dicts):
@@ -71,6 +77,7 @@ def test_missing_and_malformed_json(tmp_path):
 
 def _set(path, value):
     """An edit that sets data[path[0]][path[1]]... = value (or deletes when value is _DEL)."""
+
     def edit(data):
         node = data
         for p in path[:-1]:
@@ -79,6 +86,7 @@ def _set(path, value):
             del node[path[-1]]
         else:
             node[path[-1]] = value
+
     return edit
 
 

@@ -1,5 +1,6 @@
 """COCO panoptic loading and registration, panoptic / semantic targets in the mapper
 (Mask2Former's: one mask per non-crowd segment, one per class present), empty-image filter."""
+
 import json
 
 import cv2
@@ -9,12 +10,15 @@ import pytest
 from segtrain.data import DatasetCatalog, InstanceDatasetMapper, MetadataCatalog, get_dataset_dicts
 from segtrain.data.datasets.coco_panoptic import load_coco_panoptic_json, register_coco_panoptic
 from segtrain.data.transforms import FixedSizeCrop, RandomFlip, ResizeShortestEdge
-from segtrain.utils.errors import DatasetError
 from segtrain.data.visualize import draw_dataset_dict
+from segtrain.utils.errors import DatasetError
 from segtrain.utils.visualizer import Visualizer
 
-CATEGORIES = [{"id": 1, "name": "cat", "isthing": 1}, {"id": 5, "name": "dog", "isthing": 1},
-              {"id": 100, "name": "grass", "isthing": 0}]
+CATEGORIES = [
+    {"id": 1, "name": "cat", "isthing": 1},
+    {"id": 5, "name": "dog", "isthing": 1},
+    {"id": 100, "name": "grass", "isthing": 0},
+]
 
 
 def _ids_to_png(path, ids):
@@ -37,12 +41,20 @@ def panoptic_folder(tmp_path):
     for name in ("a.jpg", "b.jpg"):
         cv2.imwrite(str(tmp_path / "images" / name), np.full((8, 12, 3), 90, np.uint8))
     data = {
-        "images": [{"id": 1, "file_name": "a.jpg", "height": 8, "width": 12},
-                   {"id": 2, "file_name": "b.jpg", "height": 8, "width": 12}],
+        "images": [
+            {"id": 1, "file_name": "a.jpg", "height": 8, "width": 12},
+            {"id": 2, "file_name": "b.jpg", "height": 8, "width": 12},
+        ],
         "annotations": [
-            {"image_id": 1, "file_name": "a.png", "segments_info": [
-                {"id": 300, "category_id": 1, "iscrowd": 0}, {"id": 7, "category_id": 5, "iscrowd": 1},
-                {"id": 9, "category_id": 100, "iscrowd": 0}]},
+            {
+                "image_id": 1,
+                "file_name": "a.png",
+                "segments_info": [
+                    {"id": 300, "category_id": 1, "iscrowd": 0},
+                    {"id": 7, "category_id": 5, "iscrowd": 1},
+                    {"id": 9, "category_id": 100, "iscrowd": 0},
+                ],
+            },
             {"image_id": 2, "file_name": "b.png", "segments_info": [{"id": 4, "category_id": 5, "iscrowd": 1}]},
         ],
         "categories": CATEGORIES,
@@ -63,7 +75,10 @@ def test_load_and_register(panoptic_folder):
         assert [d["image_id"] for d in dicts] == [1, 2]
         assert dicts[0]["pan_seg_file_name"] == str(root / "pan" / "a.png")
         assert [(s["id"], s["category_id"], s["iscrowd"]) for s in dicts[0]["segments_info"]] == [
-            (300, 0, 0), (7, 1, 1), (9, 2, 0)]
+            (300, 0, 0),
+            (7, 1, 1),
+            (9, 2, 0),
+        ]
         # the empty-image filter keeps images with a non-crowd segment and drops crowd-only ones
         assert [d["image_id"] for d in get_dataset_dicts([name], filter_empty=True)] == [1]
         # tools/visualize_data.py draws the segments (stuff included) in their class colours
@@ -79,7 +94,9 @@ def test_unknown_category_and_image_are_one_line_errors(panoptic_folder):
     data["annotations"][0]["segments_info"][0]["category_id"] = 42
     bad = panoptic_folder / "bad.json"
     bad.write_text(json.dumps(data))
-    with pytest.raises(DatasetError, match=r"bad.json: image_id 1 segment 300 has category_id 42; valid ids: 1, 5, 100"):
+    with pytest.raises(
+        DatasetError, match=r"bad.json: image_id 1 segment 300 has category_id 42; valid ids: 1, 5, 100"
+    ):
         load_coco_panoptic_json(str(bad), "images", "pan")
     data["annotations"][0]["segments_info"][0]["category_id"] = 1
     data["annotations"][1]["image_id"] = 77
@@ -111,8 +128,13 @@ def test_mapper_semantic_targets_one_per_class_padding_ignored(tmp_path):
     labels[3:, :2] = 0
     cv2.imwrite(str(tmp_path / "sem.png"), labels)
     cv2.imwrite(str(tmp_path / "img.jpg"), np.zeros((6, 6, 3), np.uint8))
-    d = {"file_name": str(tmp_path / "img.jpg"), "image_id": 3, "height": 6, "width": 6,
-         "sem_seg_file_name": str(tmp_path / "sem.png")}
+    d = {
+        "file_name": str(tmp_path / "img.jpg"),
+        "image_id": 3,
+        "height": 6,
+        "width": 6,
+        "sem_seg_file_name": str(tmp_path / "sem.png"),
+    }
     inst = InstanceDatasetMapper(True, augmentations=[FixedSizeCrop((8, 8))])(d)["instances"]
     assert inst.gt_classes.tolist() == [0, 2]
     assert inst.gt_masks.shape == (2, 8, 8)
@@ -134,10 +156,13 @@ def test_builtin_coco_panoptic_registration(tmp_path):
         (coco / d).mkdir(parents=True)
     cv2.imwrite(str(coco / "val2017" / "1.jpg"), np.zeros((8, 12, 3), np.uint8))
     _ids_to_png(coco / "panoptic_val2017" / "1.png", np.full((8, 12), 5, np.int64))
-    data = {"images": [{"id": 1, "file_name": "1.jpg", "height": 8, "width": 12}],
-            "annotations": [{"image_id": 1, "file_name": "1.png",
-                             "segments_info": [{"id": 5, "category_id": 187, "iscrowd": 0}]}],
-            "categories": coco_panoptic_categories()}
+    data = {
+        "images": [{"id": 1, "file_name": "1.jpg", "height": 8, "width": 12}],
+        "annotations": [
+            {"image_id": 1, "file_name": "1.png", "segments_info": [{"id": 5, "category_id": 187, "iscrowd": 0}]}
+        ],
+        "categories": coco_panoptic_categories(),
+    }
     (coco / "annotations" / "panoptic_val2017.json").write_text(json.dumps(data))
     names = ("coco_2017_train", "coco_2017_val", "coco_2017_train_panoptic", "coco_2017_val_panoptic")
     try:

@@ -1,4 +1,5 @@
 """Loader kinds: the engine asks ``select_loader_kind`` which builders serve a dataset."""
+
 import pytest
 
 import segtrain.modeling  # noqa: F401  (registers the config nodes)
@@ -22,8 +23,13 @@ def test_images_by_default_and_video_by_mapper_or_metadata():
 
 
 def test_registered_kind_is_asked_before_images_and_names_are_unique():
-    kind = LoaderKind(name="probe", applies=lambda cfg, names: "probe_ds" in names,
-                      train=lambda cfg: "train", test=lambda cfg, n: "test", val_loss=lambda cfg, n, p, w: "val")
+    kind = LoaderKind(
+        name="probe",
+        applies=lambda cfg, names: "probe_ds" in names,
+        train=lambda cfg: "train",
+        test=lambda cfg, n: "test",
+        val_loss=lambda cfg, n, p, w: "val",
+    )
     register_loader_kind(kind)
     try:
         assert select_loader_kind(get_cfg(), ["probe_ds"]) is kind

@@ -1,11 +1,11 @@
 """build_train_loader / build_test_loader / get_dataset_dicts on tiny shapes."""
+
 import itertools
 import logging
 import os
 
 import cv2
 import numpy as np
-
 import pytest
 import torch
 

@@ -1,11 +1,12 @@
 """InstanceDatasetMapper and the augmentations: output format, geometric consistency of
 images / masks / boxes, LSJ size, bad images."""
+
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from segtrain.data import InstanceDatasetMapper, MAPPER_REGISTRY, build_mapper, load_coco_json
+from segtrain.data import MAPPER_REGISTRY, InstanceDatasetMapper, build_mapper, load_coco_json
 from segtrain.data.transforms import (
     ColorJitter,
     FixedSizeCrop,
@@ -16,7 +17,7 @@ from segtrain.data.transforms import (
     apply_augmentations,
     build_augmentations,
 )
-from segtrain.structures import Instances, masks_to_boxes, segmentation_to_bitmask
+from segtrain.structures import Instances, masks_to_boxes
 from segtrain.utils.errors import ConfigError, DatasetError
 
 
@@ -78,7 +79,9 @@ def test_flip_moves_image_masks_and_boxes_together(coco_factory, horizontal):
         size = 50 if horizontal else 40
         ba, bb = a["instances"].gt_boxes, b["instances"].gt_boxes
         i0, i1 = (0, 2) if horizontal else (1, 3)
-        assert torch.allclose(bb[:, i0], size - ba[:, i1], atol=1) and torch.allclose(bb[:, i1], size - ba[:, i0], atol=1)
+        assert torch.allclose(bb[:, i0], size - ba[:, i1], atol=1) and torch.allclose(
+            bb[:, i1], size - ba[:, i0], atol=1
+        )
 
 
 def test_resize_scales_polygons_exactly(coco_factory):

@@ -1,5 +1,6 @@
 """InstanceDatasetMapper (Mask2Former) on box-only data: a one-line ConfigError that says masks
 are required and names the dataset, under either bad-annotation policy (not a KeyError)."""
+
 import pytest
 
 from segtrain.config import get_cfg
@@ -44,6 +45,9 @@ def test_crowd_box_only_annotations_are_dropped_not_refused(coco_factory):
     assert len(mapper(dicts[1])["instances"]) == 1
     # a mixed image: refused (Mask2Former's mask losses need every instance's mask)
     mixed = dict(dicts[0], annotations=[dicts[0]["annotations"][0], dict(dicts[1]["annotations"][1], iscrowd=0)])
-    with pytest.raises(ConfigError, match=r"^InstanceDatasetMapper \(Mask2Former\) needs instance masks, but the "
-                                          r"dataset has box-only annotations \(annotation id 22"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^InstanceDatasetMapper \(Mask2Former\) needs instance masks, but the "
+        r"dataset has box-only annotations \(annotation id 22",
+    ):
         mapper(mixed)

@@ -1,4 +1,5 @@
 """TrainingSampler / InferenceSampler: sharding, seeding and exact resume."""
+
 import itertools
 
 import pytest
@@ -14,7 +15,9 @@ def _take(sampler, n):
 def test_training_shards_are_disjoint_and_cover_each_epoch(world_size):
     size = 12
     per_rank = size // world_size
-    shards = [_take(TrainingSampler(size, seed=5, rank=r, world_size=world_size), 2 * per_rank) for r in range(world_size)]
+    shards = [
+        _take(TrainingSampler(size, seed=5, rank=r, world_size=world_size), 2 * per_rank) for r in range(world_size)
+    ]
     for epoch in range(2):
         seen = [i for s in shards for i in s[epoch * per_rank : (epoch + 1) * per_rank]]
         assert sorted(seen) == list(range(size))
@@ -53,4 +56,6 @@ def test_inference_contiguous_every_item_once(size, world_size):
     shards = [list(InferenceSampler(size, rank=r, world_size=world_size)) for r in range(world_size)]
     assert [i for s in shards for i in s] == list(range(size))
     assert max(map(len, shards)) - min(map(len, shards)) <= 1
-    assert [len(InferenceSampler(size, rank=r, world_size=world_size)) for r in range(world_size)] == list(map(len, shards))
+    assert [len(InferenceSampler(size, rank=r, world_size=world_size)) for r in range(world_size)] == list(
+        map(len, shards)
+    )

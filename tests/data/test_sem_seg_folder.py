@@ -1,4 +1,5 @@
 """Semantic segmentation folders: images and label PNGs paired by relative stem."""
+
 import cv2
 import numpy as np
 import pytest
@@ -22,7 +23,9 @@ def test_pairs_by_relative_stem_and_registers(tmp_path):
     gt, img = _folder(tmp_path, ["a", "city/b"], ["a", "city/b"])
     dicts = load_sem_seg(gt, img)
     assert [(d["image_id"], d["sem_seg_file_name"]) for d in dicts] == [
-        ("a", f"{gt}/a.png"), ("city/b", f"{gt}/city/b.png")]
+        ("a", f"{gt}/a.png"),
+        ("city/b", f"{gt}/city/b.png"),
+    ]
     register_sem_seg("_test_semseg_folder", {"stuff_classes": ["x"]}, img, gt)
     try:
         assert MetadataCatalog.get("_test_semseg_folder").evaluator_type == "sem_seg"

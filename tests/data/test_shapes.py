@@ -1,5 +1,6 @@
 """The generated shapes dataset: deterministic, annotations equal to the drawn pixels,
 parameters in the folder name, concurrent generation safe, registration from the config."""
+
 import json
 import os
 import threading

@@ -1,6 +1,7 @@
 """A tiny hand-made COCO dataset (json in tmp_path, non-contiguous category ids, polygons,
 RLE, one crowd region) registered in the catalogs, plus helpers that turn its ground truth
 into model outputs."""
+
 import json
 
 import numpy as np
@@ -19,8 +20,10 @@ H, W = 64, 80
 
 def _poly_ann(points):
     xs, ys = points[0::2], points[1::2]
-    return {"segmentation": [list(map(float, points))],
-            "bbox": [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]}
+    return {
+        "segmentation": [list(map(float, points))],
+        "bbox": [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)],
+    }
 
 
 def _rle_ann(mask):
@@ -66,11 +69,26 @@ def coco_to_dataset_dicts(coco_dict):
     to_contig = {d: i for i, d in enumerate(DATASET_IDS)}
     out = []
     for img in coco_dict["images"]:
-        anns = [{"bbox": a["bbox"], "bbox_mode": 1, "category_id": to_contig[a["category_id"]],
-                 "segmentation": a["segmentation"], "iscrowd": a["iscrowd"]}
-                for a in coco_dict["annotations"] if a["image_id"] == img["id"]]
-        out.append({"file_name": img["file_name"], "height": img["height"], "width": img["width"],
-                    "image_id": img["id"], "annotations": anns})
+        anns = [
+            {
+                "bbox": a["bbox"],
+                "bbox_mode": 1,
+                "category_id": to_contig[a["category_id"]],
+                "segmentation": a["segmentation"],
+                "iscrowd": a["iscrowd"],
+            }
+            for a in coco_dict["annotations"]
+            if a["image_id"] == img["id"]
+        ]
+        out.append(
+            {
+                "file_name": img["file_name"],
+                "height": img["height"],
+                "width": img["width"],
+                "image_id": img["id"],
+                "annotations": anns,
+            }
+        )
     return out
 
 
@@ -81,8 +99,11 @@ def register(name, coco_dict=None, json_file=None, **meta):
     if coco_dict is not None:
         dicts = coco_to_dataset_dicts(coco_dict)
         DatasetCatalog.register(name, lambda: dicts)
-    md = dict(thing_classes=list(CLASSES), thing_dataset_id_to_contiguous_id={d: i for i, d in enumerate(DATASET_IDS)},
-              evaluator_type="coco")
+    md = dict(
+        thing_classes=list(CLASSES),
+        thing_dataset_id_to_contiguous_id={d: i for i, d in enumerate(DATASET_IDS)},
+        evaluator_type="coco",
+    )
     md.update(meta)
     if json_file:
         md["json_file"] = str(json_file)
@@ -130,6 +151,13 @@ def coco_tools():
     """The helpers of this file for tests (conftest modules are not imported by name)."""
     import types
 
-    return types.SimpleNamespace(make_coco_dict=make_coco_dict, coco_to_dataset_dicts=coco_to_dataset_dicts,
-                                 register=register, gt_as_outputs=gt_as_outputs, CLASSES=CLASSES,
-                                 DATASET_IDS=DATASET_IDS, H=H, W=W)
+    return types.SimpleNamespace(
+        make_coco_dict=make_coco_dict,
+        coco_to_dataset_dicts=coco_to_dataset_dicts,
+        register=register,
+        gt_as_outputs=gt_as_outputs,
+        CLASSES=CLASSES,
+        DATASET_IDS=DATASET_IDS,
+        H=H,
+        W=W,
+    )

@@ -1,4 +1,5 @@
 """build_evaluator: TEST.EVALUATOR, else metadata evaluator_type; one-line errors."""
+
 import pytest
 
 from segtrain.config import get_cfg

@@ -1,5 +1,6 @@
 """COCOEvaluator: GT as predictions gives AP 100; perturbed predictions match COCOeval run by
 hand on the saved results file; recall@0.5score matches a brute-force count; edge cases."""
+
 import contextlib
 import copy
 import io
@@ -26,7 +27,7 @@ TO_CONTIG = {3: 0, 7: 1, 11: 2}
 def _run(evaluator, inputs, outputs):
     evaluator.reset()
     for i in range(len(inputs)):
-        evaluator.process(inputs[i:i + 1], outputs[i:i + 1])
+        evaluator.process(inputs[i : i + 1], outputs[i : i + 1])
     return evaluator.evaluate()
 
 
@@ -95,14 +96,17 @@ def _perturbed_outputs(json_file, seed=0):
         for _ in range(2):  # false positives
             m = np.zeros((h, w), bool)
             x0, y0 = int(rng.integers(0, w - 20)), int(rng.integers(0, h - 20))
-            m[y0:y0 + 15, x0:x0 + 18] = True
+            m[y0 : y0 + 15, x0 : x0 + 18] = True
             masks.append(m)
             boxes.append(np.array([x0, y0, x0 + 18, y0 + 15], float))
             classes.append(int(rng.integers(0, 3)))
-        inst = Instances((h, w), pred_masks=torch.as_tensor(np.stack(masks)),
-                         pred_boxes=torch.as_tensor(np.stack(boxes), dtype=torch.float32),
-                         scores=torch.as_tensor(rng.uniform(0.05, 1.0, len(masks)), dtype=torch.float32),
-                         pred_classes=torch.as_tensor(classes, dtype=torch.int64))
+        inst = Instances(
+            (h, w),
+            pred_masks=torch.as_tensor(np.stack(masks)),
+            pred_boxes=torch.as_tensor(np.stack(boxes), dtype=torch.float32),
+            scores=torch.as_tensor(rng.uniform(0.05, 1.0, len(masks)), dtype=torch.float32),
+            pred_classes=torch.as_tensor(classes, dtype=torch.int64),
+        )
         inputs.append({"image_id": img_id})
         outputs.append({"instances": inst})
     return inputs, outputs
@@ -129,8 +133,10 @@ def _recall_brute_force(json_file, results, iou_type, score_thr=0.5):
     for img_id in gt.getImgIds():
         for cat in gt.getCatIds():
             gts = [a for a in gt.imgToAnns[img_id] if a["category_id"] == cat and not a["iscrowd"]]
-            dts = sorted([r for r in results if r["image_id"] == img_id and r["category_id"] == cat
-                          and r["score"] >= score_thr], key=lambda r: -r["score"])
+            dts = sorted(
+                [r for r in results if r["image_id"] == img_id and r["category_id"] == cat and r["score"] >= score_thr],
+                key=lambda r: -r["score"],
+            )
             total += len(gts)
             if not gts or not dts:
                 continue
@@ -196,9 +202,18 @@ def test_empty_predictions_do_not_crash(tiny_coco, coco_tools, caplog):
     name, json_file, _ = tiny_coco
     ev = COCOEvaluator(name)
     inputs, _ = coco_tools.gt_as_outputs(json_file, TO_CONTIG)
-    empty = [{"instances": Instances((64, 80), pred_boxes=torch.zeros(0, 4), scores=torch.zeros(0),
-                                     pred_classes=torch.zeros(0, dtype=torch.int64),
-                                     pred_masks=torch.zeros(0, 64, 80, dtype=torch.bool))} for _ in inputs]
+    empty = [
+        {
+            "instances": Instances(
+                (64, 80),
+                pred_boxes=torch.zeros(0, 4),
+                scores=torch.zeros(0),
+                pred_classes=torch.zeros(0, dtype=torch.int64),
+                pred_masks=torch.zeros(0, 64, 80, dtype=torch.bool),
+            )
+        }
+        for _ in inputs
+    ]
     with caplog.at_level(logging.WARNING):
         res = _run(ev, inputs, empty)
     assert res["bbox"]["AP"] == 0.0 and res["segm"]["AP"] == 0.0 and res["segm"][RECALL_KEY] == 0.0

@@ -1,5 +1,6 @@
 """COCOEvaluator on the built-in shapes_val (small, generated under a temporary
 $SEGTRAIN_DATASETS): ground truth fed back as predictions gives AP 100."""
+
 import numpy as np
 import pytest
 import torch
@@ -37,14 +38,25 @@ class _GTModel(torch.nn.Module):
             d = self.by_id[x["image_id"]]
             h, w = d["height"], d["width"]
             anns = [a for a in d["annotations"] if not a.get("iscrowd", 0)]
-            masks = np.stack([segmentation_to_bitmask(a["segmentation"], h, w) for a in anns]) if anns \
+            masks = (
+                np.stack([segmentation_to_bitmask(a["segmentation"], h, w) for a in anns])
+                if anns
                 else np.zeros((0, h, w), bool)
-            boxes = BoxMode.convert(np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4),
-                                    BoxMode.XYWH_ABS, BoxMode.XYXY_ABS)
-            outs.append({"instances": Instances(
-                (h, w), pred_masks=torch.as_tensor(masks), pred_boxes=torch.as_tensor(boxes, dtype=torch.float32),
-                scores=torch.ones(len(anns)),
-                pred_classes=torch.tensor([a["category_id"] for a in anns], dtype=torch.int64))})
+            )
+            boxes = BoxMode.convert(
+                np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4), BoxMode.XYWH_ABS, BoxMode.XYXY_ABS
+            )
+            outs.append(
+                {
+                    "instances": Instances(
+                        (h, w),
+                        pred_masks=torch.as_tensor(masks),
+                        pred_boxes=torch.as_tensor(boxes, dtype=torch.float32),
+                        scores=torch.ones(len(anns)),
+                        pred_classes=torch.tensor([a["category_id"] for a in anns], dtype=torch.int64),
+                    )
+                }
+            )
         return outs
 
 
@@ -59,7 +71,8 @@ def test_shapes_val_ground_truth_gives_ap_100(small_shapes):
     for task in ("bbox", "segm"):
         assert res[task]["AP"] == pytest.approx(100.0)
         assert res[task][RECALL_KEY] == pytest.approx(100.0)
-        present = {MetadataCatalog.get("shapes_val").thing_classes[a["category_id"]]
-                   for d in dicts for a in d["annotations"]}
+        present = {
+            MetadataCatalog.get("shapes_val").thing_classes[a["category_id"]] for d in dicts for a in d["annotations"]
+        }
         for name in present:
             assert res[task][f"AP-{name}"] == pytest.approx(100.0)

@@ -1,5 +1,6 @@
 """DatasetEvaluator API and inference_on_dataset: eval mode + no_grad, progress and timing logs,
 training mode restored, evaluators combined."""
+
 import logging
 from collections import OrderedDict
 
@@ -89,8 +90,12 @@ def test_dataset_evaluators_reject_duplicate_tasks():
 
 def test_result_helpers(caplog):
     res = OrderedDict(segm=OrderedDict(AP=50.0, AP50=70.0, **{"AP-circle": 1.0}), bbox={"AP": float("nan")})
-    assert flatten_results_dict(res) == {"segm/AP": 50.0, "segm/AP50": 70.0, "segm/AP-circle": 1.0,
-                                         "bbox/AP": res["bbox"]["AP"]}
+    assert flatten_results_dict(res) == {
+        "segm/AP": 50.0,
+        "segm/AP50": 70.0,
+        "segm/AP-circle": 1.0,
+        "bbox/AP": res["bbox"]["AP"],
+    }
     with caplog.at_level(logging.INFO, logger="segtrain.evaluation.evaluator"):
         print_csv_format(res)
     assert "copypaste: AP,AP50" in caplog.text and "50.0000,70.0000" in caplog.text

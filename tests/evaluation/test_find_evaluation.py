@@ -1,4 +1,5 @@
 """FindEvaluator: AP over positive finds only, presence metrics over all finds."""
+
 import math
 
 import pytest
@@ -29,15 +30,22 @@ def _with_finds(inputs, outputs, present_by_image, extra):
     for inp, out in zip(inputs, outputs):
         out["instances"].scores = out["instances"].scores * 0.5
         present = present_by_image[inp["image_id"]]
-        out["finds"] = {"categories": torch.tensor([0, 1, 2]),
-                        "presence_scores": torch.tensor([0.8 if c in present else 0.3 for c in range(3)])}
+        out["finds"] = {
+            "categories": torch.tensor([0, 1, 2]),
+            "presence_scores": torch.tensor([0.8 if c in present else 0.3 for c in range(3)]),
+        }
         for cls, box in extra.get(inp["image_id"], []):
             inst = out["instances"]
             h, w = inst.image_size
             mask = torch.zeros(1, h, w, dtype=torch.bool)
-            mask[0, box[1]:box[3], box[0]:box[2]] = True
-            add = Instances((h, w), pred_masks=mask, pred_boxes=torch.tensor([box], dtype=torch.float32),
-                            scores=torch.tensor([0.99]), pred_classes=torch.tensor([cls]))
+            mask[0, box[1] : box[3], box[0] : box[2]] = True
+            add = Instances(
+                (h, w),
+                pred_masks=mask,
+                pred_boxes=torch.tensor([box], dtype=torch.float32),
+                scores=torch.tensor([0.99]),
+                pred_classes=torch.tensor([cls]),
+            )
             out["instances"] = Instances.cat([inst, add])
     return inputs, outputs
 

@@ -1,5 +1,6 @@
 """FindEvaluator on box-only ground truth: bbox AP and presence reported, segm skipped with a
 log line; a json mixing both scores segm on the images whose every annotation has a mask."""
+
 import json
 import logging
 import math
@@ -17,8 +18,10 @@ def _outputs(coco_tools, json_file):
     inputs, outputs = coco_tools.gt_as_outputs(json_file, to_contig)
     for out in outputs:
         present = set(out["instances"].pred_classes.tolist())
-        out["finds"] = {"categories": torch.tensor([0, 1, 2]),
-                        "presence_scores": torch.tensor([0.8 if c in present else 0.3 for c in range(3)])}
+        out["finds"] = {
+            "categories": torch.tensor([0, 1, 2]),
+            "presence_scores": torch.tensor([0.8 if c in present else 0.3 for c in range(3)]),
+        }
     return inputs, outputs
 
 
@@ -27,8 +30,7 @@ def _register_variant(tmp_path, coco_tools, name, edit):
     edit(data)
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(data))
-    coco_tools.register(name, data if all("segmentation" in a for a in data["annotations"]) else None,
-                        json_file=path)
+    coco_tools.register(name, data if all("segmentation" in a for a in data["annotations"]) else None, json_file=path)
     return str(path)
 
 

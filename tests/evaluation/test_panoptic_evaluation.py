@@ -1,5 +1,6 @@
 """PanopticEvaluator: PQ / SQ / RQ on a hand-computed example (void, crowd, IoU exactly 0.5,
 wrong class, stuff), GT derived from instances, the start-up check of the MaskFormer switch."""
+
 import cv2
 import numpy as np
 import pycocotools.mask as mask_util
@@ -14,25 +15,42 @@ from segtrain.evaluation.panoptic_evaluation import panoptic_gt_from_annotations
 from segtrain.utils.errors import DatasetError
 
 # 6x6 ground truth: 1 = "a" (8 px), 2 = "b" (4 px), 3 = "a" crowd (4 px), 4 = "sky" stuff (12 px), 0 = void
-GT = np.array([[1, 1, 1, 1, 0, 0],
-               [1, 1, 1, 1, 0, 0],
-               [2, 2, 0, 0, 3, 3],
-               [2, 2, 0, 0, 3, 3],
-               [4, 4, 4, 4, 4, 4],
-               [4, 4, 4, 4, 4, 4]])
-GT_INFO = [{"id": 1, "category_id": 0, "iscrowd": 0}, {"id": 2, "category_id": 1, "iscrowd": 0},
-           {"id": 3, "category_id": 0, "iscrowd": 1}, {"id": 4, "category_id": 2, "iscrowd": 0}]
+GT = np.array(
+    [
+        [1, 1, 1, 1, 0, 0],
+        [1, 1, 1, 1, 0, 0],
+        [2, 2, 0, 0, 3, 3],
+        [2, 2, 0, 0, 3, 3],
+        [4, 4, 4, 4, 4, 4],
+        [4, 4, 4, 4, 4, 4],
+    ]
+)
+GT_INFO = [
+    {"id": 1, "category_id": 0, "iscrowd": 0},
+    {"id": 2, "category_id": 1, "iscrowd": 0},
+    {"id": 3, "category_id": 0, "iscrowd": 1},
+    {"id": 4, "category_id": 2, "iscrowd": 0},
+]
 # prediction: 1 "a" covers 6 px of GT 1 and 2 void px -> IoU 6 / (8 + 8 - 6 - 2) = 0.75, a TP;
 # 2 "a" on GT "b" -> an FP of a and the FN of b; 3 "b" all on void and 4 "a" all on the "a" crowd
 # -> ignored; 5 "sky" on half the sky -> IoU exactly 0.5, not a match: an FP and an FN of sky
-PRED = np.array([[1, 1, 1, 0, 1, 0],
-                 [1, 1, 1, 0, 1, 0],
-                 [2, 2, 3, 3, 4, 4],
-                 [2, 2, 3, 3, 4, 4],
-                 [5, 5, 5, 0, 0, 0],
-                 [5, 5, 5, 0, 0, 0]])
-PRED_INFO = [{"id": 1, "category_id": 0}, {"id": 2, "category_id": 0}, {"id": 3, "category_id": 1},
-             {"id": 4, "category_id": 0}, {"id": 5, "category_id": 2}]
+PRED = np.array(
+    [
+        [1, 1, 1, 0, 1, 0],
+        [1, 1, 1, 0, 1, 0],
+        [2, 2, 3, 3, 4, 4],
+        [2, 2, 3, 3, 4, 4],
+        [5, 5, 5, 0, 0, 0],
+        [5, 5, 5, 0, 0, 0],
+    ]
+)
+PRED_INFO = [
+    {"id": 1, "category_id": 0},
+    {"id": 2, "category_id": 0},
+    {"id": 3, "category_id": 1},
+    {"id": 4, "category_id": 0},
+    {"id": 5, "category_id": 2},
+]
 
 
 @pytest.fixture
@@ -41,10 +59,25 @@ def panoptic_dataset(tmp_path):
     rgb = np.stack([GT, np.zeros_like(GT), np.zeros_like(GT)], axis=-1).astype(np.uint8)
     cv2.imwrite(str(path), rgb[..., ::-1])  # OpenCV writes BGR
     name = "_test_panoptic_3class"
-    DatasetCatalog.register(name, lambda: [{"file_name": "img.png", "image_id": 5, "height": 6, "width": 6,
-                                            "pan_seg_file_name": str(path), "segments_info": GT_INFO}])
-    MetadataCatalog.get(name).set(stuff_classes=["a", "b", "sky"], thing_classes=["a", "b"],
-                                  thing_dataset_id_to_contiguous_id={1: 0, 2: 1}, evaluator_type="panoptic_seg")
+    DatasetCatalog.register(
+        name,
+        lambda: [
+            {
+                "file_name": "img.png",
+                "image_id": 5,
+                "height": 6,
+                "width": 6,
+                "pan_seg_file_name": str(path),
+                "segments_info": GT_INFO,
+            }
+        ],
+    )
+    MetadataCatalog.get(name).set(
+        stuff_classes=["a", "b", "sky"],
+        thing_classes=["a", "b"],
+        thing_dataset_id_to_contiguous_id={1: 0, 2: 1},
+        evaluator_type="panoptic_seg",
+    )
     yield name
     DatasetCatalog.remove(name)
     MetadataCatalog.remove(name)
@@ -98,9 +131,15 @@ def test_ground_truth_from_instances_voids_overlaps_and_puts_crowd_under():
     m2[1:3, 2:4] = True  # overlaps m1 at (1, 2)
     crowd = np.zeros((4, 5), bool)
     crowd[2:, :] = True
-    d = {"height": 4, "width": 5, "annotations": [
-        {"segmentation": _rle(m1), "category_id": 0}, {"segmentation": _rle(m2), "category_id": 1},
-        {"segmentation": _rle(crowd), "category_id": 0, "iscrowd": 1}]}
+    d = {
+        "height": 4,
+        "width": 5,
+        "annotations": [
+            {"segmentation": _rle(m1), "category_id": 0},
+            {"segmentation": _rle(m2), "category_id": 1},
+            {"segmentation": _rle(crowd), "category_id": 0, "iscrowd": 1},
+        ],
+    }
     seg, info = panoptic_gt_from_annotations(d)
     assert sorted((s["id"], s["category_id"], s["iscrowd"]) for s in info) == [(1, 0, 0), (2, 1, 0), (3, 0, 1)]
     assert seg[1, 2] == 0  # two instances: void
@@ -109,7 +148,9 @@ def test_ground_truth_from_instances_voids_overlaps_and_puts_crowd_under():
 
 
 def test_evaluator_type_and_maskformer_switch_checked_at_start_up(panoptic_dataset):
-    cfg = load_config("projects/m2f/tiny.yaml", ["DATASETS.TEST", f"('{panoptic_dataset}',)", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "3"])
+    cfg = load_config(
+        "projects/m2f/tiny.yaml", ["DATASETS.TEST", f"('{panoptic_dataset}',)", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "3"]
+    )
     assert isinstance(build_evaluator(cfg, panoptic_dataset), PanopticEvaluator)
     problems = [p for p in check_config(cfg, train=False) if "PanopticEvaluator" in p]
     assert len(problems) == 1 and "MODEL.MASK_FORMER.TEST.PANOPTIC_ON False" in problems[0]
@@ -119,5 +160,7 @@ def test_evaluator_type_and_maskformer_switch_checked_at_start_up(panoptic_datas
 
 
 def test_missing_output_is_a_one_line_error(panoptic_dataset):
-    with pytest.raises(DatasetError, match="outputs have no 'panoptic_seg' \\(only \\['instances'\\]\\).*PANOPTIC_ON True"):
+    with pytest.raises(
+        DatasetError, match="outputs have no 'panoptic_seg' \\(only \\['instances'\\]\\).*PANOPTIC_ON True"
+    ):
         PanopticEvaluator(panoptic_dataset).process([{"image_id": 5}], [{"instances": None}])

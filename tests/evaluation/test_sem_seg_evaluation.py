@@ -1,4 +1,5 @@
 """SemSegEvaluator on a hand-computed 2-class example, GT derived from instances, errors."""
+
 import math
 
 import cv2
@@ -11,14 +12,8 @@ from segtrain.evaluation import SemSegEvaluator
 from segtrain.evaluation.sem_seg_evaluation import semantic_gt_from_annotations
 from segtrain.utils.errors import DatasetError
 
-GT = np.array([[0, 0, 1, 1],
-               [0, 0, 1, 1],
-               [0, 0, 1, 255],
-               [0, 0, 0, 255]], dtype=np.uint8)
-PRED = np.array([[0, 0, 0, 1],
-                 [0, 1, 1, 1],
-                 [0, 0, 1, 0],
-                 [1, 0, 0, 1]])
+GT = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 1, 255], [0, 0, 0, 255]], dtype=np.uint8)
+PRED = np.array([[0, 0, 0, 1], [0, 1, 1, 1], [0, 0, 1, 0], [1, 0, 0, 1]])
 
 
 @pytest.fixture
@@ -26,8 +21,9 @@ def two_class_dataset(tmp_path):
     path = tmp_path / "gt.png"
     cv2.imwrite(str(path), GT)
     name = "_test_semseg_2class"
-    DatasetCatalog.register(name, lambda: [{"file_name": "img.png", "image_id": 7, "height": 4, "width": 4,
-                                            "sem_seg_file_name": str(path)}])
+    DatasetCatalog.register(
+        name, lambda: [{"file_name": "img.png", "image_id": 7, "height": 4, "width": 4, "sem_seg_file_name": str(path)}]
+    )
     MetadataCatalog.get(name).set(stuff_classes=["a", "b"], ignore_label=255, evaluator_type="sem_seg")
     yield name
     DatasetCatalog.remove(name)
@@ -35,7 +31,9 @@ def two_class_dataset(tmp_path):
 
 
 def _logits(labels, k=2):
-    return torch.nn.functional.one_hot(torch.as_tensor(np.asarray(labels), dtype=torch.int64), k).permute(2, 0, 1).float()
+    return (
+        torch.nn.functional.one_hot(torch.as_tensor(np.asarray(labels), dtype=torch.int64), k).permute(2, 0, 1).float()
+    )
 
 
 def test_two_class_metrics_by_hand(two_class_dataset, tmp_path):
@@ -77,11 +75,15 @@ def test_size_mismatch_and_unknown_image_are_one_line_errors(two_class_dataset):
 
 
 def test_gt_from_instance_annotations():
-    d = {"height": 6, "width": 6, "annotations": [
-        {"category_id": 0, "segmentation": [[0, 0, 3, 0, 3, 3, 0, 3]], "iscrowd": 0},
-        {"category_id": 1, "segmentation": [[2, 2, 5, 2, 5, 5, 2, 5]], "iscrowd": 0},
-        {"category_id": 0, "segmentation": [[0, 4, 2, 4, 2, 6, 0, 6]], "iscrowd": 1},
-    ]}
+    d = {
+        "height": 6,
+        "width": 6,
+        "annotations": [
+            {"category_id": 0, "segmentation": [[0, 0, 3, 0, 3, 3, 0, 3]], "iscrowd": 0},
+            {"category_id": 1, "segmentation": [[2, 2, 5, 2, 5, 5, 2, 5]], "iscrowd": 0},
+            {"category_id": 0, "segmentation": [[0, 4, 2, 4, 2, 6, 0, 6]], "iscrowd": 1},
+        ],
+    }
     gt = semantic_gt_from_annotations(d)
     assert gt[0, 0] == 0 and gt[4, 4] == 1
     assert gt[2, 2] == 255  # claimed by both classes

@@ -1,5 +1,6 @@
 """DAVIS-style J / F / J&F: hand-made masks, the DAVIS frame conventions, the evaluator API with
 dataset GT lookup, and the copy-first-frame baseline on the moving shapes."""
+
 import json
 
 import numpy as np
@@ -94,9 +95,11 @@ def test_f_matches_brute_force_on_random_blobs():
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:48, :48]
     for _ in range(5):
+
         def blob():
             cy, cx, ry, rx = rng.uniform(15, 33), rng.uniform(15, 33), rng.uniform(5, 12), rng.uniform(5, 12)
             return (yy - cy) ** 2 / ry**2 + (xx - cx) ** 2 / rx**2 <= 1
+
         g, p = blob(), blob()
         for r in (1, 2, 4):
             assert float(db_eval_boundary(g, p, bound_th=r)) == pytest.approx(_brute_force_f(g, p, r))
@@ -161,7 +164,10 @@ def test_extra_prompt_kinds_are_scored_apart(tmp_path):
     assert res["video_box"]["J"] == pytest.approx(100 * (0 + 0.5) / 2)
     assert res["video_box"]["num_objects"] == 2
     dumped = json.load(open(tmp_path / "video_metrics.json"))
-    assert dumped["overall"]["J&F"] == pytest.approx(100) and sorted(dumped["by_prompt"]) == ["video_box", "video_point"]
+    assert dumped["overall"]["J&F"] == pytest.approx(100) and sorted(dumped["by_prompt"]) == [
+        "video_box",
+        "video_point",
+    ]
 
 
 def test_copy_first_frame_prediction():

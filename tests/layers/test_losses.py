@@ -1,4 +1,5 @@
 """Functional losses against hand-computed values (arithmetic in each docstring) and gradcheck."""
+
 import math
 
 import pytest
@@ -72,7 +73,9 @@ def test_iou_loss_hand():
     assert iou_loss(x, t, p, 1, loss_on_multimask=True).item() == pytest.approx(1 / 36)
     assert iou_loss(x, t, p, 1, loss_on_multimask=True, use_l1_loss=True).item() == pytest.approx(1 / 6)
     assert iou_loss(x, t, p, 2).item() == pytest.approx(1 / 72)
-    empty = iou_loss(-torch.ones(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), torch.tensor([[0.25]]), 1, loss_on_multimask=True)
+    empty = iou_loss(
+        -torch.ones(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), torch.tensor([[0.25]]), 1, loss_on_multimask=True
+    )
     assert empty.item() == pytest.approx(0.0625)
 
 
@@ -85,7 +88,9 @@ def test_batch_sigmoid_ce_loss_hand_and_pairwise():
     torch.testing.assert_close(batch_sigmoid_ce_loss(x, t), expected)
     g = torch.Generator().manual_seed(0)
     x, t = torch.randn(4, 7, generator=g) * 30, torch.rand(3, 7, generator=g)
-    pair = torch.stack([torch.stack([sigmoid_ce_loss(x[i:i + 1], t[j:j + 1], 1) for j in range(3)]) for i in range(4)])
+    pair = torch.stack(
+        [torch.stack([sigmoid_ce_loss(x[i : i + 1], t[j : j + 1], 1) for j in range(3)]) for i in range(4)]
+    )
     torch.testing.assert_close(batch_sigmoid_ce_loss(x, t), pair)
     assert torch.isfinite(batch_sigmoid_ce_loss(x * 1e3, t)).all()
 
@@ -103,7 +108,7 @@ def test_batch_sigmoid_ce_loss_two_pass_is_the_same_cost():
 def test_batch_dice_loss_matches_pairwise_and_batches():
     g = torch.Generator().manual_seed(1)
     x, t = torch.randn(4, 6, generator=g), (torch.rand(3, 6, generator=g) > 0.5).float()
-    pair = torch.stack([torch.stack([dice_loss(x[i:i + 1], t[j:j + 1], 1) for j in range(3)]) for i in range(4)])
+    pair = torch.stack([torch.stack([dice_loss(x[i : i + 1], t[j : j + 1], 1) for j in range(3)]) for i in range(4)])
     torch.testing.assert_close(batch_dice_loss(x, t), pair)
     assert batch_dice_loss(torch.zeros(1, 2), torch.tensor([[1.0, 0.0]])).item() == pytest.approx(1 / 3)
     xb, tb = torch.stack([x, x.flip(0)]), torch.stack([t, t])  # leading batch dims
@@ -141,8 +146,9 @@ def test_gradcheck_losses():
     assert torch.autograd.gradcheck(lambda a: batch_dice_loss(a, tq), (x,))
 
 
-@pytest.mark.parametrize("K,h,H,alpha,gamma", [(5, 6, 24, 0.25, 2.0), (3, 8, 8, 0.25, 2.0), (4, 5, 17, -1.0, 0.0),
-                                               (9, 7, 30, 0.4, 1.5)])
+@pytest.mark.parametrize(
+    "K,h,H,alpha,gamma", [(5, 6, 24, 0.25, 2.0), (3, 8, 8, 0.25, 2.0), (4, 5, 17, -1.0, 0.0), (9, 7, 30, 0.4, 1.5)]
+)
 def test_upsampled_focal_dice_equals_interpolate_then_losses(K, h, H, alpha, gamma):
     """Chunked upsampled focal + dice == interpolate, then sigmoid_focal_loss / dice_loss,
     in value and gradient (upsampled or already full size; with and without alpha)."""
@@ -165,8 +171,9 @@ def test_upsampled_focal_dice_gradcheck_and_shapes():
     g = torch.Generator().manual_seed(0)
     src = torch.randn(2, 4, 4, dtype=torch.float64, generator=g, requires_grad=True)
     tgt = torch.rand(2, 9, 9, dtype=torch.float64, generator=g)  # soft targets too
-    assert torch.autograd.gradcheck(lambda s: upsampled_focal_dice_loss(s, tgt, 2.0, max_upsampled_fraction=0.5),
-                                    (src,))
+    assert torch.autograd.gradcheck(
+        lambda s: upsampled_focal_dice_loss(s, tgt, 2.0, max_upsampled_fraction=0.5), (src,)
+    )
     with pytest.raises(ValueError, match="src"):
         upsampled_focal_dice_loss(src[0], tgt, 2.0)
 
@@ -174,7 +181,7 @@ def test_upsampled_focal_dice_gradcheck_and_shapes():
 def test_upsampled_focal_dice_gathers_target_rows():
     g = torch.Generator().manual_seed(1)
     src = torch.randn(3, 5, 5, generator=g, requires_grad=True)
-    pool = (torch.rand(6, 20, 20, generator=g) > 0.5)  # bool targets, converted chunk by chunk
+    pool = torch.rand(6, 20, 20, generator=g) > 0.5  # bool targets, converted chunk by chunk
     rows = torch.tensor([4, 0, 4])
     a = upsampled_focal_dice_loss(src, pool, 2.0, tgt_rows=rows, max_upsampled_fraction=0.4)
     b = upsampled_focal_dice_loss(src, pool[rows].float(), 2.0)

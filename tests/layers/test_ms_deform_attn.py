@@ -16,7 +16,7 @@ def dense_bilinear_reference(value, shapes, loc, attn):
     out = value.new_zeros(N, Lq, M, D)
     start = 0
     for lvl, (H, W) in enumerate(shapes):
-        v = value[:, start:start + H * W].reshape(N, H, W, M, D)
+        v = value[:, start : start + H * W].reshape(N, H, W, M, D)
         start += H * W
         for p in range(P):
             x = loc[:, :, :, lvl, p, 0] * W - 0.5  # [N, Lq, M]
@@ -92,16 +92,20 @@ def test_gradcheck_small():
     value, loc, attn = _inputs([(3, 4), (2, 2)], N=1, Lq=2, M=2, D=2, P=2, seed=7, spread=(0.05, 0.95))
     for t in (value, loc, attn):
         t.requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda v, l, a: ms_deform_attn_core(v, [(3, 4), (2, 2)], l, a),
-                                    (value, loc, attn), eps=1e-6, atol=1e-5)
+    assert torch.autograd.gradcheck(
+        lambda v, l, a: ms_deform_attn_core(v, [(3, 4), (2, 2)], l, a), (value, loc, attn), eps=1e-6, atol=1e-5
+    )
 
 
 def test_module_init_and_forward():
     torch.manual_seed(0)
     attn = MSDeformAttn(d_model=32, n_levels=2, n_heads=4, n_points=3)
     names = {n for n, _ in attn.named_parameters()}
-    assert names == {f"{m}.{p}" for m in ("sampling_offsets", "attention_weights", "value_proj", "output_proj")
-                     for p in ("weight", "bias")}
+    assert names == {
+        f"{m}.{p}"
+        for m in ("sampling_offsets", "attention_weights", "value_proj", "output_proj")
+        for p in ("weight", "bias")
+    }
     # initial offsets: head h points along angle 2*pi*h/4, point p at distance p + 1
     bias = attn.sampling_offsets.bias.view(4, 2, 3, 2)
     torch.testing.assert_close(bias[1, 0, 2], torch.tensor([0.0, 3.0]), atol=1e-6, rtol=0)
@@ -190,8 +194,9 @@ def test_gradients_equal_with_value_grad_path_argument():
     assert grads[0].abs().sum() > 0 and msda.VALUE_GRAD_PATH == "auto"
     torch.testing.assert_close(grads[0], grads[1])
     with pytest.raises(ValueError, match="path"):
-        ms_deform_attn_core(value.clone().requires_grad_(True), SHAPES, loc, attn,
-                            value_grad_path="nope").sum().backward()
+        ms_deform_attn_core(
+            value.clone().requires_grad_(True), SHAPES, loc, attn, value_grad_path="nope"
+        ).sum().backward()
 
 
 def test_module_equals_reference_module_and_shapes_list_agree():
@@ -208,6 +213,7 @@ def test_module_equals_reference_module_and_shapes_list_agree():
     assert all(a is b for a, b in zip(reference.parameters(), attn.parameters()))
     torch.testing.assert_close(reference(query, ref, src, shapes, None), fast, rtol=1e-5, atol=1e-6)
     box = torch.rand(2, 5, 2, 4)
-    torch.testing.assert_close(reference(query, box, src, shapes, None), attn(query, box, src, shapes, None),
-                               rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        reference(query, box, src, shapes, None), attn(query, box, src, shapes, None), rtol=1e-5, atol=1e-6
+    )
     torch.testing.assert_close(listed, fast)

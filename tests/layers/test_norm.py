@@ -1,4 +1,5 @@
 """FrozenBatchNorm2d, get_norm and the Conv2d wrapper."""
+
 import pytest
 import torch
 from torch import nn

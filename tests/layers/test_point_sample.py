@@ -1,4 +1,5 @@
 """point_sample and uncertainty-based point selection."""
+
 import torch
 
 from segtrain.layers.point_sample import (

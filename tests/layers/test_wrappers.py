@@ -6,10 +6,22 @@ from segtrain.layers import wrappers
 from segtrain.layers.wrappers import Conv2d, conv2d_as_matmul
 
 
-@pytest.mark.parametrize("kernel,stride,padding,size", [
-    (1, 1, 0, 4), (1, 1, 0, 7), (1, 2, 0, 8), (1, 2, 0, 7), (1, 3, 0, 10),
-    (3, 1, 1, 4), (3, 2, 1, 8), (3, 2, 1, 7), (3, 1, 0, 5), (7, 2, 3, 9), (1, 1, 1, 3),
-])
+@pytest.mark.parametrize(
+    "kernel,stride,padding,size",
+    [
+        (1, 1, 0, 4),
+        (1, 1, 0, 7),
+        (1, 2, 0, 8),
+        (1, 2, 0, 7),
+        (1, 3, 0, 10),
+        (3, 1, 1, 4),
+        (3, 2, 1, 8),
+        (3, 2, 1, 7),
+        (3, 1, 0, 5),
+        (7, 2, 3, 9),
+        (1, 1, 1, 3),
+    ],
+)
 @pytest.mark.parametrize("bias", [False, True])
 def test_conv2d_as_matmul_matches_conv2d_values_and_grads(kernel, stride, padding, size, bias):
     torch.manual_seed(0)

@@ -1,5 +1,6 @@
 """The registries are importable from ``segtrain.modeling`` (as in Detectron2) and hold every
 built-in component; each family registers its own parts on import."""
+
 from segtrain.modeling import (
     BACKBONE_REGISTRY,
     CRITERION_REGISTRY,
@@ -14,7 +15,8 @@ def test_every_built_in_component_is_registered():
     assert {"MaskFormer", "VideoTracker", "ConceptDetector"} <= set(META_ARCH_REGISTRY.names())
     assert {"build_resnet_backbone", "build_tiny_conv_backbone"} <= set(BACKBONE_REGISTRY.names())
     assert {"SetCriterion", "Sam3LossWrapper", "MultiStepMultiMasksAndIous", "VideoSimpleCriterion"} <= set(
-        CRITERION_REGISTRY.names())
+        CRITERION_REGISTRY.names()
+    )
     assert {"HungarianMatcher", "BinaryHungarianMatcherV2", "BinaryOneToManyMatcher"} <= set(MATCHER_REGISTRY.names())
     assert {"BasePixelDecoder", "MSDeformAttnPixelDecoder"} <= set(PIXEL_DECODER_REGISTRY.names())
     assert callable(build_model)

@@ -9,6 +9,7 @@ segtrain's production paths against. Nothing here is imported by ``segtrain``.
 - :mod:`tests.reference.set_criterion`: Mask2Former's ``SetCriterion`` as a per-prediction,
   per-image loop.
 """
+
 from .hungarian import batch_sigmoid_ce_loss_two_pass, hungarian_match_per_image
 from .ms_deform_attn import ReferenceMSDeformAttn, ms_deform_attn_reference
 from .set_criterion import ReferenceSetCriterion

@@ -2,6 +2,7 @@
 the binary cross-entropy cost as two elementwise passes. Compared with
 ``segtrain.modeling.matcher.HungarianMatcher`` (same RNG consumption, same assignments).
 """
+
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -30,9 +31,13 @@ def batch_sigmoid_ce_loss_two_pass(inputs: Tensor, targets: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def hungarian_match_per_image(matcher, outputs: Dict[str, Tensor], targets: Sequence[Dict[str, Tensor]],
-                              point_coords: Optional[Tensor] = None,
-                              layer_name: str = "outputs") -> List[Tuple[Tensor, Tensor]]:
+def hungarian_match_per_image(
+    matcher,
+    outputs: Dict[str, Tensor],
+    targets: Sequence[Dict[str, Tensor]],
+    point_coords: Optional[Tensor] = None,
+    layer_name: str = "outputs",
+) -> List[Tuple[Tensor, Tensor]]:
     """The official per-image matching loop with ``matcher``'s settings (``cost_class``,
     ``cost_mask``, ``cost_dice``, ``num_points``).
 
@@ -51,7 +56,9 @@ def hungarian_match_per_image(matcher, outputs: Dict[str, Tensor], targets: Sequ
         t = targets[b]
         coords = None
         if num_points > 0:
-            coords = point_coords[b:b + 1] if point_coords is not None else torch.rand(1, num_points, 2, device=device)
+            coords = (
+                point_coords[b : b + 1] if point_coords is not None else torch.rand(1, num_points, 2, device=device)
+            )
         labels = torch.as_tensor(t["labels"]).to(device).long()
         if labels.numel() == 0:
             indices.append((torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64)))
@@ -65,16 +72,23 @@ def hungarian_match_per_image(matcher, outputs: Dict[str, Tensor], targets: Sequ
                 out_pts = point_sample(out_mask[:, None], coords.repeat(out_mask.shape[0], 1, 1)).squeeze(1)
                 tgt_pts = point_sample(tgt_mask[:, None], coords.repeat(tgt_mask.shape[0], 1, 1)).squeeze(1)
             else:
-                out_pts = F.interpolate(out_mask[:, None], size=tgt_mask.shape[-2:], mode="bilinear",
-                                        align_corners=False).flatten(1)
+                out_pts = F.interpolate(
+                    out_mask[:, None], size=tgt_mask.shape[-2:], mode="bilinear", align_corners=False
+                ).flatten(1)
                 tgt_pts = tgt_mask.flatten(1)
             cost_mask = batch_sigmoid_ce_loss_two_pass(out_pts, tgt_pts)
             cost_dice = batch_dice_loss(out_pts, tgt_pts)
             C = matcher.cost_mask * cost_mask + matcher.cost_class * cost_class + matcher.cost_dice * cost_dice
         c = C.cpu()
         if not torch.isfinite(c).all():
-            term = next((n for n, v in (("class", cost_class), ("mask", cost_mask), ("dice", cost_dice))
-                         if not torch.isfinite(v).all()), "total")
+            term = next(
+                (
+                    n
+                    for n, v in (("class", cost_class), ("mask", cost_mask), ("dice", cost_dice))
+                    if not torch.isfinite(v).all()
+                ),
+                "total",
+            )
             raise NonFiniteLossError(f"reference matcher: non-finite {term} cost for image {b} of {layer_name}")
         i, j = linear_sum_assignment(c.numpy())
         indices.append((torch.as_tensor(i, dtype=torch.int64), torch.as_tensor(j, dtype=torch.int64)))

@@ -6,6 +6,7 @@ Shapes (official names): value [N, S, M, D] with S = sum_l H_l * W_l; value_spat
 [L, 2] as (H_l, W_l); sampling_locations [N, Lq, M, L, P, 2] as (x, y) in [0, 1];
 attention_weights [N, Lq, M, L, P]. Output [N, Lq, M * D].
 """
+
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -22,8 +23,9 @@ def _shapes_list(value_spatial_shapes: SpatialShapes) -> List[Tuple[int, int]]:
     return [(int(h), int(w)) for h, w in rows]
 
 
-def ms_deform_attn_reference(value: Tensor, value_spatial_shapes: SpatialShapes, sampling_locations: Tensor,
-                             attention_weights: Tensor) -> Tensor:
+def ms_deform_attn_reference(
+    value: Tensor, value_spatial_shapes: SpatialShapes, sampling_locations: Tensor, attention_weights: Tensor
+) -> Tensor:
     """Multi-scale deformable attention, the official algorithm.
 
     value [N, S, M, D]; value_spatial_shapes [L, 2] (H_l, W_l); sampling_locations
@@ -74,9 +76,16 @@ class ReferenceMSDeformAttn(nn.Module):
             setattr(ref, name, getattr(attn, name))
         return ref
 
-    def forward(self, query: Tensor, reference_points: Tensor, input_flatten: Tensor, input_spatial_shapes,
-                input_level_start_index: Optional[Tensor] = None, input_padding_mask: Optional[Tensor] = None,
-                spatial_shapes_list: Optional[Sequence[Tuple[int, int]]] = None) -> Tensor:
+    def forward(
+        self,
+        query: Tensor,
+        reference_points: Tensor,
+        input_flatten: Tensor,
+        input_spatial_shapes,
+        input_level_start_index: Optional[Tensor] = None,
+        input_padding_mask: Optional[Tensor] = None,
+        spatial_shapes_list: Optional[Sequence[Tuple[int, int]]] = None,
+    ) -> Tensor:
         N, Lq, _ = query.shape
         _, S, _ = input_flatten.shape
         M, L, P = self.n_heads, self.n_levels, self.n_points
@@ -89,11 +98,15 @@ class ReferenceMSDeformAttn(nn.Module):
         attention_weights = F.softmax(self.attention_weights(query).view(N, Lq, M, L * P), -1).view(N, Lq, M, L, P)
         if reference_points.shape[-1] == 2:
             offset_normalizer = torch.stack([shapes[..., 1], shapes[..., 0]], -1).to(sampling_offsets.dtype)
-            sampling_locations = (reference_points[:, :, None, :, None, :]
-                                  + sampling_offsets / offset_normalizer[None, None, None, :, None, :])
+            sampling_locations = (
+                reference_points[:, :, None, :, None, :]
+                + sampling_offsets / offset_normalizer[None, None, None, :, None, :]
+            )
         elif reference_points.shape[-1] == 4:
-            sampling_locations = (reference_points[:, :, None, :, None, :2]
-                                  + sampling_offsets / P * reference_points[:, :, None, :, None, 2:] * 0.5)
+            sampling_locations = (
+                reference_points[:, :, None, :, None, :2]
+                + sampling_offsets / P * reference_points[:, :, None, :, None, 2:] * 0.5
+            )
         else:
             raise ValueError(f"last dim of reference_points must be 2 or 4, got {reference_points.shape[-1]}")
         core_shapes = spatial_shapes_list if spatial_shapes_list is not None else shapes

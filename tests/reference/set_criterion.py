@@ -5,6 +5,7 @@ point-sampled mask loss per prediction. Same keys, values (to float round-off) a
 consumption as ``segtrain.modeling.criterion.SetCriterion``, which the tests and
 ``tools/benchmark.py`` compare against it.
 """
+
 import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -39,9 +40,20 @@ class ReferenceSetCriterion(nn.Module):
     required_output_keys = ("pred_logits", "pred_masks")
     iteration: Optional[int] = None
 
-    def __init__(self, num_classes: int, matcher, weight_dict: Dict[str, float], eos_coef: float,
-                 losses: Sequence[str], num_points: int, oversample_ratio: float, importance_sample_ratio: float,
-                 *, deep_supervision: bool = True, match_order: str = "query"):
+    def __init__(
+        self,
+        num_classes: int,
+        matcher,
+        weight_dict: Dict[str, float],
+        eos_coef: float,
+        losses: Sequence[str],
+        num_points: int,
+        oversample_ratio: float,
+        importance_sample_ratio: float,
+        *,
+        deep_supervision: bool = True,
+        match_order: str = "query",
+    ):
         super().__init__()
         self.num_classes = int(num_classes)
         self.matcher = matcher
@@ -60,10 +72,18 @@ class ReferenceSetCriterion(nn.Module):
     @classmethod
     def of(cls, criterion) -> "ReferenceSetCriterion":
         """The reference loop with the settings of ``criterion`` (a ``SetCriterion``), on its device."""
-        return cls(criterion.num_classes, criterion.matcher, criterion.weight_dict, criterion.eos_coef,
-                   criterion.losses, criterion.num_points, criterion.oversample_ratio,
-                   criterion.importance_sample_ratio, deep_supervision=criterion.deep_supervision,
-                   match_order=criterion.match_order).to(criterion.empty_weight.device)
+        return cls(
+            criterion.num_classes,
+            criterion.matcher,
+            criterion.weight_dict,
+            criterion.eos_coef,
+            criterion.losses,
+            criterion.num_points,
+            criterion.oversample_ratio,
+            criterion.importance_sample_ratio,
+            deep_supervision=criterion.deep_supervision,
+            match_order=criterion.match_order,
+        ).to(criterion.empty_weight.device)
 
     def weight_of(self, key: str) -> float:
         """A key's own weight, else its base key's (``loss_ce_3`` -> ``loss_ce``), else 0."""
@@ -96,8 +116,10 @@ class ReferenceSetCriterion(nn.Module):
                     losses["loss_mask" + suffix], losses["loss_dice" + suffix] = loss_mask, loss_dice
         zero = outputs["pred_logits"].sum().float() * 0.0
         final = sum((self.weight_of(k) * losses[k] for k in self._base_keys if self.weight_of(k) != 0), zero)
-        aux_total = sum((self.weight_of(k) * v for k, v in losses.items()
-                         if k not in self._base_keys and self.weight_of(k) != 0), zero)
+        aux_total = sum(
+            (self.weight_of(k) * v for k, v in losses.items() if k not in self._base_keys and self.weight_of(k) != 0),
+            zero,
+        )
         losses["core_loss"] = final + aux_total
         losses["core_loss_final"] = final.detach()
         losses["core_loss_aux"] = aux_total.detach()
@@ -158,9 +180,14 @@ class ReferenceSetCriterion(nn.Module):
             tgt_masks = torch.stack([target_masks[b][j] for b, j in tgt])[:, None]  # [M, 1, H, W]
             with torch.no_grad():
                 coords = get_uncertain_point_coords_with_randomness(
-                    src_masks, calculate_uncertainty, self.num_points, self.oversample_ratio,
-                    self.importance_sample_ratio)
+                    src_masks,
+                    calculate_uncertainty,
+                    self.num_points,
+                    self.oversample_ratio,
+                    self.importance_sample_ratio,
+                )
                 point_labels = point_sample(tgt_masks, coords, align_corners=False).squeeze(1)
             point_logits = point_sample(src_masks, coords, align_corners=False).squeeze(1)
-            return sigmoid_ce_loss(point_logits, point_labels, num_masks), dice_loss(point_logits, point_labels,
-                                                                                     num_masks)
+            return sigmoid_ce_loss(point_logits, point_labels, num_masks), dice_loss(
+                point_logits, point_labels, num_masks
+            )

@@ -5,6 +5,7 @@ a tiny per-pixel foreground classifier trained on the real ``InstanceDatasetMapp
 ``SEGTRAIN_TEST_HANG_AT_ITER=k``: at its k-th training forward the model writes
 ``<OUTPUT_DIR>/hanging`` and sleeps, so that a test can kill the process mid-training at a
 known point."""
+
 import os
 import time
 

@@ -1,5 +1,6 @@
 """Fixture of the reliability tests: ``records``, everything segtrain logs during a test,
 whatever ``setup_logger`` did to propagation."""
+
 import logging
 
 import pytest

@@ -1,7 +1,9 @@
-"""Every data fault (bad files, bad annotations, unreadable images) under both DATASETS.ON_BAD_ANNOTATION policies, through the
+"""Every data fault (bad files, bad annotations, unreadable images) under both
+DATASETS.ON_BAD_ANNOTATION policies, through the
 config-driven loaders: "error" stops with one line naming the file and the annotation / image
 id; "skip" drops the bad item and reports a count at the end (training loader, test loader and
 the inference summary). Empty images train a real tiny Mask2Former without NaN."""
+
 import json
 import os
 
@@ -12,7 +14,13 @@ import pytest
 import torch
 
 from segtrain.config import get_cfg, load_config
-from segtrain.data import DatasetCatalog, MetadataCatalog, build_test_loader, build_train_loader, register_coco_instances
+from segtrain.data import (
+    DatasetCatalog,
+    MetadataCatalog,
+    build_test_loader,
+    build_train_loader,
+    register_coco_instances,
+)
 from segtrain.data.mappers import InstanceDatasetMapper
 from segtrain.evaluation.evaluator import inference_on_dataset
 from segtrain.modeling import build_model
@@ -23,8 +31,9 @@ from segtrain.utils.imports import import_user_modules
 H, W = 40, 50
 NAME = "reliability_faults"
 COMPONENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_reliability_components.py")
-TINY = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                    "projects", "m2f", "tiny.yaml")
+TINY = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "projects", "m2f", "tiny.yaml"
+)
 
 
 def _coco():
@@ -36,7 +45,9 @@ def _coco():
     rle["counts"] = rle["counts"].decode("ascii")
     square = [10.0, 10.0, 30.0, 10.0, 30.0, 30.0, 10.0, 30.0]
     return {
-        "images": [{"id": i, "file_name": f"{c}.png", "height": H, "width": W} for i, c in ((1, "a"), (2, "b"), (3, "c"))],
+        "images": [
+            {"id": i, "file_name": f"{c}.png", "height": H, "width": W} for i, c in ((1, "a"), (2, "b"), (3, "c"))
+        ],
         "annotations": [
             {"id": 11, "image_id": 1, "category_id": 5, "segmentation": [square], "iscrowd": 0},
             {"id": 12, "image_id": 1, "category_id": 9, "segmentation": rle, "iscrowd": 0},
@@ -54,21 +65,43 @@ def _nan_tiff(root):
 
 # name -> (stage where it is found, edit of the JSON data, edit of the image folder, words of the error)
 FAULTS = {
-    "unknown_category": ("load", lambda d: d["annotations"][2].update(category_id=77), None,
-                         ["annotation id 21", "unknown category_id 77", "valid: 5, 9"]),
-    "polygon_2_points": ("load", lambda d: d["annotations"][0].update(segmentation=[[1, 1, 5, 5]]), None,
-                         ["annotation id 11", "2 point(s); at least 3"]),
-    "rle_wrong_size": ("load", lambda d: d["annotations"][1]["segmentation"].update(size=[41, 50]), None,
-                       ["annotation id 12", "RLE size [41, 50] differs from the image size [40, 50]"]),
-    "missing_image": ("load", None, lambda root: os.remove(os.path.join(root, "b.png")),
-                      ["image id 2", "image file not found", "b.png"]),
-    "undecodable_image": ("map", None, lambda root: open(os.path.join(root, "b.png"), "wb").write(b"not a png"),
-                          ["b.png", "cannot be decoded"]),
-    "image_size_differs": ("map", None,
-                           lambda root: cv2.imwrite(os.path.join(root, "b.png"), np.zeros((45, W, 3), np.uint8)),
-                           ["b.png", "image id 2 is 50x45 (WxH) but the annotations say 50x40"]),
-    "nan_in_image": ("map", lambda d: d["images"][1].update(file_name="b.tiff"), _nan_tiff,
-                     ["b.tiff", "NaN"]),
+    "unknown_category": (
+        "load",
+        lambda d: d["annotations"][2].update(category_id=77),
+        None,
+        ["annotation id 21", "unknown category_id 77", "valid: 5, 9"],
+    ),
+    "polygon_2_points": (
+        "load",
+        lambda d: d["annotations"][0].update(segmentation=[[1, 1, 5, 5]]),
+        None,
+        ["annotation id 11", "2 point(s); at least 3"],
+    ),
+    "rle_wrong_size": (
+        "load",
+        lambda d: d["annotations"][1]["segmentation"].update(size=[41, 50]),
+        None,
+        ["annotation id 12", "RLE size [41, 50] differs from the image size [40, 50]"],
+    ),
+    "missing_image": (
+        "load",
+        None,
+        lambda root: os.remove(os.path.join(root, "b.png")),
+        ["image id 2", "image file not found", "b.png"],
+    ),
+    "undecodable_image": (
+        "map",
+        None,
+        lambda root: open(os.path.join(root, "b.png"), "wb").write(b"not a png"),
+        ["b.png", "cannot be decoded"],
+    ),
+    "image_size_differs": (
+        "map",
+        None,
+        lambda root: cv2.imwrite(os.path.join(root, "b.png"), np.zeros((45, W, 3), np.uint8)),
+        ["b.png", "image id 2 is 50x45 (WxH) but the annotations say 50x40"],
+    ),
+    "nan_in_image": ("map", lambda d: d["images"][1].update(file_name="b.tiff"), _nan_tiff, ["b.tiff", "NaN"]),
 }
 
 
@@ -197,9 +230,18 @@ def test_trainer_logs_skipped_items_at_the_end(tmp_path, unregister, records):
 
     import_user_modules([COMPONENTS])
     _register(tmp_path, "undecodable_image")
-    cfg = _cfg("skip", **{"MODEL.META_ARCHITECTURE": "ReliabilityTestNet", "MODEL.DEVICE": "cpu",
-                          "SOLVER.MAX_ITER": "3", "SOLVER.CHECKPOINT_PERIOD": "100", "DATASETS.TEST": "()",
-                          "WRITERS.TENSORBOARD": "False", "OUTPUT_DIR": str(tmp_path / "out")})
+    cfg = _cfg(
+        "skip",
+        **{
+            "MODEL.META_ARCHITECTURE": "ReliabilityTestNet",
+            "MODEL.DEVICE": "cpu",
+            "SOLVER.MAX_ITER": "3",
+            "SOLVER.CHECKPOINT_PERIOD": "100",
+            "DATASETS.TEST": "()",
+            "WRITERS.TENSORBOARD": "False",
+            "OUTPUT_DIR": str(tmp_path / "out"),
+        },
+    )
     trainer = DefaultTrainer(cfg)
     trainer.train()
     skipped = trainer.data_loader.num_skipped

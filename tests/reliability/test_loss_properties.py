@@ -5,6 +5,7 @@ matcher returns a valid assignment without raising.
 
 Few examples per property (the suite is time-boxed), derandomized so that a run is
 reproducible; each example builds its tensors from a drawn seed."""
+
 import pytest
 import torch
 from hypothesis import HealthCheck, example, given, settings
@@ -19,12 +20,13 @@ from segtrain.modeling.criterion import (
     Sam3LossWrapper,
     SetCriterion,
 )
-from segtrain.structures.targets import targets_to_find_packed
 from segtrain.modeling.matcher import BinaryHungarianMatcherV2, BinaryOneToManyMatcher, HungarianMatcher
 from segtrain.structures.boxes import box_cxcywh_to_xyxy
+from segtrain.structures.targets import targets_to_find_packed
 
-PROPERTY = settings(max_examples=10, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(
+    max_examples=10, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 # logit scales: ordinary, saturated, the extreme +-1e4 with random signs (1e4) or all -1e4
 scales = st.sampled_from([1.0, 30.0, 1e4, -1e4])
@@ -67,8 +69,15 @@ def _assert_valid_pairs(i, j, Q, n):
 
 # ---------------------------------------------------------------------------- Mask2Former
 @PROPERTY
-@given(sizes=counts, Q=st.integers(1, 5), K=st.integers(1, 3), scale=scales, kind=mask_kinds,
-       n_aux=st.integers(0, 2), seed=st.integers(0, 2**16))
+@given(
+    sizes=counts,
+    Q=st.integers(1, 5),
+    K=st.integers(1, 3),
+    scale=scales,
+    kind=mask_kinds,
+    n_aux=st.integers(0, 2),
+    seed=st.integers(0, 2**16),
+)
 @example(sizes=[0, 0], Q=3, K=2, scale=1e4, kind="empty", n_aux=1, seed=0)  # nothing to match, saturated
 @example(sizes=[3, 1], Q=2, K=2, scale=-1e4, kind="empty", n_aux=1, seed=1)  # more GT than queries, empty masks
 def test_set_criterion_and_hungarian_matcher_are_finite(sizes, Q, K, scale, kind, n_aux, seed):
@@ -77,19 +86,23 @@ def test_set_criterion_and_hungarian_matcher_are_finite(sizes, Q, K, scale, kind
     H = W = 8
 
     def layer():
-        return {"pred_logits": _logits((len(sizes), Q, K + 1), scale, gen).requires_grad_(),
-                "pred_masks": _logits((len(sizes), Q, h, w), scale, gen).requires_grad_()}
+        return {
+            "pred_logits": _logits((len(sizes), Q, K + 1), scale, gen).requires_grad_(),
+            "pred_masks": _logits((len(sizes), Q, h, w), scale, gen).requires_grad_(),
+        }
 
     out = layer()
     out["aux_outputs"] = [layer() for _ in range(n_aux)]
-    targets = [{"labels": torch.randint(0, K, (n,), generator=gen), "masks": _gt_masks(n, H, W, kind, gen)}
-               for n in sizes]
+    targets = [
+        {"labels": torch.randint(0, K, (n,), generator=gen), "masks": _gt_masks(n, H, W, kind, gen)} for n in sizes
+    ]
     matcher = HungarianMatcher(2, 5, 5, num_points=12)
     torch.manual_seed(seed)
     for (i, j), n in zip(matcher(out, targets), sizes):
         _assert_valid_pairs(i, j, Q, n)
-    crit = SetCriterion(K, matcher, {"loss_ce": 2.0, "loss_mask": 5.0, "loss_dice": 5.0}, 0.1, ["labels", "masks"],
-                        12, 3.0, 0.75)
+    crit = SetCriterion(
+        K, matcher, {"loss_ce": 2.0, "loss_mask": 5.0, "loss_dice": 5.0}, 0.1, ["labels", "masks"], 12, 3.0, 0.75
+    )
     losses = crit(out, targets)
     leaves = {"pred_logits": out["pred_logits"], "pred_masks": out["pred_masks"]}
     leaves.update({f"aux{i}.pred_masks": a["pred_masks"] for i, a in enumerate(out["aux_outputs"])})
@@ -104,10 +117,18 @@ def _find_batch(sizes, Q, scale, kind, gen, o2m):
     H = W = 8
 
     def pred(presence):
-        boxes = torch.cat([torch.rand(len(sizes), Q, 2, generator=gen) * 0.6 + 0.2,
-                           torch.rand(len(sizes), Q, 2, generator=gen) * 0.3 + 0.05], -1).requires_grad_()
-        out = {"pred_logits": _logits((len(sizes), Q, 1), scale, gen).requires_grad_(), "pred_boxes": boxes,
-               "pred_masks": _logits((len(sizes), Q, h, h), scale, gen).requires_grad_()}
+        boxes = torch.cat(
+            [
+                torch.rand(len(sizes), Q, 2, generator=gen) * 0.6 + 0.2,
+                torch.rand(len(sizes), Q, 2, generator=gen) * 0.3 + 0.05,
+            ],
+            -1,
+        ).requires_grad_()
+        out = {
+            "pred_logits": _logits((len(sizes), Q, 1), scale, gen).requires_grad_(),
+            "pred_boxes": boxes,
+            "pred_masks": _logits((len(sizes), Q, h, h), scale, gen).requires_grad_(),
+        }
         out["pred_boxes_xyxy"] = box_cxcywh_to_xyxy(boxes)
         if presence:
             out["presence_logit_dec"] = _logits((len(sizes), 1), scale, gen).requires_grad_()
@@ -131,20 +152,31 @@ def _find_batch(sizes, Q, scale, kind, gen, o2m):
 def _sam3_wrapper():
     pieces = [
         Boxes(weight_dict={"loss_bbox": 5.0, "loss_giou": 2.0}),
-        IABCEMdetr(pos_weight=10.0, weight_dict={"loss_ce": 20.0, "presence_loss": 20.0}, pos_focal=False, alpha=0.25,
-                   gamma=2, use_presence=True, pad_n_queries=200, weak_loss=False),
+        IABCEMdetr(
+            pos_weight=10.0,
+            weight_dict={"loss_ce": 20.0, "presence_loss": 20.0},
+            pos_focal=False,
+            alpha=0.25,
+            gamma=2,
+            use_presence=True,
+            pad_n_queries=200,
+            weak_loss=False,
+        ),
         Masks(weight_dict={"loss_mask": 200.0, "loss_dice": 10.0}, focal_alpha=0.25, focal_gamma=2.0, compute_aux=True),
     ]
     return Sam3LossWrapper(
-        loss_fns_find=pieces, normalization="global",
+        loss_fns_find=pieces,
+        normalization="global",
         matcher=BinaryHungarianMatcherV2(focal=True, cost_class=2.0, cost_bbox=5.0, cost_giou=2.0),
-        o2m_matcher=BinaryOneToManyMatcher(alpha=0.3, threshold=0.4, topk=4), o2m_weight=2.0,
-        use_o2m_matcher_on_o2m_aux=False, scale_by_find_batch_size=True)
+        o2m_matcher=BinaryOneToManyMatcher(alpha=0.3, threshold=0.4, topk=4),
+        o2m_weight=2.0,
+        use_o2m_matcher_on_o2m_aux=False,
+        scale_by_find_batch_size=True,
+    )
 
 
 @PROPERTY
-@given(sizes=counts, Q=st.integers(1, 5), scale=scales, kind=mask_kinds, o2m=st.booleans(),
-       seed=st.integers(0, 2**16))
+@given(sizes=counts, Q=st.integers(1, 5), scale=scales, kind=mask_kinds, o2m=st.booleans(), seed=st.integers(0, 2**16))
 @example(sizes=[0, 0], Q=3, scale=1e4, kind="empty", o2m=True, seed=0)
 @example(sizes=[3, 2], Q=2, scale=1e4, kind="empty", o2m=True, seed=1)
 def test_sam3_loss_wrapper_and_pieces_are_finite(sizes, Q, scale, kind, o2m, seed):
@@ -157,15 +189,22 @@ def test_sam3_loss_wrapper_and_pieces_are_finite(sizes, Q, scale, kind, o2m, see
 
 
 @PROPERTY
-@given(sizes=counts, Q=st.integers(1, 5), scale=scales, focal=st.booleans(), stable=st.booleans(),
-       seed=st.integers(0, 2**16))
+@given(
+    sizes=counts,
+    Q=st.integers(1, 5),
+    scale=scales,
+    focal=st.booleans(),
+    stable=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
 @example(sizes=[0, 0], Q=2, scale=1e4, focal=True, stable=True, seed=0)
 @example(sizes=[3, 0], Q=2, scale=1e4, focal=True, stable=True, seed=1)
 def test_find_matchers_return_valid_assignments(sizes, Q, scale, focal, stable, seed):
     gen = torch.Generator().manual_seed(seed)
     out, targets = _find_batch(sizes, Q, scale, "random", gen, o2m=False)
-    b, src, tgt = BinaryHungarianMatcherV2(focal=focal, stable=stable, cost_class=2.0, cost_bbox=5.0,
-                                           cost_giou=2.0)(out, targets)
+    b, src, tgt = BinaryHungarianMatcherV2(focal=focal, stable=stable, cost_class=2.0, cost_bbox=5.0, cost_giou=2.0)(
+        out, targets
+    )
     offsets = torch.cumsum(torch.tensor([0] + sizes), 0)
     for k, n in enumerate(sizes):
         sel = b == k
@@ -181,8 +220,17 @@ def test_find_matchers_return_valid_assignments(sizes, Q, scale, focal, stable, 
 
 # ---------------------------------------------------------------------------- SAM 2
 @PROPERTY
-@given(T=st.integers(1, 3), N=st.integers(0, 3), M=st.sampled_from([1, 3]), steps=st.integers(1, 2),
-       scale=scales, kind=mask_kinds, obj_scores=st.booleans(), all_iou=st.booleans(), seed=st.integers(0, 2**16))
+@given(
+    T=st.integers(1, 3),
+    N=st.integers(0, 3),
+    M=st.sampled_from([1, 3]),
+    steps=st.integers(1, 2),
+    scale=scales,
+    kind=mask_kinds,
+    obj_scores=st.booleans(),
+    all_iou=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
 @example(T=2, N=0, M=3, steps=2, scale=1e4, kind="empty", obj_scores=True, all_iou=True, seed=0)
 @example(T=2, N=2, M=3, steps=2, scale=1e4, kind="empty", obj_scores=True, all_iou=False, seed=1)
 def test_multistep_multimask_is_finite(T, N, M, steps, scale, kind, obj_scores, all_iou, seed):
@@ -191,8 +239,11 @@ def test_multistep_multimask_is_finite(T, N, M, steps, scale, kind, obj_scores, 
     leaves = {}
     outs = []
     for t in range(T):
-        frame = {"multistep_pred_multimasks_high_res": [], "multistep_pred_ious": [],
-                 "multistep_object_score_logits": []}
+        frame = {
+            "multistep_pred_multimasks_high_res": [],
+            "multistep_pred_ious": [],
+            "multistep_object_score_logits": [],
+        }
         for s in range(steps):
             masks = _logits((N, M, H, W), scale, gen).requires_grad_()
             ious = torch.rand(N, M, generator=gen).requires_grad_()
@@ -203,8 +254,12 @@ def test_multistep_multimask_is_finite(T, N, M, steps, scale, kind, obj_scores, 
             frame["multistep_object_score_logits"].append(obj)
         outs.append(frame)
     targets = torch.stack([_gt_masks(N, H, W, kind, gen) for _ in range(T)]).float()
-    crit = MultiStepMultiMasksAndIous({"loss_mask": 20.0, "loss_dice": 1.0, "loss_iou": 1.0, "loss_class": 1.0},
-                                      supervise_all_iou=all_iou, iou_use_l1_loss=True, pred_obj_scores=obj_scores)
+    crit = MultiStepMultiMasksAndIous(
+        {"loss_mask": 20.0, "loss_dice": 1.0, "loss_iou": 1.0, "loss_class": 1.0},
+        supervise_all_iou=all_iou,
+        iou_use_l1_loss=True,
+        pred_obj_scores=obj_scores,
+    )
     losses = crit(outs, targets)
     if N == 0:
         assert losses[CORE_LOSS_KEY].item() == 0.0

@@ -5,6 +5,7 @@ newest checkpoint is detected on --resume and the previous one is used, with the
 The runs train ReliabilityTestNet (a test-only model with dropout) on tiny built-in shapes
 through the real InstanceDatasetMapper with random resize and flip, on CPU with 1 thread
 and deterministic kernels."""
+
 import os
 import shutil
 import signal
@@ -38,8 +39,13 @@ def _config(tmp_path, out):
 
 
 def _env(tmp_path, **extra):
-    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               SEGTRAIN_DATASETS=str(tmp_path / "datasets"))
+    env = dict(
+        os.environ,
+        PYTHONWARNINGS="ignore",
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        SEGTRAIN_DATASETS=str(tmp_path / "datasets"),
+    )
     env.pop("SEGTRAIN_TEST_HANG_AT_ITER", None)
     env.update(extra)
     return env
@@ -48,9 +54,13 @@ def _env(tmp_path, **extra):
 def _start(tmp_path, out, *extra, **env):
     """Start tools/train_net.py on ``out``'s config; output goes to ``<out>.log``."""
     log = open(tmp_path / f"{out.name}.log", "w")
-    proc = subprocess.Popen([sys.executable, SCRIPT, "--config-file", str(_config(tmp_path, out)), "--module",
-                             COMPONENTS, *extra], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                            env=_env(tmp_path, **env))
+    proc = subprocess.Popen(
+        [sys.executable, SCRIPT, "--config-file", str(_config(tmp_path, out)), "--module", COMPONENTS, *extra],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env=_env(tmp_path, **env),
+    )
     log.close()
     return proc
 

@@ -1,6 +1,7 @@
 """SIGINT and SIGTERM during training: the current iteration finishes, a resumable checkpoint
 is written, the run stops with TrainingInterrupted (exit code 130 through run_cli), and a
 resumed run continues at the next iteration."""
+
 import os
 import signal
 from argparse import Namespace
@@ -13,8 +14,9 @@ from segtrain.engine.hooks import CallbackHook, TrainingInterrupted
 from segtrain.utils.env import seed_all_rng
 from segtrain.utils.imports import import_user_modules
 
-ENGINE_COMPONENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "engine",
-                                 "_engine_components.py")
+ENGINE_COMPONENTS = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "engine", "_engine_components.py"
+)
 comp = import_user_modules([ENGINE_COMPONENTS])[0]
 
 

@@ -1,15 +1,16 @@
 """Start-up validation (segtrain.engine.startup_check) of the whole configuration: through
 tools/train_net.py (one ``error:`` line per problem with the closest valid names, exit code 2,
 no traceback unless --debug, nothing written or generated), and each check in-process."""
+
 import os
 import subprocess
 import sys
 
 import pytest
 
+from segtrain.config import checks as config_checks
 from segtrain.config import load_config
 from segtrain.data import DatasetCatalog, MetadataCatalog, register_coco_instances, register_coco_panoptic
-from segtrain.config import checks as config_checks
 from segtrain.engine.startup_check import check_config, register_name_key, validate_config
 from segtrain.utils.errors import ConfigError
 
@@ -18,8 +19,16 @@ SCRIPT = os.path.join(ROOT, "tools", "train_net.py")
 TINY = os.path.join(ROOT, "projects", "m2f", "tiny.yaml")
 R50 = os.path.join(ROOT, "projects", "m2f", "r50.yaml")
 
-BROKEN = ["MODEL.CRITERION.NAME", "SetCriterio", "DATASETS.TRAIN", "('shapes_trian',)",
-          "INPUT.DATASET_MAPPER_NAME", "InstanceMapper", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "7"]
+BROKEN = [
+    "MODEL.CRITERION.NAME",
+    "SetCriterio",
+    "DATASETS.TRAIN",
+    "('shapes_trian',)",
+    "INPUT.DATASET_MAPPER_NAME",
+    "InstanceMapper",
+    "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
+    "7",
+]
 EXPECTED = [
     "error: MODEL.CRITERION.NAME: no CRITERION named 'SetCriterio'. Did you mean 'SetCriterion'",
     "error: INPUT.DATASET_MAPPER_NAME: no MAPPER named 'InstanceMapper'. Did you mean 'InstanceDatasetMapper'",
@@ -30,8 +39,14 @@ EXPECTED = [
 
 def _run(tmp_path, *args, flags=()):
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1", SEGTRAIN_DATASETS=str(tmp_path / "data"))
-    return subprocess.run([sys.executable, SCRIPT, *flags, "--config-file", TINY, "OUTPUT_DIR", str(tmp_path / "out"),
-                           *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, SCRIPT, *flags, "--config-file", TINY, "OUTPUT_DIR", str(tmp_path / "out"), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
 
 
 def test_train_net_reports_every_problem_one_line_each(tmp_path):
@@ -74,17 +89,27 @@ def test_weight_key_of_a_loss_not_computed():
 
 
 def test_criterion_built_only_once_its_names_are_valid():
-    (p,) = _problems("MODEL.CRITERION.NAME", "Sam3LossWrapper", "MODEL.CRITERION.SAM3.LOSS_FNS", "['Boxes', 'Mask']",
-                     "MODEL.MATCHER.NAME", "BinaryHungarianMatcherV2")
+    (p,) = _problems(
+        "MODEL.CRITERION.NAME",
+        "Sam3LossWrapper",
+        "MODEL.CRITERION.SAM3.LOSS_FNS",
+        "['Boxes', 'Mask']",
+        "MODEL.MATCHER.NAME",
+        "BinaryHungarianMatcherV2",
+    )
     assert p.startswith("MODEL.CRITERION.SAM3.LOSS_FNS: no SAM3_LOSS named 'Mask'. Did you mean 'Masks'?")
 
 
 def test_solver_and_policy_names():
-    problems = _problems("SOLVER.OPTIMIZER", "adamw", "SOLVER.LR_SCHEDULER_NAME", "WarmupCosine",
-                         "DATASETS.ON_BAD_ANNOTATION", "skipp")
+    problems = _problems(
+        "SOLVER.OPTIMIZER", "adamw", "SOLVER.LR_SCHEDULER_NAME", "WarmupCosine", "DATASETS.ON_BAD_ANNOTATION", "skipp"
+    )
     # in the order of the config
-    assert [p.split(":")[0] for p in problems] == ["DATASETS.ON_BAD_ANNOTATION", "SOLVER.OPTIMIZER",
-                                                  "SOLVER.LR_SCHEDULER_NAME"]
+    assert [p.split(":")[0] for p in problems] == [
+        "DATASETS.ON_BAD_ANNOTATION",
+        "SOLVER.OPTIMIZER",
+        "SOLVER.LR_SCHEDULER_NAME",
+    ]
     assert "Did you mean 'AdamW'" in problems[1] and "'WarmupCosineLR'" in problems[2]
     assert "Did you mean 'skip'? Valid: error, skip" in problems[0]
 
@@ -97,7 +122,8 @@ def test_dataset_files_and_weights(tmp_path):
         DatasetCatalog.remove("startup_missing_files")
         MetadataCatalog.remove("startup_missing_files")
     assert problems == [
-        f"DATASETS.TRAIN: annotation file of dataset 'startup_missing_files' not found: {str(tmp_path / 'gone.json')!r}",
+        "DATASETS.TRAIN: annotation file of dataset 'startup_missing_files' not found: "
+        f"{str(tmp_path / 'gone.json')!r}",
         f"DATASETS.TRAIN: image folder of dataset 'startup_missing_files' not found: {str(tmp_path / 'no_images')!r}",
         f"MODEL.WEIGHTS: file not found: {str(tmp_path / 'w.pth')!r}",
     ]
@@ -106,13 +132,15 @@ def test_dataset_files_and_weights(tmp_path):
     pan_json.write_text('{"images": [], "annotations": [], "categories": [{"id": 1, "name": "a"}]}')
     register_coco_panoptic("startup_missing_png", {}, str(tmp_path), str(tmp_path / "no_pngs"), str(pan_json))
     try:
-        problems = _problems("DATASETS.TRAIN", "('startup_missing_png',)", "DATASETS.TEST", "()",
-                             "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "1")
+        problems = _problems(
+            "DATASETS.TRAIN", "('startup_missing_png',)", "DATASETS.TEST", "()", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "1"
+        )
     finally:
         DatasetCatalog.remove("startup_missing_png")
         MetadataCatalog.remove("startup_missing_png")
-    assert problems == [f"DATASETS.TRAIN: panoptic PNG folder of dataset 'startup_missing_png' not found: "
-                        f"{str(tmp_path / 'no_pngs')!r}"]
+    assert problems == [
+        f"DATASETS.TRAIN: panoptic PNG folder of dataset 'startup_missing_png' not found: {str(tmp_path / 'no_pngs')!r}"
+    ]
     # --resume with a checkpoint in OUTPUT_DIR does not read MODEL.WEIGHTS
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "last_checkpoint").write_text("model_0000009.pth")

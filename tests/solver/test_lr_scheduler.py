@@ -1,4 +1,5 @@
 """LR schedules: hand-computed values at chosen iterations, warmup, multipliers, state_dict."""
+
 import math
 
 import pytest

@@ -1,4 +1,5 @@
 """build_optimizer's fused Adam/AdamW kernel gives the plain per-tensor loop's updates."""
+
 import copy
 
 import pytest
@@ -27,8 +28,10 @@ def test_fused_matches_plain_loop(name):
     # the same groups (lr, weight decay) over the copy's parameters, with the per-tensor loop
     index = {id(p): i for i, p in enumerate(model.parameters())}
     copies = list(plain_model.parameters())
-    plain_groups = [{"params": [copies[index[id(p)]] for p in g["params"]], "lr": g["lr"],
-                     "weight_decay": g["weight_decay"]} for g in opt.param_groups]
+    plain_groups = [
+        {"params": [copies[index[id(p)]] for p in g["params"]], "lr": g["lr"], "weight_decay": g["weight_decay"]}
+        for g in opt.param_groups
+    ]
     plain = type(opt)(plain_groups, lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SOLVER.BETAS), foreach=False)
     assert not plain.defaults.get("fused")
     x = torch.randn(4, 3, 6, 6, generator=torch.Generator().manual_seed(1))

@@ -1,4 +1,5 @@
 """Optimizer param groups, gradient clipping, frozen modules, parameter counts."""
+
 import pytest
 import torch
 from torch import nn

@@ -1,4 +1,5 @@
 """Box conversions, IoU / GIoU (pairwise and paired), degenerate boxes."""
+
 import pytest
 import torch
 

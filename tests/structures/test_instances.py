@@ -1,4 +1,5 @@
 """Instances: fields, indexing, device moves and concatenation."""
+
 import pickle
 
 import pytest

@@ -1,4 +1,5 @@
 """Mask format conversions and BoxMode."""
+
 import numpy as np
 import pytest
 import torch
@@ -90,5 +91,7 @@ def test_pad_masks_pads_bottom_right_and_rejects_larger_masks():
     out = pad_masks(m, (5, 6))
     assert out.shape == (2, 5, 6) and out.dtype == torch.bool
     assert out[:, :3, :4].all() and not out[:, 3:].any() and not out[:, :, 4:].any()
-    with pytest.raises(DatasetError, match=r"target 1: masks of size \(3, 4\) do not fit the padded batch size \(2, 6\)"):
+    with pytest.raises(
+        DatasetError, match=r"target 1: masks of size \(3, 4\) do not fit the padded batch size \(2, 6\)"
+    ):
         pad_masks(m, (2, 6), what="target 1: masks")

@@ -1,5 +1,6 @@
 """The target-format entry point: ``convert_targets`` by format name, its one-line error, the
 class-agnostic formats, and ``TARGET_FORMATS`` as the one list the criteria check against."""
+
 import pytest
 import torch
 
@@ -20,8 +21,10 @@ def _targets():
     masks = torch.zeros(2, 10, 12, dtype=torch.bool)
     masks[0, 1:4, 2:6] = True
     masks[1, 5:9, 7:11] = True
-    insts = [Instances((10, 12), gt_classes=torch.tensor([3, 1]), gt_masks=masks),
-             Instances((8, 12), gt_classes=torch.tensor([2]), gt_masks=masks[:1, :8])]
+    insts = [
+        Instances((10, 12), gt_classes=torch.tensor([3, 1]), gt_masks=masks),
+        Instances((8, 12), gt_classes=torch.tensor([2]), gt_masks=masks[:1, :8]),
+    ]
     return instances_to_targets(insts, image_size=(10, 12)), [(10, 12), (8, 12)]
 
 

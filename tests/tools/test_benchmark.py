@@ -1,6 +1,7 @@
 """tools/benchmark.py and its subcommand modules (tools/benchmarks/): every subcommand runs at
 tiny settings, prints its table and writes JSON with the fields docs/benchmarks.md quotes; the
 baselines (tests/reference) compute the same values and nothing in segtrain is patched."""
+
 import importlib.util
 import json
 import os
@@ -35,9 +36,22 @@ def tool():
 @pytest.fixture
 def shapes_tiny(tmp_datasets_root):
     """Built-in shapes data in tmp_path at 64 px; overrides for projects/m2f/tiny.yaml."""
-    return ["DATASETS.SHAPES.IMAGE_SIZE", "64", "DATASETS.SHAPES.NUM_TRAIN", "4", "DATASETS.SHAPES.NUM_VAL", "3",
-           "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64", "INPUT.MIN_SIZE_TEST", "64",
-           "INPUT.MAX_SIZE_TEST", "64"]
+    return [
+        "DATASETS.SHAPES.IMAGE_SIZE",
+        "64",
+        "DATASETS.SHAPES.NUM_TRAIN",
+        "4",
+        "DATASETS.SHAPES.NUM_VAL",
+        "3",
+        "INPUT.MIN_SIZE_TRAIN",
+        "(64,)",
+        "INPUT.MAX_SIZE_TRAIN",
+        "64",
+        "INPUT.MIN_SIZE_TEST",
+        "64",
+        "INPUT.MAX_SIZE_TEST",
+        "64",
+    ]
 
 
 def _json(path):
@@ -68,9 +82,30 @@ def test_criterion_tiny(tool, tmp_path, capsys):
     from segtrain.modeling.matcher import hungarian
 
     out = tmp_path / "crit.json"
-    argv = ["criterion", "--queries", "6", "--classes", "4", "--layers", "3", "--image-size", "32", "--num-points",
-            "40", "--gt-per-image", "2", "--warmup", "0", "--repeat", "1",
-            "--cases", "m2f,m2f_loop,matcher,matcher_loop", "--no-memory", "--output", str(out)]
+    argv = [
+        "criterion",
+        "--queries",
+        "6",
+        "--classes",
+        "4",
+        "--layers",
+        "3",
+        "--image-size",
+        "32",
+        "--num-points",
+        "40",
+        "--gt-per-image",
+        "2",
+        "--warmup",
+        "0",
+        "--repeat",
+        "1",
+        "--cases",
+        "m2f,m2f_loop,matcher,matcher_loop",
+        "--no-memory",
+        "--output",
+        str(out),
+    ]
     assert tool.main(argv) == 0
     rep = _json(out)
     assert "criterion benchmark" in capsys.readouterr().out
@@ -90,8 +125,12 @@ def test_criterion_tiny(tool, tmp_path, capsys):
 
 def test_msda_tiny(tool, tmp_path):
     out = tmp_path / "msda.json"
-    assert tool.main(["msda", "--sizes", "64x1", "--threads-list", "1,2", "--warmup", "0", "--repeat", "1",
-                      "--output", str(out)]) == 0
+    assert (
+        tool.main(
+            ["msda", "--sizes", "64x1", "--threads-list", "1,2", "--warmup", "0", "--repeat", "1", "--output", str(out)]
+        )
+        == 0
+    )
     rep = _json(out)
     cases = {(r["threads"], r["case"]) for r in rep["results"]}
     assert cases == {(1, "fast"), (1, "reference"), (2, "fast"), (2, "reference"), (2, "fast_coo")}
@@ -103,9 +142,32 @@ def test_msda_tiny(tool, tmp_path):
 
 def test_masks_tiny_memory_in_subprocess(tool, tmp_path):
     out = tmp_path / "masks.json"
-    assert tool.main(["masks", "--image-size", "64", "--queries", "6", "--batch", "1", "--gt-per-image", "2",
-                      "--num-points", "32", "--warmup", "0", "--repeat", "1", "--cases", "points,full",
-                      "--output", str(out)]) == 0
+    assert (
+        tool.main(
+            [
+                "masks",
+                "--image-size",
+                "64",
+                "--queries",
+                "6",
+                "--batch",
+                "1",
+                "--gt-per-image",
+                "2",
+                "--num-points",
+                "32",
+                "--warmup",
+                "0",
+                "--repeat",
+                "1",
+                "--cases",
+                "points,full",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rep = _json(out)
     by = {r["case"]: r for r in rep["results"]}
     assert set(by) == {"points", "full"}
@@ -133,8 +195,24 @@ def test_masks_cases_same_gradient():
 
 def test_train_data_eval_tiny(tool, tmp_path, shapes_tiny):
     out = tmp_path / "train.json"
-    argv = ["train", "--config-file", TINY, "--device", "cpu", "--threads", "1", "--warmup", "0", "--repeat", "1",
-            "--batches", "1", "--no-memory", "--output", str(out)] + shapes_tiny
+    argv = [
+        "train",
+        "--config-file",
+        TINY,
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--warmup",
+        "0",
+        "--repeat",
+        "1",
+        "--batches",
+        "1",
+        "--no-memory",
+        "--output",
+        str(out),
+    ] + shapes_tiny
     assert tool.main(argv) == 0
     rep = _json(out)
     by = {r["variant"]: r for r in rep["results"]}
@@ -147,14 +225,38 @@ def test_train_data_eval_tiny(tool, tmp_path, shapes_tiny):
     assert {"fwd_backbone", "fwd_pixel_decoder", "fwd_transformer_decoder", "fwd_criterion", "backward"} <= set(parts)
 
     out = tmp_path / "data.json"
-    assert tool.main(["data", "--config-file", TINY, "--workers", "0", "--warmup", "1", "--repeat", "2",
-                      "--output", str(out)] + shapes_tiny) == 0
+    assert (
+        tool.main(
+            ["data", "--config-file", TINY, "--workers", "0", "--warmup", "1", "--repeat", "2", "--output", str(out)]
+            + shapes_tiny
+        )
+        == 0
+    )
     (r,) = _json(out)["results"]
     assert r["workers"] == 0 and r["images"] == 4 and r["images_per_s"] > 0
 
     out = tmp_path / "eval.json"
-    assert tool.main(["eval", "--config-file", TINY, "--images", "3", "--dets", "5", "--warmup", "0", "--repeat",
-                      "1", "--output", str(out)] + shapes_tiny) == 0
+    assert (
+        tool.main(
+            [
+                "eval",
+                "--config-file",
+                TINY,
+                "--images",
+                "3",
+                "--dets",
+                "5",
+                "--warmup",
+                "0",
+                "--repeat",
+                "1",
+                "--output",
+                str(out),
+            ]
+            + shapes_tiny
+        )
+        == 0
+    )
     (r,) = _json(out)["results"]
     assert r["images"] == 3 and r["detections_per_image"] == 5 and r["total_ms_per_image"] > 0
     assert 0 <= r["segm_AP"] <= 100  # shifted GT masks are found
@@ -167,14 +269,14 @@ def test_no_loss_step_back_propagates_through_the_whole_model_without_the_criter
 
     import torch
 
-    args = argparse.Namespace(config_file=TINY, opts=shapes_tiny,
-                              module=[], seed=0, batches=1, device="cpu")
+    args = argparse.Namespace(config_file=TINY, opts=shapes_tiny, module=[], seed=0, batches=1, device="cpu")
     batches, _ = train_bench.train_batches(args, torch.device("cpu"), 1)
     model, _, _ = train_bench.train_variant(args, torch.device("cpu"), "no_loss", batches)
     model.criterion.forward = lambda *a, **k: (_ for _ in ()).throw(AssertionError("criterion called"))
     train_bench.model_only_loss(model, batches[0]).backward()
-    no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None
-               and not n.startswith("criterion.")]
+    no_grad = [
+        n for n, p in model.named_parameters() if p.requires_grad and p.grad is None and not n.startswith("criterion.")
+    ]
     assert no_grad == []
 
 

@@ -1,4 +1,5 @@
 """tools/demo.py on the tiny config: one PNG per input; one-line errors for bad input."""
+
 import importlib.util
 import os
 
@@ -30,8 +31,21 @@ def test_demo_writes_pngs(tmp_path, monkeypatch):
         cv2.circle(img, (40, 35), 15, (0, 0, 255), -1)
         cv2.imwrite(str(tmp_path / name), img)
     out = tmp_path / "vis"
-    rc = _demo().main(["--config-file", TINY, "--input", str(tmp_path / "*.jpg"), str(tmp_path / "b.png"),
-                       "--output", str(out), "--confidence-threshold", "0.0", "MODEL.WEIGHTS", str(weights)])
+    rc = _demo().main(
+        [
+            "--config-file",
+            TINY,
+            "--input",
+            str(tmp_path / "*.jpg"),
+            str(tmp_path / "b.png"),
+            "--output",
+            str(out),
+            "--confidence-threshold",
+            "0.0",
+            "MODEL.WEIGHTS",
+            str(weights),
+        ]
+    )
     assert rc == 0
     a = cv2.imread(str(out / "a.png"))
     assert a.shape == (70, 90, 3) and cv2.imread(str(out / "b.png")).shape == (80, 90, 3)
@@ -41,8 +55,18 @@ def test_demo_errors_are_one_line(tmp_path, capsys):
     rc = _demo().main(["--config-file", TINY, "--input", str(tmp_path / "missing.jpg"), "--output", str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "\n" not in err and "MODEL.WEIGHTS" in err
-    rc = _demo().main(["--config-file", TINY, "--input", str(tmp_path / "missing.jpg"), "--output", str(tmp_path),
-                       "MODEL.WEIGHTS", "w.pth"])
+    rc = _demo().main(
+        [
+            "--config-file",
+            TINY,
+            "--input",
+            str(tmp_path / "missing.jpg"),
+            "--output",
+            str(tmp_path),
+            "MODEL.WEIGHTS",
+            "w.pth",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "\n" not in err and "missing.jpg" in err
 
@@ -66,9 +90,22 @@ def test_demo_draws_the_panoptic_map_of_a_panoptic_model(tmp_path, monkeypatch):
     img = np.full((64, 64, 3), 200, np.uint8)
     cv2.imwrite(str(tmp_path / "a.png"), img)
     out = tmp_path / "vis"
-    rc = _demo().main(["--config-file", TINY, "--input", str(tmp_path / "a.png"), "--output", str(out),
-                       "MODEL.WEIGHTS", str(weights), "MODEL.MASK_FORMER.TEST.PANOPTIC_ON", "True",
-                       "MODEL.MASK_FORMER.TEST.INSTANCE_ON", "False"])
+    rc = _demo().main(
+        [
+            "--config-file",
+            TINY,
+            "--input",
+            str(tmp_path / "a.png"),
+            "--output",
+            str(out),
+            "MODEL.WEIGHTS",
+            str(weights),
+            "MODEL.MASK_FORMER.TEST.PANOPTIC_ON",
+            "True",
+            "MODEL.MASK_FORMER.TEST.INSTANCE_ON",
+            "False",
+        ]
+    )
     assert rc == 0
     drawn = cv2.imread(str(out / "a.png"))
     assert drawn.shape == (64, 64, 3) and (drawn != 200).any(axis=-1).mean() > 0.9  # one segment: the image

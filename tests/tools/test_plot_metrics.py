@@ -1,4 +1,5 @@
 """tools/plot_metrics.py: a PNG grid from a synthetic metrics.json; one-line errors."""
+
 import importlib.util
 import json
 import os
@@ -21,8 +22,15 @@ def _write_metrics(path, n=40):
     rng = np.random.default_rng(0)
     with open(path, "w") as f:
         for it in range(0, n * 20, 20):
-            rec = {"iteration": it, "core_loss": 5.0 / (1 + it / 100), "lr": 1e-4, "time": 0.1,
-                   "loss_ce": float(rng.random()), "loss_mask": float(rng.random()), "name": "skip-me"}
+            rec = {
+                "iteration": it,
+                "core_loss": 5.0 / (1 + it / 100),
+                "lr": 1e-4,
+                "time": 0.1,
+                "loss_ce": float(rng.random()),
+                "loss_mask": float(rng.random()),
+                "name": "skip-me",
+            }
             rec.update({f"loss_ce_{i}": float(rng.random()) for i in range(9)})
             if it % 200 == 0:
                 rec.update({"segm/AP": it / 10, "segm/AP-circle": it / 9, "segm/AP-square": it / 11})
@@ -42,8 +50,20 @@ def test_plot_metrics_writes_png(tmp_path):
 
 def test_grouping_puts_aux_copies_with_their_main_key():
     tool = _load_tool()
-    groups = tool.group_keys(["core_loss", "loss_ce", "loss_ce_0", "loss_ce_8", "loss_mask_aux_1", "loss_mask",
-                              "AP50", "segm/AP-a", "segm/AP-b", "lr"])
+    groups = tool.group_keys(
+        [
+            "core_loss",
+            "loss_ce",
+            "loss_ce_0",
+            "loss_ce_8",
+            "loss_mask_aux_1",
+            "loss_mask",
+            "AP50",
+            "segm/AP-a",
+            "segm/AP-b",
+            "lr",
+        ]
+    )
     assert list(groups)[0] == "core_loss"
     assert groups["loss_ce"] == ["loss_ce", "loss_ce_0", "loss_ce_8"]
     assert groups["loss_mask"] == ["loss_mask", "loss_mask_aux_1"]
@@ -55,8 +75,20 @@ def test_evaluation_variants_share_their_tasks_subplot():
     """video_box/J&F (the box-prompted evaluation) is drawn with video/J&F; a lone variant, and
     train/val prefixes, are not variants."""
     tool = _load_tool()
-    groups = tool.group_keys(["video/J&F", "video_box/J&F", "video_point/J&F", "video/J", "video_box/J",
-                              "solo_x/AP", "train/loss_iou", "val/loss_iou", "segm/AP", "bbox/AP"])
+    groups = tool.group_keys(
+        [
+            "video/J&F",
+            "video_box/J&F",
+            "video_point/J&F",
+            "video/J",
+            "video_box/J",
+            "solo_x/AP",
+            "train/loss_iou",
+            "val/loss_iou",
+            "segm/AP",
+            "bbox/AP",
+        ]
+    )
     assert groups["video/J&F"] == ["video/J&F", "video_box/J&F", "video_point/J&F"]
     assert groups["video/J"] == ["video/J", "video_box/J"]
     assert groups["solo_x/AP"] == ["solo_x/AP"] and groups["segm/AP"] == ["segm/AP"]
@@ -72,12 +104,15 @@ def test_read_metrics_skips_non_numeric(tmp_path):
     assert all("name" not in r for r in records)
 
 
-@pytest.mark.parametrize("content,expect", [
-    (None, "not found"),
-    ("", "empty"),
-    ('{"iteration": 1, "loss": 2}\nnot json\n{"iteration": 2}\n', ":2: not a JSON object"),
-    ('{"iteration": 1, "name": "x"}\n', "no numeric metrics"),
-])
+@pytest.mark.parametrize(
+    "content,expect",
+    [
+        (None, "not found"),
+        ("", "empty"),
+        ('{"iteration": 1, "loss": 2}\nnot json\n{"iteration": 2}\n', ":2: not a JSON object"),
+        ('{"iteration": 1, "name": "x"}\n', "no numeric metrics"),
+    ],
+)
 def test_bad_files_give_one_line_errors(tmp_path, capsys, content, expect):
     tool = _load_tool()
     path = tmp_path / "metrics.json"

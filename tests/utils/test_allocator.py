@@ -2,6 +2,7 @@
 when the user set glibc's own variables, a clear error for a bad switch value, and harmless:
 the same computation gives the same values with and without it (each case in a fresh
 interpreter, since malloc settings are process-wide)."""
+
 import json
 import os
 import platform
@@ -31,8 +32,11 @@ print(json.dumps({"applied": applied, "vals": vals}))
 
 
 def _run(env_extra):
-    env = {k: v for k, v in os.environ.items() if not (k.startswith("MALLOC_") and k.endswith("_"))
-           and k != "GLIBC_TUNABLES"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not (k.startswith("MALLOC_") and k.endswith("_")) and k != "GLIBC_TUNABLES"
+    }
     env.update(env_extra)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     out = subprocess.run([sys.executable, "-c", _CHILD], capture_output=True, text=True, env=env, timeout=120)

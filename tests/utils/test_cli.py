@@ -1,4 +1,5 @@
 """Entry points turn user errors into one stderr line and exit code 2."""
+
 import pytest
 
 from segtrain.utils.cli import one_line_errors

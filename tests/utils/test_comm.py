@@ -1,4 +1,5 @@
 """comm works in a single process with no process group."""
+
 import torch
 
 from segtrain.utils import comm

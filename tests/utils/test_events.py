@@ -1,5 +1,6 @@
 """EventStorage and writers: smoothing, JSON lines (incl. values put late), console line,
 TensorBoard / W&B fallbacks, setup_logger files."""
+
 import json
 import logging
 import os
@@ -50,18 +51,19 @@ def test_json_writer_writes_late_values_at_written_iteration(tmp_path):
         w.write()  # nothing new: nothing written
     w.close()
     lines = [json.loads(x) for x in open(path)]
-    assert lines == [{"iteration": 0, "core_loss": 0.0, "loss_ce": 1.0},
-                     {"iteration": 1, "core_loss": 1.0, "loss_ce": 1.0},
-                     {"iteration": 2, "core_loss": 2.0, "loss_ce": 1.0},
-                     {"iteration": 2, "segm/AP": 42.0}]
+    assert lines == [
+        {"iteration": 0, "core_loss": 0.0, "loss_ce": 1.0},
+        {"iteration": 1, "core_loss": 1.0, "loss_ce": 1.0},
+        {"iteration": 2, "core_loss": 2.0, "loss_ce": 1.0},
+        {"iteration": 2, "segm/AP": 42.0},
+    ]
 
 
 def test_common_metric_printer_line(caplog, monkeypatch):
     p = CommonMetricPrinter(max_iter=100)
     with EventStorage() as s:
         s.iter = 9
-        s.put_scalars(core_loss=1.5, loss_dice_3=0.25, class_error=62.5, iou_target_mean=0.3, time=0.5,
-                      data_time=0.01)
+        s.put_scalars(core_loss=1.5, loss_dice_3=0.25, class_error=62.5, iou_target_mean=0.3, time=0.5, data_time=0.01)
         s.put_scalar("lr", 1e-4, smoothing_hint=False)
         monkeypatch.setattr(logging.getLogger("segtrain"), "propagate", True)  # reach caplog's root handler
         with caplog.at_level(logging.INFO, logger="segtrain.utils.events"):

@@ -1,5 +1,5 @@
 """User modules (config MODULES / --module) are imported before the build so they register."""
-import sys
+
 import textwrap
 
 import pytest
@@ -13,7 +13,8 @@ def test_module_from_config_key_registers_criterion(tmp_path, monkeypatch):
     pkg = tmp_path / "my_pkg_st"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
-    (pkg / "losses.py").write_text(textwrap.dedent("""
+    (pkg / "losses.py").write_text(
+        textwrap.dedent("""
         from segtrain.modeling.criterion import CRITERION_REGISTRY
 
         @CRITERION_REGISTRY.register()
@@ -23,9 +24,12 @@ def test_module_from_config_key_registers_criterion(tmp_path, monkeypatch):
 
         def add_config(cfg):
             cfg.MY_KEY = 5
-        """))
+        """)
+    )
     cfgfile = tmp_path / "c.yaml"
-    cfgfile.write_text("MODULES: ['my_pkg_st.losses']\nMY_KEY: 7\nMODEL:\n  CRITERION:\n    NAME: MyTestOnlyCriterion\n")
+    cfgfile.write_text(
+        "MODULES: ['my_pkg_st.losses']\nMY_KEY: 7\nMODEL:\n  CRITERION:\n    NAME: MyTestOnlyCriterion\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     cfg = load_config(str(cfgfile))
     assert cfg.MY_KEY == 7  # the module's add_config ran before the merge

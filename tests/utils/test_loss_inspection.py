@@ -1,4 +1,5 @@
 """The loss inspector measures effective weights and shares exactly and warns on imbalance."""
+
 import pytest
 import torch
 
@@ -9,12 +10,11 @@ from segtrain.modeling.criterion.inspection import inspect_loss_dict, official_w
 def _loss_dict(scale_b=1.0):
     torch.manual_seed(0)
     w = torch.nn.Parameter(torch.randn(3))
-    a = (w ** 2).sum()
+    a = (w**2).sum()
     b = w.sum().abs() * scale_b
     acc = torch.tensor(0.7)  # a metric: not part of core_loss
     core = 2.0 * a + 5.0 * b
-    return {"loss_a": a, "loss_b": b, "acc": acc, "core_loss": core,
-            "core_loss_final": core.detach() * 0.5}, w
+    return {"loss_a": a, "loss_b": b, "acc": acc, "core_loss": core, "core_loss_final": core.detach() * 0.5}, w
 
 
 def test_weights_shares_and_grad_norms_are_exact():

@@ -1,4 +1,5 @@
 """Registries: decorator registration, one-line unknown-name errors with close matches."""
+
 import pytest
 
 from segtrain.utils.errors import UnknownNameError

@@ -1,11 +1,12 @@
 """Visualizer: PNG of the right size whose masked pixels changed colour."""
+
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from segtrain.structures import Instances
 from segtrain.data.visualize import draw_dataset_dict
+from segtrain.structures import Instances
 from segtrain.utils.visualizer import PALETTE, Visualizer, class_color
 
 
@@ -27,12 +28,17 @@ def _image(h=48, w=64):
 def test_draw_instance_predictions_writes_png(tmp_path):
     h, w = 48 * S, 64 * S
     masks = torch.zeros(3, h, w, dtype=torch.bool)
-    masks[0, 20 * S:40 * S, 5 * S:25 * S] = True
-    masks[1, 15 * S:30 * S, 40 * S:60 * S] = True  # its label sits above it
-    masks[2, 30 * S:45 * S, 45 * S:60 * S] = True  # below the score threshold: not drawn
+    masks[0, 20 * S : 40 * S, 5 * S : 25 * S] = True
+    masks[1, 15 * S : 30 * S, 40 * S : 60 * S] = True  # its label sits above it
+    masks[2, 30 * S : 45 * S, 45 * S : 60 * S] = True  # below the score threshold: not drawn
     boxes = torch.tensor([[5, 20, 25, 40], [40, 15, 60, 30], [45, 30, 60, 45]], dtype=torch.float32) * S
-    inst = Instances((h, w), pred_masks=masks, pred_boxes=boxes, scores=torch.tensor([0.9, 0.8, 0.2]),
-                     pred_classes=torch.tensor([0, 1, 1]))
+    inst = Instances(
+        (h, w),
+        pred_masks=masks,
+        pred_boxes=boxes,
+        scores=torch.tensor([0.9, 0.8, 0.2]),
+        pred_classes=torch.tensor([0, 1, 1]),
+    )
     vis = Visualizer(_image(h, w), _Meta(), alpha=0.5)
     out = vis.draw_instance_predictions(inst, score_threshold=0.5)
     path = tmp_path / "sub" / "pred.png"
@@ -52,15 +58,31 @@ def test_draw_dataset_dict_polygon_and_rle(tmp_path):
 
     h, w = 40 * S, 50 * S
     rle_mask = np.zeros((h, w), dtype=np.uint8, order="F")
-    rle_mask[25 * S:38 * S, 30 * S:45 * S] = 1
+    rle_mask[25 * S : 38 * S, 30 * S : 45 * S] = 1
     rle = mask_util.encode(rle_mask)
     rle["counts"] = rle["counts"].decode()
-    d = {"file_name": "x.png", "height": h, "width": w, "image_id": 1, "annotations": [
-        {"bbox": [2 * S, 2 * S, 20 * S, 15 * S], "bbox_mode": 1, "category_id": 0, "iscrowd": 0,
-         "segmentation": [[v * S for v in (2, 2, 22, 2, 22, 17, 2, 17)]]},
-        {"bbox": [30 * S, 25 * S, 15 * S, 13 * S], "bbox_mode": 1, "category_id": 1, "iscrowd": 0,
-         "segmentation": rle},
-    ]}
+    d = {
+        "file_name": "x.png",
+        "height": h,
+        "width": w,
+        "image_id": 1,
+        "annotations": [
+            {
+                "bbox": [2 * S, 2 * S, 20 * S, 15 * S],
+                "bbox_mode": 1,
+                "category_id": 0,
+                "iscrowd": 0,
+                "segmentation": [[v * S for v in (2, 2, 22, 2, 22, 17, 2, 17)]],
+            },
+            {
+                "bbox": [30 * S, 25 * S, 15 * S, 13 * S],
+                "bbox_mode": 1,
+                "category_id": 1,
+                "iscrowd": 0,
+                "segmentation": rle,
+            },
+        ],
+    }
     out = draw_dataset_dict(Visualizer(_image(h, w), _Meta()), d)
     assert out.shape == (h, w, 3)
     assert tuple(out[12 * S, 15 * S]) == (178, 50, 50)
@@ -91,23 +113,25 @@ def test_draw_panoptic_seg_and_stuff_class_names():
     """Each segment in its class colour (contiguous ids over stuff_classes, things and stuff);
     void and segments without pixels are left alone."""
     seg = np.zeros((40 * S, 40 * S), np.int64)
-    seg[:20 * S] = 7
-    seg[20 * S:, :10 * S] = 300
+    seg[: 20 * S] = 7
+    seg[20 * S :, : 10 * S] = 300
+
     class meta:  # noqa: N801  (a metadata stand-in)
         stuff_classes = ["cat", "grass"]
         thing_classes = ["cat"]
 
     vis = Visualizer(_image(40 * S, 40 * S), meta, alpha=1.0)
     assert vis.class_name(1) == "grass"
-    out = vis.draw_panoptic_seg(seg, [{"id": 7, "category_id": 1}, {"id": 300, "category_id": 0},
-                                      {"id": 9, "category_id": 0}])
+    out = vis.draw_panoptic_seg(
+        seg, [{"id": 7, "category_id": 1}, {"id": 300, "category_id": 0}, {"id": 9, "category_id": 0}]
+    )
 
     def mode(region):  # the most frequent colour (labels and outlines cover a few pixels)
         colors, counts = np.unique(region.reshape(-1, 3), axis=0, return_counts=True)
         return tuple(int(c) for c in colors[counts.argmax()])
 
-    assert mode(out[:20 * S]) == class_color(1, meta) and mode(out[20 * S:, :10 * S]) == class_color(0, meta)
-    assert mode(out[20 * S:, 10 * S:]) == (100, 100, 100)  # void
+    assert mode(out[: 20 * S]) == class_color(1, meta) and mode(out[20 * S :, : 10 * S]) == class_color(0, meta)
+    assert mode(out[20 * S :, 10 * S :]) == (100, 100, 100)  # void
 
 
 @pytest.mark.parametrize("source", ["annotation", "dataloader"])
@@ -116,8 +140,10 @@ def test_visualize_data_tool_on_small_shapes(tmp_path, tmp_datasets_root, source
     import os
 
     cfg_file = tmp_path / "cfg.yaml"
-    cfg_file.write_text("DATASETS:\n  SHAPES:\n    NUM_TRAIN: 3\n    NUM_VAL: 2\n    IMAGE_SIZE: 64\n"
-                        "SOLVER:\n  IMS_PER_BATCH: 2\nSEED: 0\n")
+    cfg_file.write_text(
+        "DATASETS:\n  SHAPES:\n    NUM_TRAIN: 3\n    NUM_VAL: 2\n    IMAGE_SIZE: 64\n"
+        "SOLVER:\n  IMS_PER_BATCH: 2\nSEED: 0\n"
+    )
     tool_path = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "visualize_data.py")
     spec = importlib.util.spec_from_file_location("visualize_data_tool", tool_path)
     tool = importlib.util.module_from_spec(spec)

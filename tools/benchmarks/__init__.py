@@ -3,4 +3,5 @@
 (:mod:`tools.benchmarks.timing`). Each subcommand module has ``add_parser(subparsers)`` and
 ``run(args) -> int``; baselines come from ``tests/reference``.
 """
+
 __all__ = []

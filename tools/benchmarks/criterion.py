@@ -10,6 +10,7 @@ matrices ``match_many`` solves (same seed, same RNG consumption), and the benchm
 ``linear_sum_assignment`` on each (output, image) problem ``C[l, b, :, :n_b]`` itself;
 ``solver_share`` is that time over the wall time of one ``match_many`` call.
 """
+
 import argparse
 import time
 from collections import OrderedDict
@@ -26,8 +27,12 @@ CRITERION_GROUPS = (("m2f", "m2f_loop"), ("matcher", "matcher_loop"), ("sam3",),
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("criterion", help="criterion / matcher forward+backward time and peak memory",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "criterion",
+        help="criterion / matcher forward+backward time and peak memory",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     timing.add_common(p, threads=1, warmup=1, repeat=5)
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--queries", type=int, default=100)
@@ -38,8 +43,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--gt-per-image", type=int, default=8)
     p.add_argument("--sam3-image-size", type=int, default=1008)
     p.add_argument("--sam2-image-size", type=int, default=1024)
-    p.add_argument("--cases", default=",".join(CRITERION_CASES), help="comma-separated subset of " +
-                   ", ".join(CRITERION_CASES))
+    p.add_argument(
+        "--cases", default=",".join(CRITERION_CASES), help="comma-separated subset of " + ", ".join(CRITERION_CASES)
+    )
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     p.set_defaults(func=run)
 
@@ -74,8 +80,13 @@ def _m2f_equality(args) -> Dict[str, float]:
     diffs = {k: float((a[k].detach().double() - b[k].detach().double()).abs()) for k in a}
     rel = {k: diffs[k] / max(abs(float(b[k].detach())), 1e-12) for k in a}
     worst = max(diffs, key=diffs.get)
-    return {"max_abs_diff": diffs[worst], "max_abs_diff_key": worst, "max_rel_diff": max(rel.values()),
-            "core_loss": float(a["core_loss"].detach()), "num_keys": len(a)}
+    return {
+        "max_abs_diff": diffs[worst],
+        "max_abs_diff_key": worst,
+        "max_rel_diff": max(rel.values()),
+        "core_loss": float(a["core_loss"].detach()),
+        "num_keys": len(a),
+    }
 
 
 def _solver_share(args, device) -> Dict[str, float]:
@@ -103,8 +114,12 @@ def _solver_share(args, device) -> Dict[str, float]:
         t0 = time.perf_counter()
         linear_sum_assignment(c)
         spent += time.perf_counter() - t0
-    return {"solver_calls": len(problems), "solver_ms": 1000 * spent, "match_many_ms": 1000 * total,
-            "solver_share": spent / total}
+    return {
+        "solver_calls": len(problems),
+        "solver_ms": 1000 * spent,
+        "match_many_ms": 1000 * total,
+        "solver_share": spent / total,
+    }
 
 
 def run(args) -> int:
@@ -149,12 +164,23 @@ def run(args) -> int:
     rows = []
     for r in rep["results"]:
         if "median_ms" in r:
-            rows.append([r["case"], r["description"], r["median_ms"], r["min_ms"], r["cpu_median_ms"],
-                         timing.fmt(r.get("peak_mb"))])
+            rows.append(
+                [
+                    r["case"],
+                    r["description"],
+                    r["median_ms"],
+                    r["min_ms"],
+                    r["cpu_median_ms"],
+                    timing.fmt(r.get("peak_mb")),
+                ]
+            )
         else:
             rows.append([r["case"], r["description"], "-", "-", "-", r.get("skipped") or r.get("error")])
-    timing.print_table(f"criterion benchmark on {device} ({args.threads} thread(s)), median of {args.repeat} "
-                       f"interleaved rounds after {args.warmup} warm-up; load average {machine['loadavg_1_5_15']}",
-                       ["case", "what", "median ms", "min ms", "CPU ms", "peak MB"], rows)
+    timing.print_table(
+        f"criterion benchmark on {device} ({args.threads} thread(s)), median of {args.repeat} "
+        f"interleaved rounds after {args.warmup} warm-up; load average {machine['loadavg_1_5_15']}",
+        ["case", "what", "median ms", "min ms", "CPU ms", "peak MB"],
+        rows,
+    )
     timing.print_summary(summary)
     return 0

@@ -7,6 +7,7 @@ Cases: ``m2f`` / ``m2f_loop`` (``SetCriterion`` vs the loop, fwd+bwd), ``matcher
 ``matcher_loop`` (``HungarianMatcher.match_many`` over every output vs the per-image loop
 per output), ``sam3`` (``Sam3LossWrapper``), ``sam2`` (``MultiStepMultiMasksAndIous``).
 """
+
 from typing import Callable, Dict, List, Tuple
 
 __all__ = ["CRITERION_CASES", "DESCRIPTIONS", "build_case", "m2f_criterion", "m2f_inputs"]
@@ -39,8 +40,10 @@ def m2f_inputs(args, device, requires_grad: bool = True) -> Tuple[Dict, List[Dic
     H = W = args.image_size
 
     def layer():
-        return {"pred_logits": torch.randn(B, Q, K + 1, generator=g).to(device).requires_grad_(requires_grad),
-                "pred_masks": (2 * torch.randn(B, Q, h, w, generator=g)).to(device).requires_grad_(requires_grad)}
+        return {
+            "pred_logits": torch.randn(B, Q, K + 1, generator=g).to(device).requires_grad_(requires_grad),
+            "pred_masks": (2 * torch.randn(B, Q, h, w, generator=g)).to(device).requires_grad_(requires_grad),
+        }
 
     out = layer()
     out["aux_outputs"] = [layer() for _ in range(L - 1)]
@@ -51,7 +54,7 @@ def m2f_inputs(args, device, requires_grad: bool = True) -> Tuple[Dict, List[Dic
         for i in range(n):  # random rectangles, like instance masks
             y0, x0 = (int(v) for v in torch.randint(0, H // 2, (2,), generator=g))
             hh, ww = (int(v) for v in torch.randint(8, H // 2, (2,), generator=g))
-            masks[i, y0:y0 + hh, x0:x0 + ww] = True
+            masks[i, y0 : y0 + hh, x0 : x0 + ww] = True
         targets.append({"labels": torch.randint(0, K, (n,), generator=g).to(device), "masks": masks.to(device)})
     return out, targets
 
@@ -63,8 +66,16 @@ def m2f_criterion(args, device):
     from segtrain.modeling.matcher import HungarianMatcher
 
     matcher = HungarianMatcher(2.0, 5.0, 5.0, args.num_points)
-    return SetCriterion(args.classes, matcher, {"loss_ce": 2.0, "loss_mask": 5.0, "loss_dice": 5.0}, 0.1,
-                        ["labels", "masks"], args.num_points, 3.0, 0.75).to(device)
+    return SetCriterion(
+        args.classes,
+        matcher,
+        {"loss_ce": 2.0, "loss_mask": 5.0, "loss_dice": 5.0},
+        0.1,
+        ["labels", "masks"],
+        args.num_points,
+        3.0,
+        0.75,
+    ).to(device)
 
 
 def _case_m2f(args, device, reference: bool) -> Callable[[], None]:
@@ -130,8 +141,11 @@ def _case_sam3(args, device) -> Callable[[], None]:
 
     def out(masks: bool, suffix: str = ""):
         boxes = torch.rand(B, Q, 4, generator=g) * 0.5 + 0.25
-        d = {"pred_logits": torch.randn(B, Q, 1, generator=g), "pred_boxes": boxes,
-             "pred_boxes_xyxy": box_cxcywh_to_xyxy(boxes)}
+        d = {
+            "pred_logits": torch.randn(B, Q, 1, generator=g),
+            "pred_boxes": boxes,
+            "pred_boxes_xyxy": box_cxcywh_to_xyxy(boxes),
+        }
         if masks:
             d["pred_masks"] = torch.randn(B, Q, h, h, generator=g)
         return {k + suffix: v.to(device).requires_grad_() for k, v in d.items()}
@@ -152,13 +166,14 @@ def _case_sam3(args, device) -> Callable[[], None]:
         for i in range(n):
             y0, x0 = (int(v) for v in torch.randint(0, S // 2, (2,), generator=g))
             hh, ww = (int(v) for v in torch.randint(16, S // 2, (2,), generator=g))
-            masks[i, y0:y0 + hh, x0:x0 + ww] = True
+            masks[i, y0 : y0 + hh, x0 : x0 + ww] = True
             boxes[i] = torch.tensor([x0, y0, x0 + ww, y0 + hh], dtype=torch.float32)
         per_image.append({"labels": torch.zeros(n, dtype=torch.long), "masks": masks, "boxes": boxes})
     packed = targets_to_find_packed(per_image, [(S, S)] * B)
     packed = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in packed.items()}
-    leaves = [v for v in outputs.values() if torch.is_tensor(v)] + \
-        [v for a in outputs["aux_outputs"] for v in a.values()]
+    leaves = [v for v in outputs.values() if torch.is_tensor(v)] + [
+        v for a in outputs["aux_outputs"] for v in a.values()
+    ]
 
     def step():
         torch.manual_seed(args.seed)
@@ -187,11 +202,15 @@ def _case_sam2(args, device) -> Callable[[], None]:
     outs, leaves = [], []
     for t in range(T):
         steps = 3 if t in (1, 4) else 1
-        d = {"multistep_pred_multimasks_high_res": [torch.randn(N, M, S, S, generator=g).to(device).requires_grad_()
-                                                    for _ in range(steps)],
-             "multistep_pred_ious": [torch.rand(N, M, generator=g).to(device).requires_grad_() for _ in range(steps)],
-             "multistep_object_score_logits": [torch.randn(N, 1, generator=g).to(device).requires_grad_()
-                                               for _ in range(steps)]}
+        d = {
+            "multistep_pred_multimasks_high_res": [
+                torch.randn(N, M, S, S, generator=g).to(device).requires_grad_() for _ in range(steps)
+            ],
+            "multistep_pred_ious": [torch.rand(N, M, generator=g).to(device).requires_grad_() for _ in range(steps)],
+            "multistep_object_score_logits": [
+                torch.randn(N, 1, generator=g).to(device).requires_grad_() for _ in range(steps)
+            ],
+        }
         leaves += [x for v in d.values() for x in v]
         outs.append(d)
     targets = (torch.rand(T, N, S, S, generator=g) > 0.5).float().to(device)

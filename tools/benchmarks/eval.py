@@ -3,6 +3,7 @@
 segm) of synthetic predictions (GT masks shifted by a few pixels plus random rectangles);
 the model is not run.
 """
+
 import argparse
 import statistics
 import time
@@ -39,7 +40,7 @@ def synthetic_predictions(dicts, metadata, dets: int, seed: int):
         while len(masks) < dets:
             m = np.zeros((H, W), dtype=bool)
             y0, x0 = int(rng.integers(0, H - 4)), int(rng.integers(0, W - 4))
-            m[y0:y0 + int(rng.integers(4, H // 2)), x0:x0 + int(rng.integers(4, W // 2))] = True
+            m[y0 : y0 + int(rng.integers(4, H // 2)), x0 : x0 + int(rng.integers(4, W // 2))] = True
             masks.append(m)
             classes.append(int(rng.integers(num_classes)))
         inst = Instances((H, W))
@@ -55,8 +56,12 @@ def synthetic_predictions(dicts, metadata, dets: int, seed: int):
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("eval", help="COCOEvaluator time per image",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "eval",
+        help="COCOEvaluator time per image",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     timing.add_common(p, threads=1, warmup=1, repeat=3)
     p.add_argument("--config-file", default="projects/m2f/r50.yaml", metavar="FILE")
     p.add_argument("--module", action="append", default=[], help="user module to import first (repeatable)")
@@ -87,8 +92,7 @@ def run(args) -> int:
     dets = args.dets or cfg.TEST.DETECTIONS_PER_IMAGE
     dicts = DatasetCatalog.get(name)[: args.images]
     pairs = synthetic_predictions(dicts, MetadataCatalog.get(name), dets, args.seed)
-    evaluator = COCOEvaluator(name, tasks=("bbox", "segm"), distributed=False, output_dir=None,
-                              max_dets_per_image=dets)
+    evaluator = COCOEvaluator(name, tasks=("bbox", "segm"), distributed=False, output_dir=None, max_dets_per_image=dets)
     proc_t, eval_t = [], []
     for r in range(args.warmup + args.repeat):
         evaluator.reset()
@@ -103,16 +107,35 @@ def run(args) -> int:
             proc_t.append(t1 - t0)
             eval_t.append(t2 - t1)
     n = len(pairs)
-    per = {"process_ms_per_image": 1000 * statistics.median(proc_t) / n,
-           "evaluate_ms_per_image": 1000 * statistics.median(eval_t) / n}
+    per = {
+        "process_ms_per_image": 1000 * statistics.median(proc_t) / n,
+        "evaluate_ms_per_image": 1000 * statistics.median(eval_t) / n,
+    }
     per["total_ms_per_image"] = per["process_ms_per_image"] + per["evaluate_ms_per_image"]
-    res = dict(dataset=name, images=n, detections_per_image=dets, process_s=proc_t, evaluate_s=eval_t, **per,
-               segm_AP=results.get("segm", {}).get("AP"), bbox_AP=results.get("bbox", {}).get("AP"))
+    res = dict(
+        dataset=name,
+        images=n,
+        detections_per_image=dets,
+        process_s=proc_t,
+        evaluate_s=eval_t,
+        **per,
+        segm_AP=results.get("segm", {}).get("AP"),
+        bbox_AP=results.get("bbox", {}).get("AP"),
+    )
     timing.report("eval", args, [res], per, {"config": args.config_file}, machine)
-    timing.print_table(f"COCOEvaluator on {name}: {n} images x {dets} detections (bbox + segm), median of "
-                       f"{args.repeat} after {args.warmup} warm-up; load average {machine['loadavg_1_5_15']}",
-                       ["images", "dets/image", "process ms/image", "evaluate ms/image", "total ms/image",
-                        "segm AP"],
-                       [[n, dets, per["process_ms_per_image"], per["evaluate_ms_per_image"],
-                         per["total_ms_per_image"], timing.fmt(res["segm_AP"])]])
+    timing.print_table(
+        f"COCOEvaluator on {name}: {n} images x {dets} detections (bbox + segm), median of "
+        f"{args.repeat} after {args.warmup} warm-up; load average {machine['loadavg_1_5_15']}",
+        ["images", "dets/image", "process ms/image", "evaluate ms/image", "total ms/image", "segm AP"],
+        [
+            [
+                n,
+                dets,
+                per["process_ms_per_image"],
+                per["evaluate_ms_per_image"],
+                per["total_ms_per_image"],
+                timing.fmt(res["segm_AP"]),
+            ]
+        ],
+    )
     return 0

@@ -5,6 +5,7 @@ same with the single-threaded COO value gradient ("fast_coo", ``value_grad_path=
 more than one thread) and the official algorithm ``ms_deform_attn_reference`` of
 ``tests/reference`` ("reference": one ``grid_sample`` per level).
 """
+
 import argparse
 import functools
 from collections import OrderedDict
@@ -42,11 +43,18 @@ def _msda_inputs(px: int, batch: int, seed: int, device):
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("msda", help="MSDeformAttn fast path vs the official algorithm",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "msda",
+        help="MSDeformAttn fast path vs the official algorithm",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     timing.add_common(p, threads=2, warmup=1, repeat=5)
-    p.add_argument("--sizes", default="128x2,128x8,256x2",
-                   help="comma-separated IMAGExBATCH (encoder levels at strides 8, 16, 32 of the image)")
+    p.add_argument(
+        "--sizes",
+        default="128x2,128x8,256x2",
+        help="comma-separated IMAGExBATCH (encoder levels at strides 8, 16, 32 of the image)",
+    )
     p.add_argument("--threads-list", default="1,2", help="thread counts to compare (overrides --threads)")
     p.set_defaults(func=run)
 
@@ -64,8 +72,11 @@ def run(args) -> int:
     for s in args.sizes.split(","):
         px, _, b = s.strip().partition("x")
         sizes.append((int(px), int(b or 2)))
-    functions = {"fast": ms_deform_attn_core, "reference": ms_deform_attn_reference,
-                 "fast_coo": functools.partial(ms_deform_attn_core, value_grad_path="coo")}
+    functions = {
+        "fast": ms_deform_attn_core,
+        "reference": ms_deform_attn_reference,
+        "fast_coo": functools.partial(ms_deform_attn_core, value_grad_path="coo"),
+    }
     steps: "OrderedDict[str, Callable]" = OrderedDict()
     setting: Dict[str, tuple] = {}
 
@@ -74,6 +85,7 @@ def run(args) -> int:
             out = fn(value, shapes, loc, attn)
             out.backward(grad)
             value.grad = loc.grad = attn.grad = None
+
         return step
 
     for px, b in sizes:
@@ -106,9 +118,12 @@ def run(args) -> int:
             if coo:
                 summary[f"{px}x{b}_{t}t_speedup_parallel_value_grad"] = coo["median_ms"] / f["median_ms"]
     timing.report("msda", args, results, summary, {"device_name": str(device)}, machine)
-    timing.print_table(f"MSDeformAttn forward+backward on {device} (M=8, D=32, L=3, P=4, queries = all pixels of "
-                       f"strides 8/16/32), median of {args.repeat} interleaved rounds; load average "
-                       f"{machine['loadavg_1_5_15']}",
-                       ["image", "batch", "threads", "case", "median ms", "min ms", "CPU ms"], rows)
+    timing.print_table(
+        f"MSDeformAttn forward+backward on {device} (M=8, D=32, L=3, P=4, queries = all pixels of "
+        f"strides 8/16/32), median of {args.repeat} interleaved rounds; load average "
+        f"{machine['loadavg_1_5_15']}",
+        ["image", "batch", "threads", "case", "median ms", "min ms", "CPU ms"],
+        rows,
+    )
     timing.print_summary(summary)
     return 0

@@ -8,6 +8,7 @@ the step; on CPU the peak RSS (VmHWM) above the RSS once the inputs exist, measu
 fresh ``tools/benchmark.py`` process per case (:func:`run_isolated`) with glibc's large
 allocations going straight to mmap, so that freed memory leaves the RSS.
 """
+
 import argparse
 import gc
 import json
@@ -20,9 +21,26 @@ import time
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 __all__ = [
-    "BENCHMARK_SCRIPT", "add_common", "fmt", "interleaved", "load_cfg", "machine_info", "ms_stats",
-    "parse_choices", "peak_of_step", "peak_rss_mb", "print_summary", "print_table", "ran_memory_worker", "report",
-    "reset_peak_rss", "resolve_device", "rss_mb", "run_isolated", "start_run", "sync",
+    "BENCHMARK_SCRIPT",
+    "add_common",
+    "fmt",
+    "interleaved",
+    "load_cfg",
+    "machine_info",
+    "ms_stats",
+    "parse_choices",
+    "peak_of_step",
+    "peak_rss_mb",
+    "print_summary",
+    "print_table",
+    "ran_memory_worker",
+    "report",
+    "reset_peak_rss",
+    "resolve_device",
+    "rss_mb",
+    "run_isolated",
+    "start_run",
+    "sync",
 ]
 
 #: the entry point that :func:`run_isolated` starts in a fresh interpreter
@@ -101,10 +119,14 @@ def machine_info() -> Dict[str, object]:
     from segtrain.utils.allocator import tune_malloc
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    return {"cpu_count": os.cpu_count(), "loadavg_1_5_15": [round(x, 2) for x in load],
-            "processor": platform.processor() or platform.machine(), "torch": torch.__version__,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "malloc": tune_malloc() or "glibc settings not changed by segtrain"}
+    return {
+        "cpu_count": os.cpu_count(),
+        "loadavg_1_5_15": [round(x, 2) for x in load],
+        "processor": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "malloc": tune_malloc() or "glibc settings not changed by segtrain",
+    }
 
 
 def ms_stats(values: Sequence[float]) -> Dict[str, float]:
@@ -112,8 +134,13 @@ def ms_stats(values: Sequence[float]) -> Dict[str, float]:
     return {"median_ms": 1000 * statistics.median(values), "min_ms": 1000 * min(values)}
 
 
-def interleaved(cases: Mapping[str, Callable[[], Optional[Dict[str, float]]]], device, warmup: int,
-                repeat: int, before: Optional[Callable[[str], None]] = None) -> Dict[str, Dict]:
+def interleaved(
+    cases: Mapping[str, Callable[[], Optional[Dict[str, float]]]],
+    device,
+    warmup: int,
+    repeat: int,
+    before: Optional[Callable[[str], None]] = None,
+) -> Dict[str, Dict]:
     """Time every case ``repeat`` times, round-robin (round r starts at case r mod n).
 
     A case returns None or ``{part: seconds}`` (sub-timings, reported as ``<part>_median_ms``,
@@ -234,8 +261,7 @@ def start_run(args, selected: str, valid: Sequence[str], kind: str):
     return machine, resolve_device(args.device), parse_choices(selected, valid, kind)
 
 
-def report(command: str, args, results, summary, extra_settings: Optional[Dict] = None,
-           machine_before=None) -> Dict:
+def report(command: str, args, results, summary, extra_settings: Optional[Dict] = None, machine_before=None) -> Dict:
     """The JSON report ``{command, settings, machine, results, summary}``, written to
     ``--output`` when given; ``machine.loadavg_after`` is the load average at the end."""
     settings = {k: v for k, v in vars(args).items() if k not in ("func", "_case", "_argv", "output")}

@@ -10,6 +10,7 @@ per-tensor loop, no fused / foreach kernels); ``no_loss`` (segtrain's model with
 criterion: backward of the sum of every output, as the official Mask2Former figure is
 defined); ``compiled`` (``MODEL.COMPILE``).
 """
+
 import argparse
 import time
 from collections import OrderedDict
@@ -86,8 +87,10 @@ def model_only_loss(model, batch):
     import torch
 
     if not all(hasattr(model, a) for a in ("preprocess_image", "backbone", "sem_seg_head")):
-        raise SystemExit(f"benchmark.py train: variant no_loss needs a MaskFormer-style model (preprocess_image, "
-                         f"backbone, sem_seg_head); {type(model).__name__} has not")
+        raise SystemExit(
+            f"benchmark.py train: variant no_loss needs a MaskFormer-style model (preprocess_image, "
+            f"backbone, sem_seg_head); {type(model).__name__} has not"
+        )
     images = model.preprocess_image(batch)
     outputs = model.sem_seg_head(model.backbone(images.tensor))
     layers = [outputs] + list(outputs.get("aux_outputs") or [])
@@ -104,8 +107,12 @@ def _train_step(model, opt, clip, batches, device, breakdown: bool, model_only: 
     counter = [0]
     if breakdown:  # forward time of each part, from hooks (sequential parts)
         head = getattr(model, "sem_seg_head", None)
-        parts = [("backbone", getattr(model, "backbone", None)), ("head", head),
-                 ("predictor", getattr(head, "predictor", None)), ("criterion", getattr(model, "criterion", None))]
+        parts = [
+            ("backbone", getattr(model, "backbone", None)),
+            ("head", head),
+            ("predictor", getattr(head, "predictor", None)),
+            ("criterion", getattr(model, "criterion", None)),
+        ]
         # on CPU the parts are CPU time (robust on a shared machine), on CUDA wall time after a sync
         clock = time.process_time if device.type == "cpu" else time.perf_counter
 
@@ -113,6 +120,7 @@ def _train_step(model, opt, clip, batches, device, breakdown: bool, model_only: 
             def hook(*_):  # returns None: the module's inputs / outputs stay as they are
                 timing.sync(device)
                 marks[key] = clock()
+
             return hook
 
         for name, mod in parts:
@@ -137,8 +145,11 @@ def _train_step(model, opt, clip, batches, device, breakdown: bool, model_only: 
         t2, c2 = time.perf_counter(), time.process_time()
         out = {"fwd_bwd": t1 - t0, "optim": t2 - t1, "fwd_bwd_cpu": c1 - c0, "optim_cpu": c2 - c1}
         if breakdown and marks:
-            span = {n[:-1]: marks[n[:-1] + ">"] - marks[n[:-1] + "<"] for n in marks if n.endswith("<")
-                    and n[:-1] + ">" in marks}
+            span = {
+                n[:-1]: marks[n[:-1] + ">"] - marks[n[:-1] + "<"]
+                for n in marks
+                if n.endswith("<") and n[:-1] + ">" in marks
+            }
             out["fwd_backbone"] = span.get("backbone", 0.0)
             if "head" in span:
                 out["fwd_pixel_decoder"] = span["head"] - span.get("predictor", 0.0)
@@ -166,16 +177,23 @@ def train_batches(args, device, n: int):
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("train", help="training iterations/s of a config, fwd+bwd vs optimizer, peak memory",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "train",
+        help="training iterations/s of a config, fwd+bwd vs optimizer, peak memory",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     timing.add_common(p, threads=2, warmup=2, repeat=5, device="auto")
     p.add_argument("--config-file", default="projects/m2f/r50.yaml", metavar="FILE")
     p.add_argument("--module", action="append", default=[], help="user module to import first (repeatable)")
     p.add_argument("--batches", type=int, default=2, help="distinct batches, fetched before timing and cycled")
-    p.add_argument("--variants", default="segtrain,baseline,no_loss",
-                   help=f"comma-separated subset of {', '.join(TRAIN_VARIANTS)} (baseline: official MSDeformAttn "
-                        "algorithm + per-image/per-layer criterion loop + per-tensor AdamW; no_loss: segtrain's model "
-                        "without the criterion, backward of the sum of its outputs; compiled: MODEL.COMPILE)")
+    p.add_argument(
+        "--variants",
+        default="segtrain,baseline,no_loss",
+        help=f"comma-separated subset of {', '.join(TRAIN_VARIANTS)} (baseline: official MSDeformAttn "
+        "algorithm + per-image/per-layer criterion loop + per-tensor AdamW; no_loss: segtrain's model "
+        "without the criterion, backward of the sum of its outputs; compiled: MODEL.COMPILE)",
+    )
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     p.set_defaults(func=run)
@@ -200,19 +218,23 @@ def _summary(results, images: int, image_size, device) -> Dict[str, object]:
         summary["fwd_bwd_median_s"] = seg["fwd_bwd_median_ms"] / 1000
         summary["fwd_bwd_min_s"] = seg["fwd_bwd_min_ms"] / 1000
         key = "cpu" if device.type == "cpu" else "wall"
-        summary[f"breakdown_{key}_median_ms"] = {k[:-len("_median_ms")]: round(v, 1) for k, v in seg.items()
-                                                  if k.endswith("_median_ms") and k.startswith((
-                                                      "fwd_backbone", "fwd_pixel", "fwd_transformer", "fwd_criterion",
-                                                      "forward", "backward"))}
+        summary[f"breakdown_{key}_median_ms"] = {
+            k[: -len("_median_ms")]: round(v, 1)
+            for k, v in seg.items()
+            if k.endswith("_median_ms")
+            and k.startswith(("fwd_backbone", "fwd_pixel", "fwd_transformer", "fwd_criterion", "forward", "backward"))
+        }
     if "no_loss" in by:
         summary["fwd_bwd_no_loss_median_s"] = by["no_loss"]["fwd_bwd_median_ms"] / 1000
         summary["fwd_bwd_no_loss_min_s"] = by["no_loss"]["fwd_bwd_min_ms"] / 1000
     for other in ("baseline", "compiled"):
         if seg and other in by:
-            summary[f"fwd_bwd_speedup_{other}_over_segtrain"] = (by[other]["fwd_bwd_median_ms"]
-                                                                 / seg["fwd_bwd_median_ms"])
-            summary[f"fwd_bwd_cpu_time_speedup_{other}_over_segtrain"] = (by[other]["fwd_bwd_cpu_median_ms"]
-                                                                          / seg["fwd_bwd_cpu_median_ms"])
+            summary[f"fwd_bwd_speedup_{other}_over_segtrain"] = (
+                by[other]["fwd_bwd_median_ms"] / seg["fwd_bwd_median_ms"]
+            )
+            summary[f"fwd_bwd_cpu_time_speedup_{other}_over_segtrain"] = (
+                by[other]["fwd_bwd_cpu_median_ms"] / seg["fwd_bwd_cpu_median_ms"]
+            )
             summary[f"iteration_speedup_{other}_over_segtrain"] = by[other]["median_ms"] / seg["median_ms"]
             summary[f"optimizer_speedup_{other}_over_segtrain"] = by[other]["optim_median_ms"] / seg["optim_median_ms"]
     return summary
@@ -229,8 +251,9 @@ def run(args) -> int:
     steps: "OrderedDict[str, Callable]" = OrderedDict()
     for v in variants:
         model, opt, clip = train_variant(args, device, v, batches)
-        steps[v] = _train_step(model, opt, clip, batches, device, breakdown=(v == "segtrain"),
-                               model_only=(v == "no_loss"))
+        steps[v] = _train_step(
+            model, opt, clip, batches, device, breakdown=(v == "segtrain"), model_only=(v == "no_loss")
+        )
     timed = timing.interleaved(steps, device, args.warmup, args.repeat)
     results, rows = [], []
     for v in variants:
@@ -243,17 +266,38 @@ def run(args) -> int:
             if "error" in mem:
                 r["memory_error"] = mem["error"]
         results.append(r)
-        rows.append([v, r["fwd_bwd_median_ms"], r["fwd_bwd_min_ms"], r["fwd_bwd_cpu_median_ms"], r["optim_median_ms"],
-                     r["median_ms"], f"{r['iterations_per_s']:.2f}", f"{r['images_per_s']:.2f}",
-                     timing.fmt(r.get("peak_mb"), ".0f")])
+        rows.append(
+            [
+                v,
+                r["fwd_bwd_median_ms"],
+                r["fwd_bwd_min_ms"],
+                r["fwd_bwd_cpu_median_ms"],
+                r["optim_median_ms"],
+                r["median_ms"],
+                f"{r['iterations_per_s']:.2f}",
+                f"{r['images_per_s']:.2f}",
+                timing.fmt(r.get("peak_mb"), ".0f"),
+            ]
+        )
     summary = _summary(results, images, list(batches[0][0]["image"].shape[-2:]), device)
     timing.report("train", args, results, summary, {"device_name": str(device), "config": args.config_file}, machine)
-    timing.print_table(f"training step of {args.config_file} {' '.join(args.opts or [])} on {device} ({args.threads} "
-                       f"thread(s)), batch {images} x {summary['image_size'][0]}x{summary['image_size'][1]}, median "
-                       f"of {args.repeat} interleaved iterations after {args.warmup} warm-up; load average "
-                       f"{machine['loadavg_1_5_15']}",
-                       ["variant", "fwd+bwd ms", "fwd+bwd min ms", "fwd+bwd CPU ms", "optimizer ms", "iteration ms",
-                        "iter/s", "images/s", "peak MB"],
-                       rows)
+    timing.print_table(
+        f"training step of {args.config_file} {' '.join(args.opts or [])} on {device} ({args.threads} "
+        f"thread(s)), batch {images} x {summary['image_size'][0]}x{summary['image_size'][1]}, median "
+        f"of {args.repeat} interleaved iterations after {args.warmup} warm-up; load average "
+        f"{machine['loadavg_1_5_15']}",
+        [
+            "variant",
+            "fwd+bwd ms",
+            "fwd+bwd min ms",
+            "fwd+bwd CPU ms",
+            "optimizer ms",
+            "iteration ms",
+            "iter/s",
+            "images/s",
+            "peak MB",
+        ],
+        rows,
+    )
     timing.print_summary(summary)
     return 0

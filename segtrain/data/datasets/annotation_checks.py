@@ -7,6 +7,7 @@ item, log a count). Loaders registered at import have no config, so the policy i
 from a context variable that the loader builders set from ``DATASETS.ON_BAD_ANNOTATION``
 (``with bad_annotation_policy("skip"): ...``), or passed explicitly.
 """
+
 import contextlib
 import contextvars
 import json
@@ -117,8 +118,12 @@ class ProblemLog:
             counts.annotations += self.bad_annotations
         if self.bad_annotations or self.bad_images:
             self.logger.warning(
-                "Skipped %d bad annotation(s) and %d bad %s(s) in %s (DATASETS.ON_BAD_ANNOTATION='skip'); "
-                "first: %s", self.bad_annotations, self.bad_images, image_word, self.json_file, self.first,
+                "Skipped %d bad annotation(s) and %d bad %s(s) in %s (DATASETS.ON_BAD_ANNOTATION='skip'); first: %s",
+                self.bad_annotations,
+                self.bad_images,
+                image_word,
+                self.json_file,
+                self.first,
             )
 
 
@@ -214,8 +219,9 @@ def checked_annotations(
             continue
         cid = ann["category_id"]
         if isinstance(cid, (list, dict)) or cid not in id_map:
-            problems.report(f"{parent_word} id {pid} annotation id {aid}: unknown category_id {cid!r} "
-                            f"(valid: {valid_categories})")
+            problems.report(
+                f"{parent_word} id {pid} annotation id {aid}: unknown category_id {cid!r} (valid: {valid_categories})"
+            )
             continue
         yield ann, aid, pid, id_map[cid]
 

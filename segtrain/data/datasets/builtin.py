@@ -2,6 +2,7 @@
 (default ``./datasets``): ``shapes_train`` / ``shapes_val`` (generated on first use) and,
 when ``<root>/coco`` exists, ``coco_2017_train`` / ``coco_2017_val`` and the panoptic
 ``coco_2017_train_panoptic`` / ``coco_2017_val_panoptic``."""
+
 import logging
 import os
 from typing import Optional
@@ -26,7 +27,11 @@ _COCO_2017 = {
 }
 # name -> (images, panoptic PNGs, panoptic JSON), Detectron2's layout under <root>
 _COCO_2017_PANOPTIC = {
-    "coco_2017_train_panoptic": ("coco/train2017", "coco/panoptic_train2017", "coco/annotations/panoptic_train2017.json"),
+    "coco_2017_train_panoptic": (
+        "coco/train2017",
+        "coco/panoptic_train2017",
+        "coco/annotations/panoptic_train2017.json",
+    ),
     "coco_2017_val_panoptic": ("coco/val2017", "coco/panoptic_val2017", "coco/annotations/panoptic_val2017.json"),
 }
 
@@ -91,8 +96,9 @@ def register_coco_2017(root: Optional[str] = None) -> None:
     meta = panoptic_category_metadata("COCO panoptic categories", coco_panoptic_categories())
     for name, (image_dir, png_dir, json_rel) in _COCO_2017_PANOPTIC.items():
         _replace(name)
-        register_coco_panoptic(name, meta, os.path.join(root, image_dir), os.path.join(root, png_dir),
-                               os.path.join(root, json_rel))
+        register_coco_panoptic(
+            name, meta, os.path.join(root, image_dir), os.path.join(root, png_dir), os.path.join(root, json_rel)
+        )
 
 
 register_shapes(**_DEFAULT_SHAPES)

@@ -12,6 +12,7 @@ means: ``FindDatasetMapper`` trains the mask terms on the instances that have ma
 ``InstanceDatasetMapper`` (Mask2Former) refuses box-only annotations, ``FindEvaluator``
 scores masks only on images whose every annotation has one.
 """
+
 import contextlib
 import io
 import logging
@@ -30,10 +31,10 @@ from .annotation_checks import (
     BAD_ANNOTATION_POLICIES,
     ProblemLog,
     bad_annotation_policy,
-    checked_annotations,
     check_policy,
     check_segmentation,
     check_top_level,
+    checked_annotations,
     get_bad_annotation_policy,
     is_int,
     parse_categories,
@@ -107,7 +108,8 @@ def load_coco_json(
         if missing:
             problems.report(
                 f"image id {img.get('id', f'#{k}')}: missing required key(s) {', '.join(missing)} "
-                f"(required: {', '.join(_IMAGE_KEYS)})", image=True,
+                f"(required: {', '.join(_IMAGE_KEYS)})",
+                image=True,
             )
             continue
         iid = img["id"]
@@ -132,8 +134,15 @@ def load_coco_json(
     anns: List[dict] = []
     ann_ids = set()
     for ann, aid, iid, _ in checked_annotations(
-        problems, data["annotations"], required=_ANN_KEYS, parent_key="image_id", parents=size_by_id,
-        all_parent_ids=all_image_ids, id_map=id_map, valid_categories=valid_cat, seen_ids=ann_ids,
+        problems,
+        data["annotations"],
+        required=_ANN_KEYS,
+        parent_key="image_id",
+        parents=size_by_id,
+        all_parent_ids=all_image_ids,
+        id_map=id_map,
+        valid_categories=valid_cat,
+        seen_ids=ann_ids,
     ):
         iscrowd = ann.get("iscrowd", 0)
         if iscrowd not in (0, 1):
@@ -186,13 +195,15 @@ def load_coco_json(
             if segm is not None:  # box-only annotations have no "segmentation" key
                 obj["segmentation"] = segm
             objs.append(obj)
-        dicts.append({
-            "file_name": os.path.join(image_root_abs, img["file_name"]),
-            "height": int(h),
-            "width": int(w),
-            "image_id": img["id"],
-            "annotations": objs,
-        })
+        dicts.append(
+            {
+                "file_name": os.path.join(image_root_abs, img["file_name"]),
+                "height": int(h),
+                "width": int(w),
+                "image_id": img["id"],
+                "annotations": objs,
+            }
+        )
     problems.log_summary()
     num_box_only = sum(not has_segmentation(a) for a in anns)
     logger.info("Loaded %d images with %d annotations from %s", len(dicts), len(anns), json_file)

@@ -7,6 +7,7 @@ Each dict: ``file_name`` (the image), ``image_id``, ``height``, ``width``,
 ``PanopticEvaluator`` scores against them. Problems (missing files, unknown category ids,
 annotations of unknown images) are one-line ``DatasetError`` naming the file and id.
 """
+
 import logging
 import os
 from typing import Any, Dict, List, Optional
@@ -21,8 +22,9 @@ __all__ = ["load_coco_panoptic_json", "panoptic_category_metadata", "register_co
 logger = logging.getLogger(__name__)
 
 
-def load_coco_panoptic_json(json_file: str, image_root: str, panoptic_root: str,
-                            dataset_name: Optional[str] = None) -> List[Dict[str, Any]]:
+def load_coco_panoptic_json(
+    json_file: str, image_root: str, panoptic_root: str, dataset_name: Optional[str] = None
+) -> List[Dict[str, Any]]:
     """Read a COCO panoptic annotation file; images under ``image_root``, PNGs under
     ``panoptic_root``. With ``dataset_name``, its metadata gets ``stuff_classes`` (every
     category, in id order), ``thing_classes``, ``thing_dataset_id_to_contiguous_id`` (thing
@@ -41,26 +43,43 @@ def load_coco_panoptic_json(json_file: str, image_root: str, panoptic_root: str,
             raise DatasetError(f"{json_file}: annotation needs image_id and file_name, got {str(ann)[:200]}")
         img = images.get(ann["image_id"])
         if img is None:
-            raise DatasetError(f"{json_file}: annotation {ann['file_name']!r} is for image_id {ann['image_id']}, "
-                               f"which is not in 'images'")
+            raise DatasetError(
+                f"{json_file}: annotation {ann['file_name']!r} is for image_id {ann['image_id']}, "
+                f"which is not in 'images'"
+            )
         segments = []
         for seg in ann.get("segments_info", []):
             cid = seg.get("category_id")
             if not is_int(cid) or int(cid) not in id_map:
-                raise DatasetError(f"{json_file}: image_id {ann['image_id']} segment {seg.get('id')} has category_id "
-                                   f"{cid!r}; valid ids: {valid}")
-            segments.append({"id": int(seg["id"]), "category_id": id_map[int(cid)],
-                             "iscrowd": int(seg.get("iscrowd", 0)), "area": seg.get("area"), "bbox": seg.get("bbox")})
-        dicts.append({
-            "file_name": os.path.join(image_root, img["file_name"]),
-            "image_id": img["id"],
-            "height": int(img["height"]),
-            "width": int(img["width"]),
-            "pan_seg_file_name": os.path.join(panoptic_root, ann["file_name"]),
-            "segments_info": segments,
-        })
-    logger.info("Loaded %d panoptic images with %d segments from %s", len(dicts),
-                sum(len(d["segments_info"]) for d in dicts), json_file)
+                raise DatasetError(
+                    f"{json_file}: image_id {ann['image_id']} segment {seg.get('id')} has category_id "
+                    f"{cid!r}; valid ids: {valid}"
+                )
+            segments.append(
+                {
+                    "id": int(seg["id"]),
+                    "category_id": id_map[int(cid)],
+                    "iscrowd": int(seg.get("iscrowd", 0)),
+                    "area": seg.get("area"),
+                    "bbox": seg.get("bbox"),
+                }
+            )
+        dicts.append(
+            {
+                "file_name": os.path.join(image_root, img["file_name"]),
+                "image_id": img["id"],
+                "height": int(img["height"]),
+                "width": int(img["width"]),
+                "pan_seg_file_name": os.path.join(panoptic_root, ann["file_name"]),
+                "segments_info": segments,
+            }
+        )
+    logger.info(
+        "Loaded %d panoptic images with %d segments from %s",
+        len(dicts),
+        sum(len(d["segments_info"]) for d in dicts),
+        json_file,
+    )
     if dataset_name is not None:  # the same values as at registration, else a one-line DatasetError
         MetadataCatalog.get(dataset_name).set(**panoptic_category_metadata(json_file, data["categories"]))
     return dicts
@@ -81,8 +100,9 @@ def panoptic_category_metadata(json_file: str, categories: List[Any]) -> Dict[st
     }
 
 
-def register_coco_panoptic(name: str, metadata: Dict[str, Any], image_root: str, panoptic_root: str,
-                           panoptic_json: str) -> None:
+def register_coco_panoptic(
+    name: str, metadata: Dict[str, Any], image_root: str, panoptic_root: str, panoptic_json: str
+) -> None:
     """Register a COCO panoptic split as dataset ``name``. ``metadata`` adds to ``json_file``
     (= ``panoptic_json``), ``image_root``, ``panoptic_root``, ``ignore_label=255``,
     ``evaluator_type="panoptic_seg"`` and the category metadata. The model needs the categories
@@ -92,8 +112,13 @@ def register_coco_panoptic(name: str, metadata: Dict[str, Any], image_root: str,
     if not isinstance(name, str) or not name:
         raise ValueError(f"register_coco_panoptic: name must be a non-empty str, got {name!r}")
     metadata = dict(metadata or {})
-    meta: Dict[str, Any] = {"json_file": panoptic_json, "image_root": image_root, "panoptic_root": panoptic_root,
-                            "ignore_label": 255, "evaluator_type": "panoptic_seg"}
+    meta: Dict[str, Any] = {
+        "json_file": panoptic_json,
+        "image_root": image_root,
+        "panoptic_root": panoptic_root,
+        "ignore_label": 255,
+        "evaluator_type": "panoptic_seg",
+    }
     if not ("stuff_classes" in metadata and "thing_dataset_id_to_contiguous_id" in metadata):
         data = read_json_file(panoptic_json, "panoptic annotation")
         check_top_level(panoptic_json, data, ("categories",), "COCO panoptic")

@@ -1,5 +1,6 @@
 """Semantic segmentation folders (an image folder and a label-PNG folder paired by file stem,
 as ADE20K and Cityscapes are laid out) -> dataset dicts, and ``register_sem_seg``."""
+
 import logging
 import os
 from typing import Any, Dict, List
@@ -37,23 +38,26 @@ def load_sem_seg(gt_root: str, image_root: str, gt_ext: str = "png", image_ext: 
     for a, b, a_root, b_root in ((images, labels, image_root, gt_root), (labels, images, gt_root, image_root)):
         missing = sorted(set(a) - set(b))
         if missing:
-            raise DatasetError(f"{a[missing[0]]} has no counterpart under {b_root!r} ({len(missing)} files of "
-                               f"{a_root!r} are unpaired)")
+            raise DatasetError(
+                f"{a[missing[0]]} has no counterpart under {b_root!r} ({len(missing)} files of {a_root!r} are unpaired)"
+            )
     dicts = [{"file_name": images[k], "image_id": k, "sem_seg_file_name": labels[k]} for k in sorted(images)]
     logger.info("Loaded %d images with semantic labels from %s", len(dicts), image_root)
     return dicts
 
 
-def register_sem_seg(name: str, metadata: Dict[str, Any], image_root: str, gt_root: str, gt_ext: str = "png",
-                     image_ext: str = "jpg") -> None:
+def register_sem_seg(
+    name: str, metadata: Dict[str, Any], image_root: str, gt_root: str, gt_ext: str = "png", image_ext: str = "jpg"
+) -> None:
     """Register a semantic segmentation folder pair as dataset ``name``. ``metadata`` must give
     ``stuff_classes`` (the class names, index = label value); it adds to ``image_root``,
     ``sem_seg_root``, ``ignore_label=255`` and ``evaluator_type="sem_seg"``."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"register_sem_seg: name must be a non-empty str, got {name!r}")
     if not (metadata or {}).get("stuff_classes"):
-        raise DatasetError(f"register_sem_seg({name!r}): metadata needs 'stuff_classes' (the class names, "
-                           f"in label order)")
+        raise DatasetError(
+            f"register_sem_seg({name!r}): metadata needs 'stuff_classes' (the class names, in label order)"
+        )
     DatasetCatalog.register(name, lambda: load_sem_seg(gt_root, image_root, gt_ext, image_ext))
     meta = {"image_root": image_root, "sem_seg_root": gt_root, "ignore_label": 255, "evaluator_type": "sem_seg"}
     meta.update(metadata)

@@ -10,6 +10,7 @@ their own polygon, so the annotations match the drawn pixels exactly (up to JPEG
 Layout: ``<root>/shapes/<split>_n<N>_s<S>/{images/*.jpg, annotations.json}``; the folder
 appears atomically (written to a temporary folder, then renamed).
 """
+
 import json
 import logging
 import os
@@ -137,7 +138,9 @@ def pick_shape_color(rng: np.random.Generator, avoid: List[np.ndarray]) -> np.nd
 
 
 # ------------------------------------------------------------------ one image
-def render_shapes_image(rng: np.random.Generator, image_size: int) -> Tuple[np.ndarray, List[Dict[str, Any]], np.ndarray]:
+def render_shapes_image(
+    rng: np.random.Generator, image_size: int
+) -> Tuple[np.ndarray, List[Dict[str, Any]], np.ndarray]:
     """Draw one image. Returns (RGB uint8 [S, S, 3], instances, id map int16 [S, S]),
     where instance ``k`` has ``category`` (0-based class), ``polygon`` (flat list) and
     ``occluded`` (bool), and the id map holds ``k`` on its visible pixels and -1 elsewhere."""
@@ -176,7 +179,11 @@ def render_shapes_image(rng: np.random.Generator, image_size: int) -> Tuple[np.n
         img[fg] = lut[ids[fg]] + shade
     out = np.clip(img + 0.5, 0, 255).astype(np.uint8)
     instances = [
-        {"category": sh["category"], "polygon": sh["polygon"].reshape(-1).tolist(), "occluded": bool(visible[k] != full[k])}
+        {
+            "category": sh["category"],
+            "polygon": sh["polygon"].reshape(-1).tolist(),
+            "occluded": bool(visible[k] != full[k]),
+        }
         for k, sh in enumerate(shapes)
     ]
     return out, instances, ids
@@ -210,15 +217,17 @@ def generate_shapes(out_dir: str, split: str, num_images: int, image_size: int) 
             else:
                 segm = [inst["polygon"]]
             x, y, w, h = (float(v) for v in mask_util.toBbox(rle))
-            annotations.append({
-                "id": ann_id,
-                "image_id": image_id,
-                "category_id": inst["category"] + _CATEGORY_ID_OFFSET,
-                "segmentation": segm,
-                "area": float(vis.sum()),
-                "bbox": [x, y, w, h],
-                "iscrowd": 0,
-            })
+            annotations.append(
+                {
+                    "id": ann_id,
+                    "image_id": image_id,
+                    "category_id": inst["category"] + _CATEGORY_ID_OFFSET,
+                    "segmentation": segm,
+                    "area": float(vis.sum()),
+                    "bbox": [x, y, w, h],
+                    "iscrowd": 0,
+                }
+            )
             ann_id += 1
     write_annotations(out_dir, f"segtrain shapes {split}", images=images, annotations=annotations)
 
@@ -247,8 +256,9 @@ def write_annotations(out_dir: str, description: str, **lists: List[Dict[str, An
     and ``annotations``) and the shapes ``categories`` (dataset ids start at 1)."""
     data: Dict[str, Any] = {"info": {"description": description, "version": _FORMAT_VERSION}}
     data.update(lists)
-    data["categories"] = [{"id": k + _CATEGORY_ID_OFFSET, "name": name, "supercategory": "shape"}
-                          for k, name in enumerate(SHAPES_CLASSES)]
+    data["categories"] = [
+        {"id": k + _CATEGORY_ID_OFFSET, "name": name, "supercategory": "shape"} for k, name in enumerate(SHAPES_CLASSES)
+    ]
     with open(os.path.join(out_dir, "annotations.json"), "w") as f:
         json.dump(data, f, separators=(",", ":"))
 

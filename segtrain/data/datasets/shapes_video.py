@@ -18,6 +18,7 @@ Layout: ``<root>/shapes_video/<split>_n<N>_f<T>_s<S>/{videos/<video>/<frame>.jpg
 (YouTube-VIS format, read by ``load_ytvis_json``); the folder appears atomically (written to a
 temporary folder, then renamed).
 """
+
 import logging
 import os
 from typing import Any, Dict, List, Optional, Tuple
@@ -28,6 +29,8 @@ import pycocotools.mask as mask_util
 from segtrain.utils.errors import DatasetError
 
 from ..catalog import DatasetCatalog, MetadataCatalog
+from .builtin import get_datasets_root
+
 # Reuse the image generator's drawing so that both datasets look alike and share fixes.
 from .shapes import (
     SHAPES_CLASSES,
@@ -41,7 +44,6 @@ from .shapes import (
     write_jpeg,
 )
 from .ytvis import YTVIS_EVALUATOR_TYPE, load_ytvis_json
-from .builtin import get_datasets_root
 
 __all__ = [
     "SHAPES_VIDEO_SPLITS",
@@ -145,10 +147,7 @@ def render_shapes_video(
         shade = rng.standard_normal((int(fg.sum()), 1), dtype=np.float32) * np.float32(5.0)
         img[fg] = lut[ids[t][fg]] + shade
         frames.append(np.clip(img + 0.5, 0, 255).astype(np.uint8))
-    out = [
-        {"category": o["category"], "motion": o["motion"], "masks": ids == k}
-        for k, o in enumerate(objects)
-    ]
+    out = [{"category": o["category"], "motion": o["motion"], "masks": ids == k} for k, o in enumerate(objects)]
     return frames, out
 
 
@@ -192,16 +191,18 @@ def generate_shapes_video(out_dir: str, split: str, num_videos: int, num_frames:
                 segms.append({"size": [s, s], "counts": rle["counts"].decode("ascii")})
             if all(sg is None for sg in segms):
                 continue  # fully hidden for the whole clip: not an object of this video
-            annotations.append({
-                "id": ann_id,
-                "video_id": video_id,
-                "category_id": obj["category"] + _CATEGORY_ID_OFFSET,
-                "segmentations": segms,
-                "bboxes": bboxes,
-                "areas": areas,
-                "iscrowd": 0,
-                "motion": obj["motion"],
-            })
+            annotations.append(
+                {
+                    "id": ann_id,
+                    "video_id": video_id,
+                    "category_id": obj["category"] + _CATEGORY_ID_OFFSET,
+                    "segmentations": segms,
+                    "bboxes": bboxes,
+                    "areas": areas,
+                    "iscrowd": 0,
+                    "motion": obj["motion"],
+                }
+            )
             ann_id += 1
     write_annotations(out_dir, f"segtrain shapes_video {split}", videos=videos, annotations=annotations)
 

@@ -21,6 +21,7 @@ An empty polygon list ``[]`` for a frame is read as absent, like ``null``. Bad a
 videos follow ``DATASETS.ON_BAD_ANNOTATION`` (see ``coco.bad_annotation_policy``): "error"
 raises a one-line ``DatasetError``; "skip" drops the annotation / video and logs a count.
 """
+
 import logging
 import os
 from typing import Any, Dict, List, Optional
@@ -30,10 +31,10 @@ from segtrain.utils.errors import DatasetError
 from ..catalog import DatasetCatalog, MetadataCatalog
 from .annotation_checks import (
     ProblemLog,
-    checked_annotations,
     check_policy,
     check_segmentation,
     check_top_level,
+    checked_annotations,
     get_bad_annotation_policy,
     is_int,
     parse_categories,
@@ -113,8 +114,15 @@ def load_ytvis_json(
     anns_by_video: Dict[int, List[Dict[str, Any]]] = {vid: [] for vid in videos}
     ann_ids = set()
     for ann, aid, vid, category in checked_annotations(
-        problems, data["annotations"], required=_ANN_KEYS, parent_key="video_id", parents=videos,
-        all_parent_ids=all_video_ids, id_map=id_map, valid_categories=valid_cat, seen_ids=ann_ids,
+        problems,
+        data["annotations"],
+        required=_ANN_KEYS,
+        parent_key="video_id",
+        parents=videos,
+        all_parent_ids=all_video_ids,
+        id_map=id_map,
+        valid_categories=valid_cat,
+        seen_ids=ann_ids,
     ):
         video = videos[vid]
         length, h, w = len(video["file_names"]), video["height"], video["width"]
@@ -153,18 +161,23 @@ def load_ytvis_json(
     root = os.path.abspath(image_root)
     dicts = []
     for vid, video in videos.items():
-        dicts.append({
-            "video_id": vid,
-            "height": int(video["height"]),
-            "width": int(video["width"]),
-            "length": len(video["file_names"]),
-            "file_names": [os.path.join(root, n) for n in video["file_names"]],
-            "annotations": anns_by_video[vid],
-        })
+        dicts.append(
+            {
+                "video_id": vid,
+                "height": int(video["height"]),
+                "width": int(video["width"]),
+                "length": len(video["file_names"]),
+                "file_names": [os.path.join(root, n) for n in video["file_names"]],
+                "annotations": anns_by_video[vid],
+            }
+        )
     problems.log_summary("video")
     logger.info(
         "Loaded %d videos (%d frames) with %d object tracks from %s",
-        len(dicts), sum(d["length"] for d in dicts), len(ann_ids), json_file,
+        len(dicts),
+        sum(d["length"] for d in dicts),
+        len(ann_ids),
+        json_file,
     )
     if dataset_name is not None:
         MetadataCatalog.get(dataset_name).set(

@@ -2,6 +2,7 @@
 detector: ``FindSampler`` picks each image's concepts (present ones plus sampled absent
 ones as presence negatives), ``FindDatasetMapper`` (MAPPER registry) reads and augments the
 image, ``collate_find_targets`` packs the targets of a batch (docs/losses.md, SAM 3)."""
+
 from . import config as _config  # noqa: F401  (registers the config keys)
 from .collate import FindBatch, collate_find_targets, find_batch_from_inputs
 from .mapper import FindDatasetMapper

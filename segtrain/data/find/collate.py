@@ -5,6 +5,7 @@ Boxes are normalized by the padded batch size ``(Hp, Wp)`` (the canvas the model
 on, where the masks also live), so predicted and target boxes share one frame even when
 images of different sizes are padded together.
 """
+
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -12,8 +13,8 @@ import torch
 from torch import Tensor
 
 from segtrain.structures.masks import pad_masks
-from segtrain.utils.errors import DatasetError
 from segtrain.structures.targets import targets_to_find_packed
+from segtrain.utils.errors import DatasetError
 
 __all__ = ["FindBatch", "find_batch_from_inputs", "collate_find_targets"]
 
@@ -47,14 +48,18 @@ def _find_categories(inp: Mapping[str, Any], i: int) -> Tensor:
 def find_batch_from_inputs(batched_inputs: Sequence[Mapping[str, Any]], device=None) -> FindBatch:
     """Image index and concept of every find of ``batched_inputs`` (no targets)."""
     cats = [_find_categories(x, i) for i, x in enumerate(batched_inputs)]
-    image_index = torch.cat([torch.full((len(c),), i, dtype=torch.int64) for i, c in enumerate(cats)]) \
-        if cats else torch.zeros(0, dtype=torch.int64)
+    image_index = (
+        torch.cat([torch.full((len(c),), i, dtype=torch.int64) for i, c in enumerate(cats)])
+        if cats
+        else torch.zeros(0, dtype=torch.int64)
+    )
     concepts = torch.cat(cats) if cats else torch.zeros(0, dtype=torch.int64)
     return FindBatch(image_index.to(device), concepts.to(device))
 
 
-def collate_find_targets(batched_inputs: Sequence[Mapping[str, Any]], pad_size: Tuple[int, int],
-                         device=None) -> FindBatch:
+def collate_find_targets(
+    batched_inputs: Sequence[Mapping[str, Any]], pad_size: Tuple[int, int], device=None
+) -> FindBatch:
     """The finds of ``batched_inputs`` (``FindDatasetMapper`` outputs) with packed targets.
 
     pad_size: (Hp, Wp) of the padded image batch. The targets of find (image i, concept c)
@@ -84,13 +89,18 @@ def collate_find_targets(batched_inputs: Sequence[Mapping[str, Any]], pad_size: 
         if any_masks:
             if inst.has("gt_masks"):
                 masks = pad_masks(inst.gt_masks.bool(), pad_size)
-                valid = inst.gt_mask_valid.bool() if inst.has("gt_mask_valid") else torch.ones(len(classes), dtype=torch.bool)
+                valid = (
+                    inst.gt_mask_valid.bool()
+                    if inst.has("gt_mask_valid")
+                    else torch.ones(len(classes), dtype=torch.bool)
+                )
             else:  # a box-only image in a batch with masks: rows kept, mask terms off for them
                 masks = torch.zeros((len(classes), *pad_size), dtype=torch.bool)
                 valid = torch.zeros(len(classes), dtype=torch.bool)
         ex = x.get("find_is_exhaustive")
-        exhaustive.append(torch.ones(len(cats), dtype=torch.bool) if ex is None
-                          else torch.as_tensor(ex, dtype=torch.bool).reshape(-1))
+        exhaustive.append(
+            torch.ones(len(cats), dtype=torch.bool) if ex is None else torch.as_tensor(ex, dtype=torch.bool).reshape(-1)
+        )
         for c in cats.tolist():
             sel = classes == c
             t: Dict[str, Tensor] = {"labels": classes[sel], "boxes": boxes[sel]}

@@ -1,6 +1,8 @@
 """Config of find batches (``INPUT.FIND``): how an instance dataset becomes finds, one image
 plus one concept prompt each."""
-from segtrain.config import CfgNode as CN, register_config_addition
+
+from segtrain.config import CfgNode as CN
+from segtrain.config import register_config_addition
 
 __all__ = ["add_find_config"]
 

@@ -6,6 +6,7 @@ trains the concept detector. The image is read and augmented once; its finds (th
 ``FindSampler`` picks) share it, and :func:`segtrain.data.find.collate_find_targets` builds
 their packed targets inside the model, once the batch padding is known.
 """
+
 import copy
 import logging
 from typing import Any, Dict, List, Optional, Sequence
@@ -34,8 +35,9 @@ def _transform_boxes(boxes_xyxy: np.ndarray, transforms, out_h: int, out_w: int)
     if len(boxes_xyxy) == 0:
         return np.zeros((0, 4), dtype=np.float32)
     x0, y0, x1, y1 = boxes_xyxy.T
-    corners = np.stack([np.stack([x0, y0], 1), np.stack([x1, y0], 1), np.stack([x0, y1], 1),
-                        np.stack([x1, y1], 1)], axis=1).reshape(-1, 2)
+    corners = np.stack(
+        [np.stack([x0, y0], 1), np.stack([x1, y0], 1), np.stack([x0, y1], 1), np.stack([x1, y1], 1)], axis=1
+    ).reshape(-1, 2)
     pts = transforms.apply_coords(corners.astype(np.float64)).reshape(-1, 4, 2)
     out = np.concatenate([pts.min(axis=1), pts.max(axis=1)], axis=1)
     out[:, 0::2] = out[:, 0::2].clip(0, out_w)
@@ -86,8 +88,12 @@ class FindDatasetMapper:
         self.image_format = image_format
         self.is_exhaustive = bool(is_exhaustive)
         self.on_bad_annotation = on_bad_annotation
-        logger.info("FindDatasetMapper (%s): %s, augmentations: %s", "training" if is_train else "inference",
-                    find_sampler, self.augmentations)
+        logger.info(
+            "FindDatasetMapper (%s): %s, augmentations: %s",
+            "training" if is_train else "inference",
+            find_sampler,
+            self.augmentations,
+        )
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True) -> Dict[str, Any]:
@@ -150,12 +156,23 @@ class FindDatasetMapper:
         boxes = torch.zeros((len(annos), 4), dtype=torch.float32)
         masks = torch.zeros((len(annos) if with_seg else 0, out_h, out_w), dtype=torch.bool)
         if with_seg:
-            seg_masks = torch.from_numpy(transform_segmentations([annos[i] for i in with_seg], transforms, size, out_size))
+            seg_masks = torch.from_numpy(
+                transform_segmentations([annos[i] for i in with_seg], transforms, size, out_size)
+            )
             masks[with_seg] = seg_masks
             boxes[with_seg] = masks_to_boxes(seg_masks)
         if without:
-            raw = np.asarray([BoxMode.convert(list(map(float, annos[i]["bbox"])), annos[i].get("bbox_mode", BoxMode.XYWH_ABS),
-                                              BoxMode.XYXY_ABS) for i in without], dtype=np.float64)
+            raw = np.asarray(
+                [
+                    BoxMode.convert(
+                        list(map(float, annos[i]["bbox"])),
+                        annos[i].get("bbox_mode", BoxMode.XYWH_ABS),
+                        BoxMode.XYXY_ABS,
+                    )
+                    for i in without
+                ],
+                dtype=np.float64,
+            )
             boxes[without] = torch.from_numpy(_transform_boxes(raw, transforms, out_h, out_w))
         mask_valid = torch.zeros(len(annos), dtype=torch.bool)
         mask_valid[with_seg] = True

@@ -4,6 +4,7 @@ A find is one (image, concept prompt) pair. For each image the sampler keeps the
 present in its annotations (positives) and adds absent ones (presence negatives, finds
 whose target set is empty), so the presence head sees both answers.
 """
+
 from typing import Iterable, Optional
 
 import numpy as np
@@ -58,5 +59,7 @@ class FindSampler:
         return np.asarray(pos + neg, dtype=np.int64)
 
     def __repr__(self) -> str:
-        return (f"FindSampler(num_concepts={self.num_concepts}, num_negatives={self.num_negatives}, "
-                f"max_positives={self.max_positives})")
+        return (
+            f"FindSampler(num_concepts={self.num_concepts}, num_negatives={self.num_negatives}, "
+            f"max_positives={self.max_positives})"
+        )

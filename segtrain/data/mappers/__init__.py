@@ -1,4 +1,5 @@
 """Dataset mappers: one dataset dict -> one model input."""
+
 from .build import MAPPER_REGISTRY, build_mapper
 from .instance_mapper import InstanceDatasetMapper
 

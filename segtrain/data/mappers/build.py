@@ -1,4 +1,5 @@
 """MAPPER registry and ``build_mapper``."""
+
 from segtrain.utils.registry import Registry
 
 __all__ = ["MAPPER_REGISTRY", "build_mapper"]

@@ -1,4 +1,5 @@
 """``InstanceDatasetMapper``: dataset dict -> model input for instance segmentation."""
+
 import copy
 import logging
 from typing import Any, Dict, List, Optional, Sequence
@@ -7,10 +8,10 @@ import numpy as np
 import torch
 
 from segtrain.config import configurable
+from segtrain.data.catalog import MetadataCatalog
 from segtrain.utils.errors import ConfigError, DatasetError
 
 from ..datasets.coco import has_segmentation
-
 from ..detection_utils import (
     annotations_to_instances,
     check_mapper_policy,
@@ -21,7 +22,6 @@ from ..detection_utils import (
 )
 from ..transforms import Augmentation, apply_augmentations, build_augmentations
 from .build import MAPPER_REGISTRY
-from segtrain.data.catalog import MetadataCatalog
 
 __all__ = ["InstanceDatasetMapper"]
 
@@ -90,8 +90,13 @@ class InstanceDatasetMapper:
     def _map(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
         # the dict belongs to the dataset list; never modify it
         annos: Optional[List[dict]] = dataset_dict.get("annotations")
-        image = read_image_checked(dataset_dict["file_name"], self.image_format, dataset_dict.get("height"),
-                                   dataset_dict.get("width"), f"image id {dataset_dict.get('image_id')}")
+        image = read_image_checked(
+            dataset_dict["file_name"],
+            self.image_format,
+            dataset_dict.get("height"),
+            dataset_dict.get("width"),
+            f"image id {dataset_dict.get('image_id')}",
+        )
         h, w = image.shape[:2]
         image, transforms = apply_augmentations(self.augmentations, image)
         out_h, out_w = image.shape[:2]

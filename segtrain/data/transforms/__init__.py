@@ -1,4 +1,5 @@
 """OpenCV augmentations (random, drawing parameters) and the deterministic transforms they return."""
+
 from .augmentation import (
     Augmentation,
     ColorJitter,

@@ -1,9 +1,9 @@
 """Random augmentations: each draws its parameters from ``np.random`` (seeded per data
 loader worker) and returns a deterministic ``Transform`` for one image."""
+
 import logging
 from typing import List, Sequence, Tuple, Union
 
-import cv2
 import numpy as np
 
 from segtrain.utils.errors import ConfigError

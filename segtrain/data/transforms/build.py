@@ -1,4 +1,5 @@
 """``build_augmentations(cfg, is_train)``: the augmentation list from ``INPUT.*``."""
+
 import logging
 from typing import List
 

@@ -4,6 +4,7 @@ same change to an image, its masks and its polygon coordinates.
 Images are HxWxC uint8 (or HxW); segmentations are HxW bool/uint8 masks; coordinates are
 [P, 2] float (x, y) in the continuous pixel-edge convention (pixel j spans [j, j + 1]).
 """
+
 import logging
 from typing import Callable, List, Optional
 
@@ -121,7 +122,7 @@ class ResizeTransform(Transform):
         # other integer maps through float32 (exact below 2^24), so label and id maps keep their values
         if dtype in (np.uint8, np.uint16, np.int16, np.float32):
             src = segmentation
-        elif dtype == bool:
+        elif dtype == np.dtype(bool):
             src = segmentation.astype(np.uint8)
         else:
             src = segmentation.astype(np.float32)

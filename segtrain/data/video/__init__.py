@@ -1,6 +1,7 @@
 """Video data: clip sampling (frames and objects), the video mapper with clip-consistent
 augmentation, ``BatchedVideoDatapoint`` and the video loader builders. Image datasets go
 through the same path as one-frame clips."""
+
 from . import config as _config  # noqa: F401  (registers the config keys)
 from .build import VideoTrainDataLoader, build_video_test_loader, build_video_train_loader, get_video_dataset_dicts
 from .clip_sampler import (

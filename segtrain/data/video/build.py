@@ -1,5 +1,6 @@
 """Video loader builders: video (and image-as-video) dataset dicts -> ``VideoDatasetMapper`` clips
 -> ``BatchedVideoDatapoint`` batches (training) or lists of whole-video clips (inference)."""
+
 import logging
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
@@ -69,7 +70,9 @@ def get_video_dataset_dicts(
     if short:
         logger.warning(
             "Dropped %d video(s) shorter than %d frames (INPUT.VIDEO.NUM_FRAMES), e.g. video id %s",
-            len(short), min_length, short[0]["video_id"],
+            len(short),
+            min_length,
+            short[0]["video_id"],
         )
         dicts = [d for d in dicts if not 1 < len(d["file_names"]) < min_length]
     if not dicts:
@@ -80,7 +83,10 @@ def get_video_dataset_dicts(
     n_img = sum(1 for d in dicts if d.get("is_image"))
     logger.info(
         "Video dataset(s) %s: %d videos, %d images (one-frame clips), %d object tracks",
-        ", ".join(names), len(dicts) - n_img, n_img, sum(len(d["annotations"]) for d in dicts),
+        ", ".join(names),
+        len(dicts) - n_img,
+        n_img,
+        sum(len(d["annotations"]) for d in dicts),
     )
     return dicts
 
@@ -199,9 +205,7 @@ def build_video_train_loader(
     if len(by_kind) == 2:
         p_img = len(by_kind["images"]) / len(dataset) if image_batch_prob < 0 else float(image_batch_prob)
         if not 0 <= p_img <= 1:
-            raise ConfigError(
-                f"INPUT.VIDEO.IMAGE_BATCH_PROB must be in [0, 1] or negative, got {image_batch_prob}"
-            )
+            raise ConfigError(f"INPUT.VIDEO.IMAGE_BATCH_PROB must be in [0, 1] or negative, got {image_batch_prob}")
         probs = {"images": p_img, "videos": 1 - p_img}
     else:
         probs = {k: 1.0 for k in by_kind}
@@ -216,8 +220,10 @@ def build_video_train_loader(
     if start_iter:
         # replay the group choices of the first start_iter batches to place each group's sampler
         rng = loader._make_rng(0)
-        choices = [loader._names[min(int(i), len(loader._names) - 1)]
-                   for i in np.searchsorted(loader._cdf, rng.random(int(start_iter)), side="right")]
+        choices = [
+            loader._names[min(int(i), len(loader._names) - 1)]
+            for i in np.searchsorted(loader._cdf, rng.random(int(start_iter)), side="right")
+        ]
         state = {
             "batches": int(start_iter),
             "groups": {
@@ -242,9 +248,7 @@ def _video_test_loader_from_config(cfg, dataset_name: Union[str, Sequence[str]],
 
 
 @configurable(from_config=_video_test_loader_from_config)
-def build_video_test_loader(
-    dataset: List[Dict[str, Any]], *, mapper, num_workers: int = 0
-) -> InferenceDataLoader:
+def build_video_test_loader(dataset: List[Dict[str, Any]], *, mapper, num_workers: int = 0) -> InferenceDataLoader:
     """Inference loader over this rank's shard: each batch is a list holding ONE whole-video
     clip dict (every frame, every object; ``VideoDatasetMapper`` output), the input format of
     ``inference_on_dataset`` and ``VideoEvaluator``. ``collate_video_clips(batch)`` gives the
@@ -270,14 +274,20 @@ def build_video_val_loss_loader(cfg, dataset_name: str, per_process: int, world:
     if cfg.TEST.VAL_LOSS.NUM_BATCHES > 0:
         dicts = dicts[: cfg.TEST.VAL_LOSS.NUM_BATCHES * per_process * world]
     logger.info(f"Validation loss on {len(dicts)} videos of {dataset_name} ({per_process} per batch and process)")
-    return build_test_loader(dicts, mapper=VideoDatasetMapper(cfg, is_train=False),
-                             num_workers=cfg.DATALOADER.NUM_WORKERS, batch_size=per_process)
+    return build_test_loader(
+        dicts,
+        mapper=VideoDatasetMapper(cfg, is_train=False),
+        num_workers=cfg.DATALOADER.NUM_WORKERS,
+        batch_size=per_process,
+    )
 
 
-register_loader_kind(LoaderKind(
-    name="video",
-    applies=uses_video_loader,
-    train=build_video_train_loader,
-    test=build_video_test_loader,
-    val_loss=build_video_val_loss_loader,
-))
+register_loader_kind(
+    LoaderKind(
+        name="video",
+        applies=uses_video_loader,
+        train=build_video_train_loader,
+        test=build_video_test_loader,
+        val_loss=build_video_val_loss_loader,
+    )
+)

@@ -4,6 +4,7 @@ turns an image dataset dict into a one-frame video dict.
 Video dicts are those of ``segtrain.data.datasets.ytvis`` (``"file_names"``, and per object
 ``"segmentations"``: one entry per frame, ``None`` when absent).
 """
+
 import logging
 from typing import Any, Dict, List, Sequence, Tuple
 

@@ -1,6 +1,8 @@
 """Config of video clips (``INPUT.VIDEO``) and of the built-in ``shapes_video`` data
 (``DATASETS.SHAPES_VIDEO``)."""
-from segtrain.config import CfgNode as CN, register_config_addition
+
+from segtrain.config import CfgNode as CN
+from segtrain.config import register_config_addition
 
 __all__ = ["add_video_data_config"]
 

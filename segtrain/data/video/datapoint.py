@@ -6,6 +6,7 @@ Objects of all videos of a batch are concatenated along one axis ``N`` (as in SA
 ``masks[t, n]``, to be compared with the prediction on image ``img_batch[t, obj_batch_idx[n]]``.
 This is the ``[T, N, H, W]`` target layout of ``MultiStepMultiMasksAndIous`` (docs/losses.md).
 """
+
 import logging
 from dataclasses import dataclass, fields
 from typing import Any, Dict, List, Optional, Sequence

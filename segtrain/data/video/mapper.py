@@ -1,5 +1,6 @@
 """``VideoDatasetMapper``: video (or image) dataset dict -> one clip with per-frame targets,
 augmented identically on every frame."""
+
 import logging
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -90,7 +91,8 @@ class VideoDatasetMapper:
         self.on_bad_annotation = check_mapper_policy(on_bad_annotation)
         logger.info(
             "VideoDatasetMapper (%s): %s, augmentations: %s",
-            "training" if is_train else "inference", clip_sampler if is_train else "all frames, all objects",
+            "training" if is_train else "inference",
+            clip_sampler if is_train else "all frames, all objects",
             self.augmentations,
         )
 
@@ -142,7 +144,8 @@ class VideoDatasetMapper:
         for i, t in enumerate(frames):
             present = [
                 (n, {"id": a["id"], "segmentation": a["segmentations"][t]})
-                for n, a in enumerate(annos) if a["segmentations"][t] is not None
+                for n, a in enumerate(annos)
+                if a["segmentations"][t] is not None
             ]
             if not present:
                 continue

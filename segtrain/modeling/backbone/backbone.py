@@ -1,4 +1,5 @@
 """``Backbone``: the interface every backbone implements."""
+
 from abc import ABCMeta, abstractmethod
 from typing import Dict
 

@@ -1,4 +1,5 @@
 """BACKBONE registry and builder."""
+
 from typing import Optional
 
 import torch
@@ -10,7 +11,9 @@ from segtrain.utils.registry import Registry
 __all__ = ["BACKBONE_REGISTRY", "build_backbone"]
 
 BACKBONE_REGISTRY = Registry("BACKBONE")
-BACKBONE_REGISTRY.__doc__ = """Backbones: `fn(cfg, input_shape) -> Backbone` or a class taking cfg; `output_shape()` gives {name: ShapeSpec}."""
+BACKBONE_REGISTRY.__doc__ = (
+    """Backbones: `fn(cfg, input_shape) -> Backbone` or a class taking cfg; `output_shape()` gives {name: ShapeSpec}."""
+)
 
 
 def build_backbone(cfg, input_shape: Optional[ShapeSpec] = None):

@@ -8,6 +8,7 @@ Parameter names follow Detectron2 (``stem.conv1.weight``, ``stem.conv1.norm.*``,
 3x3 conv), i.e. ``MODEL.RESNETS.STRIDE_IN_1X1 = False`` (the segtrain default), and its
 RGB input is normalised with the ImageNet mean / std in 0-255 units (``MODEL.PIXEL_MEAN/STD``).
 """
+
 import logging
 import re
 from typing import Dict, List, Optional, Sequence
@@ -25,8 +26,14 @@ from .backbone import Backbone
 from .build import BACKBONE_REGISTRY
 
 __all__ = [
-    "CNNBlockBase", "BasicBlock", "BottleneckBlock", "BasicStem", "ResNet",
-    "build_resnet_backbone", "convert_torchvision_resnet_state_dict", "is_torchvision_resnet_state_dict",
+    "CNNBlockBase",
+    "BasicBlock",
+    "BottleneckBlock",
+    "BasicStem",
+    "ResNet",
+    "build_resnet_backbone",
+    "convert_torchvision_resnet_state_dict",
+    "is_torchvision_resnet_state_dict",
 ]
 
 logger = logging.getLogger(__name__)
@@ -59,14 +66,29 @@ class BasicBlock(CNNBlockBase):
     def __init__(self, in_channels: int, out_channels: int, *, stride: int = 1, norm: str = "BN"):
         super().__init__(in_channels, out_channels, stride)
         if in_channels != out_channels:
-            self.shortcut = Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False,
-                                   norm=get_norm(norm, out_channels))
+            self.shortcut = Conv2d(
+                in_channels, out_channels, kernel_size=1, stride=stride, bias=False, norm=get_norm(norm, out_channels)
+            )
         else:
             self.shortcut = None
-        self.conv1 = Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False,
-                            norm=get_norm(norm, out_channels))
-        self.conv2 = Conv2d(out_channels, out_channels, kernel_size=3, stride=1, padding=1, bias=False,
-                            norm=get_norm(norm, out_channels))
+        self.conv1 = Conv2d(
+            in_channels,
+            out_channels,
+            kernel_size=3,
+            stride=stride,
+            padding=1,
+            bias=False,
+            norm=get_norm(norm, out_channels),
+        )
+        self.conv2 = Conv2d(
+            out_channels,
+            out_channels,
+            kernel_size=3,
+            stride=1,
+            padding=1,
+            bias=False,
+            norm=get_norm(norm, out_channels),
+        )
         for layer in (self.conv1, self.conv2, self.shortcut):
             if layer is not None:
                 c2_msra_fill(layer)
@@ -86,22 +108,48 @@ class BottleneckBlock(CNNBlockBase):
     H / stride, W / stride].
     """
 
-    def __init__(self, in_channels: int, out_channels: int, *, bottleneck_channels: int, stride: int = 1,
-                 num_groups: int = 1, norm: str = "BN", stride_in_1x1: bool = False, dilation: int = 1):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        bottleneck_channels: int,
+        stride: int = 1,
+        num_groups: int = 1,
+        norm: str = "BN",
+        stride_in_1x1: bool = False,
+        dilation: int = 1,
+    ):
         super().__init__(in_channels, out_channels, stride)
         if in_channels != out_channels:
-            self.shortcut = Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False,
-                                   norm=get_norm(norm, out_channels))
+            self.shortcut = Conv2d(
+                in_channels, out_channels, kernel_size=1, stride=stride, bias=False, norm=get_norm(norm, out_channels)
+            )
         else:
             self.shortcut = None
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
-        self.conv1 = Conv2d(in_channels, bottleneck_channels, kernel_size=1, stride=stride_1x1, bias=False,
-                            norm=get_norm(norm, bottleneck_channels))
-        self.conv2 = Conv2d(bottleneck_channels, bottleneck_channels, kernel_size=3, stride=stride_3x3,
-                            padding=dilation, bias=False, groups=num_groups, dilation=dilation,
-                            norm=get_norm(norm, bottleneck_channels))
-        self.conv3 = Conv2d(bottleneck_channels, out_channels, kernel_size=1, bias=False,
-                            norm=get_norm(norm, out_channels))
+        self.conv1 = Conv2d(
+            in_channels,
+            bottleneck_channels,
+            kernel_size=1,
+            stride=stride_1x1,
+            bias=False,
+            norm=get_norm(norm, bottleneck_channels),
+        )
+        self.conv2 = Conv2d(
+            bottleneck_channels,
+            bottleneck_channels,
+            kernel_size=3,
+            stride=stride_3x3,
+            padding=dilation,
+            bias=False,
+            groups=num_groups,
+            dilation=dilation,
+            norm=get_norm(norm, bottleneck_channels),
+        )
+        self.conv3 = Conv2d(
+            bottleneck_channels, out_channels, kernel_size=1, bias=False, norm=get_norm(norm, out_channels)
+        )
         for layer in (self.conv1, self.conv2, self.conv3, self.shortcut):
             if layer is not None:
                 c2_msra_fill(layer)
@@ -119,8 +167,9 @@ class BasicStem(CNNBlockBase):
 
     def __init__(self, in_channels: int = 3, out_channels: int = 64, norm: str = "BN"):
         super().__init__(in_channels, out_channels, 4)
-        self.conv1 = Conv2d(in_channels, out_channels, kernel_size=7, stride=2, padding=3, bias=False,
-                            norm=get_norm(norm, out_channels))
+        self.conv1 = Conv2d(
+            in_channels, out_channels, kernel_size=7, stride=2, padding=3, bias=False, norm=get_norm(norm, out_channels)
+        )
         c2_msra_fill(self.conv1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -136,8 +185,13 @@ class ResNet(Backbone):
     output are not built.
     """
 
-    def __init__(self, stem: nn.Module, stages: Sequence[Sequence[CNNBlockBase]],
-                 out_features: Optional[Sequence[str]] = None, freeze_at: int = 0):
+    def __init__(
+        self,
+        stem: nn.Module,
+        stages: Sequence[Sequence[CNNBlockBase]],
+        out_features: Optional[Sequence[str]] = None,
+        freeze_at: int = 0,
+    ):
         super().__init__()
         self.stem = stem
         current_stride = stem.stride
@@ -201,14 +255,18 @@ class ResNet(Backbone):
         return self
 
     @staticmethod
-    def make_stage(block_class, num_blocks: int, *, in_channels: int, out_channels: int,
-                   first_stride: int = 1, **kwargs) -> List[CNNBlockBase]:
+    def make_stage(
+        block_class, num_blocks: int, *, in_channels: int, out_channels: int, first_stride: int = 1, **kwargs
+    ) -> List[CNNBlockBase]:
         """``num_blocks`` blocks; only the first has stride ``first_stride`` and changes
         the channel count."""
         blocks = []
         for i in range(num_blocks):
-            blocks.append(block_class(in_channels=in_channels, out_channels=out_channels,
-                                      stride=first_stride if i == 0 else 1, **kwargs))
+            blocks.append(
+                block_class(
+                    in_channels=in_channels, out_channels=out_channels, stride=first_stride if i == 0 else 1, **kwargs
+                )
+            )
             in_channels = out_channels
         return blocks
 
@@ -217,7 +275,9 @@ class ResNet(Backbone):
 def build_resnet_backbone(cfg, input_shape: Optional[ShapeSpec] = None) -> ResNet:
     """ResNet from ``MODEL.RESNETS`` and ``MODEL.BACKBONE.FREEZE_AT``."""
     rc = cfg.MODEL.RESNETS
-    in_channels = input_shape.channels if input_shape is not None and input_shape.channels else len(cfg.MODEL.PIXEL_MEAN)
+    in_channels = (
+        input_shape.channels if input_shape is not None and input_shape.channels else len(cfg.MODEL.PIXEL_MEAN)
+    )
     norm = rc.NORM
     depth = rc.DEPTH
     if depth not in _NUM_BLOCKS:
@@ -256,14 +316,24 @@ def build_resnet_backbone(cfg, input_shape: Optional[ShapeSpec] = None) -> ResNe
         # res5 with dilation 2 keeps stride 16 (DeepLab-style)
         dilation = res5_dilation if stage_idx == 5 else 1
         first_stride = 1 if idx == 0 or (stage_idx == 5 and dilation == 2) else 2
-        kwargs = dict(num_blocks=_NUM_BLOCKS[depth][idx], in_channels=in_channels, out_channels=out_channels,
-                      first_stride=first_stride, norm=norm)
+        kwargs = dict(
+            num_blocks=_NUM_BLOCKS[depth][idx],
+            in_channels=in_channels,
+            out_channels=out_channels,
+            first_stride=first_stride,
+            norm=norm,
+        )
         if depth in (18, 34):
             blocks = ResNet.make_stage(BasicBlock, **kwargs)
         else:
-            blocks = ResNet.make_stage(BottleneckBlock, bottleneck_channels=bottleneck_channels,
-                                       num_groups=num_groups, stride_in_1x1=rc.STRIDE_IN_1X1, dilation=dilation,
-                                       **kwargs)
+            blocks = ResNet.make_stage(
+                BottleneckBlock,
+                bottleneck_channels=bottleneck_channels,
+                num_groups=num_groups,
+                stride_in_1x1=rc.STRIDE_IN_1X1,
+                dilation=dilation,
+                **kwargs,
+            )
             bottleneck_channels *= 2
         stages.append(blocks)
         in_channels = out_channels
@@ -304,10 +374,10 @@ def convert_torchvision_resnet_state_dict(state_dict: Dict[str, torch.Tensor]) -
             dropped.append(key)
             continue
         if key.startswith("conv1."):
-            out["stem.conv1." + key[len("conv1."):]] = value
+            out["stem.conv1." + key[len("conv1.") :]] = value
             continue
         if key.startswith("bn1."):
-            out["stem.conv1.norm." + key[len("bn1."):]] = value
+            out["stem.conv1.norm." + key[len("bn1.") :]] = value
             continue
         m = re.match(r"^layer(\d+)\.(\d+)\.(.*)$", key)
         if m is None:

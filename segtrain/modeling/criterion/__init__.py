@@ -5,6 +5,7 @@ the formulas.
 Public paths: ``from segtrain.modeling.criterion import CORE_LOSS_KEY, SetCriterion,
 Sam3LossWrapper, Boxes, IABCEMdetr, Masks, MultiStepMultiMasksAndIous``.
 """
+
 from segtrain.structures.targets import find_packed_to_targets, instances_to_targets, targets_to_find_packed
 
 from . import config as _config  # noqa: F401  (registers MODEL.CRITERION / MODEL.MATCHER)

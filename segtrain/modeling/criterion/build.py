@@ -14,6 +14,7 @@ A meta-architecture lists the keys it produces in ``output_keys``;
 not produce every key the criterion needs. ``segtrain.structures.targets``
 converts between the instance and find-packed target formats.
 """
+
 from typing import Iterable
 
 from segtrain.structures.targets import TARGET_FORMATS

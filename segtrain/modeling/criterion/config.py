@@ -4,7 +4,9 @@ Each loss weight dictionary is a config entry (``WEIGHT_DICT``) whose keys are t
 keys themselves, so a YAML or command-line override names exactly the key it weights:
 ``MODEL.CRITERION.SET_CRITERION.WEIGHT_DICT.loss_ce 2.0``.
 """
-from segtrain.config import CfgNode as CN, register_config_addition
+
+from segtrain.config import CfgNode as CN
+from segtrain.config import register_config_addition
 
 __all__ = ["add_criterion_config"]
 

@@ -7,6 +7,7 @@ The effective weight of a component is measured, not looked up: it is
 builds ``core_loss`` from the tensors it returns. Components that do not reach
 ``core_loss`` (metrics, zero weights) get weight 0.
 """
+
 import logging
 import math
 import re
@@ -16,12 +17,18 @@ from typing import Dict, List, Optional
 import torch
 from tabulate import tabulate
 
-from segtrain.modeling.criterion.build import CORE_LOSS_KEY
 from segtrain.config import get_cfg
 from segtrain.config.config import all_keys
+from segtrain.modeling.criterion.build import CORE_LOSS_KEY
 
-__all__ = ["LossComponent", "LossReport", "inspect_loss_dict", "official_weight_differences",
-           "DOMINANT_SHARE", "VANISHING_SHARE"]
+__all__ = [
+    "LossComponent",
+    "LossReport",
+    "inspect_loss_dict",
+    "official_weight_differences",
+    "DOMINANT_SHARE",
+    "VANISHING_SHARE",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -55,15 +62,24 @@ class LossReport:
 
     def table(self) -> str:
         rows = [
-            [c.key, f"{c.raw:.4g}", f"{c.weight:g}", f"{c.weighted:.4g}", f"{100 * c.share:.2f}%",
-             "-" if c.grad_norm is None else f"{c.grad_norm:.3e}"]
+            [
+                c.key,
+                f"{c.raw:.4g}",
+                f"{c.weight:g}",
+                f"{c.weighted:.4g}",
+                f"{100 * c.share:.2f}%",
+                "-" if c.grad_norm is None else f"{c.grad_norm:.3e}",
+            ]
             for c in self.components
         ]
         rows.append([CORE_LOSS_KEY, "", "", f"{self.core_loss:.4g}", "100.00%", ""])
         for k, v in self.summaries.items():
             rows.append([k, "", "", f"{v:.4g}", f"{100 * v / self.core_loss:.2f}%" if self.core_loss else "", ""])
-        return tabulate(rows, headers=["component", "raw", "weight", "weighted", "share of core_loss",
-                                       "grad norm into model"], tablefmt="github")
+        return tabulate(
+            rows,
+            headers=["component", "raw", "weight", "weighted", "share of core_loss", "grad norm into model"],
+            tablefmt="github",
+        )
 
 
 def _base_key(key: str) -> str:
@@ -82,8 +98,11 @@ def inspect_loss_dict(loss_dict: Dict[str, torch.Tensor], params: Optional[List[
     if CORE_LOSS_KEY not in loss_dict:
         raise KeyError(f"the loss dict has no {CORE_LOSS_KEY!r}; keys: {sorted(loss_dict)}")
     core = loss_dict[CORE_LOSS_KEY]
-    keys = [k for k, v in loss_dict.items()
-            if k != CORE_LOSS_KEY and not k.startswith(CORE_LOSS_KEY) and torch.is_tensor(v) and v.numel() == 1]
+    keys = [
+        k
+        for k, v in loss_dict.items()
+        if k != CORE_LOSS_KEY and not k.startswith(CORE_LOSS_KEY) and torch.is_tensor(v) and v.numel() == 1
+    ]
     attached = [k for k in keys if loss_dict[k].requires_grad and core.requires_grad]
     weights = {k: 0.0 for k in keys}
     if attached:
@@ -102,17 +121,28 @@ def inspect_loss_dict(loss_dict: Dict[str, torch.Tensor], params: Optional[List[
             gs = torch.autograd.grad(loss_dict[k] * w, params, retain_graph=True, allow_unused=True)
             gn = math.sqrt(sum(float(g.detach().double().pow(2).sum()) for g in gs if g is not None))
         comps.append(LossComponent(k, raw, w, weighted, weighted / total if total else 0.0, gn))
-    report = LossReport(total, comps, {k: float(v.detach()) for k, v in loss_dict.items()
-                                       if k.startswith(CORE_LOSS_KEY) and k != CORE_LOSS_KEY and torch.is_tensor(v)})
+    report = LossReport(
+        total,
+        comps,
+        {
+            k: float(v.detach())
+            for k, v in loss_dict.items()
+            if k.startswith(CORE_LOSS_KEY) and k != CORE_LOSS_KEY and torch.is_tensor(v)
+        },
+    )
     for c in comps:
         if c.weight == 0.0:
             continue
         if c.share > DOMINANT_SHARE:
-            report.warnings.append(f"{c.key} is {100 * c.share:.1f}% of {CORE_LOSS_KEY} (> {100 * DOMINANT_SHARE:.0f}%): "
-                                   "it dominates; check its weight and normalizer")
+            report.warnings.append(
+                f"{c.key} is {100 * c.share:.1f}% of {CORE_LOSS_KEY} (> {100 * DOMINANT_SHARE:.0f}%): "
+                "it dominates; check its weight and normalizer"
+            )
         elif abs(c.share) < VANISHING_SHARE:
-            report.warnings.append(f"{c.key} is {100 * c.share:.3f}% of {CORE_LOSS_KEY} (< {100 * VANISHING_SHARE:.1f}%): "
-                                   "it barely contributes")
+            report.warnings.append(
+                f"{c.key} is {100 * c.share:.3f}% of {CORE_LOSS_KEY} (< {100 * VANISHING_SHARE:.1f}%): "
+                "it barely contributes"
+            )
     return report
 
 
@@ -133,8 +163,12 @@ def official_weight_differences(cfg) -> List[str]:
         cur, ref = cfg.MODEL.CRITERION[node], default.MODEL.CRITERION[node]
         for key in all_keys(ref):
             leaf = key.rsplit(".", 1)[-1]
-            if ("WEIGHT" not in key and not leaf.startswith("loss_") and leaf != "presence_loss"
-                    and leaf not in _SCALE_KEYS):
+            if (
+                "WEIGHT" not in key
+                and not leaf.startswith("loss_")
+                and leaf != "presence_loss"
+                and leaf not in _SCALE_KEYS
+            ):
                 continue
             a, b = cur, ref
             for part in key.split("."):

@@ -6,6 +6,7 @@ handled as one [L*M, ...] batch. The random numbers are drawn in the official
 per-prediction loop's order (:func:`draw_in_loop_order`), so the losses equal the loop's
 to float32 round-off under the same RNG state.
 """
+
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -20,8 +21,9 @@ __all__ = ["draw_in_loop_order", "matched_mask_losses", "sample_gt_grouped"]
 Pairs = Tuple[Tensor, Tensor, Tensor]
 
 
-def draw_in_loop_order(matcher, num_predictions: int, batch_size: int, M: int, S: int, R: int,
-                       device) -> Tuple[List[Optional[Tensor]], List[Tensor], List[Optional[Tensor]]]:
+def draw_in_loop_order(
+    matcher, num_predictions: int, batch_size: int, M: int, S: int, R: int, device
+) -> Tuple[List[Optional[Tensor]], List[Tensor], List[Optional[Tensor]]]:
     """Every random number of one criterion call, in the per-prediction loop's order: per
     prediction, the matcher's points (``matcher.draw_point_coords``: [B, P_match, 2] or None),
     then, when M > 0, the loop's ``torch.rand(M, S, 2)`` oversampled and ``torch.rand(M, R, 2)``
@@ -48,9 +50,15 @@ def _autocast_off(device: torch.device):
     return torch.autocast(device_type=dev_type, enabled=False)
 
 
-def matched_mask_losses(pred_masks: Sequence[Tensor], packed: PackedInstanceTargets, pairs: Sequence[Pairs],
-                        num_masks: Tensor, overs: List[Tensor], extras: List[Optional[Tensor]],
-                        num_uncertain: int) -> List[Dict[str, Tensor]]:
+def matched_mask_losses(
+    pred_masks: Sequence[Tensor],
+    packed: PackedInstanceTargets,
+    pairs: Sequence[Pairs],
+    num_masks: Tensor,
+    overs: List[Tensor],
+    extras: List[Optional[Tensor]],
+    num_uncertain: int,
+) -> List[Dict[str, Tensor]]:
     """``loss_mask`` (``sigmoid_ce_loss``) and ``loss_dice`` (``dice_loss``) of every prediction
     at its matches' importance-sampled points.
 
@@ -86,8 +94,10 @@ def matched_mask_losses(pred_masks: Sequence[Tensor], packed: PackedInstanceTarg
         bce = F.binary_cross_entropy_with_logits(point_logits, point_labels, reduction="none").mean(1)
         p = point_logits.sigmoid()
         dice = 1 - (2 * (p * point_labels).sum(-1) + 1) / (p.sum(-1) + point_labels.sum(-1) + 1)
-        return [{"loss_mask": ce.sum() / num_masks, "loss_dice": d.sum() / num_masks}
-                for ce, d in zip(bce.split(M), dice.split(M))]
+        return [
+            {"loss_mask": ce.sum() / num_masks, "loss_dice": d.sum() / num_masks}
+            for ce, d in zip(bce.split(M), dice.split(M))
+        ]
 
 
 def sample_gt_grouped(packed: PackedInstanceTargets, tgt_rows: Tensor, grid: Tensor, L: int, M: int) -> Tensor:

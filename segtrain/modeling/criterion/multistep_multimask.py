@@ -1,4 +1,5 @@
 """SAM 2's multi-step multi-mask loss (``MultiStepMultiMasksAndIous``), docs/losses.md "SAM 2"."""
+
 from typing import Dict, List, Mapping, Sequence, Tuple
 
 import torch
@@ -101,8 +102,10 @@ class MultiStepMultiMasksAndIous(nn.Module):
         }
 
     def extra_repr(self) -> str:
-        return (f"weight_dict={self.weight_dict}, supervise_all_iou={self.supervise_all_iou}, "
-                f"iou_use_l1_loss={self.iou_use_l1_loss}, pred_obj_scores={self.pred_obj_scores}")
+        return (
+            f"weight_dict={self.weight_dict}, supervise_all_iou={self.supervise_all_iou}, "
+            f"iou_use_l1_loss={self.iou_use_l1_loss}, pred_obj_scores={self.pred_obj_scores}"
+        )
 
     def forward(self, outs_batch: Sequence[Mapping[str, List[Tensor]]], targets_batch: Tensor) -> Dict[str, Tensor]:
         """outs_batch: list over T frames of dicts with per-step lists ``multistep_pred_multimasks_high_res``
@@ -162,32 +165,51 @@ class MultiStepMultiMasksAndIous(nn.Module):
                 f"{targets.shape[-2]}, {targets.shape[-1]}]"
             )
         if tuple(ious.shape) != tuple(src.shape[:2]):
-            raise ValueError(f"{name}: {where}: ious {tuple(ious.shape)} do not fit masks {tuple(src.shape)}; expected [N, M]")
+            raise ValueError(
+                f"{name}: {where}: ious {tuple(ious.shape)} do not fit masks {tuple(src.shape)}; expected [N, M]"
+            )
         if self.pred_obj_scores and (obj.dim() != 2 or obj.shape[0] != src.shape[0] or obj.shape[1] != 1):
             raise ValueError(
-                f"{name}: {where}: object_score_logits {tuple(obj.shape)} do not fit masks {tuple(src.shape)}; expected [N, 1]"
+                f"{name}: {where}: object_score_logits {tuple(obj.shape)} do not fit masks {tuple(src.shape)}; "
+                "expected [N, 1]"
             )
 
-    def _step_losses(self, src: Tensor, target_masks: Tensor, ious: Tensor, num_objects: float,
-                     obj) -> Tuple[Dict[str, Tensor], Tensor, Tensor]:
+    def _step_losses(
+        self, src: Tensor, target_masks: Tensor, ious: Tensor, num_objects: float, obj
+    ) -> Tuple[Dict[str, Tensor], Tensor, Tensor]:
         """One prediction step: src [N, M, H, W], target_masks [N, 1, H, W] -> the four scalar
         losses, and the sum and count of the IoU targets of the supervised objects (detached)."""
         # float32 as in the official code, float64 for float64 predictions (e.g. gradcheck)
         target_masks = target_masks.to(torch.promote_types(src.dtype, torch.float32)).expand_as(src)
-        loss_multimask = sigmoid_focal_loss(src, target_masks, num_objects, alpha=self.focal_alpha,
-                                            gamma=self.focal_gamma, loss_on_multimask=True)  # [N, M]
+        loss_multimask = sigmoid_focal_loss(
+            src, target_masks, num_objects, alpha=self.focal_alpha, gamma=self.focal_gamma, loss_on_multimask=True
+        )  # [N, M]
         loss_multidice = dice_loss(src, target_masks, num_objects, loss_on_multimask=True)  # [N, M]
         if self.pred_obj_scores:
             target_obj = torch.any((target_masks[:, 0] > 0).flatten(1), dim=-1)[..., None].to(loss_multimask.dtype)
-            loss_class = sigmoid_focal_loss(obj, target_obj.to(obj.dtype), num_objects,
-                                            alpha=self.focal_alpha_obj_score, gamma=self.focal_gamma_obj_score)
+            loss_class = sigmoid_focal_loss(
+                obj,
+                target_obj.to(obj.dtype),
+                num_objects,
+                alpha=self.focal_alpha_obj_score,
+                gamma=self.focal_gamma_obj_score,
+            )
         else:
-            target_obj = torch.ones(loss_multimask.shape[0], 1, dtype=loss_multimask.dtype, device=loss_multimask.device)
+            target_obj = torch.ones(
+                loss_multimask.shape[0], 1, dtype=loss_multimask.dtype, device=loss_multimask.device
+            )
             loss_class = torch.zeros((), dtype=loss_multimask.dtype, device=loss_multimask.device)
         with torch.no_grad():
             actual_ious = mask_ious(src, target_masks, 2, ious.dtype if ious.is_floating_point() else torch.float32)
-        loss_multiiou = iou_loss(src, target_masks, ious, num_objects, loss_on_multimask=True,
-                                 use_l1_loss=self.iou_use_l1_loss, actual_ious=actual_ious)  # [N, M]
+        loss_multiiou = iou_loss(
+            src,
+            target_masks,
+            ious,
+            num_objects,
+            loss_on_multimask=True,
+            use_l1_loss=self.iou_use_l1_loss,
+            actual_ious=actual_ious,
+        )  # [N, M]
         if loss_multimask.size(1) > 1:
             combo = loss_multimask * self.weight_dict["loss_mask"] + loss_multidice * self.weight_dict["loss_dice"]
             best = torch.argmin(combo, dim=-1)

@@ -5,6 +5,7 @@ and their one-to-many ``_o2m`` copies), matches each to the packed targets, runs
 pieces of :mod:`.sam3_loss_fns` on it and adds their ``core_loss``. No process group is ever
 needed: "global" normalization averages the box count through ``segtrain.utils.comm``.
 """
+
 import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
@@ -38,7 +39,11 @@ def _build_find_matcher(cfg, name: str, key: str):
     cls = MATCHER_REGISTRY.get(name)
     fmt = getattr(cls, "target_format", None)
     if name in _NON_FIND_MATCHERS or (fmt is not None and fmt != "find_packed"):
-        finds = [n for n in MATCHER_REGISTRY.names() if getattr(MATCHER_REGISTRY.get(n), "target_format", None) == "find_packed"]
+        finds = [
+            n
+            for n in MATCHER_REGISTRY.names()
+            if getattr(MATCHER_REGISTRY.get(n), "target_format", None) == "find_packed"
+        ]
         raise ConfigError(
             f"{key}={name!r} is not a find matcher (Sam3LossWrapper needs packed find targets and returns "
             f"(batch_idx, src_idx, tgt_idx)); set {key} to one of: {', '.join(finds) or 'BinaryHungarianMatcherV2'}"
@@ -94,10 +99,14 @@ class Sam3LossWrapper(nn.Module):
         super().__init__()
         if normalization not in _NORMALIZATIONS:
             raise ConfigError(
-                f"Sam3LossWrapper: normalization={normalization!r} is not valid; use one of {', '.join(_NORMALIZATIONS)}"
+                f"Sam3LossWrapper: normalization={normalization!r} is not valid; "
+                f"use one of {', '.join(_NORMALIZATIONS)}"
             )
-        self.loss_fns_find = nn.ModuleList(list(loss_fns_find)) if all(
-            isinstance(f, nn.Module) for f in loss_fns_find) else list(loss_fns_find)
+        self.loss_fns_find = (
+            nn.ModuleList(list(loss_fns_find))
+            if all(isinstance(f, nn.Module) for f in loss_fns_find)
+            else list(loss_fns_find)
+        )
         self.normalization = normalization
         self.matcher = matcher
         self.o2m_matcher = o2m_matcher
@@ -138,8 +147,11 @@ class Sam3LossWrapper(nn.Module):
         c = cfg.MODEL.CRITERION.SAM3
         loss_fns = [SAM3_LOSS_REGISTRY.get(name)(cfg) for name in c.LOSS_FNS]
         matcher = _build_find_matcher(cfg, cfg.MODEL.MATCHER.NAME, "MODEL.MATCHER.NAME")
-        o2m = _build_find_matcher(cfg, c.O2M_MATCHER_NAME, "MODEL.CRITERION.SAM3.O2M_MATCHER_NAME") \
-            if c.O2M_MATCHER_NAME else None
+        o2m = (
+            _build_find_matcher(cfg, c.O2M_MATCHER_NAME, "MODEL.CRITERION.SAM3.O2M_MATCHER_NAME")
+            if c.O2M_MATCHER_NAME
+            else None
+        )
         return {
             "loss_fns_find": loss_fns,
             "normalization": c.NORMALIZATION,
@@ -202,14 +214,19 @@ class Sam3LossWrapper(nn.Module):
                 o2m_out = {k[: -len("_o2m")]: v for k, v in out.items() if k.endswith("_o2m")}
                 use_o2m = self.use_o2m_matcher_on_o2m_aux or not is_aux
                 o2m_indices = self._match(
-                    self.o2m_matcher if use_o2m else self.matcher, "o2m_matcher" if use_o2m else "matcher",
-                    o2m_out, targets, out_is_valid=o2m_out_is_valid,
+                    self.o2m_matcher if use_o2m else self.matcher,
+                    "o2m_matcher" if use_o2m else "matcher",
+                    o2m_out,
+                    targets,
+                    out_is_valid=o2m_out_is_valid,
                     target_is_valid_padded=o2m_target_is_valid_padded,
                 )
                 num_o2m = torch.as_tensor(float(o2m_indices[0].numel()), device=num_boxes.device)
                 losses[f"{O2M_MATCHES_KEY}{suffix}"] = num_o2m / num_boxes
             for loss_fn in self.loss_fns_find:
-                l_dict = dict(loss_fn(outputs=out, targets=targets, indices=indices, num_boxes=num_boxes, is_aux=is_aux))
+                l_dict = dict(
+                    loss_fn(outputs=out, targets=targets, indices=indices, num_boxes=num_boxes, is_aux=is_aux)
+                )
                 core = l_dict.pop(CORE_LOSS_KEY)
                 total = total + core
                 if not suffix:
@@ -220,8 +237,11 @@ class Sam3LossWrapper(nn.Module):
                 if isinstance(loss_fn, Masks):
                     run_o2m = run_o2m and "pred_masks" in o2m_out
                 if run_o2m:
-                    l_dict = dict(loss_fn(outputs=o2m_out, targets=targets, indices=o2m_indices,
-                                          num_boxes=num_boxes, is_aux=is_aux))
+                    l_dict = dict(
+                        loss_fn(
+                            outputs=o2m_out, targets=targets, indices=o2m_indices, num_boxes=num_boxes, is_aux=is_aux
+                        )
+                    )
                     total = total + self.o2m_weight * l_dict.pop(CORE_LOSS_KEY)
                     losses.update({f"{k}{suffix}_o2m": v for k, v in l_dict.items()})
 
@@ -250,7 +270,8 @@ class Sam3LossWrapper(nn.Module):
             targets = [targets[i] for i in loss_stages]
         if len(stages) != len(targets):
             raise ValueError(
-                f"Sam3LossWrapper: {len(stages)} find stages but {len(targets)} find targets; give one targets dict per stage"
+                f"Sam3LossWrapper: {len(stages)} find stages but {len(targets)} find targets; "
+                "give one targets dict per stage"
             )
         steps = [[s] if isinstance(s, Mapping) else list(s) for s in stages]
         return steps, targets
@@ -277,7 +298,9 @@ class Sam3LossWrapper(nn.Module):
                     cur[CORE_LOSS_KEY] = cur[CORE_LOSS_KEY] + sem.pop(CORE_LOSS_KEY)
                     overlap = set(cur) & set(sem)
                     if overlap:
-                        raise ValueError(f"Sam3LossWrapper: semantic loss keys overlap the find loss keys: {sorted(overlap)}")
+                        raise ValueError(
+                            f"Sam3LossWrapper: semantic loss keys overlap the find loss keys: {sorted(overlap)}"
+                        )
                     cur.update(sem)
                 for k in (CORE_LOSS_KEY, CORE_LOSS_FINAL_KEY, CORE_LOSS_AUX_KEY):
                     if self.normalize_by_stage_num:

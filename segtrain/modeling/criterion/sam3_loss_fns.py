@@ -14,6 +14,7 @@ Targets: ``boxes [T, 4]`` cxcywh, ``boxes_xyxy [T, 4]`` (derived when absent), `
 ``boxes_padded [B, maxn, 4]``, ``object_ids_padded [B, maxn]``, ``masks [T, H, W]`` or None,
 ``is_valid_mask [T]``, ``is_exhaustive [B]``.
 """
+
 import logging
 from typing import Dict, Mapping, Optional, Tuple, Union
 
@@ -106,8 +107,14 @@ class LossWithWeights(nn.Module):
                         f"computed keys: {', '.join(self.computed_keys)}"
                     )
 
-    def forward(self, outputs: Mapping[str, Tensor], targets: Mapping[str, Tensor], indices: Indices,
-                num_boxes: Number, is_aux: bool = False) -> Dict[str, Union[Tensor, float]]:
+    def forward(
+        self,
+        outputs: Mapping[str, Tensor],
+        targets: Mapping[str, Tensor],
+        indices: Indices,
+        num_boxes: Number,
+        is_aux: bool = False,
+    ) -> Dict[str, Union[Tensor, float]]:
         """Components of ``get_loss`` plus ``core_loss``; ``{core_loss: 0.0}`` for a skipped aux output."""
         if is_aux and not self.compute_aux:
             return {CORE_LOSS_KEY: 0.0}
@@ -163,8 +170,10 @@ class Boxes(LossWithWeights):
         tgt = _select(targets["boxes"], t).to(src)
         tgt_xyxy = _select(_target_boxes_xyxy(targets), t).to(src)
         if src.shape != tgt.shape:
-            raise ValueError(f"Boxes: {src.shape[0]} matched predictions but {tgt.shape[0]} target boxes "
-                             "(tgt_idx None requires targets in matched order)")
+            raise ValueError(
+                f"Boxes: {src.shape[0]} matched predictions but {tgt.shape[0]} target boxes "
+                "(tgt_idx None requires targets in matched order)"
+            )
         loss_bbox = F.l1_loss(src, tgt, reduction="none").sum() / num_boxes
         loss_giou = (1 - generalized_box_iou_paired(src_xyxy, tgt_xyxy)).sum() / num_boxes
         return {"loss_bbox": loss_bbox, "loss_giou": loss_giou}
@@ -275,14 +284,20 @@ class IABCEMdetr(LossWithWeights):
             pos_target[(b, q)] = soft.to(pos_target.dtype)
 
         if self.pos_focal:
-            loss = sigmoid_focal_loss(src_logits[:, :, None, None], pos_target[:, :, None, None], 1,
-                                      alpha=0.5, gamma=self.gamma, loss_on_multimask=True)
+            loss = sigmoid_focal_loss(
+                src_logits[:, :, None, None],
+                pos_target[:, :, None, None],
+                1,
+                alpha=0.5,
+                gamma=self.gamma,
+                loss_on_multimask=True,
+            )
         else:
             loss = F.binary_cross_entropy_with_logits(src_logits, pos_target, reduction="none")
         loss = loss * y * self.pos_weight
         if self._pads(num_queries):
             loss = loss * self.pad_scale_pos
-        loss = loss + F.binary_cross_entropy_with_logits(src_logits, y, reduction="none") * (1 - y) * prob ** self.gamma
+        loss = loss + F.binary_cross_entropy_with_logits(src_logits, y, reduction="none") * (1 - y) * prob**self.gamma
 
         presence_loss = torch.zeros((), device=src_logits.device)
         presence_dec_acc = torch.zeros((), device=src_logits.device)
@@ -294,9 +309,13 @@ class IABCEMdetr(LossWithWeights):
             loss = loss * has_gt
             if "presence_logit_dec" in outputs and outputs["presence_logit_dec"] is not None:
                 presence_logits = outputs["presence_logit_dec"].reshape(has_gt.shape)
-                presence_loss = sigmoid_focal_loss(presence_logits, has_gt.to(presence_logits.dtype),
-                                                   presence_logits.shape[0], alpha=self.presence_alpha,
-                                                   gamma=self.presence_gamma)
+                presence_loss = sigmoid_focal_loss(
+                    presence_logits,
+                    has_gt.to(presence_logits.dtype),
+                    presence_logits.shape[0],
+                    alpha=self.presence_alpha,
+                    gamma=self.presence_gamma,
+                )
                 with torch.no_grad():
                     pred = (presence_logits.sigmoid() > 0.5).to(has_gt.dtype)
                     presence_dec_acc = (pred == has_gt).float().mean()
@@ -321,4 +340,9 @@ class IABCEMdetr(LossWithWeights):
             denom = (2 * tp + fp + fn).float()
             ce_f1 = torch.where(denom > 0, 2 * tp.float() / denom.clamp(min=1), torch.zeros_like(denom))
 
-        return {"loss_ce": loss_ce, "ce_f1": ce_f1, "presence_loss": presence_loss, "presence_dec_acc": presence_dec_acc}
+        return {
+            "loss_ce": loss_ce,
+            "ce_f1": ce_f1,
+            "presence_loss": presence_loss,
+            "presence_dec_acc": presence_dec_acc,
+        }

@@ -4,6 +4,7 @@ point-sampled or at full resolution (docs/losses.md#masks).
 Outputs: ``pred_masks [B, Q, h, w]`` logits; targets: ``masks [T, H, W]`` or None, ``is_valid_mask
 [T]``; ``indices = (batch_idx [M], src_idx [M], tgt_idx [M] or None)`` as in ``sam3_loss_fns``.
 """
+
 import logging
 from typing import Dict, Mapping, Optional
 
@@ -113,8 +114,9 @@ class Masks(LossWithWeights):
             # full resolution: the same interpolate + focal + dice, chunked so that less than one
             # [K, H, W] upsampled copy exists at a time (autograd through the plain composition
             # keeps ~9), the matched GT rows gathered chunk by chunk too
-            loss_mask, loss_dice = upsampled_focal_dice_loss(src, gt_masks, num_boxes, alpha=self.focal_alpha,
-                                                             gamma=self.focal_gamma, tgt_rows=rows.to(src.device))
+            loss_mask, loss_dice = upsampled_focal_dice_loss(
+                src, gt_masks, num_boxes, alpha=self.focal_alpha, gamma=self.focal_gamma, tgt_rows=rows.to(src.device)
+            )
             return {"loss_mask": loss_mask, "loss_dice": loss_dice}
         tgt = gt_masks[rows.to(gt_masks.device)].to(device=src.device, dtype=src.dtype)  # [K, H, W]
 
@@ -122,13 +124,17 @@ class Masks(LossWithWeights):
             src, tgt = src[:, None], tgt[:, None]
             with torch.no_grad():
                 coords = get_uncertain_point_coords_with_randomness(
-                    src, calculate_uncertainty, self.num_sample_points, self.oversample_ratio,
+                    src,
+                    calculate_uncertainty,
+                    self.num_sample_points,
+                    self.oversample_ratio,
                     self.importance_sample_ratio,
                 )
                 tgt_points = point_sample(tgt, coords, align_corners=False).squeeze(1)  # [K, P]
             src_points = point_sample(src, coords, align_corners=False).squeeze(1)  # [K, P]
             return self._losses(src_points, tgt_points, num_boxes)
 
-        loss_mask, loss_dice = upsampled_focal_dice_loss(src, tgt, num_boxes, alpha=self.focal_alpha,
-                                                         gamma=self.focal_gamma)
+        loss_mask, loss_dice = upsampled_focal_dice_loss(
+            src, tgt, num_boxes, alpha=self.focal_alpha, gamma=self.focal_gamma
+        )
         return {"loss_mask": loss_mask, "loss_dice": loss_dice}

@@ -46,6 +46,7 @@ docs/benchmarks.md on page faults) and sampled with one ``grid_sample``, and the
 with another (each GT mask at the points of all its matches). The matcher must have
 ``match_many`` and ``draw_point_coords`` (``HungarianMatcher``).
 """
+
 import logging
 import re
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -119,7 +120,8 @@ class SetCriterion(nn.Module):
                 raise ConfigError(f"SetCriterion: oversample_ratio must be >= 1, got {oversample_ratio}")
             if not 0 <= importance_sample_ratio <= 1:
                 raise ConfigError(
-                    f"SetCriterion: importance_sample_ratio must be in [0, 1], got {importance_sample_ratio}")
+                    f"SetCriterion: importance_sample_ratio must be in [0, 1], got {importance_sample_ratio}"
+                )
         self.num_classes = int(num_classes)
         self.matcher = matcher
         self.weight_dict = {str(k): float(v) for k, v in dict(weight_dict).items()}  # a copy: never mutate the caller's
@@ -163,9 +165,11 @@ class SetCriterion(nn.Module):
         }
 
     def extra_repr(self) -> str:
-        return (f"num_classes={self.num_classes}, weight_dict={self.weight_dict}, eos_coef={self.eos_coef}, "
-                f"losses={self.losses}, num_points={self.num_points}, oversample_ratio={self.oversample_ratio}, "
-                f"importance_sample_ratio={self.importance_sample_ratio}, match_order={self.match_order!r}")
+        return (
+            f"num_classes={self.num_classes}, weight_dict={self.weight_dict}, eos_coef={self.eos_coef}, "
+            f"losses={self.losses}, num_points={self.num_points}, oversample_ratio={self.oversample_ratio}, "
+            f"importance_sample_ratio={self.importance_sample_ratio}, match_order={self.match_order!r}"
+        )
 
     # ------------------------------------------------------------------ keys and weights
     def _split_key(self, key: str) -> Optional[Tuple[str, Optional[int]]]:
@@ -197,8 +201,10 @@ class SetCriterion(nn.Module):
     def forward(self, outputs: Dict[str, Tensor], targets) -> Dict[str, Tensor]:
         """outputs / targets as in the module docstring. Returns the loss dict."""
         if not (hasattr(self.matcher, "match_many") and hasattr(self.matcher, "draw_point_coords")):
-            raise ConfigError(f"SetCriterion: the matcher {type(self.matcher).__name__} has no match_many / "
-                              "draw_point_coords; valid: HungarianMatcher")
+            raise ConfigError(
+                f"SetCriterion: the matcher {type(self.matcher).__name__} has no match_many / "
+                "draw_point_coords; valid: HungarianMatcher"
+            )
         for k in self.required_output_keys:
             if k not in outputs:
                 raise ConfigError(
@@ -214,9 +220,13 @@ class SetCriterion(nn.Module):
         B = outputs["pred_logits"].shape[0]
         if len(targets) != B:
             raise DatasetError(f"SetCriterion: {len(targets)} targets for a batch of {B} predictions")
-        packed = pack_instance_targets(targets, device=device, need_masks="masks" in self.losses
-                                       or getattr(self.matcher, "cost_mask", 1) != 0
-                                       or getattr(self.matcher, "cost_dice", 1) != 0)
+        packed = pack_instance_targets(
+            targets,
+            device=device,
+            need_masks="masks" in self.losses
+            or getattr(self.matcher, "cost_mask", 1) != 0
+            or getattr(self.matcher, "cost_dice", 1) != 0,
+        )
         # On an accelerator the labels are checked after matching, whose cost-matrix copy to the
         # host is the step's one synchronisation; reading the flag then costs no stall.
         label_flag = None
@@ -235,8 +245,9 @@ class SetCriterion(nn.Module):
             for k, v in values.items():
                 losses[k + suffix] = v
         final_terms = [self.weight_of(k) * losses[k] for k in self._base_keys if self.weight_of(k) != 0]
-        aux_terms = [self.weight_of(k) * v for k, v in losses.items()
-                     if k not in self._base_keys and self.weight_of(k) != 0]
+        aux_terms = [
+            self.weight_of(k) * v for k, v in losses.items() if k not in self._base_keys and self.weight_of(k) != 0
+        ]
         zero = outputs["pred_logits"].sum() * 0.0  # keeps the graph when nothing is weighted
         core_final = sum(final_terms, zero.float())
         core_aux = sum(aux_terms, zero.float())
@@ -286,8 +297,9 @@ class SetCriterion(nn.Module):
         return 100.0 - (pred == packed.labels[tgt.to(dev)]).float().mean() * 100.0
 
     # ------------------------------------------------------------------ losses of all predictions
-    def _losses_batched(self, layers, packed: PackedInstanceTargets, num_masks, names,
-                        label_flag: Optional[Tensor] = None) -> List[Dict[str, Tensor]]:
+    def _losses_batched(
+        self, layers, packed: PackedInstanceTargets, num_masks, names, label_flag: Optional[Tensor] = None
+    ) -> List[Dict[str, Tensor]]:
         L = len(layers)
         B, Q = layers[0]["pred_logits"].shape[:2]
         device = layers[0]["pred_logits"].device
@@ -303,8 +315,10 @@ class SetCriterion(nn.Module):
         pairs = [self._ordered_pairs(ind, packed) for ind in all_indices]
         counts = [int(p[0].numel()) for p in pairs]
         if want_masks and any(c != M for c in counts):
-            raise RuntimeError(f"SetCriterion: the matcher returned {counts} pairs per prediction, expected {M} "
-                               "(min(Q, n_b) per image, a full rectangular assignment)")
+            raise RuntimeError(
+                f"SetCriterion: the matcher returned {counts} pairs per prediction, expected {M} "
+                "(min(Q, n_b) per image, a full rectangular assignment)"
+            )
         values: List[Dict[str, Tensor]] = [{} for _ in range(L)]
         for loss in self.losses:
             if loss == "labels":
@@ -312,8 +326,9 @@ class SetCriterion(nn.Module):
                     v["loss_ce"] = ce
                 values[0]["class_error"] = self._class_error(layers[0], pairs[0], packed)
             else:
-                per_layer = matched_mask_losses([layer["pred_masks"] for layer in layers], packed, pairs, num_masks,
-                                                 overs, extras, n_unc)
+                per_layer = matched_mask_losses(
+                    [layer["pred_masks"] for layer in layers], packed, pairs, num_masks, overs, extras, n_unc
+                )
                 for v, lm in zip(values, per_layer):
                     v.update(lm)
         return values

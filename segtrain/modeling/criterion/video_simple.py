@@ -1,5 +1,6 @@
 """A simple per-frame video mask loss (BCE + dice + soft IoU + temporal consistency)
 for models that predict one mask per object and frame, without multistep outputs."""
+
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
@@ -37,13 +38,24 @@ class VideoSimpleCriterion(nn.Module):
     required_output_keys = ("pred_masks",)
 
     @configurable
-    def __init__(self, weight_dict: Optional[Mapping[str, float]] = None, *, bce_weight: float = 1.0,
-                 dice_weight: float = 1.0, iou_weight: float = 0.5, temporal_weight: float = 0.1,
-                 smooth: float = 1e-6):
+    def __init__(
+        self,
+        weight_dict: Optional[Mapping[str, float]] = None,
+        *,
+        bce_weight: float = 1.0,
+        dice_weight: float = 1.0,
+        iou_weight: float = 0.5,
+        temporal_weight: float = 0.1,
+        smooth: float = 1e-6,
+    ):
         super().__init__()
         if weight_dict is None:
-            weight_dict = {"loss_mask": bce_weight, "loss_dice": dice_weight, "loss_iou": iou_weight,
-                           "loss_temporal": temporal_weight}
+            weight_dict = {
+                "loss_mask": bce_weight,
+                "loss_dice": dice_weight,
+                "loss_iou": iou_weight,
+                "loss_temporal": temporal_weight,
+            }
         weights = {str(k): float(v) for k, v in dict(weight_dict).items()}
         for key in weights:
             if key not in _COMPUTED:
@@ -70,14 +82,18 @@ class VideoSimpleCriterion(nn.Module):
             targets = targets["masks"]
         name = "VideoSimpleCriterion"
         if not torch.is_tensor(pred) or pred.dim() != 5:
-            raise ValueError(f"{name}: pred_masks must be [B, T, N, H, W] logits, got "
-                             f"{tuple(pred.shape) if torch.is_tensor(pred) else type(pred).__name__}")
+            raise ValueError(
+                f"{name}: pred_masks must be [B, T, N, H, W] logits, got "
+                f"{tuple(pred.shape) if torch.is_tensor(pred) else type(pred).__name__}"
+            )
         if tuple(targets.shape) != tuple(pred.shape):
             raise ValueError(f"{name}: targets {tuple(targets.shape)} do not match pred_masks {tuple(pred.shape)}")
         if valid_masks is None:
             valid_masks = torch.ones(pred.shape[:3], dtype=torch.bool, device=pred.device)
         if tuple(valid_masks.shape) != tuple(pred.shape[:3]):
-            raise ValueError(f"{name}: valid_masks {tuple(valid_masks.shape)} must be [B, T, N] = {tuple(pred.shape[:3])}")
+            raise ValueError(
+                f"{name}: valid_masks {tuple(valid_masks.shape)} must be [B, T, N] = {tuple(pred.shape[:3])}"
+            )
         return pred, targets.to(torch.promote_types(pred.dtype, torch.float32)), valid_masks
 
     @staticmethod

@@ -1,6 +1,7 @@
 """Mask2Former: the ``MaskFormer`` meta-architecture, its head (pixel decoder + masked-attention
 transformer decoder) and its config node (``MODEL.SEM_SEG_HEAD``, ``MODEL.MASK_FORMER``).
 Importing this package registers them."""
+
 from . import checks as _checks  # noqa: F401  (registers the family's start-up checks)
 from .config import add_maskformer_config
 from .mask_former_head import MaskFormerHead, build_sem_seg_head

@@ -6,7 +6,9 @@ costs and point-sampling settings are NOT here: in segtrain they belong to the c
 (``MODEL.CRITERION.SET_CRITERION``, ``MODEL.MATCHER.HUNGARIAN``; see
 ``segtrain/modeling/criterion/config.py``), so a criterion can be swapped without touching this node.
 """
-from segtrain.config import CfgNode as CN, register_config_addition
+
+from segtrain.config import CfgNode as CN
+from segtrain.config import register_config_addition
 
 __all__ = ["add_maskformer_config"]
 

@@ -1,4 +1,5 @@
 """``MaskFormerHead``: the pixel decoder plus the transformer predictor (official names)."""
+
 import logging
 from typing import Dict, Optional
 
@@ -27,22 +28,27 @@ class MaskFormerHead(nn.Module):
 
     _version = 2
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs):
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
         # Official version-1 checkpoints keep the pixel decoder's weights directly under
         # sem_seg_head.; version 2 keeps them under sem_seg_head.pixel_decoder.
         version = local_metadata.get("version", None)
         if version is None or version < 2:
             renamed = False
             for k in list(state_dict.keys()):
-                if (k.startswith(prefix) and not k.startswith(prefix + "predictor.")
-                        and not k.startswith(prefix + "pixel_decoder.")):
-                    state_dict[prefix + "pixel_decoder." + k[len(prefix):]] = state_dict.pop(k)
+                if (
+                    k.startswith(prefix)
+                    and not k.startswith(prefix + "predictor.")
+                    and not k.startswith(prefix + "pixel_decoder.")
+                ):
+                    state_dict[prefix + "pixel_decoder." + k[len(prefix) :]] = state_dict.pop(k)
                     renamed = True
             if renamed:
                 logger.warning("MaskFormerHead: moved old pixel-decoder weights under %spixel_decoder.", prefix)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     @configurable
     def __init__(
@@ -94,7 +100,8 @@ class MaskFormerHead(nn.Module):
                 f"{', '.join(list(_IN_FEATURE_CHOICES) + sorted(input_shape))}"
             )
         predictor = TRANSFORMER_DECODER_REGISTRY.get(cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME)(
-            cfg, in_channels, mask_classification=True)
+            cfg, in_channels, mask_classification=True
+        )
         return {
             "input_shape": {k: v for k, v in input_shape.items() if k in head.IN_FEATURES},
             "ignore_value": head.IGNORE_VALUE,

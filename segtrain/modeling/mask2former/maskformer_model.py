@@ -4,6 +4,7 @@ with instance / semantic / panoptic inference.
 Module names (``backbone``, ``sem_seg_head.pixel_decoder``, ``sem_seg_head.predictor``,
 ``criterion``) are the official ones, so an official checkpoint loads as is.
 """
+
 import logging
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -127,8 +128,9 @@ class MaskFormer(PixelNormalizer, nn.Module):
     def disabled_outputs(cls, cfg) -> Dict[str, str]:
         """Inference outputs that ``cfg`` turns off: output key -> the switch that does it."""
         switches = {"instances": "INSTANCE_ON", "sem_seg": "SEMANTIC_ON", "panoptic_seg": "PANOPTIC_ON"}
-        return {key: f"MODEL.MASK_FORMER.TEST.{sw}" for key, sw in switches.items()
-                if not cfg.MODEL.MASK_FORMER.TEST[sw]}
+        return {
+            key: f"MODEL.MASK_FORMER.TEST.{sw}" for key, sw in switches.items() if not cfg.MODEL.MASK_FORMER.TEST[sw]
+        }
 
     @classmethod
     def from_config(cls, cfg) -> Dict[str, Any]:
@@ -205,7 +207,8 @@ class MaskFormer(PixelNormalizer, nn.Module):
         mask_cls_results = outputs["pred_logits"]
         # upsample to the padded input size (one call for the whole batch)
         mask_pred_results = F.interpolate(
-            outputs["pred_masks"], size=tuple(images.tensor.shape[-2:]), mode="bilinear", align_corners=False)
+            outputs["pred_masks"], size=tuple(images.tensor.shape[-2:]), mode="bilinear", align_corners=False
+        )
         del outputs
 
         processed = []
@@ -307,8 +310,9 @@ class MaskFormer(PixelNormalizer, nn.Module):
         if self.panoptic_on:  # panoptic models: instances are the "thing" classes only
             thing_ids = self._thing_ids()
             if thing_ids is not None:
-                keep = torch.tensor([int(c) in thing_ids for c in labels_per_image.tolist()],
-                                    dtype=torch.bool, device=mask_pred.device)
+                keep = torch.tensor(
+                    [int(c) in thing_ids for c in labels_per_image.tolist()], dtype=torch.bool, device=mask_pred.device
+                )
                 scores_per_image, labels_per_image = scores_per_image[keep], labels_per_image[keep]
                 mask_pred = mask_pred[keep]
 

@@ -2,6 +2,7 @@
 over res3-res5 + FPN levels down to ``common_stride``). Parameter names match the
 official checkpoints (``input_proj.{i}.{0,1}``, ``transformer.level_embed``,
 ``transformer.encoder.layers.{i}.*``, ``adapter_1``, ``layer_1``, ``mask_features``)."""
+
 import copy
 import logging
 import math
@@ -15,15 +16,16 @@ from segtrain.config import configurable
 from segtrain.layers.ms_deform_attn import MSDeformAttn
 from segtrain.layers.position_encoding import PositionEmbeddingSine
 from segtrain.layers.wrappers import Conv2d, c2_xavier_fill
+from segtrain.modeling.pixel_decoder.build import PIXEL_DECODER_REGISTRY
+from segtrain.modeling.pixel_decoder.fpn import fpn_lateral_and_output_convs
 from segtrain.structures.shape_spec import ShapeSpec
 from segtrain.utils.errors import ConfigError
 
-from segtrain.modeling.pixel_decoder.build import PIXEL_DECODER_REGISTRY
-from segtrain.modeling.pixel_decoder.fpn import fpn_lateral_and_output_convs
-
 __all__ = [
-    "MSDeformAttnPixelDecoder", "MSDeformAttnTransformerEncoderOnly",
-    "MSDeformAttnTransformerEncoderLayer", "MSDeformAttnTransformerEncoder",
+    "MSDeformAttnPixelDecoder",
+    "MSDeformAttnTransformerEncoderOnly",
+    "MSDeformAttnTransformerEncoderLayer",
+    "MSDeformAttnTransformerEncoder",
 ]
 
 logger = logging.getLogger(__name__)
@@ -39,8 +41,16 @@ class MSDeformAttnTransformerEncoderLayer(nn.Module):
     same shapes as Python ints or None) -> [N, S, C].
     """
 
-    def __init__(self, d_model: int = 256, d_ffn: int = 1024, dropout: float = 0.1, activation: str = "relu",
-                 n_levels: int = 4, n_heads: int = 8, n_points: int = 4):
+    def __init__(
+        self,
+        d_model: int = 256,
+        d_ffn: int = 1024,
+        dropout: float = 0.1,
+        activation: str = "relu",
+        n_levels: int = 4,
+        n_heads: int = 8,
+        n_points: int = 4,
+    ):
         super().__init__()
         if activation not in _ACTIVATIONS:
             raise ConfigError(f"unknown activation {activation!r}; valid: {', '.join(_ACTIVATIONS)}")
@@ -54,10 +64,18 @@ class MSDeformAttnTransformerEncoderLayer(nn.Module):
         self.dropout3 = nn.Dropout(dropout)
         self.norm2 = nn.LayerNorm(d_model)
 
-    def forward(self, src, pos, reference_points, spatial_shapes, level_start_index, padding_mask=None,
-                spatial_shapes_list=None):
-        src2 = self.self_attn(src if pos is None else src + pos, reference_points, src, spatial_shapes,
-                              level_start_index, padding_mask, spatial_shapes_list=spatial_shapes_list)
+    def forward(
+        self, src, pos, reference_points, spatial_shapes, level_start_index, padding_mask=None, spatial_shapes_list=None
+    ):
+        src2 = self.self_attn(
+            src if pos is None else src + pos,
+            reference_points,
+            src,
+            spatial_shapes,
+            level_start_index,
+            padding_mask,
+            spatial_shapes_list=spatial_shapes_list,
+        )
         src = self.norm1(src + self.dropout1(src2))
         src2 = self.linear2(self.dropout2(self.activation(self.linear1(src))))
         return self.norm2(src + self.dropout3(src2))
@@ -92,16 +110,31 @@ class MSDeformAttnTransformerEncoder(nn.Module):
         reference_points = torch.cat(reference_points_list, 1)
         return reference_points[:, :, None] * valid_ratios[:, None]
 
-    def forward(self, src, spatial_shapes, level_start_index, valid_ratios, pos=None, padding_mask=None,
-                spatial_shapes_list=None):
+    def forward(
+        self,
+        src,
+        spatial_shapes,
+        level_start_index,
+        valid_ratios,
+        pos=None,
+        padding_mask=None,
+        spatial_shapes_list=None,
+    ):
         """``spatial_shapes_list``: the (H, W) of each level as Python ints, if known (saves a
         device -> host copy of ``spatial_shapes`` per layer)."""
         output = src
         shapes = spatial_shapes_list if spatial_shapes_list is not None else spatial_shapes
         reference_points = self.get_reference_points(shapes, valid_ratios, device=src.device)
         for layer in self.layers:
-            output = layer(output, pos, reference_points, spatial_shapes, level_start_index, padding_mask,
-                           spatial_shapes_list=spatial_shapes_list)
+            output = layer(
+                output,
+                pos,
+                reference_points,
+                spatial_shapes,
+                level_start_index,
+                padding_mask,
+                spatial_shapes_list=spatial_shapes_list,
+            )
         return output
 
 
@@ -113,14 +146,23 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
     level_start_index [L] long).
     """
 
-    def __init__(self, d_model: int = 256, nhead: int = 8, num_encoder_layers: int = 6,
-                 dim_feedforward: int = 1024, dropout: float = 0.1, activation: str = "relu",
-                 num_feature_levels: int = 4, enc_n_points: int = 4):
+    def __init__(
+        self,
+        d_model: int = 256,
+        nhead: int = 8,
+        num_encoder_layers: int = 6,
+        dim_feedforward: int = 1024,
+        dropout: float = 0.1,
+        activation: str = "relu",
+        num_feature_levels: int = 4,
+        enc_n_points: int = 4,
+    ):
         super().__init__()
         self.d_model = d_model
         self.nhead = nhead
-        encoder_layer = MSDeformAttnTransformerEncoderLayer(d_model, dim_feedforward, dropout, activation,
-                                                            num_feature_levels, nhead, enc_n_points)
+        encoder_layer = MSDeformAttnTransformerEncoderLayer(
+            d_model, dim_feedforward, dropout, activation, num_feature_levels, nhead, enc_n_points
+        )
         self.encoder = MSDeformAttnTransformerEncoder(encoder_layer, num_encoder_layers)
         self.level_embed = nn.Parameter(torch.empty(num_feature_levels, d_model))
         self._reset_parameters()
@@ -160,8 +202,15 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
         spatial_shapes = torch.as_tensor(spatial_shapes, dtype=torch.long).to(src_flatten.device, non_blocking=True)
         level_start_index = torch.cat((spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1]))
         valid_ratios = torch.stack([self.get_valid_ratio(m) for m in masks], 1)
-        memory = self.encoder(src_flatten, spatial_shapes, level_start_index, valid_ratios,
-                              lvl_pos_embed_flatten, mask_flatten, spatial_shapes_list=shapes_list)
+        memory = self.encoder(
+            src_flatten,
+            spatial_shapes,
+            level_start_index,
+            valid_ratios,
+            lvl_pos_embed_flatten,
+            mask_flatten,
+            spatial_shapes_list=shapes_list,
+        )
         return memory, spatial_shapes, level_start_index
 
 
@@ -219,10 +268,12 @@ class MSDeformAttnPixelDecoder(nn.Module):
         self.transformer_num_feature_levels = len(self.transformer_in_features)
 
         # One projection per encoder level, coarsest first (res5 -> res3), as official.
-        self.input_proj = nn.ModuleList([
-            nn.Sequential(Conv2d(in_channels, conv_dim, kernel_size=1), nn.GroupNorm(32, conv_dim))
-            for in_channels in transformer_in_channels[::-1]
-        ])
+        self.input_proj = nn.ModuleList(
+            [
+                nn.Sequential(Conv2d(in_channels, conv_dim, kernel_size=1), nn.GroupNorm(32, conv_dim))
+                for in_channels in transformer_in_channels[::-1]
+            ]
+        )
         for proj in self.input_proj:
             nn.init.xavier_uniform_(proj[0].weight, gain=1)
             nn.init.constant_(proj[0].bias, 0)
@@ -278,7 +329,9 @@ class MSDeformAttnPixelDecoder(nn.Module):
             "transformer_n_points": head.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS,
         }
 
-    def forward_features(self, features: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor, List[torch.Tensor]]:
+    def forward_features(
+        self, features: Dict[str, torch.Tensor]
+    ) -> Tuple[torch.Tensor, torch.Tensor, List[torch.Tensor]]:
         device_type = next(iter(features.values())).device.type
         with torch.autocast(device_type=device_type, enabled=False):
             return self._forward_features(features)
@@ -295,8 +348,10 @@ class MSDeformAttnPixelDecoder(nn.Module):
         # Split the encoder output back into levels: [B, C, H_l, W_l], coarsest first (the
         # shapes from the inputs themselves, not from spatial_shapes: no device -> host copy).
         shapes = [tuple(s.shape[-2:]) for s in srcs]
-        out = [z.transpose(1, 2).reshape(bs, -1, h, w)
-               for z, (h, w) in zip(torch.split(y, [h * w for h, w in shapes], dim=1), shapes)]
+        out = [
+            z.transpose(1, 2).reshape(bs, -1, h, w)
+            for z, (h, w) in zip(torch.split(y, [h * w for h, w in shapes], dim=1), shapes)
+        ]
 
         # Extra FPN levels, coarse to fine
         for idx, f in enumerate(self.in_features[: self.num_fpn_levels][::-1]):

@@ -1,4 +1,5 @@
 """Matchers of the shared loss library (registered in ``MATCHER_REGISTRY`` by class name)."""
+
 from .binary_hungarian import INVALID_COST, BinaryHungarianMatcherV2, empty_match, padded_target_boxes
 from .build import MATCHER_REGISTRY, build_matcher
 from .hungarian import HungarianMatcher, PackedInstanceTargets, pack_instance_targets

@@ -6,6 +6,7 @@ and also given padded as ``boxes_padded [B, maxn, 4]``. The matcher returns the 
 ``(batch_idx [M], src_idx [M], tgt_idx [M])`` that every SAM 3 loss piece consumes:
 prediction ``(batch_idx[i], src_idx[i])`` is matched to packed target row ``tgt_idx[i]``.
 """
+
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -114,7 +115,8 @@ class BinaryHungarianMatcherV2(nn.Module):
         super().__init__()
         if cost_class == 0 and cost_bbox == 0 and cost_giou == 0:
             raise ConfigError(
-                "BinaryHungarianMatcherV2: cost_class, cost_bbox and cost_giou are all 0; set at least one to a non-zero value"
+                "BinaryHungarianMatcherV2: cost_class, cost_bbox and cost_giou are all 0; "
+                "set at least one to a non-zero value"
             )
         self.cost_class = float(cost_class)
         self.cost_bbox = float(cost_bbox)
@@ -140,8 +142,10 @@ class BinaryHungarianMatcherV2(nn.Module):
         }
 
     def extra_repr(self) -> str:
-        return (f"cost_class={self.cost_class}, cost_bbox={self.cost_bbox}, cost_giou={self.cost_giou}, "
-                f"focal={self.focal}, alpha={self.alpha}, gamma={self.gamma}, stable={self.stable}")
+        return (
+            f"cost_class={self.cost_class}, cost_bbox={self.cost_bbox}, cost_giou={self.cost_giou}, "
+            f"focal={self.focal}, alpha={self.alpha}, gamma={self.gamma}, stable={self.stable}"
+        )
 
     def _class_cost(self, logits: Tensor, giou: Tensor) -> Tensor:
         """logits [B, Q]; giou [B, Q, maxn] -> class cost [B, Q, 1] or [B, Q, maxn]."""
@@ -156,7 +160,7 @@ class BinaryHungarianMatcherV2(nn.Module):
         q = p * r
         log_q = torch.nn.functional.logsigmoid(x) + torch.log(r)
         log_1mq = torch.log(torch.sigmoid(-x) + p * (1 - r))
-        return -a * (1 - q) ** g * log_q + (1 - a) * q ** g * log_1mq
+        return -a * (1 - q) ** g * log_q + (1 - a) * q**g * log_1mq
 
     @torch.no_grad()
     def forward(
@@ -214,9 +218,11 @@ class BinaryHungarianMatcherV2(nn.Module):
             # the GIoU helper maps degenerate inputs to finite values: flag NaN/Inf boxes explicitly
             boxes_ok = torch.isfinite(out_bbox).all(-1)[:, :, None] & torch.isfinite(tgt).all(-1)[:, None, :]
             giou_term = torch.where(boxes_ok, -giou, torch.full_like(giou, float("nan")))
-            for term, weight, term_name in ((cost_class, self.cost_class, "class"),
-                                            (cost_bbox, self.cost_bbox, "bbox"),
-                                            (giou_term, self.cost_giou, "giou")):
+            for term, weight, term_name in (
+                (cost_class, self.cost_class, "class"),
+                (cost_bbox, self.cost_bbox, "bbox"),
+                (giou_term, self.cost_giou, "giou"),
+            ):
                 if weight != 0:
                     _check_finite(term, term_name, valid, keep_idx, name)
 

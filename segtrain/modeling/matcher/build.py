@@ -1,4 +1,5 @@
 """MATCHER registry and builder."""
+
 from segtrain.utils.registry import Registry
 
 __all__ = ["MATCHER_REGISTRY", "build_matcher"]

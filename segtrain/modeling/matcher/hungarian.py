@@ -31,6 +31,7 @@ Batching. :meth:`HungarianMatcher.match_many` matches a list of predictions
 The assignments equal the official per-image loop's under the same RNG state
 (``tests/reference/hungarian.py``, which the tests and the benchmark compare against).
 """
+
 import logging
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -141,7 +142,7 @@ def pack_instance_targets(targets, device=None, need_masks: bool = True) -> Pack
         else:
             packed_masks = torch.zeros((sum(sizes), H, W), dtype=torch.float32, device=device)
             for m, o in zip(masks, offsets):
-                packed_masks[o:o + m.shape[0], : m.shape[1], : m.shape[2]] = m.to(device)
+                packed_masks[o : o + m.shape[0], : m.shape[1], : m.shape[2]] = m.to(device)
     return PackedInstanceTargets(packed_labels, packed_masks, sizes, offsets)
 
 
@@ -187,8 +188,10 @@ class HungarianMatcher(nn.Module):
         }
 
     def extra_repr(self) -> str:
-        return (f"cost_class={self.cost_class}, cost_mask={self.cost_mask}, "
-                f"cost_dice={self.cost_dice}, num_points={self.num_points}")
+        return (
+            f"cost_class={self.cost_class}, cost_mask={self.cost_mask}, "
+            f"cost_dice={self.cost_dice}, num_points={self.num_points}"
+        )
 
     # ------------------------------------------------------------------ points
     def draw_point_coords(self, batch_size: int, device=None) -> Optional[Tensor]:
@@ -302,11 +305,12 @@ class HungarianMatcher(nn.Module):
         out = packed.masks.new_zeros(packed.batch_size, H, W, max(packed.sizes))
         for b, (o, n) in enumerate(zip(packed.offsets, packed.sizes)):
             if n:
-                out[b, :, :, :n] = packed.masks[o:o + n].permute(1, 2, 0)
+                out[b, :, :, :n] = packed.masks[o : o + n].permute(1, 2, 0)
         return out.permute(0, 3, 1, 2)
 
-    def _targets_of(self, packed: PackedInstanceTargets, coords: Optional[Tensor],
-                    gt_by_image: Optional[Tensor] = None) -> Optional[Tensor]:
+    def _targets_of(
+        self, packed: PackedInstanceTargets, coords: Optional[Tensor], gt_by_image: Optional[Tensor] = None
+    ) -> Optional[Tensor]:
         """GT values of one output: [B, maxn, P] at its points (zero for padding), [B, maxn, H*W]
         without points, or None without mask costs. ``gt_by_image`` (from :meth:`_gt_by_image`)
         samples each image's GT masks as the channels of one ``grid_sample`` (2.5x faster on
@@ -322,8 +326,14 @@ class HungarianMatcher(nn.Module):
         gt_coords = coords[packed.image_index()]  # [G, P, 2]: each GT at its image's points
         return packed.padded(point_sample(packed.masks[:, None], gt_coords).squeeze(1))
 
-    def _cost(self, out: Dict[str, Tensor], labels_padded: Tensor, tgt_pts: Optional[Tensor],
-              coords: Optional[Tensor], packed: PackedInstanceTargets):
+    def _cost(
+        self,
+        out: Dict[str, Tensor],
+        labels_padded: Tensor,
+        tgt_pts: Optional[Tensor],
+        coords: Optional[Tensor],
+        packed: PackedInstanceTargets,
+    ):
         """[B, Q, maxn] total cost and its three terms (each None when its weight is 0)."""
         logits = out["pred_logits"].float()
         B, Q = logits.shape[:2]
@@ -344,8 +354,9 @@ class HungarianMatcher(nn.Module):
             if self.num_points > 0:
                 cost_mask, cost_dice = self._point_mask_costs(out_mask, coords, tgt_pts)
             else:
-                out_pts = F.interpolate(out_mask, size=packed.masks.shape[-2:], mode="bilinear",
-                                        align_corners=False).flatten(2)
+                out_pts = F.interpolate(
+                    out_mask, size=packed.masks.shape[-2:], mode="bilinear", align_corners=False
+                ).flatten(2)
                 if self.cost_mask != 0:
                     cost_mask = batch_sigmoid_ce_loss(out_pts, tgt_pts)
                 if self.cost_dice != 0:
@@ -386,8 +397,8 @@ class HungarianMatcher(nn.Module):
         chunk = self.POINT_CHUNK if on_cpu and self.POINT_CHUNK > 0 and torch.get_num_threads() == 1 else P
         sp_sum = x_t = p_t = p_sum = None
         for lo in range(0, P, chunk):
-            x = F.grid_sample(out_mask, grid[:, lo:lo + chunk], align_corners=False).squeeze(3)  # [B, Q, c]
-            t = tgt_pts[:, :, lo:lo + chunk].transpose(1, 2)  # [B, c, n]
+            x = F.grid_sample(out_mask, grid[:, lo : lo + chunk], align_corners=False).squeeze(3)  # [B, Q, c]
+            t = tgt_pts[:, :, lo : lo + chunk].transpose(1, 2)  # [B, c, n]
             if want_ce:  # bce(x, t) summed = softplus(x) - x t (batch_sigmoid_ce_loss)
                 parts = (F.softplus(x).sum(-1, keepdim=True), x @ t)
                 sp_sum, x_t = parts if sp_sum is None else (sp_sum.add_(parts[0]), x_t.add_(parts[1]))
@@ -411,11 +422,15 @@ class HungarianMatcher(nn.Module):
         raise self._non_finite_error("total", b, name)
 
     def _non_finite_error(self, term: str, b: int, name: str) -> NonFiniteLossError:
-        source = {"class": "pred_logits", "mask": "pred_masks", "dice": "pred_masks"}.get(term,
-                                                                                          "pred_logits/pred_masks")
+        source = {"class": "pred_logits", "mask": "pred_masks", "dice": "pred_masks"}.get(
+            term, "pred_logits/pred_masks"
+        )
         where = f" at iteration {self.iteration}" if self.iteration is not None else ""
-        what = (f"{term} cost (cost_{term})" if term != "total"
-                else "total cost (weighted sum of the class, mask, dice costs)")
+        what = (
+            f"{term} cost (cost_{term})"
+            if term != "total"
+            else "total cost (weighted sum of the class, mask, dice costs)"
+        )
         return NonFiniteLossError(
             f"HungarianMatcher: non-finite {what} for image {b} of {name}{where}; "
             f"{source} holds NaN or Inf, scipy's linear_sum_assignment was not called"

@@ -1,4 +1,5 @@
 """SAM 3 one-to-many matcher (DAC-DETR style) for the ``_o2m`` queries of a find batch."""
+
 from typing import Dict, Optional, Tuple
 
 import torch

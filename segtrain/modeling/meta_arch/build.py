@@ -1,10 +1,11 @@
 """META_ARCH registry and ``build_model``."""
+
 import logging
 
 import torch
 
-from segtrain.utils.registry import Registry
 from segtrain.modeling.criterion.build import check_criterion_outputs
+from segtrain.utils.registry import Registry
 
 __all__ = ["META_ARCH_REGISTRY", "build_model", "resolve_device"]
 
@@ -19,7 +20,7 @@ outputs it produces in ``output_keys`` (a set of top-level keys of its predictio
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto" -> cuda when available, else cpu."""
+    """ "auto" -> cuda when available, else cpu."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)

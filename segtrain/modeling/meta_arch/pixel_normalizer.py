@@ -1,4 +1,5 @@
 """Input normalization shared by the meta-architectures."""
+
 from typing import Any, Dict, List, Sequence
 
 import torch

@@ -1,4 +1,5 @@
 """PIXEL_DECODER registry and builder."""
+
 from typing import Dict
 
 from segtrain.structures.shape_spec import ShapeSpec
@@ -8,7 +9,8 @@ from segtrain.utils.registry import Registry
 __all__ = ["PIXEL_DECODER_REGISTRY", "build_pixel_decoder"]
 
 PIXEL_DECODER_REGISTRY = Registry("PIXEL_DECODER")
-PIXEL_DECODER_REGISTRY.__doc__ = """Pixel decoders: class(cfg, input_shape) -> module whose forward_features(features) gives (mask_features, transformer_encoder_features, multi_scale_features)."""
+PIXEL_DECODER_REGISTRY.__doc__ = """Pixel decoders: class(cfg, input_shape) -> module whose forward_features(features)
+gives (mask_features, transformer_encoder_features, multi_scale_features)."""
 
 
 def build_pixel_decoder(cfg, input_shape: Dict[str, ShapeSpec]):

@@ -1,4 +1,5 @@
 """``BasePixelDecoder``: a plain FPN pixel decoder (MaskFormer), for small configs."""
+
 import logging
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
@@ -23,8 +24,16 @@ def fpn_lateral_and_output_convs(in_channels: int, conv_dim: int, norm: str) -> 
     ReLU, both with ``norm`` (a bias only when there is no norm), c2-Xavier initialized."""
     use_bias = norm == "" or norm is None
     lateral_conv = Conv2d(in_channels, conv_dim, kernel_size=1, bias=use_bias, norm=get_norm(norm, conv_dim))
-    output_conv = Conv2d(conv_dim, conv_dim, kernel_size=3, stride=1, padding=1, bias=use_bias,
-                         norm=get_norm(norm, conv_dim), activation=F.relu)
+    output_conv = Conv2d(
+        conv_dim,
+        conv_dim,
+        kernel_size=3,
+        stride=1,
+        padding=1,
+        bias=use_bias,
+        norm=get_norm(norm, conv_dim),
+        activation=F.relu,
+    )
     c2_xavier_fill(lateral_conv)
     c2_xavier_fill(output_conv)
     return lateral_conv, output_conv
@@ -42,8 +51,14 @@ class BasePixelDecoder(nn.Module):
     """
 
     @configurable
-    def __init__(self, input_shape: Dict[str, ShapeSpec], *, conv_dim: int, mask_dim: int,
-                 norm: Optional[Union[str, Callable]] = None):
+    def __init__(
+        self,
+        input_shape: Dict[str, ShapeSpec],
+        *,
+        conv_dim: int,
+        mask_dim: int,
+        norm: Optional[Union[str, Callable]] = None,
+    ):
         super().__init__()
         input_shape = sorted(input_shape.items(), key=lambda x: x[1].stride)
         self.in_features = [k for k, v in input_shape]  # "res2" ... "res5"
@@ -54,8 +69,16 @@ class BasePixelDecoder(nn.Module):
         use_bias = norm == "" or norm is None
         for idx, in_channels in enumerate(feature_channels):
             if idx == len(self.in_features) - 1:
-                output_conv = Conv2d(in_channels, conv_dim, kernel_size=3, stride=1, padding=1, bias=use_bias,
-                                     norm=get_norm(norm, conv_dim), activation=F.relu)
+                output_conv = Conv2d(
+                    in_channels,
+                    conv_dim,
+                    kernel_size=3,
+                    stride=1,
+                    padding=1,
+                    bias=use_bias,
+                    norm=get_norm(norm, conv_dim),
+                    activation=F.relu,
+                )
                 c2_xavier_fill(output_conv)
                 self.add_module(f"layer_{idx + 1}", output_conv)
                 lateral_convs.append(None)

@@ -3,6 +3,7 @@ evaluation) on ``SAM2Base`` (the per-frame step), its image encoder neck, prompt
 decoder, memory encoder, memory attention, the training-prompt samplers, the video predictor and
 its config node (``MODEL.SAM2``). Importing this package
 registers them and the tiny conv backbone (``build_tiny_conv_backbone``)."""
+
 from .config import add_sam2_config
 from .image_encoder import FpnNeck, TinyConvBackbone, build_tiny_conv_backbone
 from .mask_decoder import MaskDecoder, TwoWayTransformer
@@ -24,17 +25,29 @@ from .sam2_base import SAM2Base
 from .video_tracker import MULTISTEP_KEYS, VideoTracker
 
 __all__ = [
-    "FpnNeck", "TinyConvBackbone", "build_tiny_conv_backbone",
-    "MaskDecoder", "TwoWayTransformer",
-    "MemoryAttention", "MemoryAttentionLayer", "select_memory_frames", "select_obj_ptr_frames",
+    "FpnNeck",
+    "TinyConvBackbone",
+    "build_tiny_conv_backbone",
+    "MaskDecoder",
+    "TwoWayTransformer",
+    "MemoryAttention",
+    "MemoryAttentionLayer",
+    "select_memory_frames",
+    "select_obj_ptr_frames",
     "MemoryEncoder",
-    "POINT_LABELS", "PromptEncoder",
-    "PromptPlan", "concat_points", "get_next_point", "mask_to_box_inclusive", "sample_box_points",
-    "sample_one_point_from_error_center", "sample_prompt_plan", "sample_random_points_from_errors",
+    "POINT_LABELS",
+    "PromptEncoder",
+    "PromptPlan",
+    "concat_points",
+    "get_next_point",
+    "mask_to_box_inclusive",
+    "sample_box_points",
+    "sample_one_point_from_error_center",
+    "sample_prompt_plan",
+    "sample_random_points_from_errors",
     "VideoPredictor",
     "SAM2Base",
     "VideoTracker",
     "MULTISTEP_KEYS",
     "add_sam2_config",
 ]
-

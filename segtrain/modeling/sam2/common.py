@@ -2,6 +2,7 @@
 ``segtrain.layers``),
 ``Attention`` (with SAM's internal downsampling) and position encodings (random Fourier
 for prompts and decoder, 2-D sine for memory, 1-D sine for temporal offsets)."""
+
 import math
 from typing import Optional, Tuple
 

@@ -6,6 +6,7 @@ Training-prompt defaults are the SAM 2.1 fine-tuning values; the network sizes a
 project configs train on a CPU. Clip sampling lives in ``INPUT.VIDEO``; the tracker's input
 size is ``INPUT.VIDEO.IMAGE_SIZE``.
 """
+
 from segtrain.config import CfgNode as CN
 from segtrain.config import register_config_addition
 

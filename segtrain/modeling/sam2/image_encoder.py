@@ -6,6 +6,7 @@ The neck takes three backbone levels, finest first, each half the size of the pr
 coarsest level is the image embedding the memory attention and the mask decoder work on;
 the two finer levels are the decoder's high-resolution skip features (SAM 2's ``backbone_fpn``).
 """
+
 import math
 from typing import Dict, List, Sequence
 

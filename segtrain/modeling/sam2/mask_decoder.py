@@ -1,6 +1,7 @@
 """SAM 2 mask decoder: a two-way transformer between output tokens (object score, IoU, mask
 tokens) plus prompt tokens and the image embedding, then 4x upsampling with high-resolution
 skip features and one hypernetwork MLP per mask token."""
+
 from typing import List, Optional, Tuple
 
 import torch
@@ -46,12 +47,14 @@ class TwoWayTransformer(nn.Module):
     forward(image [N, C, h, w], image_pe [N, C, h, w], tokens [N, K, C])
     -> (tokens [N, K, C], image [N, h*w, C])."""
 
-    def __init__(self, depth: int, embedding_dim: int, num_heads: int, mlp_dim: int,
-                 attention_downsample_rate: int = 2):
+    def __init__(
+        self, depth: int, embedding_dim: int, num_heads: int, mlp_dim: int, attention_downsample_rate: int = 2
+    ):
         super().__init__()
         self.layers = nn.ModuleList(
-            _TwoWayAttentionBlock(embedding_dim, num_heads, mlp_dim, attention_downsample_rate,
-                                  skip_first_layer_pe=i == 0)
+            _TwoWayAttentionBlock(
+                embedding_dim, num_heads, mlp_dim, attention_downsample_rate, skip_first_layer_pe=i == 0
+            )
             for i in range(depth)
         )
         self.final_attn_token_to_image = Attention(embedding_dim, num_heads, attention_downsample_rate)
@@ -76,10 +79,20 @@ class MaskDecoder(nn.Module):
     image and passes the results as ``high_res_features``.
     """
 
-    def __init__(self, *, transformer_dim: int, transformer: nn.Module, num_multimask_outputs: int = 3,
-                 iou_head_depth: int = 3, iou_head_hidden_dim: int = 256, use_high_res_features: bool = True,
-                 iou_prediction_use_sigmoid: bool = True, pred_obj_scores: bool = True,
-                 pred_obj_scores_mlp: bool = True, use_multimask_token_for_obj_ptr: bool = True):
+    def __init__(
+        self,
+        *,
+        transformer_dim: int,
+        transformer: nn.Module,
+        num_multimask_outputs: int = 3,
+        iou_head_depth: int = 3,
+        iou_head_hidden_dim: int = 256,
+        use_high_res_features: bool = True,
+        iou_prediction_use_sigmoid: bool = True,
+        pred_obj_scores: bool = True,
+        pred_obj_scores_mlp: bool = True,
+        use_multimask_token_for_obj_ptr: bool = True,
+    ):
         super().__init__()
         c = transformer_dim
         self.transformer_dim = c
@@ -104,14 +117,21 @@ class MaskDecoder(nn.Module):
             self.conv_s0 = nn.Conv2d(c, c // 8, kernel_size=1)
             self.conv_s1 = nn.Conv2d(c, c // 4, kernel_size=1)
         self.output_hypernetworks_mlps = nn.ModuleList(MLP(c, c, c // 8, 3) for _ in range(self.num_mask_tokens))
-        self.iou_prediction_head = MLP(c, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth,
-                                       sigmoid_output=iou_prediction_use_sigmoid)
+        self.iou_prediction_head = MLP(
+            c, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth, sigmoid_output=iou_prediction_use_sigmoid
+        )
         if pred_obj_scores:
             self.pred_obj_score_head = MLP(c, c, 1, 3) if pred_obj_scores_mlp else nn.Linear(c, 1)
 
-    def forward(self, image_embeddings: Tensor, image_pe: Tensor, sparse_prompt_embeddings: Tensor,
-                dense_prompt_embeddings: Tensor, multimask_output: bool,
-                high_res_features: Optional[List[Tensor]] = None):
+    def forward(
+        self,
+        image_embeddings: Tensor,
+        image_pe: Tensor,
+        sparse_prompt_embeddings: Tensor,
+        dense_prompt_embeddings: Tensor,
+        multimask_output: bool,
+        high_res_features: Optional[List[Tensor]] = None,
+    ):
         """image_embeddings: [N, C, h, w] (one per object); image_pe: [1, C, h, w];
         sparse: [N, P, C]; dense: [N, C, h, w]; high_res_features: [N, C/8, 4h, 4w] and
         [N, C/4, 2h, 2w]. Returns (masks [N, M, 4h, 4w] logits, iou_pred [N, M],

@@ -1,6 +1,7 @@
 """SAM 2 memory attention: the current frame's image tokens attend to themselves and to the
 memory bank of PAST frames (memory maps of the conditioning frames and of the last few
 frames, plus object pointers). ``select_memory_frames`` decides which past frames enter."""
+
 from typing import Iterable, List, Optional, Tuple
 
 import torch
@@ -12,8 +13,9 @@ from .common import Attention
 __all__ = ["MemoryAttentionLayer", "MemoryAttention", "select_memory_frames", "select_obj_ptr_frames"]
 
 
-def select_memory_frames(frame_idx: int, cond_frames: Iterable[int], available: Iterable[int],
-                         num_maskmem: int) -> List[Tuple[int, int]]:
+def select_memory_frames(
+    frame_idx: int, cond_frames: Iterable[int], available: Iterable[int], num_maskmem: int
+) -> List[Tuple[int, int]]:
     """The frames whose memory frame ``frame_idx`` attends to, as (frame, t_pos) pairs.
 
     Only frames strictly before ``frame_idx`` (processing runs forward in time, so a later
@@ -34,8 +36,9 @@ def select_memory_frames(frame_idx: int, cond_frames: Iterable[int], available: 
     return out
 
 
-def select_obj_ptr_frames(frame_idx: int, cond_frames: Iterable[int], available: Iterable[int],
-                          max_obj_ptrs: int) -> List[Tuple[int, int]]:
+def select_obj_ptr_frames(
+    frame_idx: int, cond_frames: Iterable[int], available: Iterable[int], max_obj_ptrs: int
+) -> List[Tuple[int, int]]:
     """Frames whose object pointer enters the memory of ``frame_idx``, as (frame, distance):
     past conditioning frames, then the previous non-conditioning frames, at most ``max_obj_ptrs``."""
     available = set(available)
@@ -68,8 +71,9 @@ class MemoryAttentionLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.activation = nn.ReLU()
 
-    def forward(self, tgt: Tensor, memory: Tensor, pos: Tensor, memory_pos: Tensor,
-                attn_bias: Optional[Tensor] = None) -> Tensor:
+    def forward(
+        self, tgt: Tensor, memory: Tensor, pos: Tensor, memory_pos: Tensor, attn_bias: Optional[Tensor] = None
+    ) -> Tensor:
         t2 = self.norm1(tgt)
         q = t2 + pos
         tgt = tgt + self.dropout(self.self_attn(q, q, t2))
@@ -91,8 +95,17 @@ class MemoryAttention(nn.Module):
     needs many iterations to learn (SAM 2 starts from SAM's image weights instead).
     """
 
-    def __init__(self, d_model: int, mem_dim: int, num_layers: int, num_heads: int, dim_feedforward: int,
-                 dropout: float = 0.0, pos_enc_at_input: bool = True, locality_bias: bool = False):
+    def __init__(
+        self,
+        d_model: int,
+        mem_dim: int,
+        num_layers: int,
+        num_heads: int,
+        dim_feedforward: int,
+        dropout: float = 0.0,
+        pos_enc_at_input: bool = True,
+        locality_bias: bool = False,
+    ):
         super().__init__()
         self.layers = nn.ModuleList(
             MemoryAttentionLayer(d_model, mem_dim, num_heads, dim_feedforward, dropout) for _ in range(num_layers)
@@ -110,8 +123,9 @@ class MemoryAttention(nn.Module):
         p = torch.stack([ys.flatten(), xs.flatten()], dim=1).float()
         return torch.cdist(p, p).pow(2)  # [hw, hw]
 
-    def forward(self, curr: Tensor, curr_pos: Tensor, memory: Tensor, memory_pos: Tensor,
-                num_spatial_memory: int = 0) -> Tensor:
+    def forward(
+        self, curr: Tensor, curr_pos: Tensor, memory: Tensor, memory_pos: Tensor, num_spatial_memory: int = 0
+    ) -> Tensor:
         n, c, h, w = curr.shape
         x = curr.flatten(2).transpose(1, 2)
         pos = curr_pos.flatten(2).transpose(1, 2)

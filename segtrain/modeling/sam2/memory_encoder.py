@@ -1,5 +1,6 @@
 """SAM 2 memory encoder: a frame's (unconditioned) image embedding fused with its predicted
 mask into a ``mem_dim``-channel memory map, with its position encoding."""
+
 import math
 from typing import Tuple
 
@@ -18,7 +19,7 @@ class MaskDownSampler(nn.Module):
     def __init__(self, embed_dim: int, total_stride: int):
         super().__init__()
         num_layers = int(round(math.log2(total_stride)))
-        if 2 ** num_layers != total_stride:
+        if 2**num_layers != total_stride:
             raise ValueError(f"MaskDownSampler: total_stride must be a power of 2, got {total_stride}")
         layers = []
         c_in = 1
@@ -67,8 +68,9 @@ class MemoryEncoder(nn.Module):
     def forward(self, pix_feat: Tensor, masks: Tensor) -> Tuple[Tensor, Tensor]:
         m = self.mask_downsampler(masks)
         if m.shape[-2:] != pix_feat.shape[-2:]:
-            raise ValueError(f"MemoryEncoder: mask downsampled to {tuple(m.shape[-2:])}, "
-                             f"features are {tuple(pix_feat.shape[-2:])}")
+            raise ValueError(
+                f"MemoryEncoder: mask downsampled to {tuple(m.shape[-2:])}, features are {tuple(pix_feat.shape[-2:])}"
+            )
         x = self.out_proj(self.fuser(self.pix_feat_proj(pix_feat) + m))
         pos = sine_pos_2d(self.mem_dim, x.shape[-2], x.shape[-1], device=x.device).to(x.dtype)
         return x, pos.unsqueeze(0).expand(x.shape[0], -1, -1, -1)

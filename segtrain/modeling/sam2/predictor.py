@@ -13,6 +13,7 @@ tracked from its prompted frame on; frames before it are not reported for it. Ob
 prompted on the same frame are tracked together (one batch); each object's memory bank is
 its own, and only holds frames before the current one.
 """
+
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -37,8 +38,12 @@ class VideoPredictor:
         propagated in step (``zip`` of their ``propagate_in_video``) encode each frame once."""
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"VideoPredictor.init_state: images must be [T, 3, H, W], got {tuple(images.shape)}")
-        return {"images": images, "num_frames": int(images.shape[0]), "prompts": {},
-                "cached_features": {} if cached_features is None else cached_features}
+        return {
+            "images": images,
+            "num_frames": int(images.shape[0]),
+            "prompts": {},
+            "cached_features": {} if cached_features is None else cached_features,
+        }
 
     # ------------------------------------------------------------------ prompts
     def _check_frame(self, state: Dict[str, Any], frame_idx: int) -> int:
@@ -46,16 +51,20 @@ class VideoPredictor:
             raise ValueError(f"frame_idx {frame_idx} is outside the video (0..{state['num_frames'] - 1})")
         return int(frame_idx)
 
-    def add_new_points(self, state: Dict[str, Any], frame_idx: int, obj_id: Any, points: Sequence,
-                       labels: Sequence) -> None:
+    def add_new_points(
+        self, state: Dict[str, Any], frame_idx: int, obj_id: Any, points: Sequence, labels: Sequence
+    ) -> None:
         """Clicks (x, y) in input pixels with labels 1 (positive) / 0 (negative); a box is
         two points labelled 2 and 3."""
         coords = torch.as_tensor(points, dtype=torch.float32).reshape(1, -1, 2)
         labs = torch.as_tensor(labels, dtype=torch.int64).reshape(1, -1)
         if coords.shape[1] != labs.shape[1]:
             raise ValueError(f"{coords.shape[1]} points but {labs.shape[1]} labels")
-        state["prompts"][obj_id] = {"frame": self._check_frame(state, frame_idx), "points": (coords, labs),
-                                    "mask": None}
+        state["prompts"][obj_id] = {
+            "frame": self._check_frame(state, frame_idx),
+            "points": (coords, labs),
+            "mask": None,
+        }
 
     def add_new_box(self, state: Dict[str, Any], frame_idx: int, obj_id: Any, box: Sequence[float]) -> None:
         """A box (x0, y0, x1, y1) in input pixels."""
@@ -95,8 +104,11 @@ class VideoPredictor:
     @staticmethod
     def _select(feats: Dict[str, Any], n: int) -> Dict[str, Any]:
         rep = lambda x: x.expand(n, *x.shape[1:])  # noqa: E731  (one image, n objects)
-        return {"vision_features": rep(feats["vision_features"]), "vision_pos": feats["vision_pos"],
-                "high_res": None if feats["high_res"] is None else [rep(f) for f in feats["high_res"]]}
+        return {
+            "vision_features": rep(feats["vision_features"]),
+            "vision_pos": feats["vision_pos"],
+            "high_res": None if feats["high_res"] is None else [rep(f) for f in feats["high_res"]],
+        }
 
     def _stack_prompts(self, prompts: List[Dict[str, Any]]) -> Tuple[Optional[Tuple[Tensor, Tensor]], Optional[Tensor]]:
         device = self.model.device
@@ -147,8 +159,13 @@ class VideoPredictor:
                 frame = self._select(feats, len(tr["ids"]))
                 is_init = t == tr["start"]
                 _, out = model.track_step(
-                    t, frame, tr["bank"], tr["cond"], is_init_cond_frame=is_init,
-                    points=tr["points"] if is_init else None, mask_inputs=tr["mask"] if is_init else None,
+                    t,
+                    frame,
+                    tr["bank"],
+                    tr["cond"],
+                    is_init_cond_frame=is_init,
+                    points=tr["points"] if is_init else None,
+                    mask_inputs=tr["mask"] if is_init else None,
                 )
                 tr["bank"][t] = model.memory_entry(frame, out, is_mask_from_pts=is_init and tr["points"] is not None)
                 old = t - keep  # memories too old for both the recent-frame and pointer windows

@@ -1,5 +1,6 @@
 """SAM prompt encoder: points (and boxes, as two corner points) -> sparse tokens, a mask
 logit map -> a dense embedding added to the image embedding."""
+
 from typing import Optional, Tuple
 
 import torch
@@ -22,8 +23,13 @@ class PromptEncoder(nn.Module):
     channels of the mask downscaling convs; mask prompts are logits of size (4h, 4w).
     """
 
-    def __init__(self, embed_dim: int, image_embedding_size: Tuple[int, int], input_image_size: Tuple[int, int],
-                 mask_in_chans: int = 16):
+    def __init__(
+        self,
+        embed_dim: int,
+        image_embedding_size: Tuple[int, int],
+        input_image_size: Tuple[int, int],
+        mask_in_chans: int = 16,
+    ):
         super().__init__()
         self.embed_dim = embed_dim
         self.image_embedding_size = tuple(image_embedding_size)

@@ -6,6 +6,7 @@ Coordinates are (x, y) pixels of the model input; labels follow ``POINT_LABELS``
 (-1 padding, 0 negative, 1 positive, 2 / 3 box corners). Random draws use torch's global
 generator (seeded and checkpointed by the trainer) unless a ``generator`` is given.
 """
+
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
@@ -54,9 +55,17 @@ class PromptPlan:
     frames_to_correct: List[int] = field(default_factory=list)
 
 
-def sample_prompt_plan(num_frames: int, *, prob_to_use_pt_input: float, prob_to_use_box_input: float,
-                       num_init_cond_frames: int, rand_init_cond_frames: bool, num_frames_to_correct: int,
-                       rand_frames_to_correct: bool, generator: Optional[torch.Generator] = None) -> PromptPlan:
+def sample_prompt_plan(
+    num_frames: int,
+    *,
+    prob_to_use_pt_input: float,
+    prob_to_use_box_input: float,
+    num_init_cond_frames: int,
+    rand_init_cond_frames: bool,
+    num_frames_to_correct: int,
+    rand_frames_to_correct: bool,
+    generator: Optional[torch.Generator] = None,
+) -> PromptPlan:
     """SAM 2's ``prepare_prompt_inputs`` draws: points (else GT masks) with ``prob_to_use_pt_input``;
     1..``num_init_cond_frames`` conditioning frames (frame 0 plus random others) when
     ``rand_init_cond_frames``; the corrected frames are the conditioning frames plus random
@@ -89,8 +98,9 @@ def mask_to_box_inclusive(masks: Tensor) -> Tensor:
     return box
 
 
-def sample_box_points(masks: Tensor, noise: float = 0.1, noise_bound: int = 20,
-                      generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor]:
+def sample_box_points(
+    masks: Tensor, noise: float = 0.1, noise_bound: int = 20, generator: Optional[torch.Generator] = None
+) -> Tuple[Tensor, Tensor]:
     """Box prompts from bool masks [N, H, W] as two corner points (labels 2 and 3), each
     coordinate moved uniformly by up to ``noise`` x the box side (at most ``noise_bound``
     pixels) and clipped to the image, as SAM 2's ``sample_box_points``. An empty mask gives
@@ -111,8 +121,9 @@ def sample_box_points(masks: Tensor, noise: float = 0.1, noise_bound: int = 20,
     return box.reshape(n, 2, 2), labels
 
 
-def sample_random_points_from_errors(gt: Tensor, pred: Optional[Tensor] = None,
-                                     generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor]:
+def sample_random_points_from_errors(
+    gt: Tensor, pred: Optional[Tensor] = None, generator: Optional[torch.Generator] = None
+) -> Tuple[Tensor, Tensor]:
     """One click per object drawn uniformly from the error region of ``pred`` (bool
     [N, H, W]; None = an empty prediction, i.e. from the GT foreground): positive (1) on a
     missed pixel, negative (0) on a false positive; no error gives a padding point (-1).
@@ -148,7 +159,7 @@ def _deepest_pixel(region: np.ndarray) -> Tuple[float, int, int]:
     if ys.size == 0:
         return 0.0, -1, -1
     y0, x0 = int(ys.min()), int(xs.min())
-    crop = np.pad(region[y0:int(ys.max()) + 1, x0:int(xs.max()) + 1], 1)
+    crop = np.pad(region[y0 : int(ys.max()) + 1, x0 : int(xs.max()) + 1], 1)
     dist = distance_transform_edt(crop)[1:-1, 1:-1]
     y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
     return float(dist[y, x]), y0 + int(y), x0 + int(x)
@@ -177,8 +188,9 @@ def sample_one_point_from_error_center(gt: Tensor, pred: Tensor) -> Tuple[Tensor
     return torch.from_numpy(coords).to(gt.device), torch.from_numpy(labels).to(gt.device)
 
 
-def get_next_point(gt: Tensor, pred: Optional[Tensor], method: str,
-                   generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor]:
+def get_next_point(
+    gt: Tensor, pred: Optional[Tensor], method: str, generator: Optional[torch.Generator] = None
+) -> Tuple[Tensor, Tensor]:
     """``"uniform"``: ``sample_random_points_from_errors``; ``"center"``:
     ``sample_one_point_from_error_center`` (``pred`` None = empty prediction)."""
     if method == "uniform":

@@ -9,6 +9,7 @@ predicted mask) -> the frame's memory-bank entry.
 ``VideoTracker`` (``video_tracker.py``) adds the training loop over frames with prompt sampling
 and the evaluation path; ``VideoPredictor`` drives ``track_step`` frame by frame at inference.
 """
+
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -111,13 +112,22 @@ class SAM2Base(PixelNormalizer, nn.Module):
         self.sam_mask_decoder = MaskDecoder(
             transformer_dim=d_model,
             transformer=TwoWayTransformer(decoder_depth, d_model, decoder_heads, decoder_mlp_dim),
-            num_multimask_outputs=num_multimask_outputs, iou_head_depth=iou_head_depth,
-            iou_head_hidden_dim=iou_head_hidden_dim, use_high_res_features=use_high_res_features,
-            iou_prediction_use_sigmoid=iou_prediction_use_sigmoid, pred_obj_scores=pred_obj_scores,
+            num_multimask_outputs=num_multimask_outputs,
+            iou_head_depth=iou_head_depth,
+            iou_head_hidden_dim=iou_head_hidden_dim,
+            use_high_res_features=use_high_res_features,
+            iou_prediction_use_sigmoid=iou_prediction_use_sigmoid,
+            pred_obj_scores=pred_obj_scores,
             pred_obj_scores_mlp=pred_obj_scores_mlp,
         )
-        self.memory_attention = MemoryAttention(d_model, mem_dim, memory_attention_layers, memory_attention_heads,
-                                                memory_attention_ff, locality_bias=memory_locality_bias)
+        self.memory_attention = MemoryAttention(
+            d_model,
+            mem_dim,
+            memory_attention_layers,
+            memory_attention_heads,
+            memory_attention_ff,
+            locality_bias=memory_locality_bias,
+        )
         self.memory_encoder = MemoryEncoder(d_model, mem_dim, embed_stride, num_fuser_layers)
         # mask prompts of the image size -> the prompt encoder's mask size (4x the embedding)
         k = embed_stride // 4
@@ -165,12 +175,20 @@ class SAM2Base(PixelNormalizer, nn.Module):
     def _use_multimask(self, is_init_cond_frame: bool, points: Optional[Tuple[Tensor, Tensor]]) -> bool:
         """SAM 2's rule: 3 masks for prompts of MIN..MAX points (none on tracked frames)."""
         num_pts = 0 if points is None else points[1].size(1)
-        return (self.multimask_output_in_sam and (is_init_cond_frame or self.multimask_output_for_tracking)
-                and self.multimask_min_pt_num <= num_pts <= self.multimask_max_pt_num)
+        return (
+            self.multimask_output_in_sam
+            and (is_init_cond_frame or self.multimask_output_for_tracking)
+            and self.multimask_min_pt_num <= num_pts <= self.multimask_max_pt_num
+        )
 
-    def forward_sam_heads(self, features: Tensor, high_res: Optional[List[Tensor]],
-                          points: Optional[Tuple[Tensor, Tensor]], mask_inputs: Optional[Tensor],
-                          multimask_output: bool) -> Dict[str, Tensor]:
+    def forward_sam_heads(
+        self,
+        features: Tensor,
+        high_res: Optional[List[Tensor]],
+        points: Optional[Tuple[Tensor, Tensor]],
+        mask_inputs: Optional[Tensor],
+        multimask_output: bool,
+    ) -> Dict[str, Tensor]:
         """Prompt encoder + mask decoder for N objects. features: [N, C, h, w] (memory-
         conditioned, or + no_mem_embed); points: (coords [N, P, 2], labels [N, P]) or None;
         mask_inputs: [N, 1, H', W'] logits or None. Returns ``low_res_multimasks`` [N, M, 4h, 4w],
@@ -183,8 +201,9 @@ class SAM2Base(PixelNormalizer, nn.Module):
         if mask_inputs is not None:
             size = self.sam_prompt_encoder.mask_input_size
             if tuple(mask_inputs.shape[-2:]) != size:
-                mask_inputs = F.interpolate(mask_inputs.float(), size=size, mode="bilinear", align_corners=False,
-                                            antialias=True)
+                mask_inputs = F.interpolate(
+                    mask_inputs.float(), size=size, mode="bilinear", align_corners=False, antialias=True
+                )
             # previous-step logits can hold NO_OBJ_SCORE; keep the prompt in a sane range
             mask_inputs = mask_inputs.clamp(-32.0, 32.0)
         sparse, dense = self.sam_prompt_encoder(points, mask_inputs, n)
@@ -195,8 +214,9 @@ class SAM2Base(PixelNormalizer, nn.Module):
             is_obj = obj_logits > 0
             low_multi = torch.where(is_obj[:, :, None, None], low_multi, torch.full_like(low_multi, NO_OBJ_SCORE))
         low_multi = low_multi.float()
-        high_multi = F.interpolate(low_multi, size=(self.image_size, self.image_size), mode="bilinear",
-                                   align_corners=False)
+        high_multi = F.interpolate(
+            low_multi, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
+        )
         rows = torch.arange(n, device=features.device)
         if low_multi.size(1) > 1:
             best = torch.argmax(ious, dim=-1)
@@ -208,16 +228,24 @@ class SAM2Base(PixelNormalizer, nn.Module):
         if self.pred_obj_scores:
             lam = is_obj.to(obj_ptr.dtype)
             obj_ptr = lam * obj_ptr + (1 - lam) * self.no_obj_ptr
-        return {"low_res_multimasks": low_multi, "high_res_multimasks": high_multi, "ious": ious,
-                "low_res_masks": low, "high_res_masks": high, "obj_ptr": obj_ptr, "object_score_logits": obj_logits}
+        return {
+            "low_res_multimasks": low_multi,
+            "high_res_multimasks": high_multi,
+            "ious": ious,
+            "low_res_masks": low,
+            "high_res_masks": high,
+            "obj_ptr": obj_ptr,
+            "object_score_logits": obj_logits,
+        }
 
     def use_mask_as_output(self, features: Tensor, high_res: Optional[List[Tensor]], mask: Tensor) -> Dict[str, Tensor]:
         """A mask prompt [N, 1, H, W] in {0, 1} taken as the prediction itself (logits +-10,
         IoU 1, object score +-10); the decoder runs on it only for the object pointer."""
         mask = mask.float()
         high = mask * 20.0 - 10.0
-        low = F.interpolate(high, size=self.sam_prompt_encoder.mask_input_size, mode="bilinear",
-                            align_corners=False, antialias=True)
+        low = F.interpolate(
+            high, size=self.sam_prompt_encoder.mask_input_size, mode="bilinear", align_corners=False, antialias=True
+        )
         ious = mask.new_ones(mask.shape[0], 1)
         is_obj = mask.flatten(1).any(dim=1, keepdim=True)
         lam = is_obj.to(mask.dtype)
@@ -227,11 +255,24 @@ class SAM2Base(PixelNormalizer, nn.Module):
             obj_ptr = features.new_zeros(mask.shape[0], self.d_model)
         if self.pred_obj_scores:
             obj_ptr = lam * obj_ptr + (1 - lam) * self.no_obj_ptr
-        return {"low_res_multimasks": low, "high_res_multimasks": high, "ious": ious, "low_res_masks": low,
-                "high_res_masks": high, "obj_ptr": obj_ptr, "object_score_logits": 20.0 * lam - 10.0}
+        return {
+            "low_res_multimasks": low,
+            "high_res_multimasks": high,
+            "ious": ious,
+            "low_res_masks": low,
+            "high_res_masks": high,
+            "obj_ptr": obj_ptr,
+            "object_score_logits": 20.0 * lam - 10.0,
+        }
 
-    def condition_on_memory(self, frame_idx: int, vision_features: Tensor, vision_pos: Tensor,
-                            memory_bank: Mapping[int, Mapping[str, Tensor]], cond_frames: Sequence[int]) -> Tensor:
+    def condition_on_memory(
+        self,
+        frame_idx: int,
+        vision_features: Tensor,
+        vision_pos: Tensor,
+        memory_bank: Mapping[int, Mapping[str, Tensor]],
+        cond_frames: Sequence[int],
+    ) -> Tensor:
         """Memory attention of frame ``frame_idx`` ([N, C, h, w]) over the memories in
         ``memory_bank`` (frame -> ``maskmem_features`` [N, Cm, h, w], ``maskmem_pos_enc``,
         ``obj_ptr`` [N, C]) chosen by ``select_memory_frames`` (past frames only). Without
@@ -263,8 +304,9 @@ class SAM2Base(PixelNormalizer, nn.Module):
         pos = vision_pos.unsqueeze(0).expand(n, -1, -1, -1)
         return self.memory_attention(vision_features, pos, memory, memory_pos, num_spatial_memory=num_spatial)
 
-    def encode_memory(self, vision_features: Tensor, high_res_masks: Tensor, object_score_logits: Tensor,
-                      is_mask_from_pts: bool) -> Tuple[Tensor, Tensor]:
+    def encode_memory(
+        self, vision_features: Tensor, high_res_masks: Tensor, object_score_logits: Tensor, is_mask_from_pts: bool
+    ) -> Tuple[Tensor, Tensor]:
         """Memory of a frame from its raw embedding [N, C, h, w] and final mask logits
         [N, 1, H, W]. Returns (features [N, Cm, h, w], position encoding [N, Cm, h, w])."""
         if is_mask_from_pts and not self.training:
@@ -278,9 +320,17 @@ class SAM2Base(PixelNormalizer, nn.Module):
             feats = feats + absent[..., None, None] * self.no_obj_embed_spatial[..., None, None]
         return feats, pos
 
-    def track_step(self, frame_idx: int, frame: Mapping[str, Any], memory_bank: Mapping[int, Mapping[str, Tensor]],
-                   cond_frames: Sequence[int], *, is_init_cond_frame: bool,
-                   points: Optional[Tuple[Tensor, Tensor]] = None, mask_inputs: Optional[Tensor] = None):
+    def track_step(
+        self,
+        frame_idx: int,
+        frame: Mapping[str, Any],
+        memory_bank: Mapping[int, Mapping[str, Tensor]],
+        cond_frames: Sequence[int],
+        *,
+        is_init_cond_frame: bool,
+        points: Optional[Tuple[Tensor, Tensor]] = None,
+        mask_inputs: Optional[Tensor] = None,
+    ):
         """One frame for N objects. ``frame``: ``vision_features`` [N, C, h, w], ``vision_pos``,
         ``high_res`` of the objects' images. A prompted (initial conditioning) frame uses its
         prompt and no memory; another frame attends to the past memories.
@@ -298,11 +348,17 @@ class SAM2Base(PixelNormalizer, nn.Module):
         multimask = self._use_multimask(is_init_cond_frame, points)
         return pix, self.forward_sam_heads(pix, hr, points, mask_inputs, multimask)
 
-    def memory_entry(self, frame: Mapping[str, Any], out: Mapping[str, Tensor],
-                     is_mask_from_pts: bool) -> Dict[str, Tensor]:
+    def memory_entry(
+        self, frame: Mapping[str, Any], out: Mapping[str, Tensor], is_mask_from_pts: bool
+    ) -> Dict[str, Tensor]:
         """The memory-bank entry of a processed frame."""
-        feats, pos = self.encode_memory(frame["vision_features"], out["high_res_masks"], out["object_score_logits"],
-                                        is_mask_from_pts)
-        entry = {"maskmem_features": feats, "maskmem_pos_enc": pos, "obj_ptr": out["obj_ptr"],
-                 "low_res_masks": out["low_res_masks"]}
+        feats, pos = self.encode_memory(
+            frame["vision_features"], out["high_res_masks"], out["object_score_logits"], is_mask_from_pts
+        )
+        entry = {
+            "maskmem_features": feats,
+            "maskmem_pos_enc": pos,
+            "obj_ptr": out["obj_ptr"],
+            "low_res_masks": out["low_res_masks"],
+        }
         return entry

@@ -14,6 +14,7 @@ Evaluation (``forward(list of whole-video clip dicts)``) prompts every object on
 frame where it is visible (``MODEL.SAM2.TEST.PROMPT``) and propagates with
 ``segtrain.modeling.sam2.VideoPredictor``; outputs are ``VideoEvaluator``'s input.
 """
+
 import itertools
 import logging
 from typing import Any, Dict, List, Mapping, Optional, Sequence
@@ -176,8 +177,9 @@ class VideoTracker(SAM2Base):
             rand_frames_to_correct=self.rand_frames_to_correct_for_train,
         )
 
-    def forward_tracking(self, batch: BatchedVideoDatapoint,
-                         plan: Optional[PromptPlan] = None) -> List[Dict[str, List[Tensor]]]:
+    def forward_tracking(
+        self, batch: BatchedVideoDatapoint, plan: Optional[PromptPlan] = None
+    ) -> List[Dict[str, List[Tensor]]]:
         """SAM 2's training forward on a batch (padding objects dropped): a list over T
         frames of ``{multistep_pred_multimasks_high_res: [N, M, H, W] per step,
         multistep_pred_ious: [N, M], multistep_object_score_logits: [N, 1]}``.
@@ -195,8 +197,11 @@ class VideoTracker(SAM2Base):
         outputs = []
         for t in range(num_frames):
             idx = t * num_videos + obj_video  # each object's image in the flat [T * B] batch
-            frame = {"vision_features": feats["vision_features"][idx], "vision_pos": feats["vision_pos"],
-                     "high_res": None if feats["high_res"] is None else [f[idx] for f in feats["high_res"]]}
+            frame = {
+                "vision_features": feats["vision_features"][idx],
+                "vision_pos": feats["vision_pos"],
+                "high_res": None if feats["high_res"] is None else [f[idx] for f in feats["high_res"]],
+            }
             is_init = t in plan.init_cond_frames
             points, mask_inputs = None, None
             if is_init and plan.use_pt_input:
@@ -206,8 +211,9 @@ class VideoTracker(SAM2Base):
                     points = get_next_point(gt[t], None, "uniform")
             elif is_init:
                 mask_inputs = gt[t].unsqueeze(1).float()
-            pix, out = self.track_step(t, frame, memory_bank, cond_frames, is_init_cond_frame=is_init,
-                                       points=points, mask_inputs=mask_inputs)
+            pix, out = self.track_step(
+                t, frame, memory_bank, cond_frames, is_init_cond_frame=is_init, points=points, mask_inputs=mask_inputs
+            )
             steps = [out]
             if t in plan.frames_to_correct:
                 for _ in range(self.num_correction_pt_per_frame):
@@ -216,17 +222,20 @@ class VideoTracker(SAM2Base):
                     new_pts = get_next_point(gt[t], pred, "uniform" if from_gt else "center")
                     points = concat_points(points, *new_pts)
                     prev = out["low_res_masks"] if self.iter_use_prev_mask_pred else None
-                    out = self.forward_sam_heads(pix, frame["high_res"], points, prev,
-                                                 self._use_multimask(is_init, points))
+                    out = self.forward_sam_heads(
+                        pix, frame["high_res"], points, prev, self._use_multimask(is_init, points)
+                    )
                     steps.append(out)
             if is_init or (t in plan.frames_to_correct and self.add_all_frames_to_correct_as_cond):
                 cond_frames.append(t)
             memory_bank[t] = self.memory_entry(frame, out, is_mask_from_pts=points is not None)
-            outputs.append({
-                _MASKS: [o["high_res_multimasks"] for o in steps],
-                _IOUS: [o["ious"] for o in steps],
-                _OBJ: [o["object_score_logits"] for o in steps],
-            })
+            outputs.append(
+                {
+                    _MASKS: [o["high_res_multimasks"] for o in steps],
+                    _IOUS: [o["ious"] for o in steps],
+                    _OBJ: [o["object_score_logits"] for o in steps],
+                }
+            )
         return outputs
 
     def _uses_multistep_outputs(self) -> bool:
@@ -293,8 +302,10 @@ class VideoTracker(SAM2Base):
         ``test_extra_prompts``, also ``pred_masks_by_prompt`` {kind: bool [T, N, height, width]}."""
         for key in ("images", "masks"):
             if key not in clip:
-                raise DatasetError(f"video id {clip.get('video_id')}: VideoTracker inference needs {key!r} in the "
-                                   f"input (the video test loader's clip dicts; the GT gives the first-frame prompt)")
+                raise DatasetError(
+                    f"video id {clip.get('video_id')}: VideoTracker inference needs {key!r} in the "
+                    f"input (the video test loader's clip dicts; the GT gives the first-frame prompt)"
+                )
         obj_ids = clip.get("obj_ids", torch.arange(clip["masks"].shape[1]))
         obj_ids = obj_ids.tolist() if torch.is_tensor(obj_ids) else list(obj_ids)
         kinds = [self.test_prompt, *self.test_extra_prompts]  # the extra kinds exclude the primary one
@@ -309,8 +320,12 @@ class VideoTracker(SAM2Base):
         way from its GT on its first visible frame, then propagated. The kinds run frame by
         frame side by side and share each frame's image features."""
         images, gt = clip["images"], clip["masks"].bool()
-        shape = (images.shape[0], len(obj_ids), int(clip.get("height", self.image_size)),
-                 int(clip.get("width", self.image_size)))
+        shape = (
+            images.shape[0],
+            len(obj_ids),
+            int(clip.get("height", self.image_size)),
+            int(clip.get("width", self.image_size)),
+        )
         index = {oid: n for n, oid in enumerate(obj_ids)}
         features: Dict[int, Dict[str, Any]] = {}
         preds = {kind: torch.zeros(shape, dtype=torch.bool) for kind in kinds}

@@ -2,9 +2,10 @@
 prompt tokens, the fusion encoder, two-stage proposals, the DETR-style decoder with box
 refinement and a presence token, the scoring / presence / mask heads and its config node
 (``MODEL.CONCEPT``). Importing this package registers them."""
-from .config import add_concept_config
-from .concept_detector import ConceptDetector
+
 from .box_ops import box_sine_embed, inverse_sigmoid
+from .concept_detector import ConceptDetector
+from .config import add_concept_config
 from .decoder import ConceptDecoder, ConceptDecoderLayer, group_attention_mask
 from .fusion_encoder import FusionEncoder, FusionEncoderLayer
 from .head import ConceptHead

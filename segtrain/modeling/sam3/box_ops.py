@@ -1,5 +1,6 @@
 """Small box helpers of the concept detector: inverse sigmoid (for iterative box
 refinement) and the sine embedding of boxes that makes query positions."""
+
 import math
 
 import torch

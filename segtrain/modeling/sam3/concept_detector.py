@@ -5,6 +5,7 @@ concept and says, with a presence head, whether the concept is in the image at a
 prediction dict is the one ``Sam3LossWrapper`` (``Boxes``, ``IABCEMdetr``, ``Masks``)
 consumes (docs/losses.md, "SAM 3"); a batch of images carries B finds (``FindDatasetMapper``).
 """
+
 import logging
 import math
 from typing import Any, Dict, List, Optional, Sequence
@@ -123,20 +124,33 @@ class ConceptDetector(PixelNormalizer, nn.Module):
         in_shapes = {k: shapes[k] for k in c.IN_FEATURES}
         strides = sorted((s.stride for s in in_shapes.values()), reverse=True)[:_NUM_LEVELS]
         if c.ENCODER_STRIDE not in strides:
-            raise ConfigError(f"MODEL.CONCEPT.ENCODER_STRIDE={c.ENCODER_STRIDE} is not a pixel-decoder level; "
-                              f"valid: {', '.join(map(str, strides))}")
+            raise ConfigError(
+                f"MODEL.CONCEPT.ENCODER_STRIDE={c.ENCODER_STRIDE} is not a pixel-decoder level; "
+                f"valid: {', '.join(map(str, strides))}"
+            )
         pixel_decoder = BasePixelDecoder(in_shapes, conv_dim=c.CONVS_DIM, mask_dim=c.MASK_DIM, norm=c.NORM)
-        input_proj = nn.Sequential(nn.Conv2d(c.CONVS_DIM, c.HIDDEN_DIM, kernel_size=1),
-                                   get_norm("GN", c.HIDDEN_DIM))
+        input_proj = nn.Sequential(nn.Conv2d(c.CONVS_DIM, c.HIDDEN_DIM, kernel_size=1), get_norm("GN", c.HIDDEN_DIM))
         criterion = build_criterion(cfg)
         # aux / first-stage masks only when a mask loss reads them (official Masks: compute_aux False)
-        aux_masks = any(getattr(f, "compute_aux", False) and "pred_masks" in getattr(f, "required_output_keys", ())
-                        for f in getattr(criterion, "loss_fns_find", []) or [])
+        aux_masks = any(
+            getattr(f, "compute_aux", False) and "pred_masks" in getattr(f, "required_output_keys", ())
+            for f in getattr(criterion, "loss_fns_find", []) or []
+        )
         head = ConceptHead(
-            num_concepts=c.NUM_CONCEPTS, prompt_tokens=c.PROMPT_TOKENS, dim=c.HIDDEN_DIM, nheads=c.NHEADS,
-            dim_feedforward=c.DIM_FEEDFORWARD, enc_layers=c.ENC_LAYERS, dec_layers=c.DEC_LAYERS,
-            num_queries=c.NUM_QUERIES, num_o2m_queries=c.NUM_O2M_QUERIES, presence_token=c.PRESENCE_TOKEN,
-            two_stage=c.TWO_STAGE, mask_dim=c.MASK_DIM, dropout=c.DROPOUT, aux_masks=aux_masks,
+            num_concepts=c.NUM_CONCEPTS,
+            prompt_tokens=c.PROMPT_TOKENS,
+            dim=c.HIDDEN_DIM,
+            nheads=c.NHEADS,
+            dim_feedforward=c.DIM_FEEDFORWARD,
+            enc_layers=c.ENC_LAYERS,
+            dec_layers=c.DEC_LAYERS,
+            num_queries=c.NUM_QUERIES,
+            num_o2m_queries=c.NUM_O2M_QUERIES,
+            presence_token=c.PRESENCE_TOKEN,
+            two_stage=c.TWO_STAGE,
+            mask_dim=c.MASK_DIM,
+            dropout=c.DROPOUT,
+            aux_masks=aux_masks,
         )
         return {
             "backbone": backbone,
@@ -177,8 +191,9 @@ class ConceptDetector(PixelNormalizer, nn.Module):
         return self.inference(outputs, finds, batched_inputs, images)
 
     # ------------------------------------------------------------------ inference
-    def inference(self, outputs: Dict[str, Any], finds: FindBatch, batched_inputs: List[Dict[str, Any]],
-                  images: ImageList) -> List[Dict[str, Any]]:
+    def inference(
+        self, outputs: Dict[str, Any], finds: FindBatch, batched_inputs: List[Dict[str, Any]], images: ImageList
+    ) -> List[Dict[str, Any]]:
         """Per image: detections of its finds with score = presence x query probability."""
         Hp, Wp = images.tensor.shape[-2:]
         prob = outputs["pred_logits"][..., 0].float().sigmoid()  # [B, Q]
@@ -187,8 +202,11 @@ class ConceptDetector(PixelNormalizer, nn.Module):
         scores = prob * presence[:, None]
         scale = torch.tensor([Wp, Hp, Wp, Hp], dtype=torch.float32, device=prob.device)
         boxes = outputs["pred_boxes_xyxy"].float() * scale
-        mask_logit_thr = math.log(self.mask_threshold / (1 - self.mask_threshold)) \
-            if 0 < self.mask_threshold < 1 else (-math.inf if self.mask_threshold == 0 else math.inf)
+        mask_logit_thr = (
+            math.log(self.mask_threshold / (1 - self.mask_threshold))
+            if 0 < self.mask_threshold < 1
+            else (-math.inf if self.mask_threshold == 0 else math.inf)
+        )
 
         results = []
         for i, inp in enumerate(batched_inputs):
@@ -209,8 +227,9 @@ class ConceptDetector(PixelNormalizer, nn.Module):
             box[:, 0::2] = box[:, 0::2].clamp(0, w) * (width / w)
             box[:, 1::2] = box[:, 1::2].clamp(0, h) * (height / h)
             if fb.numel():
-                m = F.interpolate(outputs["pred_masks"][fb, qb][None].float(), size=(Hp, Wp), mode="bilinear",
-                                  align_corners=False)[0]
+                m = F.interpolate(
+                    outputs["pred_masks"][fb, qb][None].float(), size=(Hp, Wp), mode="bilinear", align_corners=False
+                )[0]
                 masks = sem_seg_postprocess(m, (h, w), height, width) > mask_logit_thr
             else:
                 masks = torch.zeros((0, height, width), dtype=torch.bool, device=prob.device)
@@ -219,8 +238,13 @@ class ConceptDetector(PixelNormalizer, nn.Module):
             inst.pred_masks = masks
             inst.scores = scores[fb, qb]
             inst.pred_classes = finds.concepts[fb].long()
-            results.append({
-                "instances": inst,
-                "finds": {"categories": finds.concepts[find_ids].cpu(), "presence_scores": presence[find_ids].cpu()},
-            })
+            results.append(
+                {
+                    "instances": inst,
+                    "finds": {
+                        "categories": finds.concepts[find_ids].cpu(),
+                        "presence_scores": presence[find_ids].cpu(),
+                    },
+                }
+            )
         return results

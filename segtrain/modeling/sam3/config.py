@@ -8,7 +8,9 @@ belong to the criterion (``MODEL.CRITERION.SAM3``, ``MODEL.MATCHER``; ``segtrain
 Defaults follow SAM 3's detector where a value carries over (200 queries, 6 encoder and
 6 decoder layers, width 256, presence token); the project configs shrink them for CPU runs.
 """
-from segtrain.config import CfgNode as CN, register_config_addition
+
+from segtrain.config import CfgNode as CN
+from segtrain.config import register_config_addition
 
 __all__ = ["add_concept_config"]
 

@@ -1,5 +1,6 @@
 """``ConceptDecoder``: DETR-style decoder with iterative box refinement, a presence token and
 an optional one-to-many query group."""
+
 from typing import List, Optional, Tuple
 
 import torch
@@ -23,8 +24,9 @@ def group_attention_mask(num_presence: int, num_queries: int, num_o2m: int, devi
     None when there is no one-to-many group (nothing blocked)."""
     if num_o2m == 0:
         return None
-    group = torch.cat([torch.zeros(num_presence + num_queries, dtype=torch.long),
-                       torch.ones(num_o2m, dtype=torch.long)]).to(device)
+    group = torch.cat(
+        [torch.zeros(num_presence + num_queries, dtype=torch.long), torch.ones(num_o2m, dtype=torch.long)]
+    ).to(device)
     return (group[:, None] != group[None, :])[None, None]
 
 
@@ -64,8 +66,18 @@ class ConceptDecoder(nn.Module):
     with ``Q2' = Q2`` when ``with_o2m`` else 0; ``hs`` and ``presence`` are LayerNorm-ed.
     """
 
-    def __init__(self, *, dim: int, nheads: int, dim_feedforward: int, num_layers: int, num_queries: int,
-                 num_o2m_queries: int = 0, presence_token: bool = True, dropout: float = 0.0):
+    def __init__(
+        self,
+        *,
+        dim: int,
+        nheads: int,
+        dim_feedforward: int,
+        num_layers: int,
+        num_queries: int,
+        num_o2m_queries: int = 0,
+        presence_token: bool = True,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         if num_layers < 1 or num_queries < 1:
             raise ValueError(f"ConceptDecoder: num_layers ({num_layers}) and num_queries ({num_queries}) must be >= 1")
@@ -73,7 +85,8 @@ class ConceptDecoder(nn.Module):
         self.num_o2m_queries = int(num_o2m_queries)
         total = self.num_queries + self.num_o2m_queries
         self.layers = nn.ModuleList(
-            ConceptDecoderLayer(dim, nheads, dim_feedforward, dropout) for _ in range(num_layers))
+            ConceptDecoderLayer(dim, nheads, dim_feedforward, dropout) for _ in range(num_layers)
+        )
         self.norm = nn.LayerNorm(dim)
         self.query_feat = nn.Embedding(total, dim)
         # learned reference boxes, stored as logits (sigmoid -> normalized cxcywh)
@@ -98,8 +111,14 @@ class ConceptDecoder(nn.Module):
         """Learned reference boxes [Q + Q2, 4] (normalized cxcywh)."""
         return self.query_ref.weight.sigmoid()
 
-    def forward(self, memory: Tensor, memory_pos: Optional[Tensor], prompt: Tensor,
-                ref_boxes: Optional[Tensor] = None, with_o2m: bool = False) -> List[Tuple[Tensor, Tensor, Optional[Tensor]]]:
+    def forward(
+        self,
+        memory: Tensor,
+        memory_pos: Optional[Tensor],
+        prompt: Tensor,
+        ref_boxes: Optional[Tensor] = None,
+        with_o2m: bool = False,
+    ) -> List[Tuple[Tensor, Tensor, Optional[Tensor]]]:
         B = memory.shape[0]
         n = self.num_queries + (self.num_o2m_queries if with_o2m else 0)
         tgt = self.query_feat.weight[:n].unsqueeze(0).expand(B, -1, -1)

@@ -1,4 +1,5 @@
 """``FusionEncoder``: image tokens conditioned on the concept prompt (SAM 3's fusion encoder)."""
+
 from typing import Optional
 
 from torch import Tensor, nn
@@ -37,7 +38,8 @@ class FusionEncoder(nn.Module):
     def __init__(self, dim: int, nheads: int, dim_feedforward: int, num_layers: int, dropout: float = 0.0):
         super().__init__()
         self.layers = nn.ModuleList(
-            FusionEncoderLayer(dim, nheads, dim_feedforward, dropout) for _ in range(num_layers))
+            FusionEncoderLayer(dim, nheads, dim_feedforward, dropout) for _ in range(num_layers)
+        )
 
     def forward(self, src: Tensor, prompt: Tensor, pos: Optional[Tensor] = None) -> Tensor:
         if pos is not None and pos.shape[0] == 1 and src.shape[0] != 1:

@@ -1,4 +1,5 @@
 """``ConceptHead``: everything of the concept detector after the pixel decoder."""
+
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -31,10 +32,24 @@ class ConceptHead(nn.Module):
     with ``aux_masks`` (the official ``Masks`` piece does not use them).
     """
 
-    def __init__(self, *, num_concepts: int, prompt_tokens: int, dim: int, nheads: int, dim_feedforward: int,
-                 enc_layers: int, dec_layers: int, num_queries: int, num_o2m_queries: int = 0,
-                 presence_token: bool = True, two_stage: bool = False, mask_dim: int, dropout: float = 0.0,
-                 aux_masks: bool = False):
+    def __init__(
+        self,
+        *,
+        num_concepts: int,
+        prompt_tokens: int,
+        dim: int,
+        nheads: int,
+        dim_feedforward: int,
+        enc_layers: int,
+        dec_layers: int,
+        num_queries: int,
+        num_o2m_queries: int = 0,
+        presence_token: bool = True,
+        two_stage: bool = False,
+        mask_dim: int,
+        dropout: float = 0.0,
+        aux_masks: bool = False,
+    ):
         super().__init__()
         if dim % nheads != 0:
             raise ValueError(f"ConceptHead: MODEL.CONCEPT.HIDDEN_DIM ({dim}) must be divisible by NHEADS ({nheads})")
@@ -46,9 +61,16 @@ class ConceptHead(nn.Module):
         self.pe_layer = PositionEmbeddingSine(dim // 2, normalize=True)
         self.encoder = FusionEncoder(dim, nheads, dim_feedforward, enc_layers, dropout)
         self.proposals = EncoderProposals(dim) if two_stage else None
-        self.decoder = ConceptDecoder(dim=dim, nheads=nheads, dim_feedforward=dim_feedforward, num_layers=dec_layers,
-                                      num_queries=num_queries, num_o2m_queries=num_o2m_queries,
-                                      presence_token=presence_token, dropout=dropout)
+        self.decoder = ConceptDecoder(
+            dim=dim,
+            nheads=nheads,
+            dim_feedforward=dim_feedforward,
+            num_layers=dec_layers,
+            num_queries=num_queries,
+            num_o2m_queries=num_o2m_queries,
+            presence_token=presence_token,
+            dropout=dropout,
+        )
         self.scoring = DotProductScoring(dim)
         self.presence_head = PresenceHead(dim) if presence_token else None
         self.mask_head = MaskHead(dim, mask_dim)
@@ -63,17 +85,22 @@ class ConceptHead(nn.Module):
         groups = [(0, self.num_queries)] + ([(self.num_queries, self.num_o2m_queries)] if n > self.num_queries else [])
         for start, size in groups:
             top = EncoderProposals.select(first_stage, size)
-            ref[:, start:start + top.shape[1]] = top.to(ref.dtype)
+            ref[:, start : start + top.shape[1]] = top.to(ref.dtype)
         return ref
 
     def _predict(self, hs: Tensor, boxes: Tensor, prompt: Tensor, pixel_embed: Optional[Tensor]) -> Dict[str, Tensor]:
-        out = {"pred_logits": self.scoring(hs, prompt), "pred_boxes": boxes, "pred_boxes_xyxy": box_cxcywh_to_xyxy(boxes)}
+        out = {
+            "pred_logits": self.scoring(hs, prompt),
+            "pred_boxes": boxes,
+            "pred_boxes_xyxy": box_cxcywh_to_xyxy(boxes),
+        }
         if pixel_embed is not None:
             out["pred_masks"] = self.mask_head(hs, pixel_embed)
         return out
 
-    def forward(self, src: Tensor, mask_features: Tensor, image_index: Tensor, concepts: Tensor,
-                with_o2m: bool = False) -> Dict[str, Any]:
+    def forward(
+        self, src: Tensor, mask_features: Tensor, image_index: Tensor, concepts: Tensor, with_o2m: bool = False
+    ) -> Dict[str, Any]:
         h, w = src.shape[-2:]
         prompt = self.prompt_encoder(concepts)  # [B, T, C]
         with torch.no_grad():
@@ -81,7 +108,9 @@ class ConceptHead(nn.Module):
         tokens = src.flatten(2).transpose(1, 2)[image_index]  # [B, S, C]
         memory = self.encoder(tokens, prompt, pos)
         B, S, C = memory.shape
-        pixel_embed = self.mask_head.pixel_embedding(mask_features[image_index], memory.transpose(1, 2).reshape(B, C, h, w))
+        pixel_embed = self.mask_head.pixel_embedding(
+            mask_features[image_index], memory.transpose(1, 2).reshape(B, C, h, w)
+        )
         with_o2m = with_o2m and self.num_o2m_queries > 0
 
         first_stage = None

@@ -1,4 +1,5 @@
 """Prediction heads of the concept detector: concept-query scoring, presence, masks."""
+
 import math
 
 import torch
@@ -74,8 +75,9 @@ class MaskHead(nn.Module):
 
     def pixel_embedding(self, mask_features: Tensor, memory_map: Tensor) -> Tensor:
         """[B, M, H, W] pixel embedding of each find."""
-        mem = nn.functional.interpolate(self.memory_proj(memory_map), size=mask_features.shape[-2:],
-                                        mode="bilinear", align_corners=False)
+        mem = nn.functional.interpolate(
+            self.memory_proj(memory_map), size=mask_features.shape[-2:], mode="bilinear", align_corners=False
+        )
         return mask_features + mem
 
     def forward(self, hs: Tensor, pixel_embed: Tensor) -> Tensor:

@@ -1,4 +1,5 @@
 """``ConceptPromptEncoder``: a concept (category) id -> its prompt tokens."""
+
 import torch
 from torch import Tensor, nn
 
@@ -25,8 +26,6 @@ class ConceptPromptEncoder(nn.Module):
     def forward(self, concepts: Tensor) -> Tensor:
         if concepts.numel() and (int(concepts.min()) < 0 or int(concepts.max()) >= self.num_concepts):
             bad = concepts[(concepts < 0) | (concepts >= self.num_concepts)][0]
-            raise ValueError(
-                f"concept id {int(bad)} outside [0, {self.num_concepts}) (MODEL.CONCEPT.NUM_CONCEPTS)"
-            )
+            raise ValueError(f"concept id {int(bad)} outside [0, {self.num_concepts}) (MODEL.CONCEPT.NUM_CONCEPTS)")
         idx = concepts[:, None] * self.num_tokens + torch.arange(self.num_tokens, device=concepts.device)
         return self.norm(self.concept_embed(idx))

@@ -1,4 +1,5 @@
 """``EncoderProposals``: two-stage box proposals from the fused encoder memory."""
+
 from typing import Dict, Tuple
 
 import torch

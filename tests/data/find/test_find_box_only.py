@@ -1,5 +1,6 @@
 """A box-only COCO file through FindDatasetMapper and collate_find_targets: no masks, so the
 packed targets have ``masks`` None and no valid mask row; a mixed file keeps the masks it has."""
+
 import numpy as np
 import torch
 

@@ -1,4 +1,5 @@
 """FindDatasetMapper: finds of an image, boxes from masks, box-only annotations without masks."""
+
 import numpy as np
 import pytest
 import torch
@@ -37,16 +38,20 @@ def test_masks_boxes_and_finds(dicts):
 
 
 def test_dataset_with_masks_but_no_boxes(dicts):
-    d = dict(dicts[0], annotations=[{k: v for k, v in a.items() if k not in ("bbox", "bbox_mode")}
-                                    for a in dicts[0]["annotations"]])
+    d = dict(
+        dicts[0],
+        annotations=[{k: v for k, v in a.items() if k not in ("bbox", "bbox_mode")} for a in dicts[0]["annotations"]],
+    )
     inst = _mapper()(d)["instances"]
     assert len(inst) == 2 and (inst.gt_boxes[:, 2:] > inst.gt_boxes[:, :2]).all()
     torch.testing.assert_close(inst.gt_boxes, masks_to_boxes(inst.gt_masks))
 
 
 def test_box_only_annotations_have_no_masks(dicts):
-    anns = [{"bbox": [10.0, 5.0, 20.0, 10.0], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 1, "iscrowd": 0},
-            {"bbox": [0.0, 0.0, 4.0, 8.0], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0, "iscrowd": 0}]
+    anns = [
+        {"bbox": [10.0, 5.0, 20.0, 10.0], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 1, "iscrowd": 0},
+        {"bbox": [0.0, 0.0, 4.0, 8.0], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0, "iscrowd": 0},
+    ]
     d = dict(dicts[0], annotations=anns)
     inst = _mapper()(d)["instances"]
     assert not inst.has("gt_masks")
@@ -59,7 +64,8 @@ def test_box_only_annotations_have_no_masks(dicts):
 
 def test_mixed_masks_and_boxes(dicts):
     anns = list(dicts[0]["annotations"][:1]) + [
-        {"bbox": [30.0, 20.0, 10.0, 10.0], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 1, "iscrowd": 0}]
+        {"bbox": [30.0, 20.0, 10.0, 10.0], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 1, "iscrowd": 0}
+    ]
     inst = _mapper()(dict(dicts[0], annotations=anns))["instances"]
     assert inst.gt_mask_valid.tolist() == [True, False]
     assert inst.gt_masks[1].sum() == 0 and inst.gt_masks[0].sum() > 0

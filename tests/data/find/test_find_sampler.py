@@ -1,4 +1,5 @@
 """FindSampler: positives first, absent concepts as presence negatives, exhaustive mode."""
+
 import numpy as np
 import pytest
 

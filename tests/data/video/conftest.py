@@ -1,4 +1,5 @@
 """A factory writing tiny YouTube-VIS-style datasets (real JPEG frames + JSON) for video data tests."""
+
 import copy
 import json
 
@@ -43,12 +44,19 @@ def base_ytvis():
             {"id": 2, "file_names": [f"v2/{t}.jpg" for t in range(4)], "height": VH, "width": VW, "length": 4},
         ],
         "annotations": [
-            {"id": 11, "video_id": 1, "category_id": 8,
-             "segmentations": [rle(box_mask(0, 10, 0, 8)), poly, None]},
-            {"id": 12, "video_id": 1, "category_id": 4,
-             "segmentations": [None, rle(box_mask(12, 20, 16, 30), compressed=False), rle(box_mask(14, 22, 18, 30))]},
-            {"id": 21, "video_id": 2, "category_id": 4,
-             "segmentations": [rle(box_mask(4, 14, 2 + 4 * t, 12 + 4 * t)) for t in range(4)]},
+            {"id": 11, "video_id": 1, "category_id": 8, "segmentations": [rle(box_mask(0, 10, 0, 8)), poly, None]},
+            {
+                "id": 12,
+                "video_id": 1,
+                "category_id": 4,
+                "segmentations": [None, rle(box_mask(12, 20, 16, 30), compressed=False), rle(box_mask(14, 22, 18, 30))],
+            },
+            {
+                "id": 21,
+                "video_id": 2,
+                "category_id": 4,
+                "segmentations": [rle(box_mask(4, 14, 2 + 4 * t, 12 + 4 * t)) for t in range(4)],
+            },
         ],
         "categories": [{"id": 8, "name": "b"}, {"id": 4, "name": "a"}],
     }

@@ -1,5 +1,6 @@
 """The generated shapes_video dataset: deterministic, parameters in the folder name, annotations
 equal to the visible pixels, and objects that really move, occlude, enter and leave."""
+
 import os
 
 import cv2

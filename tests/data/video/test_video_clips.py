@@ -1,5 +1,6 @@
 """Clip sampling (frames, objects), collation with object padding, the video mapper's clip-wide
 augmentation, images as one-frame clips, and the video loaders (shapes, grouping, resume)."""
+
 import numpy as np
 import pytest
 import torch
@@ -25,7 +26,10 @@ def _video(length, n_obj, present):
     """A fake video dict; ``present(t, k)`` says whether object k is visible at frame t."""
     full = {"size": [4, 4], "counts": [0, 16]}  # all foreground, uncompressed
     return {
-        "video_id": 5, "height": 4, "width": 4, "file_names": [f"{t}.jpg" for t in range(length)],
+        "video_id": 5,
+        "height": 4,
+        "width": 4,
+        "file_names": [f"{t}.jpg" for t in range(length)],
         "annotations": [
             {"id": 100 + k, "category_id": 0, "segmentations": [full if present(t, k) else None for t in range(length)]}
             for k in range(n_obj)
@@ -77,10 +81,14 @@ def test_object_sampling_modes():
 
 def _clip(vid, t, n, h=6, w=6):
     return {
-        "video_id": vid, "height": 10, "width": 12, "is_image": False,
+        "video_id": vid,
+        "height": 10,
+        "width": 12,
+        "is_image": False,
         "images": torch.full((t, 3, h, w), vid, dtype=torch.uint8),
         "masks": torch.ones((t, n, h, w), dtype=torch.bool),
-        "obj_ids": torch.arange(n) + 10 * vid, "category_ids": torch.zeros(n, dtype=torch.int64),
+        "obj_ids": torch.arange(n) + 10 * vid,
+        "category_ids": torch.zeros(n, dtype=torch.int64),
         "frame_indices": torch.arange(t) + vid,
     }
 
@@ -144,7 +152,9 @@ def test_mapper_targets_and_consistent_flip(ytvis_factory):
     for _ in range(12):
         c = coin(v2)
         assert c["images"].shape == (4, 3, 16, 16) and c["masks"].shape == (4, 1, 16, 16)
-        left_bright = (c["images"][..., :8].float().mean(dim=(1, 2, 3)) > c["images"][..., 8:].float().mean(dim=(1, 2, 3)))
+        left_bright = c["images"][..., :8].float().mean(dim=(1, 2, 3)) > c["images"][..., 8:].float().mean(
+            dim=(1, 2, 3)
+        )
         assert left_bright.all() or not left_bright.any()
         # the square moves right in the original video: left when flipped
         xs = [c["masks"][t, 0].nonzero()[:, 1].float().mean().item() for t in range(4)]
@@ -234,7 +244,12 @@ def test_test_loader_yields_whole_videos(video_cfg):
 
 
 def test_box_only_image_annotation_is_a_one_line_error():
-    d = {"file_name": "a.jpg", "height": 8, "width": 8, "image_id": 3,
-         "annotations": [{"id": 7, "category_id": 0, "bbox": [1, 1, 3, 3], "bbox_mode": 1}]}
+    d = {
+        "file_name": "a.jpg",
+        "height": 8,
+        "width": 8,
+        "image_id": 3,
+        "annotations": [{"id": 7, "category_id": 0, "bbox": [1, 1, 3, 3], "bbox_mode": 1}],
+    }
     with pytest.raises(DatasetError, match=r"a\.jpg: annotation id 7 has a box but no segmentation"):
         image_dict_to_video_dict(d)

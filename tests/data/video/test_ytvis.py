@@ -1,5 +1,6 @@
 """YouTube-VIS JSON loading: RLE / polygon / null frames, contiguous categories, metadata, and a
 one-line DatasetError naming file, video, annotation and frame for each kind of bad input."""
+
 import os
 
 import numpy as np
@@ -57,6 +58,7 @@ def _set(path, value):
         for k in path[:-1]:
             obj = obj[k]
         obj[path[-1]] = value
+
     return edit
 
 
@@ -66,22 +68,32 @@ def _del(path):
         for k in path[:-1]:
             obj = obj[k]
         del obj[path[-1]]
+
     return edit
 
 
-@pytest.mark.parametrize("edit, write, expected", [
-    (_del(["videos"]), True, "missing required key 'videos'"),
-    (_del(["videos", 0, "file_names"]), True, "video id 1: missing required key(s) file_names"),
-    (_del(["annotations", 1, "segmentations"]), True, "annotation id 12: missing required key(s) segmentations"),
-    (_set(["annotations", 0, "segmentations"], [None, None]), True,
-     "video id 1 annotation id 11: 'segmentations' must list one entry per frame (3 frames), got 2 entries"),
-    (_set(["annotations", 2, "segmentations", 3, "size"], [20, 32]), True,
-     "video id 2 annotation id 21 frame 3: RLE size [20, 32] differs"),
-    (_set(["annotations", 0, "category_id"], 99), True, "video id 1 annotation id 11: unknown category_id 99"),
-    (_set(["videos", 0, "length"], 5), True, "video id 1: 'length' is 5 but 'file_names' lists 3 frames"),
-    (None, False, "video id 1 frame 0: frame file not found"),
-    (_set(["annotations", 0, "video_id"], 7), True, "annotation id 11: video_id 7 is not in 'videos'"),
-])
+@pytest.mark.parametrize(
+    "edit, write, expected",
+    [
+        (_del(["videos"]), True, "missing required key 'videos'"),
+        (_del(["videos", 0, "file_names"]), True, "video id 1: missing required key(s) file_names"),
+        (_del(["annotations", 1, "segmentations"]), True, "annotation id 12: missing required key(s) segmentations"),
+        (
+            _set(["annotations", 0, "segmentations"], [None, None]),
+            True,
+            "video id 1 annotation id 11: 'segmentations' must list one entry per frame (3 frames), got 2 entries",
+        ),
+        (
+            _set(["annotations", 2, "segmentations", 3, "size"], [20, 32]),
+            True,
+            "video id 2 annotation id 21 frame 3: RLE size [20, 32] differs",
+        ),
+        (_set(["annotations", 0, "category_id"], 99), True, "video id 1 annotation id 11: unknown category_id 99"),
+        (_set(["videos", 0, "length"], 5), True, "video id 1: 'length' is 5 but 'file_names' lists 3 frames"),
+        (None, False, "video id 1 frame 0: frame file not found"),
+        (_set(["annotations", 0, "video_id"], 7), True, "annotation id 11: video_id 7 is not in 'videos'"),
+    ],
+)
 def test_errors_are_one_line_and_named(ytvis_factory, edit, write, expected):
     json_file, root = ytvis_factory(edit=edit, write_frames=write)
     with pytest.raises(DatasetError) as e:

@@ -1,4 +1,5 @@
 """MODEL.COMPILE compiles the backbone in place: same module, same parameter names."""
+
 import pytest
 import torch
 

@@ -1,4 +1,5 @@
 """ResNet backbone: shapes, parameter count, freezing, torchvision weight names."""
+
 import pytest
 import torch
 from torch import nn
@@ -6,7 +7,10 @@ from torch import nn
 from segtrain.config import get_cfg
 from segtrain.layers.norm import FrozenBatchNorm2d
 from segtrain.modeling.backbone import (
-    BACKBONE_REGISTRY, build_backbone, convert_torchvision_resnet_state_dict, is_torchvision_resnet_state_dict,
+    BACKBONE_REGISTRY,
+    build_backbone,
+    convert_torchvision_resnet_state_dict,
+    is_torchvision_resnet_state_dict,
 )
 from segtrain.structures.shape_spec import ShapeSpec
 from segtrain.utils.errors import ConfigError
@@ -31,8 +35,10 @@ def test_resnet18_shapes():
     model = build_backbone(_cfg(18))
     shapes = model.output_shape()
     assert shapes == {
-        "res2": ShapeSpec(channels=64, stride=4), "res3": ShapeSpec(channels=128, stride=8),
-        "res4": ShapeSpec(channels=256, stride=16), "res5": ShapeSpec(channels=512, stride=32),
+        "res2": ShapeSpec(channels=64, stride=4),
+        "res3": ShapeSpec(channels=128, stride=8),
+        "res4": ShapeSpec(channels=256, stride=16),
+        "res5": ShapeSpec(channels=512, stride=32),
     }
     out = model(torch.randn(2, 3, 64, 96))
     for name, spec in shapes.items():
@@ -52,8 +58,9 @@ def test_parameter_counts_match_torchvision():
 
 
 def test_out_features_subset_and_dilation():
-    model = build_backbone(_cfg(50, OUT_FEATURES=["res3"], RES2_OUT_CHANNELS=32, WIDTH_PER_GROUP=8,
-                                STEM_OUT_CHANNELS=16))
+    model = build_backbone(
+        _cfg(50, OUT_FEATURES=["res3"], RES2_OUT_CHANNELS=32, WIDTH_PER_GROUP=8, STEM_OUT_CHANNELS=16)
+    )
     assert not hasattr(model, "res4") and set(model(torch.randn(1, 3, 32, 32))) == {"res3"}
     model = build_backbone(_cfg(50, RES5_DILATION=2, RES2_OUT_CHANNELS=32, WIDTH_PER_GROUP=8, STEM_OUT_CHANNELS=16))
     assert model.output_shape()["res5"].stride == 16
@@ -110,7 +117,7 @@ def _torchvision_state_dict(depth):
     bn("bn1", 64)
     cin = 64
     for i, n in enumerate(blocks):
-        width = 64 * 2 ** i
+        width = 64 * 2**i
         cout = width * 4 if bottleneck else width
         for j in range(n):
             p = f"layer{i + 1}.{j}"

@@ -1,12 +1,13 @@
 """Output contract (required_output_keys / target_format / build-time check) and target converters."""
+
 import pytest
 import torch
 
 from segtrain.config import get_cfg
-from segtrain.modeling.criterion import SetCriterion, TARGET_FORMATS, check_criterion_outputs
-from segtrain.structures.targets import find_packed_to_targets, instances_to_targets, targets_to_find_packed
+from segtrain.modeling.criterion import TARGET_FORMATS, SetCriterion, check_criterion_outputs
 from segtrain.modeling.meta_arch.build import META_ARCH_REGISTRY, build_model
 from segtrain.structures import Instances
+from segtrain.structures.targets import find_packed_to_targets, instances_to_targets, targets_to_find_packed
 from segtrain.utils.errors import ConfigError
 
 
@@ -26,6 +27,7 @@ def test_check_criterion_outputs_message():
 def test_build_model_checks_pairing():
     name = "_ContractTestArch"
     if name not in META_ARCH_REGISTRY.names():
+
         class _ContractTestArch(torch.nn.Module):
             output_keys = ("pred_logits", "pred_boxes")
 
@@ -47,7 +49,7 @@ def _instances(h, w, n, seed):
     boxes = []
     for i in range(n):
         y0, x0 = int(torch.randint(0, h // 2, (1,), generator=g)), int(torch.randint(0, w // 2, (1,), generator=g))
-        masks[i, y0:y0 + 3, x0:x0 + 4] = True
+        masks[i, y0 : y0 + 3, x0 : x0 + 4] = True
         boxes.append([x0, y0, x0 + 4, y0 + 3])
     inst = Instances((h, w))
     inst.gt_classes = torch.randint(0, 5, (n,), generator=g)

@@ -1,4 +1,5 @@
 """MultiStepMultiMasksAndIous (SAM 2) against hand-computed values."""
+
 import math
 
 import pytest
@@ -48,8 +49,11 @@ GT1 = [0.0, 0.0, 0.0, 0.0]  # absent object
 
 
 def _frame(masks, ious, obj):
-    return {"multistep_pred_multimasks_high_res": [torch.tensor(masks).view(len(masks), -1, 2, 2)],
-            "multistep_pred_ious": [torch.tensor(ious)], "multistep_object_score_logits": [torch.tensor(obj)]}
+    return {
+        "multistep_pred_multimasks_high_res": [torch.tensor(masks).view(len(masks), -1, 2, 2)],
+        "multistep_pred_ious": [torch.tensor(ious)],
+        "multistep_object_score_logits": [torch.tensor(obj)],
+    }
 
 
 def _expected(supervise_all_iou, l1, pred_obj_scores, ious=((0.9, 0.2), (0.4, 0.6)), obj=(1.5, -0.5)):
@@ -82,8 +86,9 @@ def _expected(supervise_all_iou, l1, pred_obj_scores, ious=((0.9, 0.2), (0.4, 0.
 @pytest.mark.parametrize("l1", [False, True])
 @pytest.mark.parametrize("pred_obj_scores", [False, True])
 def test_hand_values(supervise_all_iou, l1, pred_obj_scores):
-    crit = MultiStepMultiMasksAndIous(W, supervise_all_iou=supervise_all_iou, iou_use_l1_loss=l1,
-                                      pred_obj_scores=pred_obj_scores)
+    crit = MultiStepMultiMasksAndIous(
+        W, supervise_all_iou=supervise_all_iou, iou_use_l1_loss=l1, pred_obj_scores=pred_obj_scores
+    )
     frame = _frame([[M0, M1], [M0, M1]], [[0.9, 0.2], [0.4, 0.6]], [[1.5], [-0.5]])
     targets = torch.tensor([GT0, GT1]).view(1, 2, 2, 2)
     got = crit([frame], targets)
@@ -110,9 +115,11 @@ def test_steps_and_frames_add_up():
     crit = MultiStepMultiMasksAndIous(W, supervise_all_iou=True, iou_use_l1_loss=True, pred_obj_scores=True)
 
     def rand_frame(steps):
-        return {"multistep_pred_multimasks_high_res": [torch.randn(3, 3, 8, 8) for _ in range(steps)],
-                "multistep_pred_ious": [torch.rand(3, 3) for _ in range(steps)],
-                "multistep_object_score_logits": [torch.randn(3, 1) for _ in range(steps)]}
+        return {
+            "multistep_pred_multimasks_high_res": [torch.randn(3, 3, 8, 8) for _ in range(steps)],
+            "multistep_pred_ious": [torch.rand(3, 3) for _ in range(steps)],
+            "multistep_object_score_logits": [torch.randn(3, 1) for _ in range(steps)],
+        }
 
     frames = [rand_frame(2), rand_frame(1)]
     targets = (torch.rand(2, 3, 8, 8) > 0.6).float()
@@ -141,8 +148,11 @@ def test_weight_dict_handling():
 
 def test_shape_errors_name_both_shapes():
     crit = MultiStepMultiMasksAndIous(W, pred_obj_scores=True)
-    frame = {"multistep_pred_multimasks_high_res": [torch.zeros(2, 3, 8, 8)], "multistep_pred_ious": [torch.zeros(2, 3)],
-             "multistep_object_score_logits": [torch.zeros(2, 1)]}
+    frame = {
+        "multistep_pred_multimasks_high_res": [torch.zeros(2, 3, 8, 8)],
+        "multistep_pred_ious": [torch.zeros(2, 3)],
+        "multistep_object_score_logits": [torch.zeros(2, 1)],
+    }
     with pytest.raises(ValueError) as e:
         crit([frame], torch.zeros(1, 2, 16, 16))
     msg = str(e.value)
@@ -162,8 +172,11 @@ def test_gradcheck_float64():
     targets = torch.tensor([GT0, [0.0, 1.0, 1.0, 1.0]], dtype=torch.float64).view(1, 2, 2, 2)
 
     def f(masks, ious, obj):
-        frame = {"multistep_pred_multimasks_high_res": [masks], "multistep_pred_ious": [ious],
-                 "multistep_object_score_logits": [obj]}
+        frame = {
+            "multistep_pred_multimasks_high_res": [masks],
+            "multistep_pred_ious": [ious],
+            "multistep_object_score_logits": [obj],
+        }
         return crit([frame], targets)[CORE_LOSS_KEY]
 
     masks = torch.randn(2, 3, 2, 2, dtype=torch.float64, requires_grad=True)
@@ -180,9 +193,14 @@ def test_from_config_and_official_magnitude():
     assert crit.focal_alpha_obj_score == -1.0 and crit.focal_gamma_obj_score == 0.0 and crit.target_format == "video"
     # 8 frames, 3 objects, 3 masks, random-init-like logits: the total stays in double digits
     gen = torch.Generator().manual_seed(0)
-    frames = [{"multistep_pred_multimasks_high_res": [torch.randn(3, 3, 32, 32, generator=gen)],
-               "multistep_pred_ious": [torch.rand(3, 3, generator=gen)],
-               "multistep_object_score_logits": [torch.randn(3, 1, generator=gen)]} for _ in range(8)]
+    frames = [
+        {
+            "multistep_pred_multimasks_high_res": [torch.randn(3, 3, 32, 32, generator=gen)],
+            "multistep_pred_ious": [torch.rand(3, 3, generator=gen)],
+            "multistep_object_score_logits": [torch.randn(3, 1, generator=gen)],
+        }
+        for _ in range(8)
+    ]
     targets = torch.zeros(8, 3, 32, 32)
     targets[:, :, 8:20, 10:24] = 1
     targets[5:, 2] = 0  # the third object leaves

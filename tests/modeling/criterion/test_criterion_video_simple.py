@@ -1,5 +1,6 @@
 """VideoSimpleCriterion: BCE + dice + soft IoU + temporal terms on [B, T, N, H, W]
 with per-object valid masks, against values worked out by hand."""
+
 import math
 
 import pytest

@@ -1,4 +1,5 @@
 """Sam3LossWrapper: output visiting and suffixes, o2m, normalization, stage scaling, config."""
+
 import math
 
 import pytest
@@ -6,10 +7,10 @@ import torch
 
 from segtrain.config import get_cfg
 from segtrain.modeling.criterion import CORE_LOSS_KEY, Boxes, IABCEMdetr, Masks, Sam3LossWrapper, build_criterion
+from segtrain.modeling.criterion.inspection import inspect_loss_dict
 from segtrain.modeling.matcher import BinaryHungarianMatcherV2, BinaryOneToManyMatcher
 from segtrain.structures.boxes import box_cxcywh_to_xyxy
 from segtrain.utils.errors import ConfigError
-from segtrain.modeling.criterion.inspection import inspect_loss_dict
 
 
 def _boxes(shape, gen):
@@ -20,8 +21,12 @@ def _boxes(shape, gen):
 
 def _pred(B, Q, h, gen, presence=True):
     boxes = _boxes((B, Q), gen)
-    out = {"pred_logits": torch.randn(B, Q, 1, generator=gen), "pred_boxes": boxes,
-           "pred_boxes_xyxy": box_cxcywh_to_xyxy(boxes), "pred_masks": torch.randn(B, Q, h, h, generator=gen)}
+    out = {
+        "pred_logits": torch.randn(B, Q, 1, generator=gen),
+        "pred_boxes": boxes,
+        "pred_boxes_xyxy": box_cxcywh_to_xyxy(boxes),
+        "pred_masks": torch.randn(B, Q, h, h, generator=gen),
+    }
     if presence:
         out["presence_logit_dec"] = torch.randn(B, 1, generator=gen)
     return out
@@ -44,24 +49,41 @@ def make_batch(B=3, Q=8, h=4, H=8, num_boxes=(2, 0, 3), n_aux=2, fs=True, o2m=Tr
     ids = torch.full((B, maxn), -1)
     k = 0
     for i, n in enumerate(num_boxes):
-        padded[i, :n] = boxes[k:k + n]
+        padded[i, :n] = boxes[k : k + n]
         ids[i, :n] = torch.arange(n)
         k += n
     masks = torch.zeros(T, H, H, dtype=torch.bool)
     for i in range(T):
-        masks[i, i % H: i % H + H // 2, 1: 1 + H // 2] = True
-    targets = {"boxes": boxes, "boxes_xyxy": box_cxcywh_to_xyxy(boxes), "num_boxes": nb, "boxes_padded": padded,
-               "object_ids_padded": ids, "masks": masks, "is_valid_mask": torch.ones(T, dtype=torch.bool),
-               "is_exhaustive": torch.ones(B, dtype=torch.bool)}
+        masks[i, i % H : i % H + H // 2, 1 : 1 + H // 2] = True
+    targets = {
+        "boxes": boxes,
+        "boxes_xyxy": box_cxcywh_to_xyxy(boxes),
+        "num_boxes": nb,
+        "boxes_padded": padded,
+        "object_ids_padded": ids,
+        "masks": masks,
+        "is_valid_mask": torch.ones(T, dtype=torch.bool),
+        "is_exhaustive": torch.ones(B, dtype=torch.bool),
+    }
     return out, targets
 
 
 def official_pieces():
     return [
         Boxes(weight_dict={"loss_bbox": 5.0, "loss_giou": 2.0}),
-        IABCEMdetr(pos_weight=10.0, weight_dict={"loss_ce": 20.0, "presence_loss": 20.0}, pos_focal=False, alpha=0.25,
-                   gamma=2, use_presence=True, pad_n_queries=200, weak_loss=False),
-        Masks(weight_dict={"loss_mask": 200.0, "loss_dice": 10.0}, focal_alpha=0.25, focal_gamma=2.0, compute_aux=False),
+        IABCEMdetr(
+            pos_weight=10.0,
+            weight_dict={"loss_ce": 20.0, "presence_loss": 20.0},
+            pos_focal=False,
+            alpha=0.25,
+            gamma=2,
+            use_presence=True,
+            pad_n_queries=200,
+            weak_loss=False,
+        ),
+        Masks(
+            weight_dict={"loss_mask": 200.0, "loss_dice": 10.0}, focal_alpha=0.25, focal_gamma=2.0, compute_aux=False
+        ),
     ]
 
 
@@ -70,7 +92,9 @@ def official_wrapper(**kw):
         loss_fns_find=official_pieces(),
         matcher=BinaryHungarianMatcherV2(focal=True, cost_class=2.0, cost_bbox=5.0, cost_giou=2.0),
         o2m_matcher=BinaryOneToManyMatcher(alpha=0.3, threshold=0.4, topk=4),
-        o2m_weight=2.0, use_o2m_matcher_on_o2m_aux=False, scale_by_find_batch_size=False,
+        o2m_weight=2.0,
+        use_o2m_matcher_on_o2m_aux=False,
+        scale_by_find_batch_size=False,
     )
     args.update(kw)
     return Sam3LossWrapper(**args)
@@ -87,7 +111,11 @@ def test_suffixes_and_core_equals_sum_of_pieces():
     pieces, m, m2 = w.loss_fns_find, w.matcher, w.o2m_matcher
     nb = t["num_boxes"].sum().float()
     expected, final = 0.0, 0.0
-    sets = [(out, "", False)] + [(a, f"_aux_{i}", True) for i, a in enumerate(out["aux_outputs"])] + [(out["first_stage"], "_fs", True)]
+    sets = (
+        [(out, "", False)]
+        + [(a, f"_aux_{i}", True) for i, a in enumerate(out["aux_outputs"])]
+        + [(out["first_stage"], "_fs", True)]
+    )
     for o, suffix, is_aux in sets:
         ind = m(o, t)
         for f in pieces:
@@ -109,8 +137,16 @@ def test_suffixes_and_core_equals_sum_of_pieces():
     assert float(losses[CORE_LOSS_KEY]) == pytest.approx(float(expected), rel=1e-6)
     assert float(losses["core_loss_final"]) == pytest.approx(float(final), rel=1e-6)
     assert float(losses["core_loss_aux"]) == pytest.approx(float(expected - final), rel=1e-5)
-    for key in ["loss_ce", "loss_bbox_aux_1", "loss_giou_fs", "loss_mask_o2m", "loss_ce_aux_0_o2m", "presence_loss_fs",
-                "ce_f1", "presence_dec_acc"]:
+    for key in [
+        "loss_ce",
+        "loss_bbox_aux_1",
+        "loss_giou_fs",
+        "loss_mask_o2m",
+        "loss_ce_aux_0_o2m",
+        "presence_loss_fs",
+        "ce_f1",
+        "presence_dec_acc",
+    ]:
         assert key in losses
     # Masks has compute_aux=False: no aux / fs mask keys
     assert not any(k.startswith("loss_mask_aux") or k == "loss_mask_fs" for k in losses)
@@ -216,9 +252,18 @@ def test_query_permutation_invariance():
     perm = torch.randperm(8, generator=torch.Generator().manual_seed(7))
 
     def permute(d):
-        return {k: (v[:, perm] if torch.is_tensor(v) and v.dim() >= 2 and v.shape[1] == 8 else
-                    [permute(a) for a in v] if k == "aux_outputs" else permute(v) if k == "first_stage" else v)
-                for k, v in d.items()}
+        return {
+            k: (
+                v[:, perm]
+                if torch.is_tensor(v) and v.dim() >= 2 and v.shape[1] == 8
+                else [permute(a) for a in v]
+                if k == "aux_outputs"
+                else permute(v)
+                if k == "first_stage"
+                else v
+            )
+            for k, v in d.items()
+        }
 
     w = official_wrapper()
     a, b = w(out, t), w(permute(out), t)
@@ -268,8 +313,16 @@ def test_bf16_autocast_close_to_float32():
     ref = official_wrapper()(out, t)
 
     def to_bf16(d):
-        return {k: (v.bfloat16() if torch.is_tensor(v) and v.is_floating_point() else
-                    [to_bf16(a) for a in v] if isinstance(v, list) else v) for k, v in d.items()}
+        return {
+            k: (
+                v.bfloat16()
+                if torch.is_tensor(v) and v.is_floating_point()
+                else [to_bf16(a) for a in v]
+                if isinstance(v, list)
+                else v
+            )
+            for k, v in d.items()
+        }
 
     with torch.autocast("cpu", dtype=torch.bfloat16):
         got = official_wrapper()(to_bf16(out), t)

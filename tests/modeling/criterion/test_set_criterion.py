@@ -1,5 +1,6 @@
 """SetCriterion: values, aux keys and weights, zero-GT, equal to the per-prediction loop
 (tests/reference), permutation invariance, autocast, errors, config build."""
+
 import math
 
 import pytest
@@ -18,8 +19,10 @@ WEIGHTS = {"loss_ce": 2.0, "loss_mask": 5.0, "loss_dice": 5.0}
 
 
 def _layer(B, Q, K, h, w, g):
-    return {"pred_logits": torch.randn(B, Q, K + 1, generator=g).requires_grad_(),
-            "pred_masks": (3 * torch.randn(B, Q, h, w, generator=g)).requires_grad_()}
+    return {
+        "pred_logits": torch.randn(B, Q, K + 1, generator=g).requires_grad_(),
+        "pred_masks": (3 * torch.randn(B, Q, h, w, generator=g)).requires_grad_(),
+    }
 
 
 def _outputs(B=2, Q=6, K=3, h=8, w=8, n_aux=3, seed=0):
@@ -31,13 +34,24 @@ def _outputs(B=2, Q=6, K=3, h=8, w=8, n_aux=3, seed=0):
 
 def _targets(sizes, K=3, H=16, W=16, seed=1):
     g = torch.Generator().manual_seed(seed)
-    return [{"labels": torch.randint(0, K, (n,), generator=g), "masks": torch.rand(n, H, W, generator=g) > 0.5}
-            for n in sizes]
+    return [
+        {"labels": torch.randint(0, K, (n,), generator=g), "masks": torch.rand(n, H, W, generator=g) > 0.5}
+        for n in sizes
+    ]
 
 
 def _crit(K=3, num_points=20, **kw):
-    return SetCriterion(K, HungarianMatcher(2, 5, 5, num_points=15), dict(WEIGHTS), 0.1, ["labels", "masks"],
-                        num_points, 3.0, 0.75, **kw)
+    return SetCriterion(
+        K,
+        HungarianMatcher(2, 5, 5, num_points=15),
+        dict(WEIGHTS),
+        0.1,
+        ["labels", "masks"],
+        num_points,
+        3.0,
+        0.75,
+        **kw,
+    )
 
 
 def _run(crit, out, tgt, seed=0, reference=False):
@@ -73,8 +87,11 @@ def test_class_error_is_detrs_metric_on_the_final_prediction():
     torch.manual_seed(0)
     indices = crit.matcher(out, tgt)
     logits = out["pred_logits"].detach()
-    hits = [bool(logits[b, i].argmax() == tgt[b]["labels"][j]) for b, (ii, jj) in enumerate(indices)
-            for i, j in zip(ii.tolist(), jj.tolist())]
+    hits = [
+        bool(logits[b, i].argmax() == tgt[b]["labels"][j])
+        for b, (ii, jj) in enumerate(indices)
+        for i, j in zip(ii.tolist(), jj.tolist())
+    ]
     assert losses["class_error"].item() == pytest.approx(100.0 - 100.0 * sum(hits) / len(hits))
     assert not losses["class_error"].requires_grad and "class_error_0" not in losses
     ref = _run(crit, out, tgt, reference=True)
@@ -91,13 +108,26 @@ def test_class_error_is_detrs_metric_on_the_final_prediction():
 
 
 def test_explicit_aux_weight_and_zero_weight():
-    crit = SetCriterion(3, HungarianMatcher(2, 5, 5, num_points=15),
-                        {"loss_ce": 2.0, "loss_mask": 5.0, "loss_dice": 0.0, "loss_ce_1": 0.5}, 0.1,
-                        ["labels", "masks"], 20, 3.0, 0.75)
+    crit = SetCriterion(
+        3,
+        HungarianMatcher(2, 5, 5, num_points=15),
+        {"loss_ce": 2.0, "loss_mask": 5.0, "loss_dice": 0.0, "loss_ce_1": 0.5},
+        0.1,
+        ["labels", "masks"],
+        20,
+        3.0,
+        0.75,
+    )
     out, tgt = _outputs(n_aux=2), _targets([2, 1])
     losses = _run(crit, out, tgt)
-    total = (2 * losses["loss_ce"] + 5 * losses["loss_mask"] + 2 * losses["loss_ce_0"] + 5 * losses["loss_mask_0"]
-             + 0.5 * losses["loss_ce_1"] + 5 * losses["loss_mask_1"])
+    total = (
+        2 * losses["loss_ce"]
+        + 5 * losses["loss_mask"]
+        + 2 * losses["loss_ce_0"]
+        + 5 * losses["loss_mask_0"]
+        + 0.5 * losses["loss_ce_1"]
+        + 5 * losses["loss_mask_1"]
+    )
     torch.testing.assert_close(losses[CORE_LOSS_KEY], total)
     assert "loss_dice_1" in losses  # logged even with weight 0
 
@@ -124,12 +154,13 @@ def test_hand_computed_values_single_layer():
     out = {"pred_logits": torch.randn(1, 2, 3, generator=g), "pred_masks": torch.randn(1, 2, 4, 4, generator=g)}
     tgt = [{"labels": torch.tensor([1]), "masks": torch.rand(1, 8, 8, generator=g) > 0.5}]
     matcher = HungarianMatcher(1, 1, 1, num_points=10)
-    crit = SetCriterion(2, matcher, {"loss_ce": 1.0, "loss_mask": 1.0, "loss_dice": 1.0}, 0.1,
-                        ["labels", "masks"], 12, 2.0, 0.5)
+    crit = SetCriterion(
+        2, matcher, {"loss_ce": 1.0, "loss_mask": 1.0, "loss_dice": 1.0}, 0.1, ["labels", "masks"], 12, 2.0, 0.5
+    )
     torch.manual_seed(0)
     losses = crit(out, tgt)
     torch.manual_seed(0)
-    (q, j), = matcher(out, tgt)
+    ((q, j),) = matcher(out, tgt)
     q = int(q)
     logp = out["pred_logits"][0].log_softmax(-1)
     y = [2, 2]
@@ -262,6 +293,7 @@ def test_build_from_config_and_swap():
     assert build_criterion(cfg).weight_dict["loss_ce"] == 1.5
     name = "_TestSwapCriterion"
     if name not in CRITERION_REGISTRY.names():
+
         class _TestSwapCriterion(torch.nn.Module):
             required_output_keys = ("pred_logits",)
             target_format = "instances"

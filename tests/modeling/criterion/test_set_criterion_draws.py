@@ -1,6 +1,7 @@
 """SetCriterion draws every random number inline, before matching, in the per-prediction
 loop's order: the same numbers (hence the same losses and the same generator state after
 the call) as the reference loop (tests/reference), at one torch thread or two."""
+
 import torch
 
 from segtrain.modeling.criterion import CORE_LOSS_KEY, SetCriterion
@@ -13,19 +14,31 @@ def _inputs(B=2, Q=7, K=3, n_aux=3, seed=0):
     g = torch.Generator().manual_seed(seed)
 
     def layer():
-        return {"pred_logits": torch.randn(B, Q, K + 1, generator=g, requires_grad=True),
-                "pred_masks": torch.randn(B, Q, 6, 6, generator=g, requires_grad=True)}
+        return {
+            "pred_logits": torch.randn(B, Q, K + 1, generator=g, requires_grad=True),
+            "pred_masks": torch.randn(B, Q, 6, 6, generator=g, requires_grad=True),
+        }
 
     out = layer()
     out["aux_outputs"] = [layer() for _ in range(n_aux)]
-    targets = [{"labels": torch.tensor([0, 2]), "masks": torch.rand(2, 24, 24, generator=g) > 0.5},
-               {"labels": torch.tensor([1]), "masks": torch.rand(1, 24, 24, generator=g) > 0.5}]
+    targets = [
+        {"labels": torch.tensor([0, 2]), "masks": torch.rand(2, 24, 24, generator=g) > 0.5},
+        {"labels": torch.tensor([1]), "masks": torch.rand(1, 24, 24, generator=g) > 0.5},
+    ]
     return out, targets
 
 
 def _crit():
-    return SetCriterion(3, HungarianMatcher(2.0, 5.0, 5.0, num_points=30),
-                        {"loss_ce": 2.0, "loss_mask": 5.0, "loss_dice": 5.0}, 0.1, ["labels", "masks"], 40, 3.0, 0.75)
+    return SetCriterion(
+        3,
+        HungarianMatcher(2.0, 5.0, 5.0, num_points=30),
+        {"loss_ce": 2.0, "loss_mask": 5.0, "loss_dice": 5.0},
+        0.1,
+        ["labels", "masks"],
+        40,
+        3.0,
+        0.75,
+    )
 
 
 def test_draws_equal_the_reference_loop_at_one_and_two_threads():

@@ -1,4 +1,5 @@
 """MultiScaleMaskedTransformerDecoder: shapes, official key semantics, masked attention."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,9 +19,18 @@ MASK_SIZE = (16, 16)  # stride 4
 
 def _decoder(dec_layers=9, in_channels=C, **kw):
     torch.manual_seed(0)
-    args = dict(in_channels=in_channels, num_classes=K, hidden_dim=C, num_queries=Q, nheads=HEADS,
-                dim_feedforward=64, dec_layers=dec_layers, pre_norm=False, mask_dim=MASK_DIM,
-                enforce_input_project=False)
+    args = dict(
+        in_channels=in_channels,
+        num_classes=K,
+        hidden_dim=C,
+        num_queries=Q,
+        nheads=HEADS,
+        dim_feedforward=64,
+        dec_layers=dec_layers,
+        pre_norm=False,
+        mask_dim=MASK_DIM,
+        enforce_input_project=False,
+    )
     args.update(kw)
     return MultiScaleMaskedTransformerDecoder(**args).eval()
 
@@ -112,8 +122,9 @@ def test_cross_attention_matches_multihead_attention_with_official_mask():
     blocked = torch.rand(B, 1, Q, 16) < 0.5
     blocked[..., 0] = False  # no fully blocked row
     ours = layer(tgt, mem, attn_mask=blocked, pos=pos, query_pos=qpos)
-    ref_attn = layer.multihead_attn(tgt + qpos, mem + pos, mem,
-                                    attn_mask=blocked.expand(B, HEADS, Q, 16).flatten(0, 1))[0]
+    ref_attn = layer.multihead_attn(
+        tgt + qpos, mem + pos, mem, attn_mask=blocked.expand(B, HEADS, Q, 16).flatten(0, 1)
+    )[0]
     ref = layer.norm(tgt + ref_attn)
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
 
@@ -128,7 +139,7 @@ def _half_masked_decoder(all_blocked=False):
         last.bias.fill_(1.0)
     x, _ = _inputs()
     mf = torch.ones(B, MASK_DIM, *MASK_SIZE)
-    mf[..., MASK_SIZE[1] // 2:] = -1.0
+    mf[..., MASK_SIZE[1] // 2 :] = -1.0
     return dec, x, (-mf.abs() if all_blocked else mf)
 
 
@@ -199,13 +210,15 @@ def _official_style_forward(dec, x, mf):
     for i in range(dec.num_layers):
         lvl = i % 3
         ca, sa = dec.transformer_cross_attention_layers[i], dec.transformer_self_attention_layers[i]
-        t2 = ca.multihead_attn((out + qe).transpose(0, 1), (src[lvl] + pos[lvl]).transpose(0, 1),
-                               src[lvl].transpose(0, 1), attn_mask=a)[0].transpose(0, 1)
+        t2 = ca.multihead_attn(
+            (out + qe).transpose(0, 1), (src[lvl] + pos[lvl]).transpose(0, 1), src[lvl].transpose(0, 1), attn_mask=a
+        )[0].transpose(0, 1)
         out = ca.norm(out + t2)
         q = (out + qe).transpose(0, 1)
         out = sa.norm(out + sa.self_attn(q, q, out.transpose(0, 1))[0].transpose(0, 1))
-        out = dec.transformer_ffn_layers[i].norm(out + dec.transformer_ffn_layers[i].linear2(
-            F.relu(dec.transformer_ffn_layers[i].linear1(out))))
+        out = dec.transformer_ffn_layers[i].norm(
+            out + dec.transformer_ffn_layers[i].linear2(F.relu(dec.transformer_ffn_layers[i].linear1(out)))
+        )
         c, m, a = heads(out, sizes[(i + 1) % 3])
         preds.append((c, m))
     return preds

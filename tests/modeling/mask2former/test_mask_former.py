@@ -6,9 +6,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from segtrain.modeling.criterion import CORE_LOSS_KEY
-from segtrain.modeling.mask2former.maskformer_model import MaskFormer, sem_seg_postprocess
 from segtrain.modeling.mask2former.mask_former_head import MaskFormerHead
-from segtrain.modeling.mask2former.transformer_decoder.mask2former_transformer_decoder import MultiScaleMaskedTransformerDecoder
+from segtrain.modeling.mask2former.maskformer_model import MaskFormer, sem_seg_postprocess
+from segtrain.modeling.mask2former.transformer_decoder.mask2former_transformer_decoder import (
+    MultiScaleMaskedTransformerDecoder,
+)
 from segtrain.structures.image_list import ImageList
 from segtrain.structures.instances import Instances
 from segtrain.structures.shape_spec import ShapeSpec
@@ -28,7 +30,7 @@ class _TinyBackbone(nn.Module):
         self.res5 = nn.Conv2d(8, 8, 2, stride=2)
 
     def output_shape(self):
-        return {f"res{i}": ShapeSpec(channels=8, stride=2 ** i) for i in range(2, 6)}
+        return {f"res{i}": ShapeSpec(channels=8, stride=2**i) for i in range(2, 6)}
 
     def forward(self, x):
         r2 = self.stem(x)
@@ -57,16 +59,42 @@ class _Meta:
 def _model(criterion=None, **kw):
     torch.manual_seed(0)
     predictor = MultiScaleMaskedTransformerDecoder(
-        C, num_classes=K, hidden_dim=C, num_queries=Q, nheads=2, dim_feedforward=32, dec_layers=3,
-        pre_norm=False, mask_dim=C, enforce_input_project=False)
+        C,
+        num_classes=K,
+        hidden_dim=C,
+        num_queries=Q,
+        nheads=2,
+        dim_feedforward=32,
+        dec_layers=3,
+        pre_norm=False,
+        mask_dim=C,
+        enforce_input_project=False,
+    )
     backbone = _TinyBackbone()
-    head = MaskFormerHead(backbone.output_shape(), num_classes=K, pixel_decoder=_TinyPixelDecoder(),
-                          transformer_predictor=predictor, transformer_in_feature="multi_scale_pixel_decoder")
-    args = dict(backbone=backbone, sem_seg_head=head, criterion=criterion, num_queries=Q,
-                object_mask_threshold=0.0, overlap_threshold=0.0, metadata=None, size_divisibility=32,
-                sem_seg_postprocess_before_inference=True, pixel_mean=[100.0, 110.0, 120.0],
-                pixel_std=[50.0, 50.0, 50.0], semantic_on=True, panoptic_on=False, instance_on=True,
-                test_topk_per_image=5)
+    head = MaskFormerHead(
+        backbone.output_shape(),
+        num_classes=K,
+        pixel_decoder=_TinyPixelDecoder(),
+        transformer_predictor=predictor,
+        transformer_in_feature="multi_scale_pixel_decoder",
+    )
+    args = dict(
+        backbone=backbone,
+        sem_seg_head=head,
+        criterion=criterion,
+        num_queries=Q,
+        object_mask_threshold=0.0,
+        overlap_threshold=0.0,
+        metadata=None,
+        size_divisibility=32,
+        sem_seg_postprocess_before_inference=True,
+        pixel_mean=[100.0, 110.0, 120.0],
+        pixel_std=[50.0, 50.0, 50.0],
+        semantic_on=True,
+        panoptic_on=False,
+        instance_on=True,
+        test_topk_per_image=5,
+    )
     args.update(kw)
     return MaskFormer(**args)
 
@@ -79,7 +107,7 @@ def _inputs(sizes=((40, 50), (64, 30)), seed=0, original=None):
         inst = Instances((h, w))
         masks = torch.zeros(2, h, w, dtype=torch.bool)
         masks[0, : h // 2, : w // 2] = True
-        masks[1, h // 3:, w // 3:] = True
+        masks[1, h // 3 :, w // 3 :] = True
         inst.gt_classes = torch.tensor([0, 2])
         inst.gt_masks = masks
         inst.gt_boxes = torch.tensor([[0, 0, w // 2, h // 2], [w // 3, h // 3, w, h]], dtype=torch.float32)
@@ -127,7 +155,6 @@ def test_training_pads_images_and_targets_to_the_batch():
     assert model.sem_seg_head.predictor.query_feat.weight.grad is not None
 
 
-
 def test_targets_and_logits_follow_the_criterion_target_format():
     crit = _RecordingCriterion()
     crit.target_format = "find_packed"  # class-agnostic: one objectness logit per query
@@ -140,6 +167,7 @@ def test_targets_and_logits_follow_the_criterion_target_format():
     crit.target_format = "video"
     with pytest.raises(ConfigError, match="target_format 'video'.*valid: instances, find_packed"):
         model(_inputs())
+
 
 def test_normalization_and_zero_padding():
     model = _model()
@@ -171,8 +199,16 @@ def test_real_set_criterion_loss_keys():
     from segtrain.modeling.matcher import HungarianMatcher
 
     torch.manual_seed(0)
-    crit = SetCriterion(K, HungarianMatcher(2.0, 5.0, 5.0, num_points=64),
-                        {"loss_ce": 2.0, "loss_mask": 5.0, "loss_dice": 5.0}, 0.1, ["labels", "masks"], 64, 3.0, 0.75)
+    crit = SetCriterion(
+        K,
+        HungarianMatcher(2.0, 5.0, 5.0, num_points=64),
+        {"loss_ce": 2.0, "loss_mask": 5.0, "loss_dice": 5.0},
+        0.1,
+        ["labels", "masks"],
+        64,
+        3.0,
+        0.75,
+    )
     model = _model(criterion=crit).train()
     losses = model(_inputs())
     for k in ("loss_ce", "loss_mask", "loss_dice", "loss_ce_0", "loss_dice_2", CORE_LOSS_KEY):
@@ -246,13 +282,15 @@ def test_instance_inference_k_larger_than_q_times_k():
 def test_panoptic_inference_merges_stuff_and_respects_thresholds():
     model = _model(panoptic_on=True, metadata=_Meta(), object_mask_threshold=0.5, overlap_threshold=0.5)
     big = 10.0
-    mask_cls = torch.tensor([
-        [big, 0, 0, 0],  # thing class 0
-        [0, 0, big, 0],  # stuff class 2, left part
-        [0, 0, big, 0],  # stuff class 2, right part -> merged into one segment
-        [0, 0, 0, big],  # no-object -> dropped
-        [0, 0.1, 0, 0],  # low score -> dropped
-    ])
+    mask_cls = torch.tensor(
+        [
+            [big, 0, 0, 0],  # thing class 0
+            [0, 0, big, 0],  # stuff class 2, left part
+            [0, 0, big, 0],  # stuff class 2, right part -> merged into one segment
+            [0, 0, 0, big],  # no-object -> dropped
+            [0, 0.1, 0, 0],  # low score -> dropped
+        ]
+    )
     mask_pred = torch.full((5, 4, 6), -big)
     mask_pred[0, :2, :2] = big
     mask_pred[1, 2:, :3] = big

@@ -1,4 +1,5 @@
 """MaskFormer's optional box head (MODEL.MASK_FORMER.BOX_HEAD) and Sam3LossWrapper on MaskFormer."""
+
 import os
 
 import pytest
@@ -20,8 +21,18 @@ S = 64
 def _decoder(box_head):
     torch.manual_seed(0)
     return MultiScaleMaskedTransformerDecoder(
-        16, num_classes=3, hidden_dim=16, num_queries=5, nheads=2, dim_feedforward=32, dec_layers=2,
-        pre_norm=False, mask_dim=16, enforce_input_project=False, box_head=box_head)
+        16,
+        num_classes=3,
+        hidden_dim=16,
+        num_queries=5,
+        nheads=2,
+        dim_feedforward=32,
+        dec_layers=2,
+        pre_norm=False,
+        mask_dim=16,
+        enforce_input_project=False,
+        box_head=box_head,
+    )
 
 
 def test_box_head_outputs_in_every_prediction():
@@ -40,7 +51,8 @@ def test_box_head_off_changes_nothing():
     plain, boxed = _decoder(False), _decoder(True)
     assert not any("bbox_embed" in k for k in plain.state_dict())
     assert {k for k in boxed.state_dict() if "bbox_embed" in k} == {
-        f"bbox_embed.layers.{i}.{p}" for i in range(3) for p in ("weight", "bias")}
+        f"bbox_embed.layers.{i}.{p}" for i in range(3) for p in ("weight", "bias")
+    }
     x = [torch.randn(1, 16, s, s) for s in (2, 4, 8)]
     out = plain(x, torch.randn(1, 16, 16, 16))
     assert set(out) == {"pred_logits", "pred_masks", "aux_outputs"}
@@ -57,8 +69,12 @@ def _batch():
         masks[1, 34:60, 20:58] = True
         img[:, masks[0]] = torch.tensor([250, 20, 20], dtype=torch.uint8)[:, None]
         img[:, masks[1]] = torch.tensor([20, 20, 250], dtype=torch.uint8)[:, None]
-        inst = Instances((S, S), gt_classes=torch.tensor([1, 4]), gt_masks=masks,
-                         gt_boxes=torch.tensor([[8, 5, 40, 30], [20, 34, 58, 60]], dtype=torch.float32))
+        inst = Instances(
+            (S, S),
+            gt_classes=torch.tensor([1, 4]),
+            gt_masks=masks,
+            gt_boxes=torch.tensor([[8, 5, 40, 30], [20, 34, 58, 60]], dtype=torch.float32),
+        )
         out.append({"image": img, "instances": inst, "height": S, "width": S, "image_id": i})
     return out
 

@@ -1,5 +1,6 @@
 """projects/m2f/tiny.yaml end to end with the real backbone, pixel decoder and criterion:
 build, training steps that reduce the loss on a fixed batch, eval outputs."""
+
 import os
 
 import pytest
@@ -89,7 +90,9 @@ def test_old_official_key_layouts_are_renamed_on_load(cfg):
     fresh = build_model(cfg)
     result = fresh.load_state_dict(state, strict=True)  # a plain dict: no version metadata
     assert not result.missing_keys and not result.unexpected_keys
-    torch.testing.assert_close(fresh.sem_seg_head.predictor.query_feat.weight,
-                               model.sem_seg_head.predictor.query_feat.weight + 1)
-    torch.testing.assert_close(fresh.sem_seg_head.pixel_decoder.mask_features.weight,
-                               model.sem_seg_head.pixel_decoder.mask_features.weight)
+    torch.testing.assert_close(
+        fresh.sem_seg_head.predictor.query_feat.weight, model.sem_seg_head.predictor.query_feat.weight + 1
+    )
+    torch.testing.assert_close(
+        fresh.sem_seg_head.pixel_decoder.mask_features.weight, model.sem_seg_head.pixel_decoder.mask_features.weight
+    )

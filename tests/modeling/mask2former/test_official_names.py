@@ -1,6 +1,7 @@
 """The R50 COCO model has exactly the official Mask2Former state_dict: every name and shape
 of tests/modeling/mask2former/data/m2f_r50_param_names.txt, nothing more, nothing less, so an
 official checkpoint loads with no missing or unexpected keys (docs/mask2former.md)."""
+
 import os
 
 import pytest
@@ -74,6 +75,9 @@ def test_panoptic_config_differs_only_in_the_class_head():
     expected = _expected()
     assert set(got) == set(expected)
     differ = {k: got[k] for k in expected if got[k] != expected[k]}
-    assert differ == {"sem_seg_head.predictor.class_embed.weight": (134, 256),
-                      "sem_seg_head.predictor.class_embed.bias": (134,), "criterion.empty_weight": (134,)}
+    assert differ == {
+        "sem_seg_head.predictor.class_embed.weight": (134, 256),
+        "sem_seg_head.predictor.class_embed.bias": (134,),
+        "criterion.empty_weight": (134,),
+    }
     assert model.panoptic_on and model.semantic_on and model.instance_on

@@ -1,4 +1,5 @@
 """Pixel decoders (MSDeformAttnPixelDecoder, BasePixelDecoder) and the sine position embedding."""
+
 import math
 
 import pytest
@@ -11,8 +12,12 @@ from segtrain.modeling.pixel_decoder import PIXEL_DECODER_REGISTRY, BasePixelDec
 from segtrain.structures.shape_spec import ShapeSpec
 from segtrain.utils.errors import ConfigError
 
-SHAPES = {"res2": ShapeSpec(channels=8, stride=4), "res3": ShapeSpec(channels=16, stride=8),
-          "res4": ShapeSpec(channels=24, stride=16), "res5": ShapeSpec(channels=40, stride=32)}
+SHAPES = {
+    "res2": ShapeSpec(channels=8, stride=4),
+    "res3": ShapeSpec(channels=16, stride=8),
+    "res4": ShapeSpec(channels=24, stride=16),
+    "res5": ShapeSpec(channels=40, stride=32),
+}
 
 
 def _features(B=2, H=64, W=96, seed=0):
@@ -21,9 +26,17 @@ def _features(B=2, H=64, W=96, seed=0):
 
 
 def _tiny_msdeform(**kw):
-    args = dict(transformer_dropout=0.0, transformer_nheads=4, transformer_dim_feedforward=64,
-                transformer_enc_layers=2, conv_dim=32, mask_dim=16, norm="GN",
-                transformer_in_features=["res3", "res4", "res5"], common_stride=4)
+    args = dict(
+        transformer_dropout=0.0,
+        transformer_nheads=4,
+        transformer_dim_feedforward=64,
+        transformer_enc_layers=2,
+        conv_dim=32,
+        mask_dim=16,
+        norm="GN",
+        transformer_in_features=["res3", "res4", "res5"],
+        common_stride=4,
+    )
     args.update(kw)
     return MSDeformAttnPixelDecoder(SHAPES, **args)
 
@@ -36,11 +49,19 @@ def test_msdeform_shapes_and_names():
     assert enc.shape == (2, 32, 2, 3)
     assert [tuple(m.shape) for m in ms] == [(2, 32, 2, 3), (2, 32, 4, 6), (2, 32, 8, 12)]
     keys = set(dec.state_dict())
-    for k in ("input_proj.0.0.weight", "input_proj.2.1.bias", "transformer.level_embed",
-              "transformer.encoder.layers.1.self_attn.sampling_offsets.weight",
-              "transformer.encoder.layers.0.linear1.weight", "transformer.encoder.layers.0.norm2.bias",
-              "adapter_1.weight", "adapter_1.norm.weight", "layer_1.weight", "layer_1.norm.bias",
-              "mask_features.weight"):
+    for k in (
+        "input_proj.0.0.weight",
+        "input_proj.2.1.bias",
+        "transformer.level_embed",
+        "transformer.encoder.layers.1.self_attn.sampling_offsets.weight",
+        "transformer.encoder.layers.0.linear1.weight",
+        "transformer.encoder.layers.0.norm2.bias",
+        "adapter_1.weight",
+        "adapter_1.norm.weight",
+        "layer_1.weight",
+        "layer_1.norm.bias",
+        "mask_features.weight",
+    ):
         assert k in keys, k
     assert dec.transformer.level_embed.shape == (3, 32)
     # input_proj.0 projects the coarsest input (res5, 40 channels)

@@ -1,4 +1,5 @@
 """BinaryHungarianMatcherV2: optimal vs brute force, packed triple, validity masks, errors."""
+
 import itertools
 import math
 
@@ -28,6 +29,7 @@ def _rand_boxes(n, gen):
 
 def _ref_cost(logit, pbox, gbox, m):
     """Scalar float64 cost of one (query, GT) pair, written out from the formulas."""
+
     def xyxy(b):
         cx, cy, w, h = b
         return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
@@ -46,7 +48,7 @@ def _ref_cost(logit, pbox, gbox, m):
     else:
         if m.stable:
             p = p * (giou + 1) / 2
-        c = -m.alpha * (1 - p) ** m.gamma * math.log(p) + (1 - m.alpha) * p ** m.gamma * math.log(1 - p)
+        c = -m.alpha * (1 - p) ** m.gamma * math.log(p) + (1 - m.alpha) * p**m.gamma * math.log(1 - p)
     return m.cost_bbox * l1 - m.cost_giou * giou + m.cost_class * c
 
 
@@ -59,17 +61,31 @@ def test_optimal_vs_brute_force(focal, stable):
         per_find = [_rand_boxes(n, gen) for n in (2, 0, 3, 1)]
         targets = _targets(per_find)
         B = len(per_find)
-        out = {"pred_logits": torch.randn(B, Q, 1, generator=gen) * 2, "pred_boxes": _rand_boxes(B * Q, gen).view(B, Q, 4)}
+        out = {
+            "pred_logits": torch.randn(B, Q, 1, generator=gen) * 2,
+            "pred_boxes": _rand_boxes(B * Q, gen).view(B, Q, 4),
+        }
         b_idx, s_idx, t_idx = m(out, targets)
         offsets = torch.cumsum(targets["num_boxes"], 0) - targets["num_boxes"]
         for b, boxes in enumerate(per_find):
             sel = b_idx == b
             n = len(boxes)
             assert int(sel.sum()) == n  # every GT matched once; finds without GT skipped
-            C = [[_ref_cost(float(out["pred_logits"][b, q, 0]), out["pred_boxes"][b, q].tolist(), boxes[j].tolist(), m)
-                  for j in range(n)] for q in range(Q)]
+            C = [
+                [
+                    _ref_cost(
+                        float(out["pred_logits"][b, q, 0]), out["pred_boxes"][b, q].tolist(), boxes[j].tolist(), m
+                    )
+                    for j in range(n)
+                ]
+                for q in range(Q)
+            ]
             got = sum(C[int(q)][int(t) - int(offsets[b])] for q, t in zip(s_idx[sel], t_idx[sel]))
-            best = min(sum(C[q][j] for j, q in enumerate(perm)) for perm in itertools.permutations(range(Q), n)) if n else 0
+            best = (
+                min(sum(C[q][j] for j, q in enumerate(perm)) for perm in itertools.permutations(range(Q), n))
+                if n
+                else 0
+            )
             assert got == pytest.approx(best, rel=1e-5, abs=1e-5)
             # ordered by target, tgt_idx indexes packed rows of this find
             assert torch.equal(t_idx[sel], torch.arange(n) + offsets[b])
@@ -90,8 +106,10 @@ def test_packed_boxes_without_padding_and_remove_flag():
     out = {"pred_logits": torch.randn(3, 5, 1, generator=gen), "pred_boxes": _rand_boxes(15, gen).view(3, 5, 4)}
     ref = BinaryHungarianMatcherV2(focal=True)(out, t)
     t2 = {k: v for k, v in t.items() if k != "boxes_padded"}
-    for res in (BinaryHungarianMatcherV2(focal=True)(out, t2),
-                BinaryHungarianMatcherV2(focal=True, remove_samples_with_0_gt=False)(out, t)):
+    for res in (
+        BinaryHungarianMatcherV2(focal=True)(out, t2),
+        BinaryHungarianMatcherV2(focal=True, remove_samples_with_0_gt=False)(out, t),
+    ):
         for a, b in zip(ref, res):
             assert torch.equal(a, b)
     assert ref[0].tolist() == [0, 2, 2] and ref[2].tolist() == [0, 1, 2]
@@ -105,8 +123,9 @@ def test_validity_masks_exclude_entries():
     out = {"pred_logits": torch.zeros(1, 3, 1), "pred_boxes": pred}
     b, s, j = BinaryHungarianMatcherV2()(out, t)
     assert s.tolist() == [0, 2] and j.tolist() == [0, 1]
-    b, s, j = BinaryHungarianMatcherV2()(out, t, out_is_valid=torch.tensor([[False, True, True]]),
-                                         target_is_valid_padded=torch.tensor([[True, False]]))
+    b, s, j = BinaryHungarianMatcherV2()(
+        out, t, out_is_valid=torch.tensor([[False, True, True]]), target_is_valid_padded=torch.tensor([[True, False]])
+    )
     assert b.tolist() == [0] and s.tolist() == [1] and j.tolist() == [0]
     # everything invalid: nothing matched
     b, s, j = BinaryHungarianMatcherV2()(out, t, out_is_valid=torch.zeros(1, 3, dtype=torch.bool))
@@ -162,4 +181,12 @@ def test_config_and_registry():
         BinaryHungarianMatcherV2(cost_class=0, cost_bbox=0, cost_giou=0)
     cfg = get_cfg()
     m = MATCHER_REGISTRY.get("BinaryHungarianMatcherV2")(cfg)
-    assert (m.cost_class, m.cost_bbox, m.cost_giou, m.focal, m.alpha, m.gamma, m.stable) == (2.0, 5.0, 2.0, True, 0.25, 2.0, False)
+    assert (m.cost_class, m.cost_bbox, m.cost_giou, m.focal, m.alpha, m.gamma, m.stable) == (
+        2.0,
+        5.0,
+        2.0,
+        True,
+        0.25,
+        2.0,
+        False,
+    )

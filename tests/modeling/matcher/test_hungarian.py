@@ -1,5 +1,6 @@
 """HungarianMatcher: optimality (brute force), batched == the per-image reference loop
 (tests/reference), RNG, autocast, errors."""
+
 import itertools
 
 import numpy as np
@@ -17,14 +18,18 @@ from tests.reference.hungarian import hungarian_match_per_image
 
 def _outputs(B, Q, K, h, w, seed=0, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
-    return {"pred_logits": torch.randn(B, Q, K + 1, generator=g).to(dtype),
-            "pred_masks": (3 * torch.randn(B, Q, h, w, generator=g)).to(dtype)}
+    return {
+        "pred_logits": torch.randn(B, Q, K + 1, generator=g).to(dtype),
+        "pred_masks": (3 * torch.randn(B, Q, h, w, generator=g)).to(dtype),
+    }
 
 
 def _targets(sizes, K, H, W, seed=1):
     g = torch.Generator().manual_seed(seed)
-    return [{"labels": torch.randint(0, K, (n,), generator=g), "masks": torch.rand(n, H, W, generator=g) > 0.5}
-            for n in sizes]
+    return [
+        {"labels": torch.randint(0, K, (n,), generator=g), "masks": torch.rand(n, H, W, generator=g) > 0.5}
+        for n in sizes
+    ]
 
 
 def _cost_matrix(m, out, tgt, b, coords):
@@ -32,7 +37,7 @@ def _cost_matrix(m, out, tgt, b, coords):
     prob = out["pred_logits"][b].double().softmax(-1)
     cc = -prob[:, tgt["labels"]]
     om, tm = out["pred_masks"][b].double()[:, None], tgt["masks"].double()[:, None]
-    c = coords[b:b + 1].double()
+    c = coords[b : b + 1].double()
     op = point_sample(om, c.repeat(om.shape[0], 1, 1)).squeeze(1)
     tp = point_sample(tm, c.repeat(tm.shape[0], 1, 1)).squeeze(1)
     return m.cost_mask * batch_sigmoid_ce_loss(op, tp) + m.cost_class * cc + m.cost_dice * batch_dice_loss(op, tp)
@@ -45,7 +50,7 @@ def test_optimal_vs_brute_force(Q, n):
     tgt = _targets([n], 3, 8, 8, seed=n)
     torch.manual_seed(0)
     coords = m.draw_point_coords(1)
-    (qi, ti), = m(out, tgt, point_coords=coords)
+    ((qi, ti),) = m(out, tgt, point_coords=coords)
     assert qi.dtype == ti.dtype == torch.int64 and len(qi) == min(Q, n)
     C = _cost_matrix(m, out, tgt[0], 0, coords).numpy()
     got = C[qi.numpy(), ti.numpy()].sum()
@@ -200,7 +205,7 @@ def test_gt_sampled_by_image_equals_per_gt_sampling():
     for b, t in enumerate(tgt):
         n = len(t["labels"])
         if n:
-            expected = point_sample(t["masks"].float()[:, None], coords[b:b + 1].expand(n, -1, -1)).squeeze(1)
+            expected = point_sample(t["masks"].float()[:, None], coords[b : b + 1].expand(n, -1, -1)).squeeze(1)
             assert torch.equal(got[b, :n], expected)
 
 
@@ -234,8 +239,9 @@ def test_point_chunks_equal_one_chunk_and_the_formulas(monkeypatch, costs):
             if ref is not None:
                 torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6)
         torch.testing.assert_close(total, results[0][0], rtol=1e-6, atol=1e-6)
-    assert torch.equal(results[0][2] if costs[1] else results[0][3],
-                       (ref_mask if costs[1] else ref_dice))  # one chunk: the very same values
+    assert torch.equal(
+        results[0][2] if costs[1] else results[0][3], (ref_mask if costs[1] else ref_dice)
+    )  # one chunk: the very same values
     monkeypatch.setattr(HungarianMatcher, "POINT_CHUNK", 16)
     torch.manual_seed(1)
     chunked = m(out, tgt)

@@ -1,4 +1,5 @@
 """BinaryOneToManyMatcher: quantile + threshold selection, padding / validity, packed tgt_idx."""
+
 import numpy as np
 import torch
 

@@ -1,9 +1,9 @@
 """Memory selection and the tracker's causality: a frame attends only to PAST frames
 (conditioning frames and the last few), so changing later frames cannot change it."""
+
 import torch
 
 from segtrain.modeling.sam2 import MemoryAttention, PromptPlan, select_memory_frames, select_obj_ptr_frames
-
 
 
 def test_select_memory_frames_only_past():

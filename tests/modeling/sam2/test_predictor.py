@@ -1,12 +1,13 @@
 """VideoPredictor: prompts on different frames, propagation through the clip, and the
 tracker's evaluation output fed to VideoEvaluator."""
+
 import pytest
 import torch
 
 from segtrain.evaluation.video_evaluation import VideoEvaluator
-from segtrain.utils.errors import ConfigError
-from segtrain.modeling.sam2.video_tracker import NO_OBJ_SCORE
 from segtrain.modeling.sam2 import VideoPredictor
+from segtrain.modeling.sam2.video_tracker import NO_OBJ_SCORE
+from segtrain.utils.errors import ConfigError
 
 
 def test_predictor_propagates_from_each_prompt_frame(sam2_tools):
@@ -76,8 +77,15 @@ def test_eval_forward_feeds_the_video_evaluator(sam2_tools, prompt):
     batch = sam2_tools.make_batch(num_frames=4, objects_per_video=(2,))
     masks = batch.masks.clone()
     masks[:2, 1] = False  # object 1 appears on frame 2: it is prompted there
-    clip = {"video_id": 7, "height": 48, "width": 40, "frame_indices": torch.arange(4), "images": batch.img_batch[:, 0],
-            "masks": masks, "obj_ids": torch.tensor([11, 12])}
+    clip = {
+        "video_id": 7,
+        "height": 48,
+        "width": 40,
+        "frame_indices": torch.arange(4),
+        "images": batch.img_batch[:, 0],
+        "masks": masks,
+        "obj_ids": torch.tensor([11, 12]),
+    }
     (out,) = model([clip])
     assert out["obj_ids"] == [11, 12]
     pred = out["pred_masks"]
@@ -99,9 +107,15 @@ def test_extra_prompt_kinds_are_predicted_and_scored(sam2_tools):
     each kind's masks equal a model whose primary prompt is that kind, and every frame is
     encoded once for all kinds."""
     batch = sam2_tools.make_batch(num_frames=3, objects_per_video=(2,))
-    clip = {"video_id": 3, "height": batch.masks.shape[-2], "width": batch.masks.shape[-1],
-            "frame_indices": torch.arange(3), "images": batch.img_batch[:, 0], "masks": batch.masks[:, :2],
-            "obj_ids": torch.tensor([1, 2])}
+    clip = {
+        "video_id": 3,
+        "height": batch.masks.shape[-2],
+        "width": batch.masks.shape[-1],
+        "frame_indices": torch.arange(3),
+        "images": batch.img_batch[:, 0],
+        "masks": batch.masks[:, :2],
+        "obj_ids": torch.tensor([1, 2]),
+    }
     model = sam2_tools.make_tracker(test_prompt="mask", test_extra_prompts=("box", "mask", "point")).eval()
     assert model.test_extra_prompts == ("box", "point")  # the primary kind is not predicted twice
     encoded = []
@@ -117,7 +131,9 @@ def test_extra_prompt_kinds_are_predicted_and_scored(sam2_tools):
         assert "pred_masks_by_prompt" not in ref
         assert torch.equal(out["pred_masks_by_prompt"][kind], ref["pred_masks"])
     evaluator = VideoEvaluator(dataset_name=None, distributed=False)
-    evaluator.process([{"video_id": 3, "frame_indices": [0, 1, 2], "gt_masks": clip["masks"], "gt_obj_ids": [1, 2]}], [out])
+    evaluator.process(
+        [{"video_id": 3, "frame_indices": [0, 1, 2], "gt_masks": clip["masks"], "gt_obj_ids": [1, 2]}], [out]
+    )
     assert list(evaluator.evaluate()) == ["video", "video_box", "video_point"]
     with pytest.raises(ConfigError, match="MODEL.SAM2.TEST.EXTRA_PROMPTS.*'scribble'"):
         sam2_tools.make_tracker(test_extra_prompts=("scribble",))

@@ -1,5 +1,6 @@
 """Training prompts: the per-batch plan, clicks inside the object, boxes around it, and
 corrective clicks in the error region (positive on misses, negative on false alarms)."""
+
 import numpy as np
 import pytest
 import torch
@@ -47,7 +48,6 @@ def test_uniform_clicks_fall_inside_the_object():
     assert (labels == -1).all()
 
 
-
 def test_inclusive_box_is_the_structures_box_minus_one_on_x1_y1():
     masks = torch.cat([_random_masks(), torch.zeros(2, 20, 24, dtype=torch.bool)])
     masks[-1, 19, 23] = True  # a single pixel in the last row and column
@@ -56,10 +56,12 @@ def test_inclusive_box_is_the_structures_box_minus_one_on_x1_y1():
     assert inclusive.dtype == torch.float32 and inclusive.shape == (8, 4)
     nonempty = masks.flatten(1).any(dim=1)
     assert nonempty.tolist() == [True] * 6 + [False, True]
-    torch.testing.assert_close(inclusive[nonempty], exclusive[nonempty] - torch.tensor([0.0, 0.0, 1.0, 1.0]),
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        inclusive[nonempty], exclusive[nonempty] - torch.tensor([0.0, 0.0, 1.0, 1.0]), rtol=0, atol=0
+    )
     assert inclusive[~nonempty].eq(0).all()
     assert inclusive[-1].tolist() == [23.0, 19.0, 23.0, 19.0]
+
 
 def test_boxes_enclose_the_object():
     masks = _random_masks()
@@ -119,8 +121,15 @@ def test_prompt_plan_follows_sam2_rules():
     torch.manual_seed(0)
     seen = {"pt": 0, "mask": 0, "box": 0, "two_cond": 0, "extra_corr": 0}
     for _ in range(300):
-        plan = sample_prompt_plan(8, prob_to_use_pt_input=0.5, prob_to_use_box_input=0.5, num_init_cond_frames=2,
-                                  rand_init_cond_frames=True, num_frames_to_correct=3, rand_frames_to_correct=True)
+        plan = sample_prompt_plan(
+            8,
+            prob_to_use_pt_input=0.5,
+            prob_to_use_box_input=0.5,
+            num_init_cond_frames=2,
+            rand_init_cond_frames=True,
+            num_frames_to_correct=3,
+            rand_frames_to_correct=True,
+        )
         assert plan.init_cond_frames[0] == 0 and 1 <= len(plan.init_cond_frames) <= 2
         assert len(set(plan.init_cond_frames)) == len(plan.init_cond_frames)
         assert all(0 <= t < 8 for t in plan.init_cond_frames + plan.frames_to_correct)
@@ -137,8 +146,15 @@ def test_prompt_plan_follows_sam2_rules():
         seen["two_cond"] += len(plan.init_cond_frames) == 2
     assert all(v > 30 for v in seen.values()), seen
     # a one-frame clip (an image): one conditioning frame, corrected when clicked
-    plan = sample_prompt_plan(1, prob_to_use_pt_input=1.0, prob_to_use_box_input=0.0, num_init_cond_frames=2,
-                              rand_init_cond_frames=True, num_frames_to_correct=2, rand_frames_to_correct=True)
+    plan = sample_prompt_plan(
+        1,
+        prob_to_use_pt_input=1.0,
+        prob_to_use_box_input=0.0,
+        num_init_cond_frames=2,
+        rand_init_cond_frames=True,
+        num_frames_to_correct=2,
+        rand_frames_to_correct=True,
+    )
     assert plan.init_cond_frames == [0] and plan.frames_to_correct == [0]
 
 
@@ -157,8 +173,12 @@ def _deepest_reference(region):
     region, the ring just outside the image counting as outside; the first maximum in
     row-major order."""
     h, w = region.shape
-    outside = [(y, x) for y in range(-1, h + 1) for x in range(-1, w + 1)
-               if not (0 <= y < h and 0 <= x < w) or not region[y, x]]
+    outside = [
+        (y, x)
+        for y in range(-1, h + 1)
+        for x in range(-1, w + 1)
+        if not (0 <= y < h and 0 <= x < w) or not region[y, x]
+    ]
     out = np.array(outside, dtype=np.float64)
     best, where = 0.0, None
     for y in range(h):

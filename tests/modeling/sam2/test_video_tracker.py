@@ -1,6 +1,7 @@
 """VideoTracker: tiny forward/backward shapes, the multistep outputs of the SAM 2 recipe,
 corrective clicks in the error region of the previous step, padding objects, the simple
 criterion path and building from the config."""
+
 import os
 
 import pytest
@@ -9,8 +10,8 @@ import torch
 from segtrain.config import get_cfg
 from segtrain.modeling import build_model
 from segtrain.modeling.criterion import CORE_LOSS_KEY, VideoSimpleCriterion
-from segtrain.modeling.sam2.video_tracker import MULTISTEP_KEYS, NO_OBJ_SCORE
 from segtrain.modeling.sam2 import PromptPlan
+from segtrain.modeling.sam2.video_tracker import MULTISTEP_KEYS, NO_OBJ_SCORE
 from segtrain.utils.errors import ConfigError
 
 

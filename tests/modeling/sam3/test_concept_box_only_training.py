@@ -2,6 +2,7 @@
 the real pipeline: load_coco_json -> FindDatasetMapper -> collate -> Sam3LossWrapper. The mask
 terms are exactly zero, the box / classification terms train, and FindEvaluator reports bbox
 AP and presence without segm."""
+
 import json
 import math
 import os
@@ -11,7 +12,13 @@ import numpy as np
 import torch
 
 from segtrain.config import load_config
-from segtrain.data import DatasetCatalog, MetadataCatalog, build_test_loader, build_train_loader, register_coco_instances
+from segtrain.data import (
+    DatasetCatalog,
+    MetadataCatalog,
+    build_test_loader,
+    build_train_loader,
+    register_coco_instances,
+)
 from segtrain.evaluation import build_evaluator
 from segtrain.evaluation.evaluator import inference_on_dataset
 from segtrain.modeling import build_model
@@ -36,8 +43,14 @@ def _write_box_only_coco(root):
             w, h = int(rng.integers(10, 30)), int(rng.integers(10, 30))
             x1, y1 = min(x0 + w, S), min(y0 + h, S)
             img[y0:y1, x0:x1] = COLORS[int(cat)]
-            ann = {"id": len(annotations) + 1, "image_id": i + 1, "category_id": int(cat), "iscrowd": 0,
-                   "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0)}
+            ann = {
+                "id": len(annotations) + 1,
+                "image_id": i + 1,
+                "category_id": int(cat),
+                "iscrowd": 0,
+                "bbox": [x0, y0, x1 - x0, y1 - y0],
+                "area": (x1 - x0) * (y1 - y0),
+            }
             if len(annotations) % 2:
                 ann["segmentation"] = []
             annotations.append(ann)
@@ -51,13 +64,39 @@ def _write_box_only_coco(root):
 
 
 def _cfg(tmp_path):
-    return load_config(TINY, [
-        "MODEL.CONCEPT.NUM_CONCEPTS", "3", "MODEL.CONCEPT.HIDDEN_DIM", "32", "MODEL.CONCEPT.NHEADS", "2",
-        "MODEL.CONCEPT.DIM_FEEDFORWARD", "64", "MODEL.CONCEPT.DEC_LAYERS", "2", "MODEL.CONCEPT.NUM_QUERIES", "5",
-        "MODEL.CONCEPT.NUM_O2M_QUERIES", "4", "MODEL.CONCEPT.CONVS_DIM", "32", "MODEL.CONCEPT.MASK_DIM", "32",
-        "MODEL.CONCEPT.ENCODER_STRIDE", "16", "DATASETS.TRAIN", f"('{NAME}',)", "DATASETS.TEST", f"('{NAME}',)",
-        "SOLVER.IMS_PER_BATCH", "2", "OUTPUT_DIR", str(tmp_path / "out"),
-    ])
+    return load_config(
+        TINY,
+        [
+            "MODEL.CONCEPT.NUM_CONCEPTS",
+            "3",
+            "MODEL.CONCEPT.HIDDEN_DIM",
+            "32",
+            "MODEL.CONCEPT.NHEADS",
+            "2",
+            "MODEL.CONCEPT.DIM_FEEDFORWARD",
+            "64",
+            "MODEL.CONCEPT.DEC_LAYERS",
+            "2",
+            "MODEL.CONCEPT.NUM_QUERIES",
+            "5",
+            "MODEL.CONCEPT.NUM_O2M_QUERIES",
+            "4",
+            "MODEL.CONCEPT.CONVS_DIM",
+            "32",
+            "MODEL.CONCEPT.MASK_DIM",
+            "32",
+            "MODEL.CONCEPT.ENCODER_STRIDE",
+            "16",
+            "DATASETS.TRAIN",
+            f"('{NAME}',)",
+            "DATASETS.TEST",
+            f"('{NAME}',)",
+            "SOLVER.IMS_PER_BATCH",
+            "2",
+            "OUTPUT_DIR",
+            str(tmp_path / "out"),
+        ],
+    )
 
 
 def test_box_only_dataset_trains_and_evaluates(tmp_path):

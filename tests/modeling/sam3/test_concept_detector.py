@@ -1,5 +1,6 @@
 """ConceptDetector end to end on a tiny model: the SAM 3 outputs Sam3LossWrapper needs,
 training steps that reduce the loss, eval results per find, config checks."""
+
 import math
 import os
 
@@ -16,10 +17,28 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.a
 TINY = os.path.join(ROOT, "projects", "sam3", "tiny.yaml")
 S = 64
 TINY_MODEL = [
-    "MODEL.CONCEPT.NUM_CONCEPTS", "3", "MODEL.CONCEPT.HIDDEN_DIM", "32", "MODEL.CONCEPT.NHEADS", "2",
-    "MODEL.CONCEPT.DIM_FEEDFORWARD", "64", "MODEL.CONCEPT.DEC_LAYERS", "2", "MODEL.CONCEPT.NUM_QUERIES", "5",
-    "MODEL.CONCEPT.NUM_O2M_QUERIES", "4", "MODEL.CONCEPT.CONVS_DIM", "32", "MODEL.CONCEPT.MASK_DIM", "32",
-    "MODEL.CONCEPT.ENCODER_STRIDE", "16", "MODEL.CONCEPT.TWO_STAGE", "True",
+    "MODEL.CONCEPT.NUM_CONCEPTS",
+    "3",
+    "MODEL.CONCEPT.HIDDEN_DIM",
+    "32",
+    "MODEL.CONCEPT.NHEADS",
+    "2",
+    "MODEL.CONCEPT.DIM_FEEDFORWARD",
+    "64",
+    "MODEL.CONCEPT.DEC_LAYERS",
+    "2",
+    "MODEL.CONCEPT.NUM_QUERIES",
+    "5",
+    "MODEL.CONCEPT.NUM_O2M_QUERIES",
+    "4",
+    "MODEL.CONCEPT.CONVS_DIM",
+    "32",
+    "MODEL.CONCEPT.MASK_DIM",
+    "32",
+    "MODEL.CONCEPT.ENCODER_STRIDE",
+    "16",
+    "MODEL.CONCEPT.TWO_STAGE",
+    "True",
 ]
 
 
@@ -36,8 +55,9 @@ def _batch(masks=True):
     m[1, 34:60, 20:58] = True
     img[:, m[0]] = torch.tensor([250, 20, 20], dtype=torch.uint8)[:, None]
     img[:, m[1]] = torch.tensor([20, 20, 250], dtype=torch.uint8)[:, None]
-    inst = Instances((S, S), gt_classes=torch.tensor([0, 2]),
-                     gt_boxes=torch.tensor([[8.0, 5, 40, 30], [20, 34, 58, 60]]))
+    inst = Instances(
+        (S, S), gt_classes=torch.tensor([0, 2]), gt_boxes=torch.tensor([[8.0, 5, 40, 30], [20, 34, 58, 60]])
+    )
     if masks:
         inst.gt_masks = m
         inst.gt_mask_valid = torch.ones(2, dtype=torch.bool)
@@ -45,10 +65,22 @@ def _batch(masks=True):
     if masks:
         empty.gt_masks = torch.zeros(0, S, S, dtype=torch.bool)
     return [
-        {"image": img, "instances": inst, "height": S, "width": S, "image_id": 1,
-         "find_categories": torch.tensor([0, 2, 1])},
-        {"image": torch.full((3, S, S), 90, dtype=torch.uint8), "instances": empty, "height": S, "width": S,
-         "image_id": 2, "find_categories": torch.tensor([1])},
+        {
+            "image": img,
+            "instances": inst,
+            "height": S,
+            "width": S,
+            "image_id": 1,
+            "find_categories": torch.tensor([0, 2, 1]),
+        },
+        {
+            "image": torch.full((3, S, S), 90, dtype=torch.uint8),
+            "instances": empty,
+            "height": S,
+            "width": S,
+            "image_id": 2,
+            "find_categories": torch.tensor([1]),
+        },
     ]
 
 
@@ -68,7 +100,11 @@ def test_project_config_has_the_official_loss_settings():
     assert (c.IABCE.POS_WEIGHT, c.IABCE.PAD_N_QUERIES, c.O2M_WEIGHT) == (10.0, 200, 2.0)
     m = cfg.MODEL.MATCHER
     assert m.NAME == "BinaryHungarianMatcherV2" and m.BINARY_HUNGARIAN.FOCAL
-    assert (m.BINARY_HUNGARIAN.COST_CLASS, m.BINARY_HUNGARIAN.COST_BBOX, m.BINARY_HUNGARIAN.COST_GIOU) == (2.0, 5.0, 2.0)
+    assert (m.BINARY_HUNGARIAN.COST_CLASS, m.BINARY_HUNGARIAN.COST_BBOX, m.BINARY_HUNGARIAN.COST_GIOU) == (
+        2.0,
+        5.0,
+        2.0,
+    )
     assert cfg.INPUT.DATASET_MAPPER_NAME == "FindDatasetMapper" and cfg.TEST.EVALUATOR == ("FindEvaluator",)
 
 
@@ -88,17 +124,34 @@ def test_training_outputs_reach_every_loss(model):
     assert out["first_stage"]["pred_logits"].shape == (B, (S // 16) ** 2, 1)
     for k in ("pred_boxes", "pred_boxes_o2m"):
         assert ((out[k] >= 0) & (out[k] <= 1)).all()
-    torch.testing.assert_close(out["pred_boxes_xyxy"][..., 2:] - out["pred_boxes_xyxy"][..., :2], out["pred_boxes"][..., 2:])
+    torch.testing.assert_close(
+        out["pred_boxes_xyxy"][..., 2:] - out["pred_boxes_xyxy"][..., :2], out["pred_boxes"][..., 2:]
+    )
 
     losses = model(_batch())
-    for k in ("loss_ce", "presence_loss", "loss_bbox", "loss_giou", "loss_mask", "loss_dice", "loss_bbox_aux_0",
-              "presence_loss_aux_0", "loss_dice_o2m", "loss_giou_fs"):
+    for k in (
+        "loss_ce",
+        "presence_loss",
+        "loss_bbox",
+        "loss_giou",
+        "loss_mask",
+        "loss_dice",
+        "loss_bbox_aux_0",
+        "presence_loss_aux_0",
+        "loss_dice_o2m",
+        "loss_giou_fs",
+    ):
         assert k in losses and torch.isfinite(losses[k]), k
     assert float(losses["loss_mask"].detach()) > 0 and float(losses["presence_loss"].detach()) > 0
     model.zero_grad()
     losses[CORE_LOSS_KEY].backward()
-    for name in ("backbone.stem.conv1.weight", "head.presence_head.bias", "head.decoder.presence_token.weight",
-                 "head.prompt_encoder.concept_embed.weight", "head.mask_head.mask_bias"):
+    for name in (
+        "backbone.stem.conv1.weight",
+        "head.presence_head.bias",
+        "head.decoder.presence_token.weight",
+        "head.prompt_encoder.concept_embed.weight",
+        "head.mask_head.mask_bias",
+    ):
         g = dict(model.named_parameters())[name].grad
         assert g is not None and g.abs().sum() > 0, name
 

@@ -1,5 +1,6 @@
 """Concept detector parts: box helpers, prompt encoder, decoder (refinement, presence token,
 one-to-many isolation), two-stage proposals, heads."""
+
 import pytest
 import torch
 
@@ -44,14 +45,17 @@ def test_prompt_encoder_rejects_unknown_concepts():
 def test_group_mask_blocks_only_across_groups():
     assert group_attention_mask(1, 3, 0) is None
     m = group_attention_mask(1, 2, 2)[0, 0]
-    expected = torch.tensor([[0, 0, 0, 1, 1], [0, 0, 0, 1, 1], [0, 0, 0, 1, 1], [1, 1, 1, 0, 0], [1, 1, 1, 0, 0]],
-                            dtype=torch.bool)
+    expected = torch.tensor(
+        [[0, 0, 0, 1, 1], [0, 0, 0, 1, 1], [0, 0, 0, 1, 1], [1, 1, 1, 0, 0], [1, 1, 1, 0, 0]], dtype=torch.bool
+    )
     assert torch.equal(m, expected)
 
 
 def _decoder(**kw):
     torch.manual_seed(0)
-    args = dict(dim=C, nheads=2, dim_feedforward=32, num_layers=3, num_queries=4, num_o2m_queries=3, presence_token=True)
+    args = dict(
+        dim=C, nheads=2, dim_feedforward=32, num_layers=3, num_queries=4, num_o2m_queries=3, presence_token=True
+    )
     args.update(kw)
     return ConceptDecoder(**args).eval()
 
@@ -100,9 +104,21 @@ def test_fusion_encoder_uses_the_prompt():
 
 def test_proposals_anchors_and_selection():
     anchors = grid_anchors(2, 4)
-    torch.testing.assert_close(anchors[:, :2], torch.tensor(
-        [[0.125, 0.25], [0.375, 0.25], [0.625, 0.25], [0.875, 0.25],
-         [0.125, 0.75], [0.375, 0.75], [0.625, 0.75], [0.875, 0.75]]))
+    torch.testing.assert_close(
+        anchors[:, :2],
+        torch.tensor(
+            [
+                [0.125, 0.25],
+                [0.375, 0.25],
+                [0.625, 0.25],
+                [0.875, 0.25],
+                [0.125, 0.75],
+                [0.375, 0.75],
+                [0.625, 0.75],
+                [0.875, 0.75],
+            ]
+        ),
+    )
     torch.testing.assert_close(anchors[0, 2:], torch.tensor([0.5, 1.0]))
     torch.manual_seed(0)
     prop = EncoderProposals(C)
@@ -121,7 +137,7 @@ def test_heads_shapes_and_priors():
     hs, prompt = torch.randn(2, 5, C), torch.randn(2, 3, C)
     logits = scoring(hs, prompt)
     p = scoring.prompt_mlp(prompt).mean(1)
-    torch.testing.assert_close(logits[..., 0], torch.einsum("bqc,bc->bq", scoring.query_proj(hs), p) / C ** 0.5)
+    torch.testing.assert_close(logits[..., 0], torch.einsum("bqc,bc->bq", scoring.query_proj(hs), p) / C**0.5)
     head = MaskHead(C, 8)
     px = head.pixel_embedding(torch.randn(2, 8, 6, 6), torch.randn(2, C, 3, 3))
     masks = head(hs, px)

@@ -5,6 +5,7 @@ official checkpoint loads with no renames (see ``docs/mask2former.md``). The for
 is reorganised for speed (batch-first tensors, fused attention with a head-broadcast
 boolean mask, no host-device synchronisation) but computes the same function.
 """
+
 import logging
 from typing import Dict, List, Optional, Tuple
 
@@ -13,11 +14,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from segtrain.config import configurable
+from segtrain.layers.transformer import MLP, CrossAttentionLayer, FFNLayer, SelfAttentionLayer
 from segtrain.layers.wrappers import Conv2d
 from segtrain.structures.boxes import box_cxcywh_to_xyxy
 from segtrain.utils.errors import ConfigError
-
-from segtrain.layers.transformer import MLP, CrossAttentionLayer, FFNLayer, SelfAttentionLayer
 
 from .build import TRANSFORMER_DECODER_REGISTRY
 from .position_encoding import PositionEmbeddingSine
@@ -63,8 +63,9 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
 
     _version = 2
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs):
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
         # Checkpoints older than the official version 2 call query_feat "static_query".
         version = local_metadata.get("version", None)
         if version is None or version < 2:
@@ -75,8 +76,9 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
                     renamed = True
             if renamed:
                 logger.warning("%s: renamed old 'static_query' weights to 'query_feat'", type(self).__name__)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     @configurable
     def __init__(
@@ -127,11 +129,14 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         for _ in range(self.num_layers):
             # The decoder itself never uses dropout (official: 0.0 everywhere here)
             self.transformer_self_attention_layers.append(
-                SelfAttentionLayer(hidden_dim, nheads, dropout=0.0, normalize_before=pre_norm))
+                SelfAttentionLayer(hidden_dim, nheads, dropout=0.0, normalize_before=pre_norm)
+            )
             self.transformer_cross_attention_layers.append(
-                CrossAttentionLayer(hidden_dim, nheads, dropout=0.0, normalize_before=pre_norm))
+                CrossAttentionLayer(hidden_dim, nheads, dropout=0.0, normalize_before=pre_norm)
+            )
             self.transformer_ffn_layers.append(
-                FFNLayer(hidden_dim, dim_feedforward=dim_feedforward, dropout=0.0, normalize_before=pre_norm))
+                FFNLayer(hidden_dim, dim_feedforward=dim_feedforward, dropout=0.0, normalize_before=pre_norm)
+            )
 
         self.decoder_norm = nn.LayerNorm(hidden_dim)
 
@@ -189,8 +194,9 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             size_list.append((int(x[i].shape[-2]), int(x[i].shape[-1])))
             pos.append(self._position_embedding(x[i]))  # [1, h*w, C], broadcast over the batch
             # [B, C, h, w] -> [B, h*w, C]
-            src.append((self.input_proj[i](x[i]).flatten(2) + self.level_embed.weight[i][None, :, None])
-                       .transpose(1, 2))
+            src.append(
+                (self.input_proj[i](x[i]).flatten(2) + self.level_embed.weight[i][None, :, None]).transpose(1, 2)
+            )
 
         bs = src[0].shape[0]
         query_embed = self.query_embed.weight.unsqueeze(0).expand(bs, -1, -1)  # [B, Q, C], no copy
@@ -211,7 +217,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             attn_mask = masked_attention_mask(outputs_mask, size_list[level_index])
             # cross-attention first, then self-attention, then FFN (official order)
             output = self.transformer_cross_attention_layers[i](
-                output, src[level_index], attn_mask=attn_mask, pos=pos[level_index], query_pos=query_embed)
+                output, src[level_index], attn_mask=attn_mask, pos=pos[level_index], query_pos=query_embed
+            )
             output = self.transformer_self_attention_layers[i](output, query_pos=query_embed)
             output = self.transformer_ffn_layers[i](output)
 
@@ -224,8 +231,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             "pred_logits": predictions_class[-1],
             "pred_masks": predictions_mask[-1],
             "aux_outputs": [
-                {"pred_logits": a, "pred_masks": b}
-                for a, b in zip(predictions_class[:-1], predictions_mask[:-1])
+                {"pred_logits": a, "pred_masks": b} for a, b in zip(predictions_class[:-1], predictions_mask[:-1])
             ],
         }
         if self.bbox_embed is not None:
@@ -261,5 +267,6 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         mask_embed = self.mask_embed(decoder_output)
         # "bqc,bchw->bqhw" as one batched matmul on the pre-flattened features
         outputs_mask = torch.bmm(mask_embed, mask_feat_flat).view(
-            output.shape[0], output.shape[1], mask_hw[0], mask_hw[1])
+            output.shape[0], output.shape[1], mask_hw[0], mask_hw[1]
+        )
         return outputs_class, outputs_mask
