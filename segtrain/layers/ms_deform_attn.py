@@ -295,19 +295,17 @@ class MSDeformAttn(nn.Module):
         nn.init.xavier_uniform_(self.output_proj.weight)
         nn.init.constant_(self.output_proj.bias, 0.0)
 
-    def forward(
+    def sampling_inputs(
         self,
         query: torch.Tensor,
         reference_points: torch.Tensor,
         input_flatten: torch.Tensor,
         input_spatial_shapes: torch.Tensor,
-        input_level_start_index: Optional[torch.Tensor] = None,
         input_padding_mask: Optional[torch.Tensor] = None,
-        spatial_shapes_list: Optional[Sequence[Tuple[int, int]]] = None,
-    ) -> torch.Tensor:
-        """``spatial_shapes_list``: the same (H_l, W_l) as Python ints, when the caller has
-        them; the sampling then needs no device -> host copy of ``input_spatial_shapes``
-        (a synchronisation on CUDA)."""
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The projections before the sampling: ``value`` [N, S, M, C / M] (zero at padding),
+        ``sampling_locations`` [N, Lq, M, L, P, 2] in [0, 1] (x, y) and ``attention_weights``
+        [N, Lq, M, L, P] (softmax over L x P)."""
         N, Lq, _ = query.shape
         _, S, _ = input_flatten.shape
         M, L, P = self.n_heads, self.n_levels, self.n_points
@@ -338,11 +336,24 @@ class MSDeformAttn(nn.Module):
             raise ValueError(
                 f"MSDeformAttn: last dim of reference_points must be 2 or 4, got {reference_points.shape[-1]}"
             )
-        if spatial_shapes_list is not None:
-            core_shapes = spatial_shapes_list
-        elif not isinstance(input_spatial_shapes, torch.Tensor):
-            core_shapes = input_spatial_shapes
-        else:
-            core_shapes = shapes
+        return value, sampling_locations, attention_weights
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        reference_points: torch.Tensor,
+        input_flatten: torch.Tensor,
+        input_spatial_shapes: torch.Tensor,
+        input_level_start_index: Optional[torch.Tensor] = None,
+        input_padding_mask: Optional[torch.Tensor] = None,
+        spatial_shapes_list: Optional[Sequence[Tuple[int, int]]] = None,
+    ) -> torch.Tensor:
+        """``spatial_shapes_list``: the same (H_l, W_l) as Python ints, when the caller has
+        them; the sampling then needs no device -> host copy of ``input_spatial_shapes``
+        (a synchronisation on CUDA)."""
+        value, sampling_locations, attention_weights = self.sampling_inputs(
+            query, reference_points, input_flatten, input_spatial_shapes, input_padding_mask
+        )
+        core_shapes = spatial_shapes_list if spatial_shapes_list is not None else input_spatial_shapes
         output = ms_deform_attn_core(value, core_shapes, sampling_locations, attention_weights)
         return self.output_proj(output)

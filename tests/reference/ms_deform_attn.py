@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from segtrain.layers.ms_deform_attn import MSDeformAttn
+
 __all__ = ["ReferenceMSDeformAttn", "ms_deform_attn_reference"]
 
 SpatialShapes = Union[Tensor, Sequence[Tuple[int, int]]]
@@ -47,25 +49,16 @@ def ms_deform_attn_reference(
     return out.transpose(1, 2).contiguous()
 
 
-class ReferenceMSDeformAttn(nn.Module):
-    """Deformable DETR's ``MSDeformAttn`` module with :func:`ms_deform_attn_reference` as its
-    sampling. Same parameters (names, shapes) and call as
-    ``segtrain.layers.ms_deform_attn.MSDeformAttn``; :meth:`sharing` builds one on the very
-    parameters of an existing module.
+class ReferenceMSDeformAttn(MSDeformAttn):
+    """``MSDeformAttn`` with :func:`ms_deform_attn_reference` as its sampling (the projections
+    are the production module's). :meth:`sharing` builds one on the very parameters of an
+    existing module.
 
     forward(query [N, Lq, C], reference_points [N, Lq, L, 2] in [0, 1] or [N, Lq, L, 4] boxes
     (cx, cy, w, h), input_flatten [N, S, C], input_spatial_shapes [L, 2] (H, W),
     input_level_start_index [L] (unused), input_padding_mask [N, S] bool True=padding or None)
     -> [N, Lq, C].
     """
-
-    def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4):
-        super().__init__()
-        self.d_model, self.n_levels, self.n_heads, self.n_points = d_model, n_levels, n_heads, n_points
-        self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
-        self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
-        self.value_proj = nn.Linear(d_model, d_model)
-        self.output_proj = nn.Linear(d_model, d_model)
 
     @classmethod
     def sharing(cls, attn: nn.Module) -> "ReferenceMSDeformAttn":
@@ -86,29 +79,9 @@ class ReferenceMSDeformAttn(nn.Module):
         input_padding_mask: Optional[Tensor] = None,
         spatial_shapes_list: Optional[Sequence[Tuple[int, int]]] = None,
     ) -> Tensor:
-        N, Lq, _ = query.shape
-        _, S, _ = input_flatten.shape
-        M, L, P = self.n_heads, self.n_levels, self.n_points
-        shapes = torch.as_tensor(input_spatial_shapes, dtype=torch.long, device=query.device)
-        value = self.value_proj(input_flatten)
-        if input_padding_mask is not None:
-            value = value.masked_fill(input_padding_mask[..., None], 0.0)
-        value = value.view(N, S, M, self.d_model // M)
-        sampling_offsets = self.sampling_offsets(query).view(N, Lq, M, L, P, 2)
-        attention_weights = F.softmax(self.attention_weights(query).view(N, Lq, M, L * P), -1).view(N, Lq, M, L, P)
-        if reference_points.shape[-1] == 2:
-            offset_normalizer = torch.stack([shapes[..., 1], shapes[..., 0]], -1).to(sampling_offsets.dtype)
-            sampling_locations = (
-                reference_points[:, :, None, :, None, :]
-                + sampling_offsets / offset_normalizer[None, None, None, :, None, :]
-            )
-        elif reference_points.shape[-1] == 4:
-            sampling_locations = (
-                reference_points[:, :, None, :, None, :2]
-                + sampling_offsets / P * reference_points[:, :, None, :, None, 2:] * 0.5
-            )
-        else:
-            raise ValueError(f"last dim of reference_points must be 2 or 4, got {reference_points.shape[-1]}")
-        core_shapes = spatial_shapes_list if spatial_shapes_list is not None else shapes
+        value, sampling_locations, attention_weights = self.sampling_inputs(
+            query, reference_points, input_flatten, input_spatial_shapes, input_padding_mask
+        )
+        core_shapes = spatial_shapes_list if spatial_shapes_list is not None else input_spatial_shapes
         output = ms_deform_attn_reference(value, core_shapes, sampling_locations, attention_weights)
         return self.output_proj(output)
