@@ -22,6 +22,14 @@ def _meta_arch_class(cfg):
     return META_ARCH_REGISTRY.get(name) if name in META_ARCH_REGISTRY else None
 
 
+def _check_meta_arch_set(cfg, train: bool, problems: List[str]) -> None:
+    if not get_key(cfg, "MODEL.META_ARCHITECTURE"):
+        problems.append(
+            "MODEL.META_ARCHITECTURE is empty: name the model to build, one of "
+            f"{', '.join(sorted(META_ARCH_REGISTRY.names()))}"
+        )
+
+
 def _check_criterion(cfg, train: bool, problems: List[str]) -> None:
     """The criterion is built (cheap) so that a weight key naming a loss it does not compute
     fails now; its required outputs are checked against the meta-architecture's
@@ -76,5 +84,6 @@ register_name_key("MODEL.CRITERION.NAME", "CRITERION", lambda: sorted(CRITERION_
 register_name_key("MODEL.MATCHER.NAME", "MATCHER", lambda: sorted(MATCHER_REGISTRY.names()))
 register_name_key("MODEL.CRITERION.SAM3.O2M_MATCHER_NAME", "MATCHER", lambda: sorted(MATCHER_REGISTRY.names()))
 register_name_key("MODEL.CRITERION.SAM3.LOSS_FNS", "SAM3_LOSS", lambda: sorted(SAM3_LOSS_REGISTRY.names()))
+register_check(_check_meta_arch_set)
 register_check(_check_criterion, train_only=True)
 register_check(_check_num_classes)

@@ -165,3 +165,8 @@ def test_families_register_their_own_name_keys():
         assert len(e.value.problems) == 2 and str(e.value).count("\n") == 1  # two problems: one line each
     finally:
         config_checks._NAME_KEYS.pop()
+
+
+def test_empty_meta_architecture_names_the_choices():
+    (p,) = _problems("MODEL.META_ARCHITECTURE", "")
+    assert p.startswith("MODEL.META_ARCHITECTURE is empty: name the model to build, one of ") and "MaskFormer" in p
