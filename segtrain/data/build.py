@@ -1,8 +1,7 @@
 """Loader builders: dataset dicts -> mapper (in worker processes) -> batches (lists of dicts)."""
-import contextlib
+
 import logging
 import pickle
-import random
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -11,6 +10,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from segtrain.config import configurable
 from segtrain.utils import comm
+from segtrain.utils.env import seeded_rng
 from segtrain.utils.errors import ConfigError, DatasetError
 
 from .catalog import DatasetCatalog
@@ -69,8 +69,13 @@ def get_dataset_dicts(
             raise DatasetError(f"every image of {', '.join(names)} has no annotations (filter_empty=True)")
     n_inst = sum(len(d.get("annotations", [])) for d in dicts)
     n_seg = sum(len(d.get("segments_info", [])) for d in dicts)
-    logger.info("Dataset(s) %s: %d images, %d annotations%s", ", ".join(names), len(dicts), n_inst,
-                f", {n_seg} panoptic segments" if n_seg else "")
+    logger.info(
+        "Dataset(s) %s: %d images, %d annotations%s",
+        ", ".join(names),
+        len(dicts),
+        n_inst,
+        f", {n_seg} panoptic segments" if n_seg else "",
+    )
     return dicts
 
 
@@ -133,7 +138,10 @@ class MapDataset(Dataset):
 
     def map_at(self, position: int, idx: int) -> Tuple[Any, int]:
         """``(mapped item or None, bad items skipped)`` for ``position`` of the sample stream."""
-        with _seeded_random(_mix_seed(self._seed, position)):
+        # in the main process (no loader workers) the caller's RNG states are restored after; a
+        # worker process owns its RNGs and skips the (comparatively slow) save and restore
+        restore = torch.utils.data.get_worker_info() is None
+        with seeded_rng(_mix_seed(self._seed, position), cuda=False, restore=restore):
             skipped_before = bad_items_skipped()
             for _ in range(_MAX_SKIPS_IN_A_ROW):
                 out = self._map_func(self._dataset[idx])
@@ -143,26 +151,6 @@ class MapDataset(Dataset):
         raise DatasetError(
             f"{_MAX_SKIPS_IN_A_ROW} images in a row were skipped as bad; check the dataset (last index {idx})"
         )
-
-
-@contextlib.contextmanager
-def _seeded_random(seed: int) -> Iterator[None]:
-    """Seed numpy's, Python's and torch's global RNGs for the block. In the main process
-    (no loader workers) the caller's states are restored after; a worker process owns its
-    RNGs, so it skips the (comparatively slow) save and restore."""
-    restore = torch.utils.data.get_worker_info() is None
-    if restore:
-        saved = np.random.get_state(), random.getstate(), torch.get_rng_state()
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
-    torch.default_generator.manual_seed(seed % 2**63)  # CPU only: torch.manual_seed also seeds devices, slowly
-    try:
-        yield
-    finally:
-        if restore:
-            np.random.set_state(saved[0])
-            random.setstate(saved[1])
-            torch.set_rng_state(saved[2])
 
 
 class _PositionedSampler(Sampler):
@@ -259,8 +247,11 @@ class TrainDataLoader:
     def log_skipped(self) -> None:
         """Log how many bad items were skipped (the trainer calls it when training ends)."""
         if self.num_skipped:
-            logger.warning("Training skipped %d bad item(s) (DATASETS.ON_BAD_ANNOTATION='skip'); each was "
-                           "replaced by another item of the dataset", self.num_skipped)
+            logger.warning(
+                "Training skipped %d bad item(s) (DATASETS.ON_BAD_ANNOTATION='skip'); each was "
+                "replaced by another item of the dataset",
+                self.num_skipped,
+            )
 
     def state_dict(self) -> Dict[str, Any]:
         return dict(self.sampler.state_dict(consumed=self.position), num_skipped=self.num_skipped)
@@ -305,7 +296,10 @@ class InferenceDataLoader:
             logger.warning(
                 "Inference loader: %d image(s) mapped, %d skipped as bad (%d when reading the annotations, %d by "
                 "the mapper; DATASETS.ON_BAD_ANNOTATION='skip')",
-                mapped, self.num_skipped, self.skipped_at_load, self.skipped_by_mapper,
+                mapped,
+                self.num_skipped,
+                self.skipped_at_load,
+                self.skipped_by_mapper,
             )
 
 
@@ -321,7 +315,8 @@ def per_process_batch_size(total_batch_size: int, num_workers: int) -> int:
     world = comm.get_world_size()
     if total_batch_size <= 0 or total_batch_size % world != 0:
         raise ConfigError(
-            f"SOLVER.IMS_PER_BATCH ({total_batch_size}) must be a positive multiple of the number of processes ({world})"
+            f"SOLVER.IMS_PER_BATCH ({total_batch_size}) must be a positive multiple of the number of processes "
+            f"({world})"
         )
     if num_workers < 0:
         raise ConfigError(f"DATALOADER.NUM_WORKERS must be >= 0, got {num_workers}")
@@ -331,9 +326,7 @@ def per_process_batch_size(total_batch_size: int, num_workers: int) -> int:
 def _train_loader_from_config(cfg, mapper=None, *, dataset=None, start_iter: int = 0) -> Dict[str, Any]:
     register_shapes_from_cfg(cfg)
     if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
-        raise ConfigError(
-            f"DATALOADER.SAMPLER_TRAIN must be 'TrainingSampler', got {cfg.DATALOADER.SAMPLER_TRAIN!r}"
-        )
+        raise ConfigError(f"DATALOADER.SAMPLER_TRAIN must be 'TrainingSampler', got {cfg.DATALOADER.SAMPLER_TRAIN!r}")
     if dataset is None:
         dataset = get_dataset_dicts(
             cfg.DATASETS.TRAIN,
@@ -379,8 +372,12 @@ def _test_loader_from_config(cfg, dataset_name: Union[str, Sequence[str]], mappe
         dataset = get_dataset_dicts(dataset_name, filter_empty=False, on_bad_annotation=cfg.DATASETS.ON_BAD_ANNOTATION)
     if mapper is None:
         mapper = build_mapper(cfg, is_train=False)
-    return {"dataset": dataset, "mapper": mapper, "num_workers": cfg.DATALOADER.NUM_WORKERS,
-            "skipped_at_load": skipped.images}
+    return {
+        "dataset": dataset,
+        "mapper": mapper,
+        "num_workers": cfg.DATALOADER.NUM_WORKERS,
+        "skipped_at_load": skipped.images,
+    }
 
 
 @configurable(from_config=_test_loader_from_config)
@@ -414,19 +411,25 @@ def build_val_loss_loader(cfg, dataset_name: str, per_process: int, world: int) 
     resize, annotations kept as ``instances``), sharded over processes, ``per_process``
     images per batch."""
     register_shapes_from_cfg(cfg)
-    dicts = get_dataset_dicts(dataset_name, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
-                              on_bad_annotation=cfg.DATASETS.ON_BAD_ANNOTATION)
+    dicts = get_dataset_dicts(
+        dataset_name,
+        filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+        on_bad_annotation=cfg.DATASETS.ON_BAD_ANNOTATION,
+    )
     if cfg.TEST.VAL_LOSS.NUM_BATCHES > 0:
         dicts = dicts[: cfg.TEST.VAL_LOSS.NUM_BATCHES * per_process * world]
     logger.info(f"Validation loss on {len(dicts)} images of {dataset_name} ({per_process} per batch and process)")
-    return build_test_loader(dicts, mapper=build_mapper(cfg, is_train=False),
-                             num_workers=cfg.DATALOADER.NUM_WORKERS, batch_size=per_process)
+    return build_test_loader(
+        dicts, mapper=build_mapper(cfg, is_train=False), num_workers=cfg.DATALOADER.NUM_WORKERS, batch_size=per_process
+    )
 
 
-register_loader_kind(LoaderKind(
-    name="image",
-    applies=lambda cfg, names: True,
-    train=build_train_loader,
-    test=build_test_loader,
-    val_loss=build_val_loss_loader,
-))
+register_loader_kind(
+    LoaderKind(
+        name="image",
+        applies=lambda cfg, names: True,
+        train=build_train_loader,
+        test=build_test_loader,
+        val_loss=build_val_loss_loader,
+    )
+)

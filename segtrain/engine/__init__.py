@@ -1,13 +1,7 @@
 """Training loop, hooks, default trainer / setup and multi-process launch."""
-from .defaults import (
-    DefaultTrainer,
-    create_ddp_model,
-    default_argument_parser,
-    default_setup,
-    default_writers,
-    run_cli,
-    setup_cfg,
-)
+
+from .cli import default_argument_parser, default_setup, default_writers, run_cli, setup_cfg
+from .defaults import DefaultTrainer, create_ddp_model
 from .hooks import (
     BestCheckpointer,
     EarlyStopping,
@@ -18,6 +12,7 @@ from .hooks import (
     PeriodicCheckpointer,
     PeriodicWriter,
     SignalCheckpointer,
+    TrainingReport,
     ValidationLoss,
     VisualizationHook,
 )
@@ -48,4 +43,5 @@ __all__ = [
     "PeriodicWriter",
     "ValidationLoss",
     "VisualizationHook",
+    "TrainingReport",
 ]

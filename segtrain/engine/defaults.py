@@ -1,25 +1,29 @@
-"""Defaults for the common case: argument parser, config setup, ``DefaultTrainer`` and the
-``run_cli`` wrapper of entry scripts.
+"""``DefaultTrainer``: builds every part of a run from the config, then trains.
 
-``DefaultTrainer`` assumes one model, one optimizer, one LR schedule and one training
-loader, all built from the config by its ``build_*`` classmethods (override them to change
-one piece). For anything more unusual write the loop out with ``SimpleTrainer`` and hooks.
+It assumes one model, one optimizer, one LR schedule and one training loader, all built from
+the config by its ``build_*`` classmethods (override them to change one piece). For anything
+more unusual write the loop out with ``SimpleTrainer`` and hooks. The entry-script helpers
+(``default_argument_parser``, ``setup_cfg``, ``default_setup``, ``default_writers``, ``run_cli``)
+live in :mod:`segtrain.engine.cli` and are importable from here too.
 """
-import argparse
-import json
+
 import logging
 import os
-import sys
 import weakref
 from collections import OrderedDict
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
-from segtrain.checkpoint import Checkpointer, atomic_write_bytes
-from segtrain.config import load_config
+from segtrain.checkpoint import Checkpointer
+from segtrain.data import MetadataCatalog, build_mapper, get_dataset_dicts, register_shapes_from_cfg
 from segtrain.data.loader_kinds import select_loader_kind
+from segtrain.evaluation.build import build_evaluator
+from segtrain.evaluation.evaluator import inference_on_dataset, print_csv_format
+from segtrain.modeling import build_model
+from segtrain.modeling.criterion.inspection import official_weight_differences
 from segtrain.solver import (
     build_gradient_clipper,
     build_lr_scheduler,
@@ -28,22 +32,13 @@ from segtrain.solver import (
     log_parameter_counts,
 )
 from segtrain.utils import comm
-from segtrain.utils.env import collect_env_info, seed_all_rng, setup_determinism
-from segtrain.utils.errors import ConfigError, SegtrainError
-from segtrain.utils.events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardXWriter, WandbWriter
+from segtrain.utils.errors import ConfigError
+from segtrain.utils.events import EventWriter
 from segtrain.utils.logger import setup_logger
-from segtrain.utils.loss_trends import describe_rising, format_loss_trends, loss_trends
-from segtrain.utils.plot_metrics import read_metrics, write_metrics_png
 
 from . import hooks
-from .launch import launch
+from .cli import default_argument_parser, default_setup, default_writers, run_cli, setup_cfg
 from .train_loop import AMPTrainer, SimpleTrainer, TrainerBase
-from segtrain.data import MetadataCatalog
-from segtrain.modeling import build_model
-from segtrain.data import build_mapper, get_dataset_dicts, register_shapes_from_cfg
-from segtrain.evaluation.build import build_evaluator
-from segtrain.evaluation.evaluator import inference_on_dataset, print_csv_format
-from segtrain.modeling.criterion.inspection import official_weight_differences
 
 __all__ = [
     "default_argument_parser",
@@ -58,92 +53,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentParser:
-    """Arguments shared by the training / evaluation entry scripts."""
-    parser = argparse.ArgumentParser(
-        epilog=epilog or "Example: train_net.py --config-file projects/m2f/r50.yaml SOLVER.MAX_ITER 100",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--config-file", default="", metavar="FILE", help="path to the config YAML")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from the last checkpoint in OUTPUT_DIR (model, optimizer, schedule, "
-                             "iteration, data position); without it MODEL.WEIGHTS initializes the model only")
-    parser.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS and exit")
-    parser.add_argument("--num-gpus", type=int, default=1,
-                        help="processes per machine (GPUs; CPU processes with Gloo when there is no GPU)")
-    parser.add_argument("--num-machines", type=int, default=1)
-    parser.add_argument("--machine-rank", type=int, default=0, help="rank of this machine (0 .. num-machines-1)")
-    parser.add_argument("--dist-url", default="auto",
-                        help="tcp://host:port of machine 0; 'auto' picks a free local port (one machine)")
-    parser.add_argument("--module", action="append", default=[], metavar="MODULE",
-                        help="user module (dotted name or .py path) imported first so its components register; "
-                             "repeatable")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks of user errors")
-    parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
-                        help="config overrides as KEY VALUE pairs at the end, e.g. SOLVER.BASE_LR 0.001")
-    return parser
-
-
-def setup_cfg(args: argparse.Namespace):
-    """Defaults + user modules + ``--config-file`` + command-line overrides, frozen.
-    A run always names its config: a missing ``--config-file`` is a one-line error."""
-    if not args.config_file:
-        raise ConfigError("no --config-file given (e.g. --config-file projects/m2f/r50.yaml)")
-    cfg = load_config(args.config_file or None, args.opts or [], getattr(args, "module", []) or [])
-    cfg.freeze()
-    return cfg
-
-
-def default_setup(cfg, args: argparse.Namespace) -> None:
-    """Output folder, loggers (console + ``log.txt``), environment / arguments / config in the
-    log, ``OUTPUT_DIR/config.yaml``, per-rank seed and determinism settings."""
-    output_dir = cfg.OUTPUT_DIR
-    rank = comm.get_rank()
-    if comm.is_main_process() and output_dir:
-        os.makedirs(output_dir, exist_ok=True)
-    setup_logger(output_dir, distributed_rank=rank, name="fvcore")
-    log = setup_logger(output_dir, distributed_rank=rank)
-    log.info(f"Rank of current process: {rank}. World size: {comm.get_world_size()}")
-    log.info("Environment info:\n" + collect_env_info())
-    log.info(f"Command line arguments: {args}")
-    config_file = getattr(args, "config_file", "")
-    if config_file:
-        with open(config_file) as f:
-            log.info(f"Contents of {config_file}:\n{f.read()}")
-    log.info("Running with full config:\n" + cfg.dump())
-    if comm.is_main_process() and output_dir:
-        path = os.path.join(output_dir, "config.yaml")
-        atomic_write_bytes(path, cfg.dump().encode())
-        log.info(f"Full config saved to {path}")
-    # a different stream per rank; SEED < 0 draws (and logs) a fresh one
-    seed = seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)
-    log.info(f"Random seed of rank {rank}: {seed}")
-    setup_determinism(cfg.DETERMINISTIC, cfg.CUDNN_BENCHMARK and not getattr(args, "eval_only", False))
-
-
-def default_writers(cfg, max_iter: int) -> List[EventWriter]:
-    """Console line, ``OUTPUT_DIR/metrics.json``, TensorBoard (``WRITERS.TENSORBOARD``) and
-    W&B (``WRITERS.WANDB.ENABLED``). Main process only: one metrics file per run."""
-    writers: List[EventWriter] = [
-        CommonMetricPrinter(max_iter, train_prefix=cfg.WRITERS.TRAIN_PREFIX),
-        JSONWriter(os.path.join(cfg.OUTPUT_DIR, "metrics.json")),
-    ]
-    if cfg.WRITERS.TENSORBOARD:
-        writers.append(TensorboardXWriter(cfg.OUTPUT_DIR))
-    if cfg.WRITERS.WANDB.ENABLED:
-        import yaml
-
-        writers.append(WandbWriter(project=cfg.WRITERS.WANDB.PROJECT, mode=cfg.WRITERS.WANDB.MODE,
-                                   output_dir=cfg.OUTPUT_DIR, config=yaml.safe_load(cfg.dump())))
-    return writers
-
-
 def create_ddp_model(model: nn.Module, **kwargs: Any) -> nn.Module:
     """Wrap in ``DistributedDataParallel`` when there is more than one process."""
     if comm.get_world_size() == 1:
         return model
-    from torch.nn.parallel import DistributedDataParallel
-
     if "device_ids" not in kwargs and next(model.parameters()).is_cuda:
         kwargs["device_ids"] = [comm.get_local_rank()]
     return DistributedDataParallel(model, **kwargs)
@@ -171,11 +84,19 @@ class DefaultTrainer(TrainerBase):
         model = create_ddp_model(model, broadcast_buffers=False)
         step_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
         kwargs = {"dtype": cfg.SOLVER.AMP.DTYPE} if cfg.SOLVER.AMP.ENABLED else {}
-        self._trainer = step_cls(model, data_loader, optimizer, build_gradient_clipper(cfg),
-                                 cfg.SOLVER.ACCUM_ITER, metric_prefix=cfg.WRITERS.TRAIN_PREFIX, **kwargs)
+        self._trainer = step_cls(
+            model,
+            data_loader,
+            optimizer,
+            build_gradient_clipper(cfg),
+            cfg.SOLVER.ACCUM_ITER,
+            metric_prefix=cfg.WRITERS.TRAIN_PREFIX,
+            **kwargs,
+        )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, cfg=cfg, optimizer=optimizer,
-                                         scheduler=self.scheduler, trainer=weakref.proxy(self))
+        self.checkpointer = Checkpointer(
+            model, cfg.OUTPUT_DIR, cfg=cfg, optimizer=optimizer, scheduler=self.scheduler, trainer=weakref.proxy(self)
+        )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         # how the run started ("resume", "weights" or "scratch") and from which file
@@ -210,27 +131,33 @@ class DefaultTrainer(TrainerBase):
             self.start_iter = saved_iter + 1
             self.start_mode, self.start_file = "resume", loaded
             ignored = f"; MODEL.WEIGHTS={weights} is not used" if weights else ""
-            msg = (f"Start-up: RESUMED the run in {self.cfg.OUTPUT_DIR} from {loaded} (saved after iteration "
-                   f"{saved_iter}): model, optimizer, scheduler, iteration and data position restored{ignored}; "
-                   f"training continues at iteration {self.start_iter} of {self.max_iter}")
+            msg = (
+                f"Start-up: RESUMED the run in {self.cfg.OUTPUT_DIR} from {loaded} (saved after iteration "
+                f"{saved_iter}): model, optimizer, scheduler, iteration and data position restored{ignored}; "
+                f"training continues at iteration {self.start_iter} of {self.max_iter}"
+            )
         else:
             self.start_iter = 0
             nothing = f"--resume found no checkpoint in {self.cfg.OUTPUT_DIR}, so " if resume else ""
             if weights:
                 self.start_mode, self.start_file = "weights", loaded or weights
                 not_loaded, total = self.checkpointer.last_not_loaded
-                msg = (f"Start-up: {nothing}INITIALIZED the model weights from MODEL.WEIGHTS={weights} (model only; "
-                       f"fresh optimizer and schedule; {total - len(not_loaded)} of the model's {total} tensors came "
-                       f"from it); training starts at iteration 0 of {self.max_iter}")
+                msg = (
+                    f"Start-up: {nothing}INITIALIZED the model weights from MODEL.WEIGHTS={weights} (model only; "
+                    f"fresh optimizer and schedule; {total - len(not_loaded)} of the model's {total} tensors came "
+                    f"from it); training starts at iteration 0 of {self.max_iter}"
+                )
             else:
                 self.start_mode, self.start_file = "scratch", ""
-                msg = (f"Start-up: {nothing}a NEW run from random initialization (no MODEL.WEIGHTS); "
-                       f"training starts at iteration 0 of {self.max_iter}")
+                msg = (
+                    f"Start-up: {nothing}a NEW run from random initialization (no MODEL.WEIGHTS); "
+                    f"training starts at iteration 0 of {self.max_iter}"
+                )
         logger.info(msg)
 
     def build_hooks(self) -> List[Optional[hooks.HookBase]]:
         """Timer, LR, checkpoint hooks, evaluation, validation loss, prediction images, best
-        checkpoint, early stopping, writers."""
+        checkpoint, early stopping, writers, end-of-run report."""
         cfg = self.cfg
 
         def test_and_save_results():
@@ -242,8 +169,9 @@ class DefaultTrainer(TrainerBase):
             hooks.LRScheduler(),
             hooks.FailureCheckpointer(self.checkpointer),
             # checkpoint before evaluating, so a failing evaluation does not lose the trained weights
-            hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD,
-                                       max_to_keep=cfg.SOLVER.MAX_TO_KEEP),
+            hooks.PeriodicCheckpointer(
+                self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, max_to_keep=cfg.SOLVER.MAX_TO_KEEP
+            ),
             hooks.SignalCheckpointer(self.checkpointer),
             hooks.EvalHook(cfg.TEST.EVAL_PERIOD, test_and_save_results),
             # at the end: how many bad items the training loader skipped (DATASETS.ON_BAD_ANNOTATION='skip')
@@ -252,27 +180,46 @@ class DefaultTrainer(TrainerBase):
         # at the evaluation period, before the watchers below, so they can watch val/total_loss
         if cfg.TEST.VAL_LOSS.ENABLED:
             amp_dtype = getattr(self._trainer, "dtype", None) if cfg.SOLVER.AMP.ENABLED else None
-            ret.append(hooks.ValidationLoss(cfg.TEST.EVAL_PERIOD, lambda: self.build_val_loss_loader(cfg),
-                                            seed=max(cfg.SEED, 0), autocast_dtype=amp_dtype))
+            ret.append(
+                hooks.ValidationLoss(
+                    cfg.TEST.EVAL_PERIOD,
+                    lambda: self.build_val_loss_loader(cfg),
+                    seed=max(cfg.SEED, 0),
+                    autocast_dtype=amp_dtype,
+                )
+            )
         if cfg.TEST.VIS.PERIOD > 0:
             name = _first_test_dataset(cfg, "TEST.VIS.PERIOD > 0")
-            ret.append(hooks.VisualizationHook(
-                cfg.TEST.VIS.PERIOD, lambda: self.build_vis_inputs(cfg), os.path.join(cfg.OUTPUT_DIR, "vis"),
-                metadata=MetadataCatalog.get(name), score_threshold=cfg.TEST.VIS.SCORE_THRESHOLD,
-                image_format=cfg.INPUT.FORMAT))
+            ret.append(
+                hooks.VisualizationHook(
+                    cfg.TEST.VIS.PERIOD,
+                    lambda: self.build_vis_inputs(cfg),
+                    os.path.join(cfg.OUTPUT_DIR, "vis"),
+                    metadata=MetadataCatalog.get(name),
+                    score_threshold=cfg.TEST.VIS.SCORE_THRESHOLD,
+                    image_format=cfg.INPUT.FORMAT,
+                )
+            )
         # both read the metric the evaluation hook (above) just put into the storage
         if cfg.TEST.BEST_CHECKPOINT.METRIC:
-            ret.append(hooks.BestCheckpointer(self.checkpointer, cfg.TEST.BEST_CHECKPOINT.METRIC,
-                                              cfg.TEST.BEST_CHECKPOINT.MODE))
+            ret.append(
+                hooks.BestCheckpointer(
+                    self.checkpointer, cfg.TEST.BEST_CHECKPOINT.METRIC, cfg.TEST.BEST_CHECKPOINT.MODE
+                )
+            )
         if cfg.TEST.EARLY_STOP.PATIENCE > 0:
             metric = cfg.TEST.EARLY_STOP.METRIC or cfg.TEST.BEST_CHECKPOINT.METRIC
             if not metric:
-                raise ConfigError("TEST.EARLY_STOP.PATIENCE > 0 needs TEST.EARLY_STOP.METRIC "
-                                  "(or TEST.BEST_CHECKPOINT.METRIC), e.g. 'segm/AP'")
+                raise ConfigError(
+                    "TEST.EARLY_STOP.PATIENCE > 0 needs TEST.EARLY_STOP.METRIC "
+                    "(or TEST.BEST_CHECKPOINT.METRIC), e.g. 'segm/AP'"
+                )
             ret.append(hooks.EarlyStopping(metric, cfg.TEST.EARLY_STOP.MODE, cfg.TEST.EARLY_STOP.PATIENCE))
         if comm.is_main_process():
             # writers last: they publish what every other hook put into the storage this iteration
             ret.append(hooks.PeriodicWriter(self.build_writers(), period=cfg.LOG_PERIOD))
+            # after the writers' last flush (it completes metrics.json) and the final evaluation
+            ret.append(hooks.TrainingReport(cfg.OUTPUT_DIR, lambda: self._last_eval_results))
         return ret
 
     def build_writers(self) -> List[EventWriter]:
@@ -280,63 +227,9 @@ class DefaultTrainer(TrainerBase):
 
     def train(self) -> Optional[Dict]:
         """Train from ``start_iter`` to ``SOLVER.MAX_ITER``; returns the last evaluation results
-        (also written to ``OUTPUT_DIR/metrics_final.json``)."""
+        (the ``TrainingReport`` hook also writes them to ``OUTPUT_DIR/metrics_final.json``)."""
         super().train(self.start_iter, self.max_iter)
-        results = self._last_eval_results
-        history = self._read_metrics_history()
-        trends = self._report_loss_trends(history[0]) if history else {}
-        if results and comm.is_main_process() and self.cfg.OUTPUT_DIR:
-            path = os.path.join(self.cfg.OUTPUT_DIR, "metrics_final.json")
-            payload = {"iteration": self.iter - 1, "results": results}
-            if trends:
-                payload["loss_trends"] = trends
-            atomic_write_bytes(path, json.dumps(payload, indent=2, default=float).encode())
-            logger.info(f"Final evaluation results written to {path}")
-        if history:
-            self._write_training_curves(history)
-        return results
-
-    @property
-    def _metrics_json(self) -> str:
-        """``OUTPUT_DIR/metrics.json``, the JSONWriter's file (see ``default_writers``)."""
-        return os.path.join(self.cfg.OUTPUT_DIR or "", "metrics.json")
-
-    def _read_metrics_history(self) -> Optional[Tuple[List[Dict[str, float]], str]]:
-        """``read_metrics`` of ``OUTPUT_DIR/metrics.json`` for the end-of-run report and plot
-        (main process only; None without the file, or when it cannot be read: logged, a finished
-        run never fails on its report)."""
-        metrics = self._metrics_json
-        if not (comm.is_main_process() and self.cfg.OUTPUT_DIR and os.path.isfile(metrics)):
-            return None
-        try:
-            return read_metrics(metrics)
-        except Exception as e:  # noqa: BLE001 - the run is done; a report must not turn it into a failure
-            logger.warning(f"could not read {metrics} for the loss trends and training curves: {e}")
-            return None
-
-    def _report_loss_trends(self, records: List[Dict[str, float]]) -> Dict[str, Dict[str, float]]:
-        """Log every loss key's last-fifth / first-fifth mean ratio over the run's ``records``
-        (see :mod:`segtrain.utils.loss_trends`) and warn about the keys that did not go down;
-        returns the trends (empty for short runs)."""
-        trends = loss_trends(records)
-        if trends:
-            logger.info(format_loss_trends(trends, f"Loss trends over the run ({self._metrics_json}):"))
-            rising = describe_rising(trends, records)
-            if rising:
-                logger.warning(
-                    f"{len(rising)} loss key(s) did not go down over the run (last fifth >= first fifth): "
-                    + ", ".join(rising)
-                )
-        return trends
-
-    def _write_training_curves(self, history: Tuple[List[Dict[str, float]], str]) -> None:
-        """``OUTPUT_DIR/metrics.png`` from the run's metrics ``history`` (best effort: a plotting
-        failure is logged and never fails a finished run)."""
-        metrics = self._metrics_json
-        try:
-            write_metrics_png(metrics, history=history)
-        except Exception as e:  # noqa: BLE001 - the run is done; a plot must not turn it into a failure
-            logger.warning(f"could not plot {metrics}: {e}")
+        return self._last_eval_results
 
     def run_step(self) -> None:
         self._trainer.iter = self.iter
@@ -436,66 +329,14 @@ def _warn_unofficial_loss_settings(cfg) -> None:
     common porting mistake, and nothing else fails when they are wrong)."""
     diffs = official_weight_differences(cfg)
     if diffs:
-        logger.warning(f"Start-up: {len(diffs)} loss setting(s) differ from the official defaults: "
-                       + "; ".join(diffs) + " (tools/inspect_loss.py shows what each term weighs)")
+        logger.warning(
+            f"Start-up: {len(diffs)} loss setting(s) differ from the official defaults: "
+            + "; ".join(diffs)
+            + " (tools/inspect_loss.py shows what each term weighs)"
+        )
 
 
 def _first_test_dataset(cfg, needed_by: str) -> str:
     if not cfg.DATASETS.TEST:
         raise ConfigError(f"{needed_by} needs a validation dataset in DATASETS.TEST (it is empty)")
     return cfg.DATASETS.TEST[0]
-
-
-class _CliWorker:
-    """Runs ``main(args)`` turning a ``SegtrainError`` into one ``error: ...`` line on stderr
-    and exit code 2 (130 on interruption). Picklable, so it runs in spawned workers too."""
-
-    def __init__(self, main: Callable, debug: bool):
-        self.main = main
-        self.debug = debug
-
-    def _report(self, msg: str) -> None:
-        prefix = f"error (rank {comm.get_rank()})" if comm.get_world_size() > 1 else "error"
-        print(f"{prefix}: {msg}", file=sys.stderr, flush=True)
-
-    def __call__(self, args) -> int:
-        try:
-            self.main(args)
-            code = 0
-        except SegtrainError as e:
-            if self.debug:
-                raise
-            logging.getLogger("segtrain").debug("user error", exc_info=True)  # the full trace in log.txt
-            # an error listing several problems (start-up validation) gives one line per problem
-            for line in getattr(e, "problems", None) or [str(e).splitlines()[0] if str(e) else type(e).__name__]:
-                self._report(line)
-            code = 2
-        except KeyboardInterrupt as e:
-            if self.debug:
-                raise
-            self._report(str(e) or "interrupted")
-            code = 130
-        if code and comm.get_world_size() > 1:
-            sys.exit(code)  # a spawned worker reports through its exit code
-        return code
-
-
-def run_cli(main: Callable[[argparse.Namespace], Any], args: argparse.Namespace) -> int:
-    """Run ``main(args)`` in ``args.num_gpus * args.num_machines`` processes (``launch``) and
-    return the exit code: 0, 2 after a user error (one ``error: <message>`` line on stderr,
-    no traceback unless ``--debug``), 130 after an interruption."""
-    from torch.multiprocessing import ProcessExitedException
-
-    worker = _CliWorker(main, bool(getattr(args, "debug", False)))
-    try:
-        code = launch(worker, getattr(args, "num_gpus", 1), num_machines=getattr(args, "num_machines", 1),
-                      machine_rank=getattr(args, "machine_rank", 0), dist_url=getattr(args, "dist_url", "auto"),
-                      args=(args,))
-    except ProcessExitedException as e:
-        return int(e.exit_code or 1)  # the worker already printed its error
-    except SegtrainError as e:  # raised by launch itself (bad --num-gpus / --dist-url)
-        if worker.debug:
-            raise
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return 2
-    return int(code or 0)

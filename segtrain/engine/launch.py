@@ -3,6 +3,7 @@ when there is no GPU) with a torch.distributed process group (NCCL on CUDA, Gloo
 Under ``torchrun`` (its ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` / ``LOCAL_WORLD_SIZE`` /
 ``MASTER_ADDR`` / ``MASTER_PORT`` environment) the process is already one worker: it joins
 the group through ``env://`` instead of spawning."""
+
 import logging
 import os
 import socket
@@ -41,16 +42,26 @@ def torchrun_env() -> Optional[Dict[str, int]]:
     if not all(k in os.environ for k in _TORCHRUN_VARS):
         return None
     try:
-        env = {"rank": int(os.environ["RANK"]), "world_size": int(os.environ["WORLD_SIZE"]),
-               "local_rank": int(os.environ["LOCAL_RANK"])}
+        env = {
+            "rank": int(os.environ["RANK"]),
+            "world_size": int(os.environ["WORLD_SIZE"]),
+            "local_rank": int(os.environ["LOCAL_RANK"]),
+        }
         env["local_world_size"] = int(os.environ.get("LOCAL_WORLD_SIZE", env["world_size"]))
     except ValueError as e:
         raise ConfigError(f"torchrun environment: a rank variable is not an integer ({e})") from None
     return env
 
 
-def launch(main_func: Callable, num_gpus_per_machine: int, num_machines: int = 1, machine_rank: int = 0,
-           dist_url: Optional[str] = None, args: Sequence[Any] = (), timeout: timedelta = DEFAULT_TIMEOUT):
+def launch(
+    main_func: Callable,
+    num_gpus_per_machine: int,
+    num_machines: int = 1,
+    machine_rank: int = 0,
+    dist_url: Optional[str] = None,
+    args: Sequence[Any] = (),
+    timeout: timedelta = DEFAULT_TIMEOUT,
+):
     """Call ``main_func(*args)`` on ``num_machines * num_gpus_per_machine`` processes.
 
     World size 1: a plain call in this process (no process group), returning its result.
@@ -62,9 +73,11 @@ def launch(main_func: Callable, num_gpus_per_machine: int, num_machines: int = 1
     env = torchrun_env()
     if env is not None and env["world_size"] > 1:
         if (num_machines, num_gpus_per_machine) != (1, 1):
-            logger.warning(f"started by torchrun (world size {env['world_size']}): --num-gpus {num_gpus_per_machine}"
-                           f" / --num-machines {num_machines} are ignored; torchrun's --nproc-per-node and --nnodes"
-                           f" decide")
+            logger.warning(
+                f"started by torchrun (world size {env['world_size']}): --num-gpus {num_gpus_per_machine}"
+                f" / --num-machines {num_machines} are ignored; torchrun's --nproc-per-node and --nnodes"
+                f" decide"
+            )
         return _torchrun_worker(env, main_func, tuple(args), timeout)
     world_size = num_machines * num_gpus_per_machine
     if world_size <= 1:
@@ -100,13 +113,26 @@ def _torchrun_worker(env: Dict[str, int], main_func: Callable, args: Sequence[An
             dist.destroy_process_group()
 
 
-def _distributed_worker(local_rank: int, main_func: Callable, world_size: int, num_gpus_per_machine: int,
-                        machine_rank: int, dist_url: str, args: Sequence[Any], timeout: timedelta) -> None:
+def _distributed_worker(
+    local_rank: int,
+    main_func: Callable,
+    world_size: int,
+    num_gpus_per_machine: int,
+    machine_rank: int,
+    dist_url: str,
+    args: Sequence[Any],
+    timeout: timedelta,
+) -> None:
     has_gpu = torch.cuda.is_available()
     global_rank = machine_rank * num_gpus_per_machine + local_rank
     try:
-        dist.init_process_group(backend="nccl" if has_gpu else "gloo", init_method=dist_url,
-                                world_size=world_size, rank=global_rank, timeout=timeout)
+        dist.init_process_group(
+            backend="nccl" if has_gpu else "gloo",
+            init_method=dist_url,
+            world_size=world_size,
+            rank=global_rank,
+            timeout=timeout,
+        )
     except Exception:
         logger.error(f"Process group URL: {dist_url}")
         raise

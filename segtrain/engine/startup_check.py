@@ -17,6 +17,7 @@ or value and the closest valid names, into one ``ConfigProblems`` error:
 Packages and families add their own with ``register_name_key`` / ``register_num_classes_key``
 / ``register_check`` (``segtrain.config.checks``).
 """
+
 import logging
 import os
 from typing import List
@@ -37,8 +38,14 @@ from segtrain.data.catalog import DatasetCatalog, MetadataCatalog
 from segtrain.evaluation.build import EVALUATOR_REGISTRY, EVALUATOR_TYPE_TO_NAME, evaluator_names
 from segtrain.modeling.meta_arch.build import META_ARCH_REGISTRY
 
-__all__ = ["validate_config", "check_config", "register_name_key", "register_num_classes_key", "register_check",
-           "ConfigProblems"]
+__all__ = [
+    "validate_config",
+    "check_config",
+    "register_name_key",
+    "register_num_classes_key",
+    "register_check",
+    "ConfigProblems",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -59,11 +66,16 @@ def _check_evaluated_outputs(cfg, train: bool, problems: List[str]) -> None:
             etype = getattr(MetadataCatalog.get(name), "evaluator_type", None)
             evaluators = [EVALUATOR_TYPE_TO_NAME.get(etype, etype)]
         for evaluator in evaluators:
-            key = getattr(EVALUATOR_REGISTRY.get(evaluator), "output_key", None) if evaluator in EVALUATOR_REGISTRY \
+            key = (
+                getattr(EVALUATOR_REGISTRY.get(evaluator), "output_key", None)
+                if evaluator in EVALUATOR_REGISTRY
                 else None
+            )
             if key in disabled:
-                problems.append(f"{evaluator} on {name!r} scores the {arch_name}'s {key!r} output, which "
-                                f"{disabled[key]} False turns off; set it True or choose another TEST.EVALUATOR")
+                problems.append(
+                    f"{evaluator} on {name!r} scores the {arch_name}'s {key!r} output, which "
+                    f"{disabled[key]} False turns off; set it True or choose another TEST.EVALUATOR"
+                )
 
 
 register_check(_check_evaluated_outputs)

@@ -11,22 +11,24 @@ copied to the host once, after the backward and the clipping were queued. The no
 check reads that host copy, before the optimizer step, so a non-finite loss still stops
 training before any parameter changes.
 """
+
 import logging
 import math
-import random
 import time
 import weakref
 from contextlib import nullcontext
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
 
-import numpy as np
 import torch
 from torch import nn
 
 from segtrain.modeling.criterion.build import CORE_LOSS_KEY
 from segtrain.utils import comm
+from segtrain.utils.env import get_rng_state, set_rng_state
 from segtrain.utils.errors import ConfigError, NonFiniteLossError
 from segtrain.utils.events import EventStorage, get_event_storage
+
+from .loss_staging import HostLosses, StagedLosses
 
 __all__ = ["HookBase", "TrainerBase", "SimpleTrainer", "AMPTrainer"]
 
@@ -165,78 +167,6 @@ class TrainerBase:
                 logger.warning(f"checkpoint has state for hook {name!r}, which is not registered; ignored")
 
 
-def _rng_state() -> Dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-class _HostLosses:
-    """The host copy of one step's staged values: ``local`` (this process's losses, in
-    ``loss_dict`` order), ``mean`` (averaged over processes), ``data_time``, ``any_bad``
-    (a loss is non-finite on some process) and ``grad_norm`` (float or None)."""
-
-    __slots__ = ("local", "mean", "data_time", "any_bad", "grad_norm")
-
-    def __init__(self, local, mean, data_time, any_bad, grad_norm):
-        self.local, self.mean, self.data_time, self.any_bad, self.grad_norm = local, mean, data_time, any_bad, grad_norm
-
-
-class _StagedLosses:
-    """One step's losses stacked on their device, read by the host once (:meth:`read`).
-
-    Layout of the device vector: n loss values, then (several processes only) the data time
-    and the count of non-finite losses, averaged over processes with one ``all_reduce``
-    next to the local values. Built with device kernels only (a Python number becomes a
-    fill kernel, not a host -> device copy), so staging never waits for the device.
-    """
-
-    def __init__(self, loss_dict: Mapping[str, Any], data_time: float):
-        self.core = loss_dict[CORE_LOSS_KEY]
-        self.names = list(loss_dict)
-        self.data_time = float(data_time)
-        device = self.core.device if isinstance(self.core, torch.Tensor) else torch.device("cpu")
-        with torch.no_grad():
-            values = torch.stack([
-                v.detach().to(device).float().reshape(-1).sum() if isinstance(v, torch.Tensor)
-                else torch.full((), float(v), device=device)
-                for v in loss_dict.values()
-            ])
-            self.world = comm.get_world_size()
-            if self.world > 1:
-                extra = torch.stack([torch.full((), self.data_time, device=device),
-                                     (~torch.isfinite(values)).sum().float()])
-                mean = comm.all_reduce_mean(torch.cat([values, extra]))
-                values = torch.cat([values, mean])
-        self.values = values
-
-    def read(self, grad_norm: Optional[torch.Tensor] = None) -> _HostLosses:
-        """Copy the staged values (and ``grad_norm``) to the host in one transfer."""
-        n = len(self.names)
-        vec = self.values
-        if grad_norm is not None:
-            vec = torch.cat([vec, torch.as_tensor(grad_norm, device=vec.device).detach().float().reshape(1)])
-        flat = vec.tolist()  # the one device -> host read (a no-op copy on the CPU)
-        local = flat[:n]
-        norm = flat[-1] if grad_norm is not None else None
-        if self.world > 1:
-            mean, data_time, bad_count = flat[n:2 * n], flat[2 * n], flat[2 * n + 1]
-            any_bad = bad_count != 0 or not all(math.isfinite(v) for v in local)
-        else:
-            mean, data_time = local, self.data_time
-            any_bad = not all(math.isfinite(v) for v in local)
-        return _HostLosses(local, mean, data_time, any_bad, norm)
-
-
 class SimpleTrainer(TrainerBase):
     """Fetch a batch, ``loss_dict = model(batch)``, back-propagate ``loss_dict["core_loss"]``.
 
@@ -249,10 +179,20 @@ class SimpleTrainer(TrainerBase):
     metric_prefix: put in front of every loss key in the event storage (``WRITERS.TRAIN_PREFIX``);
     "" keeps the model's keys, e.g. "train/" logs ``train/loss_ce`` ... and ``train/total_loss``
     (the ``core_loss``). ``time``, ``data_time``, ``lr`` and ``grad_norm`` are never prefixed.
+    A ``NonFiniteLossError`` raised inside the model (e.g. by a matcher's cost check) is re-raised
+    with `` (at iteration N)`` added to its one-line message.
     """
 
-    def __init__(self, model: nn.Module, data_loader: Iterable, optimizer: torch.optim.Optimizer,
-                 grad_clipper: Optional[Callable] = None, accum_iter: int = 1, *, metric_prefix: str = ""):
+    def __init__(
+        self,
+        model: nn.Module,
+        data_loader: Iterable,
+        optimizer: torch.optim.Optimizer,
+        grad_clipper: Optional[Callable] = None,
+        accum_iter: int = 1,
+        *,
+        metric_prefix: str = "",
+    ):
         super().__init__()
         if accum_iter < 1:
             raise ConfigError(f"SOLVER.ACCUM_ITER must be >= 1, got {accum_iter}")
@@ -289,8 +229,12 @@ class SimpleTrainer(TrainerBase):
         # skip the DDP gradient all-reduce on micro-steps that do not update
         sync = nullcontext() if boundary or not hasattr(self.model, "no_sync") else self.model.no_sync()
         with sync:
-            self._tag_iteration()
-            loss_dict = self._forward(data)
+            try:
+                loss_dict = self._forward(data)
+            except NonFiniteLossError as e:
+                # raised inside the model (e.g. by a matcher), which does not know the iteration
+                e.args = (f"{e} (at iteration {self.iter})", *e.args[1:])
+                raise
             staged = self._stage_losses(loss_dict, data_time)
             self._backward(staged.core / self.accum_iter)
         self.after_backward()
@@ -304,14 +248,6 @@ class SimpleTrainer(TrainerBase):
 
     def _forward(self, data: Any) -> Dict[str, torch.Tensor]:
         return self.model(data)
-
-    def _tag_iteration(self) -> None:
-        """Tell the criterion (and through it the matcher) the iteration, so a non-finite
-        cost or loss error can name it."""
-        model = getattr(self.model, "module", self.model)  # DDP
-        criterion = getattr(model, "criterion", None)
-        if criterion is not None and hasattr(criterion, "iteration"):
-            criterion.iteration = self.iter
 
     def _backward(self, loss: torch.Tensor) -> None:
         loss.backward()
@@ -329,16 +265,18 @@ class SimpleTrainer(TrainerBase):
     def _apply_step(self) -> None:
         self.optimizer.step()
 
-    def _stage_losses(self, loss_dict: Mapping[str, Any], data_time: float) -> "_StagedLosses":
+    def _stage_losses(self, loss_dict: Mapping[str, Any], data_time: float) -> StagedLosses:
         """Check that ``loss_dict`` has the core loss and stack every value, detached, into one
         device tensor (averaged over processes with one collective); nothing is read yet."""
         if not isinstance(loss_dict, Mapping) or CORE_LOSS_KEY not in loss_dict:
             keys = sorted(loss_dict) if isinstance(loss_dict, Mapping) else type(loss_dict).__name__
-            raise ConfigError(f"model {type(self.model).__name__} returned no {CORE_LOSS_KEY!r} in training "
-                              f"(got {keys}); its criterion must return the total under {CORE_LOSS_KEY!r}")
-        return _StagedLosses(loss_dict, data_time)
+            raise ConfigError(
+                f"model {type(self.model).__name__} returned no {CORE_LOSS_KEY!r} in training "
+                f"(got {keys}); its criterion must return the total under {CORE_LOSS_KEY!r}"
+            )
+        return StagedLosses(loss_dict, data_time)
 
-    def _raise_if_non_finite(self, staged: "_StagedLosses", host: "_HostLosses") -> None:
+    def _raise_if_non_finite(self, staged: StagedLosses, host: HostLosses) -> None:
         """Raise ``NonFiniteLossError`` naming the non-finite keys and the iteration when any
         loss is non-finite on any process (all processes stop together)."""
         if not host.any_bad:
@@ -350,10 +288,9 @@ class SimpleTrainer(TrainerBase):
             detail = f"a loss on another process (rank {comm.get_rank()} is finite)"
         else:
             detail = ", ".join(bad) if bad else "(only the total)"
-        raise NonFiniteLossError(f"non-finite loss at iteration {self.iter}: {detail} "
-                                 f"({CORE_LOSS_KEY}={core_val})")
+        raise NonFiniteLossError(f"non-finite loss at iteration {self.iter}: {detail} ({CORE_LOSS_KEY}={core_val})")
 
-    def _write_metrics(self, staged: "_StagedLosses", host: "_HostLosses") -> None:
+    def _write_metrics(self, staged: StagedLosses, host: HostLosses) -> None:
         """Losses and data time averaged over processes, and the gradient norm, put into the
         event storage (main process), from the host copy."""
         if not comm.is_main_process():
@@ -370,7 +307,7 @@ class SimpleTrainer(TrainerBase):
 
     def state_dict(self) -> Dict[str, Any]:
         ret = super().state_dict()
-        ret["rng"] = _rng_state()
+        ret["rng"] = get_rng_state()
         if callable(getattr(self.data_loader, "state_dict", None)):
             ret["data_loader"] = self.data_loader.state_dict()
         return ret
@@ -379,7 +316,7 @@ class SimpleTrainer(TrainerBase):
         super().load_state_dict(state)
         if "rng" in state:
             if comm.get_world_size() == 1:
-                _set_rng_state(state["rng"])
+                set_rng_state(state["rng"])
             else:
                 logger.info("Not restoring the RNG state of rank 0 on every process; each rank keeps its seed")
         can_load = callable(getattr(self.data_loader, "load_state_dict", None))
@@ -406,9 +343,18 @@ class AMPTrainer(SimpleTrainer):
     """``SimpleTrainer`` with autocast: bf16 on CPU, fp16 with a ``GradScaler`` on CUDA
     (``dtype="auto"``). The scaler's state is part of ``state_dict``."""
 
-    def __init__(self, model: nn.Module, data_loader: Iterable, optimizer: torch.optim.Optimizer,
-                 grad_clipper: Optional[Callable] = None, accum_iter: int = 1, *, dtype: str = "auto",
-                 grad_scaler: Optional[torch.amp.GradScaler] = None, metric_prefix: str = ""):
+    def __init__(
+        self,
+        model: nn.Module,
+        data_loader: Iterable,
+        optimizer: torch.optim.Optimizer,
+        grad_clipper: Optional[Callable] = None,
+        accum_iter: int = 1,
+        *,
+        dtype: str = "auto",
+        grad_scaler: Optional[torch.amp.GradScaler] = None,
+        metric_prefix: str = "",
+    ):
         super().__init__(model, data_loader, optimizer, grad_clipper, accum_iter, metric_prefix=metric_prefix)
         param = next(model.parameters())
         self.device_type = param.device.type
@@ -416,8 +362,10 @@ class AMPTrainer(SimpleTrainer):
         if grad_scaler is None and self.dtype == torch.float16:
             grad_scaler = torch.amp.GradScaler(self.device_type)
         self.grad_scaler = grad_scaler
-        logger.info(f"AMP: autocast {self.dtype} on {self.device_type}"
-                    + (" with GradScaler" if grad_scaler is not None else ""))
+        logger.info(
+            f"AMP: autocast {self.dtype} on {self.device_type}"
+            + (" with GradScaler" if grad_scaler is not None else "")
+        )
 
     def _forward(self, data: Any) -> Dict[str, torch.Tensor]:
         with torch.autocast(device_type=self.device_type, dtype=self.dtype):

@@ -3,14 +3,15 @@ logged records against its mean over the first fifth.
 
 A loss that is flat or rising over a whole run (a class loss stuck at its prior, an aux copy
 whose layer does not learn, an IoU loss whose targets move) is easy to miss among 30 curves;
-the trainer logs this table at the end of every run (over the latest history in
-metrics.json, see ``plot_metrics.read_metrics``), names the keys whose ratio is >= 1 in a
+the end-of-run report (``segtrain.engine.hooks.TrainingReport``) logs this table (over the latest
+history in metrics.json, see ``plot_metrics.read_metrics``), names the keys whose ratio is >= 1 in a
 warning and stores the figures in ``metrics_final.json`` under ``"loss_trends"``. A named
 key whose targets move as the model learns gets a note with the metric that shows it
 (``train/loss_iou x1.68 (targets moved: train/iou_target_mean x2.04)``).
 
     python tools/plot_metrics.py output/metrics.json --trends
 """
+
 import math
 import re
 from collections import OrderedDict
@@ -18,8 +19,15 @@ from typing import Dict, List, Optional, Tuple
 
 from segtrain.utils.plot_metrics import group_keys, is_loss_name, split_of
 
-__all__ = ["is_loss_key", "loss_trends", "format_loss_trends", "rising_keys", "target_metric", "moving_target_notes",
-           "describe_rising"]
+__all__ = [
+    "is_loss_key",
+    "loss_trends",
+    "format_loss_trends",
+    "rising_keys",
+    "target_metric",
+    "moving_target_notes",
+    "describe_rising",
+]
 
 # Fewer records than this per key give fifths of fewer than 2 records: no trend is reported.
 MIN_RECORDS = 10
@@ -100,8 +108,9 @@ def target_metric(key: str) -> Optional[str]:
     return None
 
 
-def moving_target_notes(trends: Dict[str, Trend], records: List[Dict[str, float]],
-                        min_records: int = MIN_RECORDS) -> Dict[str, str]:
+def moving_target_notes(
+    trends: Dict[str, Trend], records: List[Dict[str, float]], min_records: int = MIN_RECORDS
+) -> Dict[str, str]:
     """For each key of ``rising_keys(trends)`` whose target metric (:func:`target_metric`) was
     logged and rose over the run too: ``"targets moved: <metric> x<ratio>"``. A rise of
     such a loss is then the targets getting harder, not necessarily the model getting worse."""

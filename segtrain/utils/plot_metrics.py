@@ -7,10 +7,10 @@ see ``WRITERS.TRAIN_PREFIX`` and ``TEST.VAL_LOSS``) share a subplot: training bl
 
     python tools/plot_metrics.py output/metrics.json [--output metrics.png] [--keys REGEX]
 
-The trainer also calls :func:`write_metrics_png` at the end of training, so every run leaves
-``OUTPUT_DIR/metrics.png`` beside ``metrics.json``.
+The end-of-run report (``segtrain.engine.hooks.TrainingReport``) also calls :func:`write_metrics_png`,
+so every run leaves ``OUTPUT_DIR/metrics.png`` beside ``metrics.json``.
 """
-import argparse
+
 import json
 import logging
 import math
@@ -18,6 +18,7 @@ import os
 import re
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple
+
 from segtrain.utils.errors import SegtrainError
 
 logger = logging.getLogger(__name__)
@@ -64,16 +65,23 @@ def read_metrics(path: str) -> Tuple[List[Dict[str, float]], str]:
     for i, r in enumerate(raw):
         if not isinstance(r, dict):
             raise _error(f"{path}: entry {i + 1} is a {type(r).__name__}, expected a JSON object")
-        records.append({k: float(v) for k, v in r.items()
-                        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)})
+        records.append(
+            {
+                k: float(v)
+                for k, v in r.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            }
+        )
     x_key = next((k for k in _X_KEYS if any(k in r for r in records)), "")
     if not any(k != x_key for r in records for k in r):
         raise _error(f"{path}: no numeric metrics to plot")
     if x_key:
         kept = latest_history(records, x_key)
         if len(kept) != len(records):
-            logger.info(f"{path}: the {x_key} goes back (a resumed run or a new run in the same folder); "
-                        f"using the latest history, {len(kept)} of {len(records)} records")
+            logger.info(
+                f"{path}: the {x_key} goes back (a resumed run or a new run in the same folder); "
+                f"using the latest history, {len(kept)} of {len(records)} records"
+            )
         records = kept
     return records, x_key
 
@@ -108,7 +116,7 @@ def split_of(key: str) -> Tuple[str, str]:
     """``("val/", "loss_ce")`` for "val/loss_ce"; ``("", key)`` for a key without a split prefix."""
     for split in _SPLITS:
         if key.startswith(split) and len(key) > len(split):
-            return split, key[len(split):]
+            return split, key[len(split) :]
     return "", key
 
 
@@ -177,8 +185,7 @@ def match_keys(keys: List[str], key_regex: str, what: str = "metric") -> List[st
     return keys
 
 
-def plot_metrics(records: List[Dict[str, float]], x_key: str, output: str, key_regex: str = "",
-                 smooth: int = 1) -> int:
+def plot_metrics(records: List[Dict[str, float]], x_key: str, output: str, key_regex: str = "", smooth: int = 1) -> int:
     """Draw the grid into ``output`` (PNG); returns the number of subplots."""
     import matplotlib  # noqa: PLC0415 (optional dependency)
 
@@ -199,8 +206,10 @@ def plot_metrics(records: List[Dict[str, float]], x_key: str, output: str, key_r
             xs = [r.get(x_key, i) if x_key else i for i, r in enumerate(records) if k in r]
             ys = [r[k] for r in records if k in r]
             if smooth > 1 and len(ys) > smooth:
-                ys = [sum(ys[max(0, i - smooth + 1):i + 1]) / len(ys[max(0, i - smooth + 1):i + 1])
-                      for i in range(len(ys))]
+                ys = [
+                    sum(ys[max(0, i - smooth + 1) : i + 1]) / len(ys[max(0, i - smooth + 1) : i + 1])
+                    for i in range(len(ys))
+                ]
             split, name = split_of(k)
             is_val = split == "val/"
             main = name == title or len(members) == 1
@@ -219,8 +228,7 @@ def plot_metrics(records: List[Dict[str, float]], x_key: str, output: str, key_r
         ax.set_xlabel(x_key or "record", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-        if (title.endswith("-<class>") and len(members) <= 12) or len({split_of(k)[0] for k in mains}) > 1 \
-                or variants:
+        if (title.endswith("-<class>") and len(members) <= 12) or len({split_of(k)[0] for k in mains}) > 1 or variants:
             ax.legend(fontsize=6)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
@@ -231,8 +239,9 @@ def plot_metrics(records: List[Dict[str, float]], x_key: str, output: str, key_r
     return n
 
 
-def write_metrics_png(metrics_path: str, output: str = "",
-                      history: Optional[Tuple[List[Dict[str, float]], str]] = None) -> Optional[str]:
+def write_metrics_png(
+    metrics_path: str, output: str = "", history: Optional[Tuple[List[Dict[str, float]], str]] = None
+) -> Optional[str]:
     """Plot ``metrics_path`` into ``output`` (default: ``metrics.png`` beside it); returns the
     PNG path, or None when matplotlib is not installed (logged, not an error). ``history``:
     what ``read_metrics(metrics_path)`` returned, when the caller has read it already."""

@@ -1,5 +1,6 @@
 """Test-only components for the engine tests (imported as a user module, also by
 tools/train_net.py --module): a tiny meta-arch, an in-memory dataset and a mapper."""
+
 import numpy as np
 import torch
 from torch import nn
@@ -56,14 +57,25 @@ class EngineTestMapper:
         img = rng.randint(0, 256, size=(3, 8, 8)).astype(np.uint8)
         if self.is_train and RANDOM_FLIP["enabled"] and np.random.rand() < 0.5:
             img = img[:, :, ::-1]
-        return {"image": torch.from_numpy(np.ascontiguousarray(img)), "image_id": d["image_id"],
-                "height": 8, "width": 8}
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(img)),
+            "image_id": d["image_id"],
+            "height": 8,
+            "width": 8,
+        }
 
 
 def _dicts():
-    return [{"file_name": f"img{i}.png", "image_id": i, "height": 8, "width": 8,
-             "annotations": [{"iscrowd": 0, "category_id": 0, "bbox": [0, 0, 4, 4], "bbox_mode": 1}]}
-            for i in range(12)]
+    return [
+        {
+            "file_name": f"img{i}.png",
+            "image_id": i,
+            "height": 8,
+            "width": 8,
+            "annotations": [{"iscrowd": 0, "category_id": 0, "bbox": [0, 0, 4, 4], "bbox_mode": 1}],
+        }
+        for i in range(12)
+    ]
 
 
 DatasetCatalog.register(TRAIN_NAME, _dicts)

@@ -4,6 +4,7 @@ same functions run the single-process references in the test itself.
 ``CountNormalizedRegression`` normalizes its loss by a "global" target count averaged over
 processes through ``comm.all_reduce_mean``, as the Mask2Former / SAM 3 / SAM 2 criteria do.
 """
+
 import os
 from typing import Dict, List
 
@@ -52,14 +53,16 @@ class CountNormalizedRegression(nn.Module):
 
 def samples(n: int, equal_counts: bool) -> List[Dict[str, torch.Tensor]]:
     g = torch.Generator().manual_seed(0)
-    return [{"x": torch.randn(3, generator=g), "y": torch.randn(2 if equal_counts else 1 + i % 3, generator=g)}
-            for i in range(n)]
+    return [
+        {"x": torch.randn(3, generator=g), "y": torch.randn(2 if equal_counts else 1 + i % 3, generator=g)}
+        for i in range(n)
+    ]
 
 
 def shard_batches(data: List[Dict], global_batch: int, rank: int, world: int) -> List[List[Dict]]:
     """Consecutive global batches of ``data``; this rank's contiguous share of each."""
     per_rank = global_batch // world
-    return [data[s + rank * per_rank: s + (rank + 1) * per_rank] for s in range(0, len(data), global_batch)]
+    return [data[s + rank * per_rank : s + (rank + 1) * per_rank] for s in range(0, len(data), global_batch)]
 
 
 def train_plain(rank: int, world: int, *, local: bool = False):
@@ -82,8 +85,13 @@ def train_accumulated(rank: int, world: int, accum_iter: int):
     micro = 4 // accum_iter
     batches = shard_batches(samples(4 * ACCUM_STEPS, equal_counts=True), micro, rank, world)
     ddp = create_ddp_model(model, broadcast_buffers=False)
-    t = SimpleTrainer(ddp, iter(batches), torch.optim.AdamW(model.parameters(), lr=0.05, weight_decay=0.01),
-                      make_gradient_clipper("full_model", 0.5), accum_iter=accum_iter)
+    t = SimpleTrainer(
+        ddp,
+        iter(batches),
+        torch.optim.AdamW(model.parameters(), lr=0.05, weight_decay=0.01),
+        make_gradient_clipper("full_model", 0.5),
+        accum_iter=accum_iter,
+    )
     t.train(0, ACCUM_STEPS * accum_iter)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 

@@ -1,4 +1,5 @@
 """Engine tests configure loggers (setup_logger); give every test the logging state it found."""
+
 import logging
 
 import pytest
@@ -8,8 +9,10 @@ _NAMES = ("segtrain", "fvcore")
 
 @pytest.fixture(autouse=True)
 def _restore_loggers():
-    saved = {n: (list(logging.getLogger(n).handlers), logging.getLogger(n).propagate, logging.getLogger(n).level)
-             for n in _NAMES}
+    saved = {
+        n: (list(logging.getLogger(n).handlers), logging.getLogger(n).propagate, logging.getLogger(n).level)
+        for n in _NAMES
+    }
     yield
     for n, (handlers, propagate, level) in saved.items():
         lg = logging.getLogger(n)

@@ -2,6 +2,7 @@
 batches: same parameters after the steps (float tolerance), the same weights on both ranks,
 a "global" loss normalizer averaged through ``comm``, accumulation under DDP ``no_sync``, and
 the validation loss gathered from both ranks."""
+
 import os
 import sys
 
@@ -80,6 +81,7 @@ def test_non_finite_loss_on_one_rank_stops_every_rank(two_ranks):
     assert r0["iter"] == r1["iter"] == 1
     core = float(torch.tensor(2.0 * 0.8))  # w = 0.8 after iteration 0's step, in float32
     assert r1["error"] == f"non-finite loss at iteration 1: loss_aux=nan (core_loss={core})"
-    assert r0["error"] == ("non-finite loss at iteration 1: a loss on another process (rank 0 is finite) "
-                           f"(core_loss={core})")
+    assert r0["error"] == (
+        f"non-finite loss at iteration 1: a loss on another process (rank 0 is finite) (core_loss={core})"
+    )
     assert r0["w"] == r1["w"] == pytest.approx(0.8)  # iteration 0 stepped, iteration 1 did not

@@ -1,6 +1,7 @@
 """DefaultTrainer end to end on a test-only model / dataset / mapper (through the real
 build_train_loader): exact resume, evaluation hooks, best checkpoint, early stopping,
 non-finite checkpoint, signal checkpoint, config.yaml."""
+
 import json
 import os
 import signal
@@ -41,6 +42,7 @@ def _kill_after(iteration):
     def fn(trainer):
         if trainer.iter == iteration:
             raise _Killed(f"simulated kill after iteration {iteration}")
+
     return CallbackHook(after_step=fn)
 
 
@@ -123,8 +125,15 @@ def test_eval_best_checkpoint_and_final_metrics(tmp_path):
 
 def test_early_stopping(tmp_path):
     _SCRIPT[:] = [10.0, 5.0, 99.0]
-    cfg = _cfg(tmp_path, **{"SOLVER.MAX_ITER": 20, "TEST.EVAL_PERIOD": 2, "TEST.EARLY_STOP.METRIC": "segm/AP",
-                            "TEST.EARLY_STOP.PATIENCE": 1})
+    cfg = _cfg(
+        tmp_path,
+        **{
+            "SOLVER.MAX_ITER": 20,
+            "TEST.EVAL_PERIOD": 2,
+            "TEST.EARLY_STOP.METRIC": "segm/AP",
+            "TEST.EARLY_STOP.PATIENCE": 1,
+        },
+    )
     t = _trainer(cfg, ScriptedEvalTrainer)
     t.train()
     assert t.iter == 4 and _SCRIPT == [99.0]  # stopped after the 2nd evaluation (iteration 3)
@@ -148,13 +157,15 @@ def test_non_finite_loss_writes_last_good(tmp_path):
         assert torch.equal(ck["model"][k], v), k
     assert open(tmp_path / "last_checkpoint").read() == "model_0000003.pth"
     assert not os.path.exists(tmp_path / "model_final.pth")
+    assert not os.path.exists(tmp_path / "metrics_final.json")  # no end-of-run report after an error
 
 
 def test_sigterm_checkpoints_then_resumes(tmp_path):
     cfg = _cfg(tmp_path, **{"SOLVER.CHECKPOINT_PERIOD": 100})
     t = _trainer(cfg)
-    t.register_hooks([CallbackHook(after_step=lambda tr: os.kill(os.getpid(), signal.SIGTERM) if tr.iter == 2
-                                   else None)])
+    t.register_hooks(
+        [CallbackHook(after_step=lambda tr: os.kill(os.getpid(), signal.SIGTERM) if tr.iter == 2 else None)]
+    )
     old = signal.getsignal(signal.SIGTERM)
     with pytest.raises(TrainingInterrupted, match="SIGTERM after iteration 3"):
         t.train()
@@ -195,6 +206,12 @@ def test_loss_trends_logged_and_in_final_metrics(tmp_path, caplog):
     assert ("did not go down" in caplog.text) == bool(rising)
 
 
+def test_report_is_the_last_hook(tmp_path):
+    """The end-of-run report reads what the final evaluation and the writers' last flush left."""
+    names = [type(h).__name__ for h in _trainer(_cfg(tmp_path, **{"TEST.EVAL_PERIOD": 2}))._hooks]
+    assert names[-2:] == ["PeriodicWriter", "TrainingReport"] and names.index("EvalHook") < len(names) - 2
+
+
 def test_start_up_warns_about_unofficial_loss_weights(tmp_path, caplog):
     """Wrong loss weights train without an error, so the trainer names each one that differs
     from the official default when it starts (and says nothing when all are official)."""
@@ -206,4 +223,6 @@ def test_start_up_warns_about_unofficial_loss_weights(tmp_path, caplog):
         DefaultTrainer(_cfg(tmp_path / "ported", **{"MODEL.CRITERION.SET_CRITERION.WEIGHT_DICT.loss_mask": 20.0}))
     lines = [r.getMessage() for r in caplog.records if "differ from the official defaults" in r.getMessage()]
     assert len(lines) == 1
-    assert "MODEL.CRITERION.SET_CRITERION.WEIGHT_DICT.loss_mask = 20.0 differs from the official SetCriterion default 5.0" in lines[0]
+    assert (
+        "MODEL.CRITERION.SET_CRITERION.WEIGHT_DICT.loss_mask = 20.0 differs from the official SetCriterion default 5.0"
+    ) in lines[0]

@@ -1,4 +1,5 @@
 """launch(): a plain call at world size 1; argument checks."""
+
 import pytest
 
 from segtrain.engine.launch import launch

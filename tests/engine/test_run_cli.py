@@ -1,4 +1,5 @@
 """run_cli in-process: exit codes, one stderr line, --debug re-raises."""
+
 from argparse import Namespace
 
 import pytest
@@ -11,6 +12,7 @@ from segtrain.utils.errors import ConfigError
 def _raise(exc):
     def main(args):
         raise exc
+
     return main
 
 

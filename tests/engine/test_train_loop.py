@@ -1,5 +1,6 @@
 """SimpleTrainer / AMPTrainer: core-loss-only backward, non-finite check, accumulation,
 hook order and state, request_stop."""
+
 import math
 
 import pytest
@@ -37,8 +38,9 @@ def _loader(samples, bs):
     def gen():
         i = 0
         while True:
-            yield samples[i:i + bs]
+            yield samples[i : i + bs]
             i = (i + bs) % len(samples)
+
     return gen()
 
 
@@ -86,8 +88,11 @@ class NaNAt(nn.Module):
         it, self.calls = self.calls, self.calls + 1
         bad = float("nan") if it == self.bad_iter else 1.0
         core = self.w * 2
-        return {"loss_ce": self.w * 1.0, self.key: self.w * bad, "core_loss": core + (self.w * bad if
-                                                                                       self.key != "x" else 0)}
+        return {
+            "loss_ce": self.w * 1.0,
+            self.key: self.w * bad,
+            "core_loss": core + (self.w * bad if self.key != "x" else 0),
+        }
 
 
 def test_non_finite_loss_names_key_and_iteration():
@@ -200,26 +205,39 @@ def test_bad_amp_dtype():
         AMPTrainer(m, [], torch.optim.SGD(m.parameters(), lr=0.1), dtype="fp8")
 
 
-def test_trainer_tells_the_criterion_its_iteration():
-    """So a matcher's non-finite-cost error can name the iteration it happened at."""
+def test_non_finite_error_from_the_model_gets_the_iteration():
+    """A matcher's non-finite-cost error is raised inside the model, which does not know the
+    iteration: the loop re-raises it, same type and one line, with the iteration added. The
+    loop writes nothing into the model."""
 
     class _Crit:
         iteration = None
 
-    class _WithCriterion(LinearRegression):
-        def __init__(self):
+    class _FailsAtCall(LinearRegression):
+        def __init__(self, bad_call):
             super().__init__()
             self.criterion = _Crit()
-            self.seen = []
+            self.calls, self.bad_call = 0, bad_call
 
         def forward(self, batch):
-            self.seen.append(self.criterion.iteration)
+            self.calls += 1
+            if self.calls == self.bad_call:
+                raise NonFiniteLossError(
+                    "HungarianMatcher: non-finite mask cost (cost_mask) for image 1 of the "
+                    "batch; pred_masks holds NaN or Inf"
+                )
             return super().forward(batch)
 
-    torch.manual_seed(0)
-    model = _WithCriterion()
-    SimpleTrainer(model, _loader(_samples(8), 2), torch.optim.SGD(model.parameters(), lr=0.1)).train(3, 6)
-    assert model.seen == [3, 4, 5]
+    model = _FailsAtCall(bad_call=2)
+    t = SimpleTrainer(model, _loader(_samples(8), 2), torch.optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(NonFiniteLossError) as e:
+        t.train(3, 6)
+    assert str(e.value) == (
+        "HungarianMatcher: non-finite mask cost (cost_mask) for image 1 of the batch; "
+        "pred_masks holds NaN or Inf (at iteration 4)"
+    )
+    assert t.exception is e.value and t.iter == 4
+    assert model.criterion.iteration is None and "iteration" not in vars(model.criterion)
 
 
 def test_one_host_read_per_step(monkeypatch):
@@ -228,8 +246,9 @@ def test_one_host_read_per_step(monkeypatch):
     from segtrain.solver import make_gradient_clipper
 
     m = LinearRegression()
-    t = SimpleTrainer(m, _loader(_samples(8), 2), torch.optim.SGD(m.parameters(), lr=0.1),
-                      make_gradient_clipper("full_model", 0.5))
+    t = SimpleTrainer(
+        m, _loader(_samples(8), 2), torch.optim.SGD(m.parameters(), lr=0.1), make_gradient_clipper("full_model", 0.5)
+    )
     reads = {"tolist": 0, "item": 0, "__float__": 0, "__bool__": 0}
     originals = {name: getattr(torch.Tensor, name) for name in reads}
 
@@ -237,6 +256,7 @@ def test_one_host_read_per_step(monkeypatch):
         def read(self, *args, **kwargs):
             reads[name] += 1
             return originals[name](self, *args, **kwargs)
+
         return read
 
     steps, params = [], []

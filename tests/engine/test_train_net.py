@@ -1,11 +1,11 @@
 """tools/train_net.py as a user runs it: one-line errors with exit code 2, and a tiny run."""
-import json
 
-import cv2
+import json
 import os
 import subprocess
 import sys
 
+import cv2
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -15,8 +15,9 @@ COMPONENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_engine_c
 
 def _run(*args, cwd=None):
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, cwd=cwd or ROOT,
-                          env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, SCRIPT, *args], capture_output=True, text=True, cwd=cwd or ROOT, env=env, timeout=300
+    )
 
 
 def test_missing_config_file(tmp_path):
@@ -73,7 +74,8 @@ def test_train_then_resume_then_eval_only(tmp_path):
     assert max(json.loads(x)["iteration"] for x in open(out / "metrics.json")) == 5
     r = _run("--config-file", str(y), "--module", COMPONENTS, "--eval-only")
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
-        "error: --eval-only needs MODEL.WEIGHTS (a .pth / .pkl file) or --resume"]
+        "error: --eval-only needs MODEL.WEIGHTS (a .pth / .pkl file) or --resume"
+    ]
 
 
 @pytest.mark.slow
@@ -90,7 +92,6 @@ def test_two_process_gloo_training(tmp_path):
     assert lines[-1]["iteration"] == 3 and "core_loss" in lines[-1]
 
 
-
 @pytest.mark.slow
 def test_torchrun_two_processes(tmp_path):
     """Started by torchrun (2 processes, its env:// variables): no spawning, one group of 2,
@@ -98,9 +99,26 @@ def test_torchrun_two_processes(tmp_path):
     out = tmp_path / "torchrun"
     y = _yaml(tmp_path, out)
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                        SCRIPT, "--config-file", str(y), "--module", COMPONENTS], capture_output=True, text=True,
-                       cwd=ROOT, env=env, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            SCRIPT,
+            "--config-file",
+            str(y),
+            "--module",
+            COMPONENTS,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     files = set(os.listdir(out))
     assert {"model_final.pth", "log.txt", "log.txt.rank1", "metrics.json"} <= files

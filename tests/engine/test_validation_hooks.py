@@ -1,6 +1,7 @@
 """Validation loss (val/<key>), training-key prefix (WRITERS.TRAIN_PREFIX), prediction images
 (TEST.VIS) and the start-up line that says whether --resume or MODEL.WEIGHTS was used; on the
 engine test model (conv + BN + dropout) and dataset."""
+
 import json
 import logging
 import os
@@ -33,8 +34,12 @@ class NoEvalTrainer(DefaultTrainer):
 
 
 def _cfg(out, **overrides):
-    base = {"DATASETS.TEST": (comp.TRAIN_NAME,), "TEST.VAL_LOSS.ENABLED": True, "TEST.VAL_LOSS.NUM_BATCHES": 2,
-            "TEST.EVAL_PERIOD": 4}
+    base = {
+        "DATASETS.TEST": (comp.TRAIN_NAME,),
+        "TEST.VAL_LOSS.ENABLED": True,
+        "TEST.VAL_LOSS.NUM_BATCHES": 2,
+        "TEST.EVAL_PERIOD": 4,
+    }
     cfg = comp.configure(get_cfg(), out, **{**base, **overrides})
     cfg.freeze()
     return cfg
@@ -64,7 +69,7 @@ def _expected_val_loss(model, num_images=4, batch=2):
     values = []
     with torch.no_grad():
         for s in range(0, num_images, batch):
-            inputs = [mapper(d) for d in dicts[s:s + batch]]
+            inputs = [mapper(d) for d in dicts[s : s + batch]]
             pred = torch.stack([o["pred"] for o in model(inputs)])
             target = torch.stack([x["image"].float().mean() / 255.0 for x in inputs])
             mse, l1 = ((pred - target) ** 2).mean(), (pred - target).abs().mean()
@@ -127,21 +132,36 @@ def test_validation_loss_of_a_model_without_losses_is_a_clear_error():
 
 
 def test_train_prefix_keys_console_and_best_on_val_loss(tmp_path, caplog, monkeypatch):
-    cfg = _cfg(tmp_path, **{"WRITERS.TRAIN_PREFIX": "train/", "TEST.BEST_CHECKPOINT.METRIC": "val/total_loss",
-                            "TEST.BEST_CHECKPOINT.MODE": "min"})
+    cfg = _cfg(
+        tmp_path,
+        **{
+            "WRITERS.TRAIN_PREFIX": "train/",
+            "TEST.BEST_CHECKPOINT.METRIC": "val/total_loss",
+            "TEST.BEST_CHECKPOINT.MODE": "min",
+        },
+    )
     monkeypatch.setattr(logging.getLogger("segtrain"), "propagate", True)
     with caplog.at_level(logging.INFO, logger="segtrain"):
         t = _trainer(cfg)
         t.train()
     lines = _metrics(tmp_path)
     keys = set().union(*lines)
-    assert {"train/core_loss", "train/loss_mse", "train/loss_l1", "train/total_loss", "val/total_loss",
-            "lr", "time", "data_time"} <= keys
+    assert {
+        "train/core_loss",
+        "train/loss_mse",
+        "train/loss_l1",
+        "train/total_loss",
+        "val/total_loss",
+        "lr",
+        "time",
+        "data_time",
+    } <= keys
     assert not {"core_loss", "loss_mse", "total_loss"} & keys  # no unprefixed copies
     last = [x for x in lines if "train/total_loss" in x][-1]
     assert last["train/total_loss"] == last["train/core_loss"]
-    console = [r.getMessage() for r in caplog.records if r.getMessage().startswith("eta:")
-               or "iter: " in r.getMessage()]
+    console = [
+        r.getMessage() for r in caplog.records if r.getMessage().startswith("eta:") or "iter: " in r.getMessage()
+    ]
     assert console and "core_loss: " in console[-1] and "loss_mse: " in console[-1]
     assert "train/" not in console[-1] and "total_loss" not in console[-1]
     assert not any("not found in evaluation results" in r.getMessage() for r in caplog.records)
@@ -155,11 +175,23 @@ def test_plot_metrics_groups_train_and_val_copies(tmp_path):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
-        "plot_metrics_tool_vh", os.path.join(os.path.dirname(COMPONENTS), "..", "..", "tools", "plot_metrics.py"))
+        "plot_metrics_tool_vh", os.path.join(os.path.dirname(COMPONENTS), "..", "..", "tools", "plot_metrics.py")
+    )
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
-    groups = tool.group_keys(["train/total_loss", "val/total_loss", "train/loss_ce", "train/loss_ce_0", "val/loss_ce",
-                              "val/loss_ce_0", "core_loss", "val/core_loss", "lr"])
+    groups = tool.group_keys(
+        [
+            "train/total_loss",
+            "val/total_loss",
+            "train/loss_ce",
+            "train/loss_ce_0",
+            "val/loss_ce",
+            "val/loss_ce_0",
+            "core_loss",
+            "val/core_loss",
+            "lr",
+        ]
+    )
     assert list(groups)[:2] == ["core_loss", "total_loss"]
     assert groups["loss_ce"] == ["train/loss_ce", "train/loss_ce_0", "val/loss_ce", "val/loss_ce_0"]
     assert groups["core_loss"] == ["core_loss", "val/core_loss"]
@@ -198,8 +230,7 @@ def test_start_up_says_resume_or_weights_or_scratch(tmp_path, caplog, monkeypatc
     assert f"INITIALIZED the model weights from MODEL.WEIGHTS={final} (model only" in line
     n = len(init.model.state_dict())
     assert f"{n} of the model's {n} tensors came from it" in line and "starts at iteration 0 of 6" in line
-    assert all(torch.equal(a, b) for a, b in zip(init.model.state_dict().values(),
-                                                 first.model.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(init.model.state_dict().values(), first.model.state_dict().values()))
     assert init.optimizer.state_dict()["state"] == {}
 
     # --resume with a checkpoint: everything from it; MODEL.WEIGHTS is named as unused
@@ -236,8 +267,13 @@ class _SquarePredictor(nn.Module):
             h, w = x["height"], x["width"]
             m = torch.zeros(1, h, w, dtype=torch.bool)
             m[0, : h // 2, : w // 2] = True
-            inst = Instances((h, w), pred_masks=m, scores=torch.tensor([0.9]), pred_classes=torch.tensor([1]),
-                             pred_boxes=torch.tensor([[0.0, 0.0, w / 2, h / 2]]))
+            inst = Instances(
+                (h, w),
+                pred_masks=m,
+                scores=torch.tensor([0.9]),
+                pred_classes=torch.tensor([1]),
+                pred_boxes=torch.tensor([[0.0, 0.0, w / 2, h / 2]]),
+            )
             outs.append({"instances": inst} if "instances" in self.keys else {"other": inst})
         return outs
 
@@ -247,16 +283,24 @@ def _vis_inputs(n=2, h=32, w=40):
     for i in range(n):
         img = torch.full((3, h, w), 60, dtype=torch.uint8)
         gt = torch.zeros(1, h, w, dtype=torch.bool)
-        gt[0, h // 2:, w // 2:] = True  # bottom-right quarter
-        out.append({"image": img, "height": 300, "width": 400, "image_id": i,
-                    "instances": Instances((h, w), gt_masks=gt, gt_classes=torch.tensor([0]))})
+        gt[0, h // 2 :, w // 2 :] = True  # bottom-right quarter
+        out.append(
+            {
+                "image": img,
+                "height": 300,
+                "width": 400,
+                "image_id": i,
+                "instances": Instances((h, w), gt_masks=gt, gt_classes=torch.tensor([0])),
+            }
+        )
     return out
 
 
 def test_visualization_hook_writes_gt_and_prediction_panels(tmp_path):
     model = _SquarePredictor().train()
-    hook = VisualizationHook(5, lambda: _vis_inputs(), str(tmp_path / "vis"), model=model,
-                             metadata=SimpleNamespace(thing_classes=["a", "b"]))
+    hook = VisualizationHook(
+        5, lambda: _vis_inputs(), str(tmp_path / "vis"), model=model, metadata=SimpleNamespace(thing_classes=["a", "b"])
+    )
     hook.trainer = SimpleNamespace(iter=3, max_iter=20, model=model)
     hook.after_step()  # iteration 4 of 20 is not on the period
     assert not (tmp_path / "vis").exists()

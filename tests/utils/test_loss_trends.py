@@ -1,10 +1,17 @@
 """segtrain.utils.loss_trends: last-fifth / first-fifth means of the loss keys of a run."""
+
 import math
 
 import pytest
 
 from segtrain.utils.loss_trends import (
-    MIN_RECORDS, describe_rising, format_loss_trends, is_loss_key, loss_trends, moving_target_notes, rising_keys,
+    MIN_RECORDS,
+    describe_rising,
+    format_loss_trends,
+    is_loss_key,
+    loss_trends,
+    moving_target_notes,
+    rising_keys,
     target_metric,
 )
 
@@ -12,8 +19,15 @@ from segtrain.utils.loss_trends import (
 def _records(n=20):
     out = []
     for i in range(n):
-        r = {"iteration": 20 * i, "lr": 1e-4 * (i + 1), "presence_dec_acc": i / n,
-             "core_loss": 10.0 - 0.4 * i, "loss_ce": 1.0, "loss_ce_0": 1.0 + 0.1 * i, "loss_mask": 4.0 / (1 + i)}
+        r = {
+            "iteration": 20 * i,
+            "lr": 1e-4 * (i + 1),
+            "presence_dec_acc": i / n,
+            "core_loss": 10.0 - 0.4 * i,
+            "loss_ce": 1.0,
+            "loss_ce_0": 1.0 + 0.1 * i,
+            "loss_mask": 4.0 / (1 + i),
+        }
         if i % 2 == 0:
             r["val/loss_mask"] = 2.0 + i  # a validation key logged every other record: 10 records
         out.append(r)
@@ -79,9 +93,17 @@ def test_target_metric_names():
 
 def test_rising_loss_with_moving_targets_is_explained():
     n = 20
-    recs = [{"train/loss_iou": 0.4 + 0.05 * i, "train/iou_target_mean": 0.1 + 0.02 * i,
-             "loss_ce_o2m": 1.0 + 0.1 * i, "o2m_matches_per_box": 2.0,  # flat: no note
-             "loss_ce_1": 1.0 + 0.01 * i, "train/loss_mask": 1.0 / (1 + i)} for i in range(n)]
+    recs = [
+        {
+            "train/loss_iou": 0.4 + 0.05 * i,
+            "train/iou_target_mean": 0.1 + 0.02 * i,
+            "loss_ce_o2m": 1.0 + 0.1 * i,
+            "o2m_matches_per_box": 2.0,  # flat: no note
+            "loss_ce_1": 1.0 + 0.01 * i,
+            "train/loss_mask": 1.0 / (1 + i),
+        }
+        for i in range(n)
+    ]
     trends = loss_trends(recs)
     assert set(rising_keys(trends)) == {"train/loss_iou", "loss_ce_1", "loss_ce_o2m"}
     notes = moving_target_notes(trends, recs)
