@@ -21,6 +21,7 @@ from .masks import (
     rle_to_bitmask,
     segmentation_to_bitmask,
 )
+from .packed_instances import PackedInstanceTargets, pack_instance_targets
 from .shape_spec import ShapeSpec
 
 __all__ = [
@@ -33,6 +34,8 @@ __all__ = [
     "generalized_box_iou_paired",
     "ImageList",
     "ShapeSpec",
+    "PackedInstanceTargets",
+    "pack_instance_targets",
     "Instances",
     "BoxMode",
     "bitmask_to_rle",

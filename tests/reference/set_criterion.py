@@ -7,7 +7,7 @@ consumption as ``segtrain.modeling.criterion.SetCriterion``, which the tests and
 """
 
 import re
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +38,6 @@ class ReferenceSetCriterion(nn.Module):
 
     target_format = "instances"
     required_output_keys = ("pred_logits", "pred_masks")
-    iteration: Optional[int] = None
 
     def __init__(
         self,

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from segtrain.layers.point_sample import select_uncertain_grid_points
-from segtrain.modeling.matcher.hungarian import PackedInstanceTargets
+from segtrain.structures.packed_instances import PackedInstanceTargets
 
 __all__ = ["draw_in_loop_order", "matched_mask_losses", "sample_gt_grouped"]
 

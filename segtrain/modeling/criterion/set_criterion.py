@@ -57,7 +57,7 @@ from torch import Tensor, nn
 
 from segtrain.config import configurable
 from segtrain.modeling.matcher.build import build_matcher
-from segtrain.modeling.matcher.hungarian import PackedInstanceTargets, pack_instance_targets
+from segtrain.structures.packed_instances import PackedInstanceTargets, pack_instance_targets
 from segtrain.utils import comm
 from segtrain.utils.errors import ConfigError, DatasetError
 
@@ -86,8 +86,6 @@ class SetCriterion(nn.Module):
 
     required_output_keys = ("pred_logits", "pred_masks")
     target_format = "instances"
-    #: set by a trainer or hook; quoted in the matcher's non-finite cost error
-    iteration: Optional[int] = None
 
     @configurable
     def __init__(
@@ -237,8 +235,6 @@ class SetCriterion(nn.Module):
         # a fill kernel, not a host -> device copy, and kept on the device (no .item()): no sync
         num_masks = torch.full((1,), float(packed.num_masks), dtype=torch.float, device=device)
         num_masks = torch.clamp(comm.all_reduce_mean(num_masks), min=1)[0]
-        if self.iteration is not None and hasattr(self.matcher, "iteration"):
-            self.matcher.iteration = self.iteration
         per_layer = self._losses_batched(layers, packed, num_masks, names, label_flag)
         losses: Dict[str, Tensor] = {}
         for suffix, values in zip(suffixes, per_layer):

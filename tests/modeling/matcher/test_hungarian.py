@@ -166,12 +166,11 @@ def test_non_finite_cost_error(monkeypatch, key, term):
     outs = [_outputs(2, 4, 3, 6, 6), _outputs(2, 4, 3, 6, 6, seed=5)]
     outs[1][key][1, 2] = float("nan")
     tgt = _targets([0, 2], 3, 6, 6)
-    m.iteration = 17
     with pytest.raises(NonFiniteLossError) as e:
         m.match_many(outs, tgt, layer_names=["outputs", "aux_outputs[0]"])
     msg = str(e.value)
     assert "\n" not in msg and f"{term} cost" in msg and "image 1" in msg and "aux_outputs[0]" in msg
-    assert "iteration 17" in msg and not called
+    assert not called
     with pytest.raises(NonFiniteLossError, match=f"{term} cost"):
         hungarian_match_per_image(m, outs[1], tgt)
 
