@@ -42,6 +42,7 @@ def main(argv=None) -> int:
     def run() -> int:
         records, x_key = read_metrics(args.metrics)
         if args.trends:
+            import segtrain.modeling  # noqa: F401  (the criteria register their moving-target metrics)
             from segtrain.utils.loss_trends import describe_rising, format_loss_trends, loss_trends
 
             trends = loss_trends(records)

@@ -27,6 +27,7 @@ __all__ = [
     "target_metric",
     "moving_target_notes",
     "describe_rising",
+    "register_moving_target",
 ]
 
 # Fewer records than this per key give fifths of fewer than 2 records: no trend is reported.
@@ -36,14 +37,18 @@ MIN_RECORDS = 10
 Trend = Dict[str, float]
 
 # Losses whose targets move as the model learns, and the metric logged beside each that shows
-# the move (name pattern -> metric name). Such a loss can rise while every prediction it scores
-# gets better: SAM 2's loss_iou regresses onto the IoU of the model's own masks (their mean is
-# iou_target_mean), SAM 3's one-to-many terms sum over more matches per box as the predictions
-# improve (o2m_matches_per_box).
-_MOVING_TARGETS: Tuple[Tuple["re.Pattern[str]", str], ...] = (
-    (re.compile(r"^loss_iou(?P<suffix>.*)$"), "iou_target_mean{suffix}"),
-    (re.compile(r"^loss_\w+?(?P<suffix>(_aux_\d+)?)_o2m$"), "o2m_matches_per_box{suffix}"),
-)
+# the move (loss-name pattern -> metric name, ``{suffix}`` filled from the pattern's group).
+# Such a loss can rise while every prediction it scores gets better. The criteria that log
+# such a pair register it (``register_moving_target``).
+_MOVING_TARGETS: List[Tuple["re.Pattern[str]", str]] = []
+
+
+def register_moving_target(loss_pattern: str, metric: str) -> None:
+    """Name ``metric`` (with ``{suffix}`` taken from the pattern's ``suffix`` group) beside a
+    rising loss whose name matches ``loss_pattern``, as the metric that shows its targets move."""
+    compiled = re.compile(loss_pattern)
+    if all(p.pattern != compiled.pattern or m != metric for p, m in _MOVING_TARGETS):
+        _MOVING_TARGETS.append((compiled, metric))
 
 
 def is_loss_key(key: str) -> bool:

@@ -4,6 +4,7 @@ import math
 
 import pytest
 
+import segtrain.modeling  # noqa: F401  (the criteria register their moving-target metrics)
 from segtrain.utils.loss_trends import (
     MIN_RECORDS,
     describe_rising,
@@ -11,6 +12,7 @@ from segtrain.utils.loss_trends import (
     is_loss_key,
     loss_trends,
     moving_target_notes,
+    register_moving_target,
     rising_keys,
     target_metric,
 )
@@ -120,3 +122,18 @@ def test_rising_loss_with_moving_targets_is_explained():
     # SAM 3: more one-to-many matches per box explain a rising _o2m sum
     o2m = [dict(r, o2m_matches_per_box=1.0 + 0.1 * i) for i, r in enumerate(recs)]
     assert moving_target_notes(loss_trends(o2m), o2m)["loss_ce_o2m"].startswith("targets moved: o2m_matches_per_box x")
+
+
+def test_registered_moving_target_is_named_beside_a_rising_loss():
+    from segtrain.utils import loss_trends
+
+    register_moving_target(r"^loss_probe(?P<suffix>.*)$", "probe_target{suffix}")
+    try:
+        assert target_metric("train/loss_probe_aux_0") == "train/probe_target_aux_0"
+        register_moving_target(r"^loss_probe(?P<suffix>.*)$", "probe_target{suffix}")  # once only
+        assert sum(p.pattern == r"^loss_probe(?P<suffix>.*)$" for p, _ in loss_trends._MOVING_TARGETS) == 1
+    finally:
+        loss_trends._MOVING_TARGETS[:] = [
+            (p, m) for p, m in loss_trends._MOVING_TARGETS if p.pattern != r"^loss_probe(?P<suffix>.*)$"
+        ]
+    assert target_metric("train/loss_probe") is None

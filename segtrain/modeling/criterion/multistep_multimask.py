@@ -9,6 +9,7 @@ from segtrain.config import configurable
 from segtrain.layers.losses import dice_loss, iou_loss, mask_ious, sigmoid_focal_loss
 from segtrain.utils import comm
 from segtrain.utils.errors import ConfigError
+from segtrain.utils.loss_trends import register_moving_target
 
 from .build import CORE_LOSS_KEY, CRITERION_REGISTRY
 
@@ -232,3 +233,7 @@ class MultiStepMultiMasksAndIous(nn.Module):
             "loss_class": loss_class,
         }
         return losses, (target_iou * target_obj).sum().detach(), target_obj.sum().detach()
+
+
+# loss_iou regresses onto the IoU of the model's own masks (their mean is iou_target_mean)
+register_moving_target(r"^loss_iou(?P<suffix>.*)$", IOU_TARGET_MEAN_KEY + "{suffix}")

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from segtrain.config import configurable
 from segtrain.utils import comm
 from segtrain.utils.errors import ConfigError
+from segtrain.utils.loss_trends import register_moving_target
 
 from ..matcher.build import MATCHER_REGISTRY
 from .build import CORE_LOSS_KEY, CRITERION_REGISTRY
@@ -312,3 +313,7 @@ class Sam3LossWrapper(nn.Module):
         if CORE_LOSS_KEY not in total:
             total[CORE_LOSS_KEY] = torch.zeros(())
         return total
+
+
+# the one-to-many terms sum over more matches per box as the predictions improve
+register_moving_target(r"^loss_\w+?(?P<suffix>(_aux_\d+)?)_o2m$", O2M_MATCHES_KEY + "{suffix}")
