@@ -1,7 +1,6 @@
 """Loader builders: dataset dicts -> mapper (in worker processes) -> batches (lists of dicts)."""
 
 import logging
-import pickle
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -10,13 +9,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from segtrain.config import configurable
 from segtrain.utils import comm
-from segtrain.utils.env import seeded_rng
 from segtrain.utils.errors import ConfigError, DatasetError
 
 from .catalog import DatasetCatalog
+from .common import DatasetFromList, MapDataset, mix_seed
 from .datasets.annotation_checks import bad_annotation_policy, count_skipped, get_bad_annotation_policy
 from .datasets.builtin import register_shapes_from_cfg
-from .detection_utils import bad_items_skipped
 from .loader_kinds import LoaderKind, register_loader_kind
 from .mappers import build_mapper
 from .samplers import InferenceSampler, TrainingSampler
@@ -33,8 +31,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-_MAX_SKIPS_IN_A_ROW = 50
 
 
 def get_dataset_dicts(
@@ -89,70 +85,6 @@ def _has_targets(d: Dict[str, Any]) -> bool:
     return bool(d.get("sem_seg_file_name"))
 
 
-class DatasetFromList(Dataset):
-    """A list of dicts stored as one pickled byte buffer, so that forked workers do not
-    copy the list (touching Python objects' refcounts would)."""
-
-    def __init__(self, items: List[Any]):
-        blobs = [np.frombuffer(pickle.dumps(x, protocol=pickle.HIGHEST_PROTOCOL), dtype=np.uint8) for x in items]
-        self._ends = np.cumsum([len(b) for b in blobs], dtype=np.int64)
-        self._data = np.concatenate(blobs) if blobs else np.zeros(0, dtype=np.uint8)
-
-    def __len__(self) -> int:
-        return len(self._ends)
-
-    def __getitem__(self, idx: int) -> Any:
-        start = 0 if idx == 0 else int(self._ends[idx - 1])
-        return pickle.loads(memoryview(self._data[start : int(self._ends[idx])]))
-
-
-class MapDataset(Dataset):
-    """``map_func(dataset[idx])`` with reproducible randomness: every item is mapped under
-    ``np.random`` / ``random`` / ``torch`` (CPU) states seeded from ``(seed, key)`` (the
-    caller's states are restored after, in the main process), so an item's augmentation
-    depends only on the base seed and its key, not on the worker, the worker count or what
-    was mapped before.
-
-    ``dataset[idx]``: the item keyed by ``idx`` (``None`` when it was skipped as bad).
-    ``map_at(position, idx)``: the item at ``position`` of a sample stream (the training
-    sampler's global position), returned with the number of bad items skipped for it.
-
-    When ``map_func`` returns ``None`` (a skipped bad image, or a clip without objects): with
-    ``retry`` another item, drawn from the same seeded stream, is mapped instead; without,
-    ``None`` is returned.
-    """
-
-    def __init__(self, dataset: Dataset, map_func: Callable[[Any], Any], *, retry: bool, seed: int = 0):
-        self._dataset, self._map_func, self._retry = dataset, map_func, retry
-        self._seed = int(seed)
-
-    def reseed(self, seed: int) -> None:
-        """Change the base seed of every item's randomness."""
-        self._seed = int(seed)
-
-    def __len__(self) -> int:
-        return len(self._dataset)
-
-    def __getitem__(self, idx: int) -> Any:
-        return self.map_at(idx, idx)[0]
-
-    def map_at(self, position: int, idx: int) -> Tuple[Any, int]:
-        """``(mapped item or None, bad items skipped)`` for ``position`` of the sample stream."""
-        # in the main process (no loader workers) the caller's RNG states are restored after; a
-        # worker process owns its RNGs and skips the (comparatively slow) save and restore
-        restore = torch.utils.data.get_worker_info() is None
-        with seeded_rng(_mix_seed(self._seed, position), cuda=False, restore=restore):
-            skipped_before = bad_items_skipped()
-            for _ in range(_MAX_SKIPS_IN_A_ROW):
-                out = self._map_func(self._dataset[idx])
-                if out is not None or not self._retry:
-                    return out, bad_items_skipped() - skipped_before
-                idx = int(np.random.randint(len(self._dataset)))
-        raise DatasetError(
-            f"{_MAX_SKIPS_IN_A_ROW} images in a row were skipped as bad; check the dataset (last index {idx})"
-        )
-
-
 class _PositionedSampler(Sampler):
     """``(position, index)`` keys for ``_PositionedItems``: a ``TrainingSampler``'s global
     positions, or for any other sampler each index as its own position."""
@@ -192,10 +124,6 @@ def _collate_counted(batch: List[Tuple[Any, int]]) -> Tuple[List[Any], int]:
     return [x for x, _ in batch if x is not None], sum(n for _, n in batch)
 
 
-def _mix_seed(*parts: int) -> int:
-    return int(np.random.SeedSequence([int(p) % 2**63 for p in parts]).generate_state(1)[0])
-
-
 class TrainDataLoader:
     """Infinite iterable of training batches (lists of mapper outputs, ``batch_size`` each)
     with an exact-resume position.
@@ -217,7 +145,7 @@ class TrainDataLoader:
 
     def _make_iter(self) -> Iterator[Tuple[List[Any], int]]:
         g = torch.Generator()
-        g.manual_seed(_mix_seed(self.seed, comm.get_rank(), self.sampler.start) % 2**63)
+        g.manual_seed(mix_seed(self.seed, comm.get_rank(), self.sampler.start) % 2**63)
         loader = DataLoader(
             _PositionedItems(self.dataset),
             batch_size=self.batch_size,

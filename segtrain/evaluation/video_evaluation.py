@@ -18,7 +18,6 @@ import os
 from collections import OrderedDict
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-import cv2
 import numpy as np
 import torch
 from tabulate import tabulate
@@ -30,6 +29,7 @@ from segtrain.utils import comm
 from segtrain.utils.errors import DatasetError
 
 from .build import EVALUATOR_REGISTRY
+from .davis_metrics import as_bool_array, db_eval_boundary, db_eval_iou, db_statistics, seg2bmap
 from .evaluator import DatasetEvaluator
 
 __all__ = [
@@ -48,98 +48,6 @@ logger = logging.getLogger(__name__)
 _MaskLike = Union[np.ndarray, torch.Tensor]
 
 
-def _np_bool(x: _MaskLike) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x).astype(bool)
-
-
-# ------------------------------------------------------------------ per-frame measures
-def db_eval_iou(gt: _MaskLike, pred: _MaskLike) -> np.ndarray:
-    """Region similarity J. gt, pred: [T, H, W] or [H, W] (nonzero = foreground).
-    Returns float64 [T] (or a 0-d array): IoU per frame, 1 where both masks are empty."""
-    gt, pred = _np_bool(gt), _np_bool(pred)
-    if gt.shape != pred.shape:
-        raise ValueError(f"db_eval_iou: GT {gt.shape} and prediction {pred.shape} differ in shape")
-    inter = (gt & pred).sum(axis=(-2, -1)).astype(np.float64)
-    union = (gt | pred).sum(axis=(-2, -1)).astype(np.float64)
-    return np.where(union == 0, 1.0, inter / np.maximum(union, 1.0))
-
-
-def seg2bmap(seg: np.ndarray) -> np.ndarray:
-    """DAVIS boundary map of a bool [H, W] mask: pixels whose right, bottom or bottom-right
-    neighbour differs (so a boundary is one pixel wide, on the foreground's right/bottom side
-    or the background's left/top side, exactly as the DAVIS toolkit)."""
-    seg = seg.astype(bool)
-    e = np.zeros_like(seg)
-    s = np.zeros_like(seg)
-    se = np.zeros_like(seg)
-    e[:, :-1] = seg[:, 1:]
-    s[:-1, :] = seg[1:, :]
-    se[:-1, :-1] = seg[1:, 1:]
-    b = (seg ^ e) | (seg ^ s) | (seg ^ se)
-    b[-1, :] = seg[-1, :] ^ e[-1, :]
-    b[:, -1] = seg[:, -1] ^ s[:, -1]
-    b[-1, -1] = False
-    return b
-
-
-def _disk(radius: int) -> np.ndarray:
-    """uint8 structuring element of the pixels within ``radius`` of the centre (skimage's disk)."""
-    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
-    return (xx * xx + yy * yy <= radius * radius).astype(np.uint8)
-
-
-def _f_measure_frame(gt: np.ndarray, pred: np.ndarray, bound_pix: int) -> float:
-    gt_b, fg_b = seg2bmap(gt), seg2bmap(pred)
-    kernel = _disk(bound_pix)
-    fg_dil = cv2.dilate(fg_b.astype(np.uint8), kernel).astype(bool)
-    gt_dil = cv2.dilate(gt_b.astype(np.uint8), kernel).astype(bool)
-    gt_match = gt_b & fg_dil
-    fg_match = fg_b & gt_dil
-    n_fg, n_gt = int(fg_b.sum()), int(gt_b.sum())
-    if n_fg == 0 and n_gt > 0:
-        precision, recall = 1.0, 0.0
-    elif n_fg > 0 and n_gt == 0:
-        precision, recall = 0.0, 1.0
-    elif n_fg == 0 and n_gt == 0:
-        precision, recall = 1.0, 1.0
-    else:
-        precision, recall = fg_match.sum() / n_fg, gt_match.sum() / n_gt
-    if precision + recall == 0:
-        return 0.0
-    return float(2 * precision * recall / (precision + recall))
-
-
-def db_eval_boundary(gt: _MaskLike, pred: _MaskLike, bound_th: float = 0.008) -> np.ndarray:
-    """Boundary F-measure F. gt, pred: [T, H, W] or [H, W]. ``bound_th`` < 1 is a fraction of
-    the image diagonal (tolerance ``ceil(bound_th * sqrt(H^2 + W^2))`` pixels), >= 1 pixels.
-    Returns float64 [T] (or a 0-d array)."""
-    gt, pred = _np_bool(gt), _np_bool(pred)
-    if gt.shape != pred.shape:
-        raise ValueError(f"db_eval_boundary: GT {gt.shape} and prediction {pred.shape} differ in shape")
-    h, w = gt.shape[-2:]
-    bound_pix = int(bound_th if bound_th >= 1 else np.ceil(bound_th * np.hypot(h, w)))
-    if gt.ndim == 2:
-        return np.asarray(_f_measure_frame(gt, pred, bound_pix))
-    return np.array([_f_measure_frame(g, p, bound_pix) for g, p in zip(gt, pred)], dtype=np.float64)
-
-
-def db_statistics(per_frame: np.ndarray) -> Tuple[float, float, float]:
-    """(mean, recall = share of frames > 0.5, decay = mean of the first quarter of the frames
-    minus the mean of the last quarter), NaN-aware, as the DAVIS toolkit."""
-    x = np.asarray(per_frame, dtype=np.float64)
-    if x.size == 0:
-        return float("nan"), float("nan"), float("nan")
-    mean = float(np.nanmean(x))
-    recall = float(np.nanmean(x > 0.5))
-    ids = (np.round(np.linspace(1, len(x), 5) + 1e-10) - 1).astype(np.int64)
-    bins = [x[ids[i] : ids[i + 1] + 1] for i in range(4)]
-    decay = float(np.nanmean(bins[0]) - np.nanmean(bins[3]))
-    return mean, recall, decay
-
-
-# ------------------------------------------------------------------ GT and the baseline
 def video_gt_masks(
     video: Mapping[str, Any], frame_indices: Optional[Sequence[int]] = None
 ) -> Tuple[List[Any], np.ndarray]:
@@ -167,7 +75,7 @@ def copy_first_frame_prediction(gt_masks: _MaskLike) -> np.ndarray:
     """The trivial tracker: each object's mask on the first frame where it is visible, copied
     unchanged to that frame and every later one (empty before). gt_masks: [T, N, H, W].
     Returns bool [T, N, H, W]."""
-    gt = _np_bool(gt_masks)
+    gt = as_bool_array(gt_masks)
     out = np.zeros_like(gt)
     visible = gt.reshape(gt.shape[0], gt.shape[1], -1).any(axis=2)  # [T, N]
     for n in range(gt.shape[1]):
@@ -206,8 +114,8 @@ def _predictions_by_object(output: Mapping[str, Any], video_id: Any) -> Dict[Any
     if pred is None:
         raise DatasetError(f"video id {video_id}: the model output has no 'pred_masks'")
     if isinstance(pred, Mapping):
-        return {k: _np_bool(v) for k, v in pred.items()}
-    pred = _np_bool(pred)
+        return {k: as_bool_array(v) for k, v in pred.items()}
+    pred = as_bool_array(pred)
     obj_ids = output.get("obj_ids")
     if obj_ids is None:
         raise DatasetError(f"video id {video_id}: 'pred_masks' [T, N, H, W] needs 'obj_ids' [N] naming the objects")
@@ -282,7 +190,7 @@ class VideoEvaluator(DatasetEvaluator):
     def _ground_truth(self, inp: Mapping[str, Any]) -> Tuple[List[Any], np.ndarray, List[int]]:
         vid = inp.get("video_id")
         if "gt_masks" in inp:
-            gt = _np_bool(inp["gt_masks"])
+            gt = as_bool_array(inp["gt_masks"])
             ids = inp.get("gt_obj_ids")
             ids = list(range(gt.shape[1])) if ids is None else _as_list(ids)
             frames = inp.get("frame_indices")
