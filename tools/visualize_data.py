@@ -38,6 +38,7 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> int:
+    import segtrain.modeling  # noqa: F401  (registers the model, criterion and family config keys)
     from segtrain.config import load_config
     from segtrain.data import DatasetCatalog, MetadataCatalog, build_train_loader, register_shapes_from_cfg
     from segtrain.data.detection_utils import read_image

@@ -168,3 +168,32 @@ def test_visualize_data_tool_bad_config_is_one_line(tmp_path, capsys):
     assert tool.main(["--config-file", str(tmp_path / "missing.yaml"), "--output-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "missing.yaml" in err and len(err.splitlines()) == 1
+
+
+def test_visualize_data_tool_reads_a_model_config_in_a_fresh_process(tmp_path):
+    """As a user runs it: a new interpreter, a project config with model keys."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, SEGTRAIN_DATASETS=str(tmp_path / "data"), OMP_NUM_THREADS="1")
+    cmd = [
+        sys.executable,
+        os.path.join(root, "tools", "visualize_data.py"),
+        "--config-file",
+        os.path.join(root, "projects", "m2f", "tiny.yaml"),
+        "--output-dir",
+        str(tmp_path / "vis"),
+        "--num",
+        "1",
+        "DATASETS.SHAPES.NUM_TRAIN",
+        "2",
+        "DATASETS.SHAPES.NUM_VAL",
+        "1",
+        "DATASETS.SHAPES.IMAGE_SIZE",
+        "64",
+    ]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(list((tmp_path / "vis").glob("*.png"))) == 1
