@@ -103,13 +103,8 @@ class COCOEvaluator(DatasetEvaluator):
         _fill_missing_gt_fields(self._coco_gt)
         self._has_gt_masks = any("segmentation" in a for a in self._coco_gt.dataset.get("annotations", []))
 
-        mapping = getattr(self._metadata, "thing_dataset_id_to_contiguous_id", None)
-        if mapping:
-            self._contiguous_to_dataset_id = {int(v): int(k) for k, v in mapping.items()}
-        else:  # no mapping: contiguous ids are the json's category ids
-            self._contiguous_to_dataset_id = {int(c): int(c) for c in self._coco_gt.getCatIds()}
         self._gt_image_ids = set(self._coco_gt.getImgIds())
-        self._predictions: List[Dict[str, Any]] = []
+        self.reset()
 
     @classmethod
     def from_config(cls, cfg, dataset_name: str, output_dir: Optional[str] = None) -> Dict[str, Any]:
@@ -122,7 +117,26 @@ class COCOEvaluator(DatasetEvaluator):
         }
 
     def reset(self) -> None:
-        self._predictions = []
+        self._predictions: List[Dict[str, Any]] = []
+        # read again at the first use after each reset: the dataset may fill it after this evaluator is built
+        self._category_ids: Optional[Dict[int, int]] = None
+
+    @property
+    def _contiguous_to_dataset_id(self) -> Dict[int, int]:
+        """Contiguous class id -> the dataset's category id, from the metadata's
+        ``thing_dataset_id_to_contiguous_id`` as it is when the evaluation runs. A dataset that
+        fills it when first read (``register_coco_instances``) is read for it; without any
+        mapping the contiguous ids are the ground truth's category ids."""
+        if self._category_ids is None:
+            mapping = getattr(self._metadata, "thing_dataset_id_to_contiguous_id", None)
+            if not mapping and self._dataset_name in DatasetCatalog:
+                DatasetCatalog.get(self._dataset_name)  # loading a COCO json sets the mapping
+                mapping = getattr(self._metadata, "thing_dataset_id_to_contiguous_id", None)
+            if mapping:
+                self._category_ids = {int(v): int(k) for k, v in mapping.items()}
+            else:
+                self._category_ids = {int(c): int(c) for c in self._coco_gt.getCatIds()}
+        return self._category_ids
 
     def process(self, inputs: List[Dict[str, Any]], outputs: List[Dict[str, Any]]) -> None:
         """Convert each output's ``instances`` to COCO result dicts (kept on this process)."""

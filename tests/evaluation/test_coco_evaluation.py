@@ -279,3 +279,57 @@ def test_annotation_id_zero_is_not_a_false_positive(coco_tools, tmp_path):
         _assert_perfect(res, coco_tools.CLASSES)
     finally:
         MetadataCatalog.remove(name)
+
+
+@pytest.mark.parametrize("cat_ids", [(1, 2), (3, 7)])
+def test_evaluator_built_before_the_dataset_is_read_maps_categories(tmp_path, cat_ids):
+    """``register_coco_instances`` fills ``thing_dataset_id_to_contiguous_id`` only when the
+    dataset is read; an evaluator built before that (as ``DefaultTrainer.test(cfg, model,
+    evaluators=[COCOEvaluator(name)])`` does) must still map class 1 to the second category."""
+    from segtrain.data import DatasetCatalog, MetadataCatalog, register_coco_instances
+
+    mask = np.zeros((8, 8), np.uint8, order="F")
+    mask[2:6, 1:5] = 1
+    rle = mask_util.encode(mask)
+    rle["counts"] = rle["counts"].decode()
+    coco = {
+        "images": [{"id": 1, "width": 8, "height": 8, "file_name": "a.jpg"}],
+        "categories": [{"id": cat_ids[0], "name": "a"}, {"id": cat_ids[1], "name": "b"}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": cat_ids[1],
+                "segmentation": rle,
+                "area": 16.0,
+                "bbox": [1.0, 2.0, 4.0, 4.0],
+                "iscrowd": 0,
+            }
+        ],
+    }
+    json_file = tmp_path / "gt.json"
+    json_file.write_text(json.dumps(coco))
+    (tmp_path / "images").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "a.jpg"), np.zeros((8, 8, 3), np.uint8))
+    name = f"coco_mapping_probe_{cat_ids[1]}"
+    register_coco_instances(name, {}, str(json_file), str(tmp_path / "images"))
+    try:
+        assert MetadataCatalog.get(name).get("thing_dataset_id_to_contiguous_id") is None  # not read yet
+        evaluator = COCOEvaluator(name, distributed=False)
+        inst = Instances((8, 8))
+        inst.pred_classes = torch.tensor([1])  # contiguous id of category "b"
+        inst.scores = torch.tensor([0.9])
+        inst.pred_masks = torch.from_numpy(mask.astype(bool))[None]
+        inst.pred_boxes = torch.tensor([[1.0, 2.0, 5.0, 6.0]])
+        res = _run(evaluator, [{"image_id": 1}], [{"instances": inst}])
+        assert res["segm"]["AP"] == pytest.approx(100.0) and res["bbox"]["AP"] == pytest.approx(100.0)
+        # pycocotools on the same files gives the same number
+        gt = COCO(str(json_file))
+        dt = gt.loadRes([{"image_id": 1, "category_id": cat_ids[1], "segmentation": rle, "score": 0.9}])
+        ev = COCOeval(gt, dt, "segm")
+        with contextlib.redirect_stdout(io.StringIO()):
+            ev.evaluate(), ev.accumulate(), ev.summarize()
+        assert res["segm"]["AP"] == pytest.approx(100 * ev.stats[0])
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
