@@ -20,7 +20,7 @@ import torch
 from tabulate import tabulate
 
 from segtrain.config import configurable
-from segtrain.data.catalog import MetadataCatalog
+from segtrain.data.catalog import DatasetCatalog, MetadataCatalog
 from segtrain.data.detection_utils import read_panoptic_ids
 from segtrain.structures.masks import segmentation_to_bitmask
 from segtrain.utils.errors import DatasetError
@@ -64,14 +64,6 @@ class PanopticEvaluator(DatasetEvaluator):
         self._dataset_name = dataset_name
         self._distributed = distributed
         self._output_dir = output_dir
-        meta = MetadataCatalog.get(dataset_name)
-        stuff = getattr(meta, "stuff_classes", None)
-        self._class_names = list(stuff or getattr(meta, "thing_classes", None) or [])
-        if not self._class_names:
-            raise DatasetError(f"PanopticEvaluator({dataset_name}): metadata has no stuff_classes or thing_classes")
-        mapping = getattr(meta, "thing_dataset_id_to_contiguous_id", None)
-        thing_ids = set(int(v) for v in mapping.values()) if (stuff and mapping) else set(range(len(self._class_names)))
-        self._isthing = np.array([k in thing_ids for k in range(len(self._class_names))])
         self._gt_index: Optional[DatasetDictIndex] = None
         self.reset()
 
@@ -80,7 +72,25 @@ class PanopticEvaluator(DatasetEvaluator):
         return {"dataset_name": dataset_name, "distributed": True, "output_dir": output_dir}
 
     def reset(self) -> None:
+        self._read_categories()
         self._stats = np.zeros((len(self._class_names), 4), dtype=np.float64)
+
+    def _read_categories(self) -> None:
+        """Class names and which are things, from the metadata as it is at this reset (a dataset
+        that sets them when first read is read for them)."""
+        meta = MetadataCatalog.get(self._dataset_name)
+        if not getattr(meta, "stuff_classes", None) and not getattr(meta, "thing_classes", None):
+            if self._dataset_name in DatasetCatalog:
+                DatasetCatalog.get(self._dataset_name)
+        stuff = getattr(meta, "stuff_classes", None)
+        self._class_names = list(stuff or getattr(meta, "thing_classes", None) or [])
+        if not self._class_names:
+            raise DatasetError(
+                f"PanopticEvaluator({self._dataset_name}): metadata has no stuff_classes or thing_classes"
+            )
+        mapping = getattr(meta, "thing_dataset_id_to_contiguous_id", None)
+        thing_ids = set(int(v) for v in mapping.values()) if (stuff and mapping) else set(range(len(self._class_names)))
+        self._isthing = np.array([k in thing_ids for k in range(len(self._class_names))])
 
     def _load_gt(self, inp: Dict[str, Any]) -> Tuple[np.ndarray, List[Dict[str, Any]]]:
         if self._gt_index is None:  # loaded on first use: building the evaluator stays cheap

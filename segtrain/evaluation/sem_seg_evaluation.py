@@ -11,7 +11,7 @@ import torch
 from tabulate import tabulate
 
 from segtrain.config import configurable
-from segtrain.data.catalog import MetadataCatalog
+from segtrain.data.catalog import DatasetCatalog, MetadataCatalog
 from segtrain.data.detection_utils import read_label_map, read_panoptic_ids
 from segtrain.structures.masks import segmentation_to_bitmask
 from segtrain.utils.errors import DatasetError
@@ -61,18 +61,10 @@ class SemSegEvaluator(DatasetEvaluator):
         self._dataset_name = dataset_name
         self._distributed = distributed
         self._output_dir = output_dir
-        meta = MetadataCatalog.get(dataset_name)
-        self._class_names = list(getattr(meta, "stuff_classes", None) or getattr(meta, "thing_classes", None) or [])
-        if num_classes is None:
-            num_classes = len(self._class_names)
-        if num_classes <= 0:
-            raise DatasetError(f"SemSegEvaluator({dataset_name}): metadata has no stuff_classes or thing_classes")
-        self._num_classes = int(num_classes)
-        if len(self._class_names) != self._num_classes:
-            self._class_names = [str(i) for i in range(self._num_classes)]
-        self._ignore_label = int(ignore_label if ignore_label is not None else getattr(meta, "ignore_label", 255))
+        self._given_num_classes = num_classes
+        self._given_ignore_label = ignore_label
         self._gt_index: Optional[DatasetDictIndex] = None
-        self._conf_matrix = np.zeros((self._num_classes + 1, self._num_classes + 1), dtype=np.int64)
+        self.reset()
 
     @classmethod
     def from_config(cls, cfg, dataset_name: str, output_dir: Optional[str] = None) -> Dict[str, Any]:
@@ -91,7 +83,25 @@ class SemSegEvaluator(DatasetEvaluator):
         return semantic_gt_from_annotations(d, self._ignore_label)
 
     def reset(self) -> None:
+        self._read_categories()
         self._conf_matrix = np.zeros((self._num_classes + 1, self._num_classes + 1), dtype=np.int64)
+
+    def _read_categories(self) -> None:
+        """Class names, their number and the ignore label, from the metadata as it is at this reset
+        (a dataset that sets its classes when first read is read for them)."""
+        meta = MetadataCatalog.get(self._dataset_name)
+        if not getattr(meta, "stuff_classes", None) and not getattr(meta, "thing_classes", None):
+            if self._given_num_classes is None and self._dataset_name in DatasetCatalog:
+                DatasetCatalog.get(self._dataset_name)
+        self._class_names = list(getattr(meta, "stuff_classes", None) or getattr(meta, "thing_classes", None) or [])
+        num_classes = self._given_num_classes if self._given_num_classes is not None else len(self._class_names)
+        if num_classes <= 0:
+            raise DatasetError(f"SemSegEvaluator({self._dataset_name}): metadata has no stuff_classes or thing_classes")
+        self._num_classes = int(num_classes)
+        if len(self._class_names) != self._num_classes:
+            self._class_names = [str(i) for i in range(self._num_classes)]
+        ignore_label = self._given_ignore_label
+        self._ignore_label = int(ignore_label if ignore_label is not None else getattr(meta, "ignore_label", 255))
 
     def process(self, inputs: List[Dict[str, Any]], outputs: List[Dict[str, Any]]) -> None:
         """Add each image's (prediction, GT) pixel pairs to the confusion matrix."""
