@@ -11,11 +11,22 @@ from fvcore.common.config import CfgNode as _FvCfgNode
 from segtrain.utils.errors import ConfigError
 from segtrain.utils.registry import closest_matches
 
-__all__ = ["CfgNode", "all_keys", "register_config_addition", "CONFIG_ADDITIONS"]
+__all__ = ["CfgNode", "all_keys", "get_key", "register_config_addition", "CONFIG_ADDITIONS"]
 
 logger = logging.getLogger(__name__)
 
 _MISSING = object()  # CfgNode._lookup of a key that is not in the config
+
+
+def get_key(cfg: _FvCfgNode, key: str, default: Any = None) -> Any:
+    """The value (or group of keys) of ``cfg`` at the dotted ``key``, or ``default`` when any
+    part is absent."""
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, _FvCfgNode) or part not in node:
+            return default
+        node = node[part]
+    return node
 
 
 def all_keys(cfg: _FvCfgNode, prefix: str = "") -> List[str]:
@@ -165,12 +176,7 @@ class CfgNode(_FvCfgNode):
 
     def _lookup(self, key: str) -> Any:
         """The value (or group of keys) at dotted ``key``, or ``_MISSING``."""
-        node: Any = self
-        for part in key.split("."):
-            if not isinstance(node, _FvCfgNode) or part not in node:
-                return _MISSING
-            node = node[part]
-        return node
+        return get_key(self, key, _MISSING)
 
     def _expand_dict_overrides(self, cfg_list: List[Any]) -> List[Any]:
         """``KEY "{'a': 1, 'b': 2}"`` where KEY is a group of keys (e.g. a loss's ``WEIGHT_DICT``)

@@ -12,7 +12,7 @@ from typing import Callable, Dict, Iterable, List, Sequence, Tuple
 from segtrain.utils.errors import ConfigError
 from segtrain.utils.registry import format_suggestions
 
-from .cfg_node import all_keys
+from .cfg_node import all_keys, get_key
 
 __all__ = [
     "ConfigProblems",
@@ -57,16 +57,6 @@ def register_check(check: Check, *, train_only: bool = False) -> Check:
     so that it can be used as a decorator."""
     _CHECKS.append((check, train_only))
     return check
-
-
-def get_key(cfg, key: str, default=None):
-    """``cfg`` at the dotted ``key``, or ``default`` when any part is absent."""
-    node = cfg
-    for part in key.split("."):
-        if not hasattr(node, "get") or part not in node:
-            return default
-        node = node[part]
-    return node
 
 
 def _check_names(cfg, problems: List[str]) -> None:

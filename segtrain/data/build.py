@@ -21,6 +21,7 @@ from .samplers import InferenceSampler, TrainingSampler
 
 __all__ = [
     "build_val_loss_loader",
+    "val_loss_loader_of",
     "get_dataset_dicts",
     "build_train_loader",
     "build_test_loader",
@@ -344,12 +345,24 @@ def build_val_loss_loader(cfg, dataset_name: str, per_process: int, world: int) 
         filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
         on_bad_annotation=cfg.DATASETS.ON_BAD_ANNOTATION,
     )
+    return val_loss_loader_of(cfg, dicts, build_mapper(cfg, is_train=False), dataset_name, per_process, world)
+
+
+def val_loss_loader_of(
+    cfg,
+    dicts: List[Dict[str, Any]],
+    mapper: Callable,
+    dataset_name: str,
+    per_process: int,
+    world: int,
+    unit: str = "images",
+) -> InferenceDataLoader:
+    """The inference loader of the first ``TEST.VAL_LOSS.NUM_BATCHES x per_process x world`` items
+    of ``dicts`` (all when NUM_BATCHES <= 0) through ``mapper``, ``per_process`` items per batch."""
     if cfg.TEST.VAL_LOSS.NUM_BATCHES > 0:
         dicts = dicts[: cfg.TEST.VAL_LOSS.NUM_BATCHES * per_process * world]
-    logger.info(f"Validation loss on {len(dicts)} images of {dataset_name} ({per_process} per batch and process)")
-    return build_test_loader(
-        dicts, mapper=build_mapper(cfg, is_train=False), num_workers=cfg.DATALOADER.NUM_WORKERS, batch_size=per_process
-    )
+    logger.info(f"Validation loss on {len(dicts)} {unit} of {dataset_name} ({per_process} per batch and process)")
+    return build_test_loader(dicts, mapper=mapper, num_workers=cfg.DATALOADER.NUM_WORKERS, batch_size=per_process)
 
 
 register_loader_kind(

@@ -28,7 +28,7 @@ from segtrain.utils.errors import ConfigError, DatasetError
 
 from .build import EVALUATOR_REGISTRY
 from .coco_format import _has, dataset_dicts_to_coco, instances_to_coco_json
-from .evaluator import DatasetEvaluator
+from .evaluator import DatasetEvaluator, read_metadata
 
 # instances_to_coco_json and dataset_dicts_to_coco are re-exported from coco_format
 __all__ = ["COCOEvaluator", "evaluate_predictions_on_coco", "instances_to_coco_json", "dataset_dicts_to_coco"]
@@ -128,10 +128,8 @@ class COCOEvaluator(DatasetEvaluator):
         fills it when first read (``register_coco_instances``) is read for it; without any
         mapping the contiguous ids are the ground truth's category ids."""
         if self._category_ids is None:
-            mapping = getattr(self._metadata, "thing_dataset_id_to_contiguous_id", None)
-            if not mapping and self._dataset_name in DatasetCatalog:
-                DatasetCatalog.get(self._dataset_name)  # loading a COCO json sets the mapping
-                mapping = getattr(self._metadata, "thing_dataset_id_to_contiguous_id", None)
+            key = "thing_dataset_id_to_contiguous_id"
+            mapping = getattr(read_metadata(self._dataset_name, key), key, None)
             if mapping:
                 self._category_ids = {int(v): int(k) for k, v in mapping.items()}
             else:

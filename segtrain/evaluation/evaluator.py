@@ -11,7 +11,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from segtrain.data.catalog import DatasetCatalog
+from segtrain.data.catalog import DatasetCatalog, MetadataCatalog
 from segtrain.utils import comm
 from segtrain.utils.errors import DatasetError
 
@@ -60,6 +60,16 @@ class DatasetDictIndex:
                 f"{self._name}: no dataset entry for image_id {inp.get('image_id')!r} / file {inp.get('file_name')!r}"
             )
         return d
+
+
+def read_metadata(dataset_name: str, *attrs: str):
+    """``MetadataCatalog.get(dataset_name)``, after reading the dataset when none of ``attrs`` is
+    set yet (``register_coco_instances`` sets class names and the category mapping only when its
+    dataset is first read). Evaluators call it when they evaluate, not when they are built."""
+    meta = MetadataCatalog.get(dataset_name)
+    if not any(getattr(meta, a, None) for a in attrs) and dataset_name in DatasetCatalog:
+        DatasetCatalog.get(dataset_name)
+    return meta
 
 
 class DatasetEvaluator:

@@ -20,13 +20,12 @@ import torch
 from tabulate import tabulate
 
 from segtrain.config import configurable
-from segtrain.data.catalog import DatasetCatalog, MetadataCatalog
 from segtrain.data.detection_utils import read_panoptic_ids
 from segtrain.structures.masks import segmentation_to_bitmask
 from segtrain.utils.errors import DatasetError
 
 from .build import EVALUATOR_REGISTRY
-from .evaluator import DatasetDictIndex, DatasetEvaluator, sum_over_processes
+from .evaluator import DatasetDictIndex, DatasetEvaluator, read_metadata, sum_over_processes
 
 __all__ = ["PanopticEvaluator", "panoptic_gt_from_annotations", "pq_image_stats", "pq_metrics"]
 
@@ -78,10 +77,7 @@ class PanopticEvaluator(DatasetEvaluator):
     def _read_categories(self) -> None:
         """Class names and which are things, from the metadata as it is at this reset (a dataset
         that sets them when first read is read for them)."""
-        meta = MetadataCatalog.get(self._dataset_name)
-        if not getattr(meta, "stuff_classes", None) and not getattr(meta, "thing_classes", None):
-            if self._dataset_name in DatasetCatalog:
-                DatasetCatalog.get(self._dataset_name)
+        meta = read_metadata(self._dataset_name, "stuff_classes", "thing_classes")
         stuff = getattr(meta, "stuff_classes", None)
         self._class_names = list(stuff or getattr(meta, "thing_classes", None) or [])
         if not self._class_names:

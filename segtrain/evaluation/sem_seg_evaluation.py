@@ -11,13 +11,13 @@ import torch
 from tabulate import tabulate
 
 from segtrain.config import configurable
-from segtrain.data.catalog import DatasetCatalog, MetadataCatalog
+from segtrain.data.catalog import MetadataCatalog
 from segtrain.data.detection_utils import read_label_map, read_panoptic_ids
 from segtrain.structures.masks import segmentation_to_bitmask
 from segtrain.utils.errors import DatasetError
 
 from .build import EVALUATOR_REGISTRY
-from .evaluator import DatasetDictIndex, DatasetEvaluator, sum_over_processes
+from .evaluator import DatasetDictIndex, DatasetEvaluator, read_metadata, sum_over_processes
 
 __all__ = ["SemSegEvaluator", "semantic_gt_from_annotations", "semantic_gt_from_panoptic", "sem_seg_metrics"]
 
@@ -89,10 +89,10 @@ class SemSegEvaluator(DatasetEvaluator):
     def _read_categories(self) -> None:
         """Class names, their number and the ignore label, from the metadata as it is at this reset
         (a dataset that sets its classes when first read is read for them)."""
-        meta = MetadataCatalog.get(self._dataset_name)
-        if not getattr(meta, "stuff_classes", None) and not getattr(meta, "thing_classes", None):
-            if self._given_num_classes is None and self._dataset_name in DatasetCatalog:
-                DatasetCatalog.get(self._dataset_name)
+        if self._given_num_classes is None:
+            meta = read_metadata(self._dataset_name, "stuff_classes", "thing_classes")
+        else:
+            meta = MetadataCatalog.get(self._dataset_name)
         self._class_names = list(getattr(meta, "stuff_classes", None) or getattr(meta, "thing_classes", None) or [])
         num_classes = self._given_num_classes if self._given_num_classes is not None else len(self._class_names)
         if num_classes <= 0:

@@ -17,6 +17,7 @@ from ..build import (
     build_test_loader,
     per_process_batch_size,
     resolve_seed,
+    val_loss_loader_of,
 )
 from ..catalog import DatasetCatalog, MetadataCatalog
 from ..datasets.builtin import register_shapes_from_cfg
@@ -271,14 +272,8 @@ def build_video_val_loss_loader(cfg, dataset_name: str, per_process: int, world:
     ``per_process`` clip dicts (a video model collates them in training mode)."""
     register_shapes_video_from_cfg(cfg)
     dicts = get_video_dataset_dicts(dataset_name, on_bad_annotation=cfg.DATASETS.ON_BAD_ANNOTATION)
-    if cfg.TEST.VAL_LOSS.NUM_BATCHES > 0:
-        dicts = dicts[: cfg.TEST.VAL_LOSS.NUM_BATCHES * per_process * world]
-    logger.info(f"Validation loss on {len(dicts)} videos of {dataset_name} ({per_process} per batch and process)")
-    return build_test_loader(
-        dicts,
-        mapper=VideoDatasetMapper(cfg, is_train=False),
-        num_workers=cfg.DATALOADER.NUM_WORKERS,
-        batch_size=per_process,
+    return val_loss_loader_of(
+        cfg, dicts, VideoDatasetMapper(cfg, is_train=False), dataset_name, per_process, world, "videos"
     )
 
 
