@@ -77,9 +77,10 @@ def _run(args) -> int:
 
     model = build_model(cfg)
     model.eval()
-    checkpointer = Checkpointer(model)
+    checkpointer = Checkpointer(
+        model, new_prefixes=cfg.MODEL.WEIGHTS_NEW_PREFIXES, ignore_prefixes=cfg.MODEL.WEIGHTS_IGNORE_PREFIXES
+    )
     checkpointer.load(cfg.MODEL.WEIGHTS, checkpointables=[])
-    checkpointer.require_weights_for_inference(cfg.MODEL.WEIGHTS, cfg.MODEL.META_ARCHITECTURE)
     resize = ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")
 
     os.makedirs(args.output, exist_ok=True)

@@ -33,13 +33,17 @@ def main(args):
         if not cfg.MODEL.WEIGHTS and not args.resume:
             raise ConfigError("--eval-only needs MODEL.WEIGHTS (a .pth / .pkl file) or --resume")
         model = DefaultTrainer.build_model(cfg)
-        checkpointer = Checkpointer(model, save_dir=cfg.OUTPUT_DIR)
+        checkpointer = Checkpointer(
+            model,
+            save_dir=cfg.OUTPUT_DIR,
+            new_prefixes=cfg.MODEL.WEIGHTS_NEW_PREFIXES,
+            ignore_prefixes=cfg.MODEL.WEIGHTS_IGNORE_PREFIXES,
+        )
         checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         if not checkpointer.last_loaded_path:
             raise ConfigError(
                 f"--eval-only --resume: no checkpoint in {cfg.OUTPUT_DIR} and no MODEL.WEIGHTS to evaluate"
             )
-        checkpointer.require_weights_for_inference(checkpointer.last_loaded_path, cfg.MODEL.META_ARCHITECTURE)
         return DefaultTrainer.test(cfg, model)
     trainer = DefaultTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)

@@ -6,16 +6,17 @@ import os
 import pickle
 import re
 import tempfile
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 import torch
-from tabulate import tabulate
 from torch import nn
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from segtrain.utils import comm
 from segtrain.utils.errors import CheckpointError
+
+from .weights_match import WeightsMatch, convert_weights_for, match_weights
 
 __all__ = ["Checkpointer", "PeriodicCheckpointer", "atomic_write_bytes", "unwrap_model"]
 
@@ -79,8 +80,11 @@ class Checkpointer:
     ``load_state_dict``: optimizer, scheduler, trainer, ...).
 
     A checkpoint is ``{"model": state_dict, <name>: state, ..., **extra}`` and, when ``cfg``
-    is given, ``"config"``: the config YAML. Writes are atomic and ``last_checkpoint`` is
-    updated only after the rename. Only the main process writes unless ``save_to_disk``.
+    is given, ``"config"``: the config YAML. Loading is strict: a model tensor the file does not
+    fill, a tensor of another shape or a file tensor the model does not have is a one-line
+    ``CheckpointError``, except under ``new_prefixes`` / ``ignore_prefixes`` (``weights_match``).
+    Writes are atomic and ``last_checkpoint`` is updated only after the rename. Only the main
+    process writes unless ``save_to_disk``.
     """
 
     def __init__(
@@ -90,6 +94,8 @@ class Checkpointer:
         *,
         save_to_disk: Optional[bool] = None,
         cfg=None,
+        new_prefixes: Sequence[str] = (),
+        ignore_prefixes: Sequence[str] = (),
         **checkpointables: Any,
     ):
         self.model = unwrap_model(model)
@@ -97,8 +103,9 @@ class Checkpointer:
         self.save_to_disk = comm.is_main_process() if save_to_disk is None else save_to_disk
         self.cfg = cfg
         self.checkpointables = dict(checkpointables)
-        # (model keys the last load did not fill, number of model keys); read by --eval-only
-        self.last_not_loaded: Tuple[List[str], int] = ([], 0)
+        self.new_prefixes, self.ignore_prefixes = tuple(new_prefixes), tuple(ignore_prefixes)
+        # what the last load filled (None: nothing loaded); read by the start-up summary
+        self.last_match: Optional[WeightsMatch] = None
         self.last_loaded_path = ""
 
     # ------------------------------------------------------------------ save
@@ -155,8 +162,8 @@ class Checkpointer:
         to an older one if it is unreadable). Otherwise load only the model weights from ``path``
         (fresh optimizer and schedule); nothing when ``path`` is empty. Returns the extra data
         left in the loaded checkpoint (e.g. ``iteration``); ``{}`` when nothing was resumed.
-        ``last_loaded_path`` / ``last_not_loaded`` then describe this call (empty: nothing loaded)."""
-        self.last_loaded_path, self.last_not_loaded = "", ([], 0)
+        ``last_loaded_path`` / ``last_match`` then describe this call (empty: nothing loaded)."""
+        self.last_loaded_path, self.last_match = "", None
         if resume and self.has_checkpoint():
             return self.resume()
         if resume:
@@ -206,18 +213,6 @@ class Checkpointer:
                 logger.warning(f"{path} has no {key!r} state; it keeps its fresh state")
         return ckpt
 
-    def require_weights_for_inference(self, path: str, what: str) -> None:
-        """After a load for inference (``--eval-only``, the demo): a ``CheckpointError`` when
-        the file filled fewer than half of the model's tensors, i.e. it belongs to another
-        model (``what``, e.g. the meta-architecture) and the results would be of random weights."""
-        not_loaded, total = self.last_not_loaded
-        if total and 2 * len(not_loaded) > total:
-            raise CheckpointError(
-                f"{path}: {len(not_loaded)} of the {total} tensors of the {what} are not in this checkpoint "
-                f"(e.g. {not_loaded[0]!r}); it is not a checkpoint of this model, and evaluating it would "
-                f"measure random weights"
-            )
-
     def _load_file(self, path: str) -> Dict[str, Any]:
         """Read a checkpoint; a truncated or corrupt file becomes a one-line ``CheckpointError``."""
         try:
@@ -243,34 +238,23 @@ class Checkpointer:
         return data
 
     def _load_model(self, state: Dict[str, Any], path: str) -> None:
-        """Load matching weights into the model; log a table of missing, unexpected and
-        shape-mismatched keys."""
+        """Load ``state`` into the model strictly (see the class docstring); log what loaded."""
         state = {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in state.items()}
         if state and all(k.startswith("module.") for k in state):
             state = {k[len("module.") :]: v for k, v in state.items()}
-        own = self.model.state_dict()
-        rows = []
-        for k in list(state):
-            if k in own and tuple(state[k].shape) != tuple(own[k].shape):
-                rows.append((k, "shape mismatch (skipped)", tuple(state[k].shape), tuple(own[k].shape)))
-                del state[k]
-        mismatched = [r[0] for r in rows]
-        result = self.model.load_state_dict(state, strict=False)
-        # a skipped shape mismatch is also missing to load_state_dict: one row for it
-        rows += [
-            (k, "missing in checkpoint", "-", tuple(own[k].shape)) for k in result.missing_keys if k not in mismatched
-        ]
-        rows += [(k, "unexpected (ignored)", tuple(state[k].shape), "-") for k in result.unexpected_keys]
-        not_loaded = list(result.missing_keys)
-        self.last_not_loaded = (not_loaded, len(own))
-        if rows:
-            logger.warning(
-                f"Weights from {path} do not match the model exactly: {len(not_loaded)} of the model's "
-                f"{len(own)} tensors keep their initialization:\n"
-                + tabulate(rows, headers=["key", "status", "checkpoint", "model"])
-            )
-        else:
-            logger.info(f"Loaded all {len(own)} model tensors from {path}")
+        state, set_aside = convert_weights_for(self.model, state)
+        match, loadable = match_weights(
+            self.model.state_dict(),
+            state,
+            new_prefixes=self.new_prefixes,
+            ignore_prefixes=self.ignore_prefixes,
+            set_aside=set_aside,
+        )
+        if not match.ok:
+            raise match.error(path)
+        self.model.load_state_dict(loadable, strict=False)
+        self.last_match = match
+        logger.info(f"Weights from {path}: {match.summary()}")
 
 
 class PeriodicCheckpointer:

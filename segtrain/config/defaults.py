@@ -20,7 +20,14 @@ _C.MODEL.META_ARCHITECTURE = ""
 # "auto": cuda when available, else cpu
 _C.MODEL.DEVICE = "auto"
 # Initial weights (model only; the schedule starts fresh). Use --resume to continue a run.
+# Loaded strictly: a model tensor the file does not fill (missing, or of another shape) or a
+# file tensor the model does not have stops the start-up, except under the prefixes below.
 _C.MODEL.WEIGHTS = ""
+# Model tensor-name prefixes that may keep their initialization when MODEL.WEIGHTS is loaded,
+# e.g. ["sem_seg_head.predictor.class_embed.", "criterion."] for a new class head
+_C.MODEL.WEIGHTS_NEW_PREFIXES = []
+# MODEL.WEIGHTS tensor-name prefixes to drop (parts of the released model this one lacks)
+_C.MODEL.WEIGHTS_IGNORE_PREFIXES = []
 # RGB mean / std in the 0-255 range (ImageNet)
 _C.MODEL.PIXEL_MEAN = [123.675, 116.280, 103.530]
 _C.MODEL.PIXEL_STD = [58.395, 57.120, 57.375]

@@ -95,7 +95,14 @@ class DefaultTrainer(TrainerBase):
         )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = Checkpointer(
-            model, cfg.OUTPUT_DIR, cfg=cfg, optimizer=optimizer, scheduler=self.scheduler, trainer=weakref.proxy(self)
+            model,
+            cfg.OUTPUT_DIR,
+            cfg=cfg,
+            new_prefixes=cfg.MODEL.WEIGHTS_NEW_PREFIXES,
+            ignore_prefixes=cfg.MODEL.WEIGHTS_IGNORE_PREFIXES,
+            optimizer=optimizer,
+            scheduler=self.scheduler,
+            trainer=weakref.proxy(self),
         )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
@@ -141,11 +148,10 @@ class DefaultTrainer(TrainerBase):
             nothing = f"--resume found no checkpoint in {self.cfg.OUTPUT_DIR}, so " if resume else ""
             if weights:
                 self.start_mode, self.start_file = "weights", loaded or weights
-                not_loaded, total = self.checkpointer.last_not_loaded
                 msg = (
                     f"Start-up: {nothing}INITIALIZED the model weights from MODEL.WEIGHTS={weights} (model only; "
-                    f"fresh optimizer and schedule; {total - len(not_loaded)} of the model's {total} tensors came "
-                    f"from it); training starts at iteration 0 of {self.max_iter}"
+                    f"fresh optimizer and schedule; {self.checkpointer.last_match.summary()}); "
+                    f"training starts at iteration 0 of {self.max_iter}"
                 )
             else:
                 self.start_mode, self.start_file = "scratch", ""

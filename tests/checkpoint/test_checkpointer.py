@@ -141,41 +141,94 @@ def test_weights_only_load_leaves_optimizer_and_schedule(tmp_path, records):
         ck2.resume_or_load(str(tmp_path / "nope.pth"), resume=False)
 
 
-def test_detectron2_pkl_with_mismatch_table(tmp_path, records):
-    model = _model()
-    weights = {
-        "0.weight": np.full((4, 3), 2.0, dtype=np.float32),
-        "0.bias": np.ones(4, dtype=np.float32),
-        "1.weight": np.zeros((5, 4), dtype=np.float32),  # wrong shape: skipped
-        "extra.weight": np.zeros(1, dtype=np.float32),  # not in the model
-    }
-    path = tmp_path / "model.pkl"
+def _write_pkl(path, weights):
     with open(path, "wb") as f:
         pickle.dump({"model": weights, "__author__": "Detectron2"}, f)
+
+
+def test_detectron2_pkl_loads_numpy_arrays(tmp_path, records):
+    src = _model(1)
+    path = tmp_path / "model.pkl"
+    _write_pkl(path, {k: v.numpy() for k, v in src.state_dict().items()})
+    dst = _model(2)
+    Checkpointer(dst, "").load(str(path), checkpointables=[])
+    assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), dst.state_dict().values()))
+    assert "4 of the model's 4 tensors loaded; 0 file tensors skipped; 0 left new" in records.text(logging.INFO)
+
+
+def _mismatched_weights():
+    return {
+        "0.weight": np.full((4, 3), 2.0, dtype=np.float32),
+        "0.bias": np.ones(4, dtype=np.float32),
+        "1.weight": np.zeros((5, 4), dtype=np.float32),  # another shape
+        "extra.weight": np.zeros(1, dtype=np.float32),  # not in the model
+    }  # and "1.bias" is missing
+
+
+def test_mismatched_weights_are_one_line_error_and_model_untouched(tmp_path):
+    model = _model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    path = tmp_path / "model.pkl"
+    _write_pkl(path, _mismatched_weights())
+    with pytest.raises(CheckpointError) as info:
+        Checkpointer(model, "").load(str(path), checkpointables=[])
+    msg = str(info.value)
+    assert "\n" not in msg and str(path) in msg and "(2 of 4 tensors would load)" in msg
+    assert "1 model tensors not in the file ('1.bias')" in msg
+    assert "1 of another shape ('1.weight' [5, 4] in the file vs [2, 4])" in msg
+    assert "1 file tensors the model does not have ('extra.weight')" in msg
+    assert "MODEL.WEIGHTS_NEW_PREFIXES ['1.bias', '1.weight']" in msg
+    assert "MODEL.WEIGHTS_IGNORE_PREFIXES ['extra.weight']" in msg
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_prefixes_allow_a_partial_load_and_the_summary_counts_it(tmp_path, records):
+    model = _model()
     before = model[1].weight.detach().clone()
-    Checkpointer(model, "").load(str(path), checkpointables=[])
+    path = tmp_path / "model.pkl"
+    _write_pkl(path, _mismatched_weights())
+    ck = Checkpointer(model, "", new_prefixes=["1."], ignore_prefixes=["extra."])
+    ck.load(str(path), checkpointables=[])
     assert torch.equal(model[0].weight, torch.full((4, 3), 2.0))
     assert torch.equal(model[1].weight, before)
-    text = records.text()
-    for key in ("1.weight", "1.bias", "extra.weight"):
-        assert key in text
-    assert "shape mismatch" in text and "missing in checkpoint" in text and "unexpected" in text
-    assert "2 of the model's 4 tensors keep their initialization" in text
+    assert ck.last_match.loaded == ["0.weight", "0.bias"]
+    assert sorted(ck.last_match.new) == ["1.bias", "1.weight"] and ck.last_match.ignored == ["extra.weight"]
+    summary = "2 of the model's 4 tensors loaded; 1 file tensors skipped (1 under MODEL.WEIGHTS_IGNORE_PREFIXES)"
+    assert summary in records.text(logging.INFO) and "2 left new" in records.text(logging.INFO)
 
 
-def test_inference_refuses_weights_of_another_model(tmp_path):
-    """Half the tensors found is enough for inference (a warning); fewer is a one-line error."""
-    src = _model(1)
-    half = {k: v for k, v in src.state_dict().items() if k.startswith("0.")}
-    torch.save({"model": half}, tmp_path / "half.pth")
-    ck = Checkpointer(_model(2))
-    ck.load(str(tmp_path / "half.pth"), checkpointables=[])
-    assert ck.last_not_loaded == (["1.weight", "1.bias"], 4)
-    ck.require_weights_for_inference(str(tmp_path / "half.pth"), "Sequential")
-    torch.save({"model": {"0.bias": half["0.bias"], "other.weight": torch.zeros(2)}}, tmp_path / "other.pth")
-    ck.load(str(tmp_path / "other.pth"), checkpointables=[])
-    with pytest.raises(CheckpointError, match=r"other.pth: 3 of the 4 tensors of the Sequential are not in"):
-        ck.require_weights_for_inference(str(tmp_path / "other.pth"), "Sequential")
+def test_only_the_listed_prefixes_may_stay_new(tmp_path):
+    """A new-prefix for the second layer does not excuse an unexpected tensor."""
+    path = tmp_path / "model.pkl"
+    _write_pkl(path, _mismatched_weights())
+    with pytest.raises(CheckpointError, match=r"1 file tensors the model does not have \('extra.weight'\)"):
+        Checkpointer(_model(), "", new_prefixes=["1."]).load(str(path), checkpointables=[])
+
+
+class _Converting(nn.Sequential):
+    """Reads files whose names start with ``detector.`` and sets ``tracker.*`` aside."""
+
+    def convert_weights(self, state):
+        aside = [k for k in state if k.startswith("tracker.")]
+        own = {k.removeprefix("detector."): v for k, v in state.items() if k not in aside}
+        return own, aside
+
+
+def test_model_convert_weights_sets_tensors_aside(tmp_path, records):
+    torch.manual_seed(1)
+    src = _Converting(nn.Linear(3, 4), nn.Linear(4, 2))
+    state = {f"detector.{k}": v for k, v in src.state_dict().items()}
+    state["tracker.x"] = torch.zeros(2)
+    torch.save(state, tmp_path / "released.pt")
+    torch.manual_seed(2)
+    dst = _Converting(nn.Linear(3, 4), nn.Linear(4, 2))
+    Checkpointer(dst).load(str(tmp_path / "released.pt"), checkpointables=[])
+    assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), dst.state_dict().values()))
+    text = records.text(logging.INFO)
+    assert "4 of the model's 4 tensors loaded; 1 file tensors skipped (1 set aside by the model" in text
+    # its own checkpoints (names already the model's) load through the same conversion
+    Checkpointer(dst, str(tmp_path), save_to_disk=True).save("own")
+    Checkpointer(dst).load(str(tmp_path / "own.pth"), checkpointables=[])
 
 
 def test_ddp_prefixed_state_dict_loads(tmp_path):

@@ -5,6 +5,7 @@ engine test model (conv + BN + dropout) and dataset."""
 import json
 import logging
 import os
+import re
 from types import SimpleNamespace
 
 import cv2
@@ -18,7 +19,7 @@ from segtrain.engine import DefaultTrainer
 from segtrain.engine.hooks import ValidationLoss, VisualizationHook, loss_mode
 from segtrain.structures.instances import Instances
 from segtrain.utils.env import seed_all_rng
-from segtrain.utils.errors import ConfigError
+from segtrain.utils.errors import CheckpointError, ConfigError
 from segtrain.utils.imports import import_user_modules
 
 COMPONENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_engine_components.py")
@@ -229,7 +230,8 @@ def test_start_up_says_resume_or_weights_or_scratch(tmp_path, caplog, monkeypatc
     assert init.start_mode == "weights" and init.start_file == final and init.start_iter == 0
     assert f"INITIALIZED the model weights from MODEL.WEIGHTS={final} (model only" in line
     n = len(init.model.state_dict())
-    assert f"{n} of the model's {n} tensors came from it" in line and "starts at iteration 0 of 6" in line
+    assert f"{n} of the model's {n} tensors loaded; 0 file tensors skipped; 0 left new" in line
+    assert "starts at iteration 0 of 6" in line
     assert all(torch.equal(a, b) for a, b in zip(init.model.state_dict().values(), first.model.state_dict().values()))
     assert init.optimizer.state_dict()["state"] == {}
 
@@ -248,6 +250,36 @@ def test_start_up_says_resume_or_weights_or_scratch(tmp_path, caplog, monkeypatc
     (line,) = _startup_lines(caplog)
     assert fall.start_mode == "weights" and fall.start_iter == 0
     assert line.startswith(f"Start-up: --resume found no checkpoint in {tmp_path / 'empty'}, so INITIALIZED")
+
+
+def test_training_from_weights_of_another_shape_stops_the_start_up(tmp_path, caplog, monkeypatch):
+    """MODEL.WEIGHTS for training loads strictly too: a head of another shape is a one-line
+    error naming the tensor, unless MODEL.WEIGHTS_NEW_PREFIXES lets it stay new."""
+    monkeypatch.setattr(logging.getLogger("segtrain"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="segtrain")
+    first = _trainer(_cfg(tmp_path / "first", **{"TEST.VAL_LOSS.ENABLED": False}))
+    state = {k: v * 2 if v.is_floating_point() else v for k, v in first.model.state_dict().items()}
+    name = next(k for k, v in state.items() if v.dim() >= 1)
+    state[name] = torch.zeros(tuple(state[name].shape[:-1]) + (state[name].shape[-1] + 1,))
+    torch.save({"model": state}, tmp_path / "other_head.pth")
+    cfg = _cfg(tmp_path / "ft", **{"MODEL.WEIGHTS": str(tmp_path / "other_head.pth")})
+    with pytest.raises(CheckpointError, match=rf"1 of another shape \('{re.escape(name)}' \["):
+        _trainer(cfg)
+    caplog.clear()
+    prefix = name.rsplit(".", 1)[0] + "."
+    ft = _trainer(
+        _cfg(
+            tmp_path / "ft",
+            **{"MODEL.WEIGHTS": str(tmp_path / "other_head.pth"), "MODEL.WEIGHTS_NEW_PREFIXES": [prefix]},
+        )
+    )
+    (line,) = _startup_lines(caplog)
+    n = len(state)
+    assert f"tensors loaded; 0 file tensors skipped; 1 left new (MODEL.WEIGHTS_NEW_PREFIXES, e.g. {name!r})" in line
+    assert f"{n - 1} of the model's {n} tensors loaded" in line
+    init, loaded = first.model.state_dict(), ft.model.state_dict()
+    assert torch.equal(loaded[name], init[name])  # left at its initialization
+    assert all(torch.equal(loaded[k], state[k]) for k in state if k != name)
 
 
 # ---------------------------------------------------------------------------- visualization
