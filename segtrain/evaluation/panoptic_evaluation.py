@@ -165,7 +165,13 @@ def pq_image_stats(
 ) -> np.ndarray:
     """One image's per-category ``[num_classes, 4]`` (TP, FP, FN, sum of matched IoUs).
     ``gt_seg`` / ``pred_seg``: int [H, W] segment ids, 0 = void; ``*_info``: the segments
-    (``id``, ``category_id``; ``iscrowd`` for the GT)."""
+    (``id``, ``category_id``; ``iscrowd`` and optionally ``area`` for the GT).
+
+    The counts are those of panopticapi's ``pq_compute_single_core``: a GT segment's area is
+    its ``area`` entry when it has one (else its pixels), every unmatched non-crowd GT segment
+    of ``gt_info`` is a false negative (also one left with no pixel in the map), and only the
+    last crowd segment of a category in ``gt_info`` excuses predictions lying on it. One
+    difference: a predicted segment with no pixel is skipped (panopticapi raises an error)."""
     gt_seg = np.asarray(gt_seg, dtype=np.int64)
     pred_seg = np.asarray(pred_seg, dtype=np.int64)
     gt = {int(s["id"]): s for s in gt_info}
@@ -185,6 +191,9 @@ def pq_image_stats(
         gt_area[g] = gt_area.get(g, 0) + c
         pred_area[p] = pred_area.get(p, 0) + c
 
+    def area_of_gt(g: int) -> float:  # panopticapi takes the GT area from segments_info
+        return float(gt[g]["area"]) if "area" in gt[g] else gt_area.get(g, 0)
+
     stats = np.zeros((num_classes, 4), dtype=np.float64)
     matched_gt, matched_pred = set(), set()
     for (g, p), c in inter.items():
@@ -193,22 +202,24 @@ def pq_image_stats(
         cat = int(gt[g]["category_id"])
         if cat != int(pred[p]["category_id"]):
             continue
-        union = pred_area[p] + gt_area[g] - c - inter.get((0, p), 0)
+        union = pred_area[p] + area_of_gt(g) - c - inter.get((0, p), 0)
         iou = c / union
         if iou > 0.5:
             stats[cat, _TP] += 1
             stats[cat, _IOU] += iou
             matched_gt.add(g)
             matched_pred.add(p)
-    crowd_cat = {g: int(s["category_id"]) for g, s in gt.items() if s.get("iscrowd", 0)}
-    for g, s in gt.items():  # segments with no pixel left in the map cannot be matched or scored
-        if not s.get("iscrowd", 0) and g not in matched_gt and gt_area.get(g, 0) > 0:
+    crowd_of_cat: Dict[int, int] = {}  # as panopticapi: the last crowd segment of each category
+    for g, s in gt.items():
+        if s.get("iscrowd", 0):
+            crowd_of_cat[int(s["category_id"])] = g
+        elif g not in matched_gt:
             stats[int(s["category_id"]), _FN] += 1
     for p, s in pred.items():
-        if p in matched_pred or pred_area.get(p, 0) == 0:
+        if p in matched_pred or pred_area.get(p, 0) == 0:  # a segment with no pixel is no prediction
             continue
         cat = int(s["category_id"])
-        ignored = inter.get((0, p), 0) + sum(inter.get((g, p), 0) for g, c in crowd_cat.items() if c == cat)
+        ignored = inter.get((0, p), 0) + (inter.get((crowd_of_cat[cat], p), 0) if cat in crowd_of_cat else 0)
         if ignored / pred_area[p] > 0.5:
             continue
         stats[cat, _FP] += 1

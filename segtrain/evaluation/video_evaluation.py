@@ -6,10 +6,14 @@ Conventions follow the DAVIS 2017 evaluation (and the SA-V evaluator built on it
 - F per frame is the F-measure of the boundary pixels (``seg2bmap``), a boundary pixel counting
   as matched when the other boundary lies within ``ceil(bound_th * image diagonal)`` pixels
   (a disk dilation; ``bound_th=0.008``). Both boundaries empty -> 1; one empty -> 0.
-- The first and last frames of a video are left out (the first one holds the prompt); videos
-  of 1 or 2 frames keep every frame.
+- The first and last frames of a video are left out (the first one holds the prompt), as the
+  toolkit does for every video: an object of a video of 1 or 2 frames has no scored frame, and
+  its J, F and J&F are NaN.
 - Per object: mean over frames ("J"), recall (share of frames above 0.5) and decay (mean of
-  the first quarter of the frames minus the last quarter). Overall: the mean over objects.
+  the first quarter of the frames minus the last quarter). Overall: the mean over the objects
+  that have a scored frame; ``num_objects_unscored`` counts the others. (The toolkit's own
+  overall mean, ``np.mean``, is NaN as soon as one object is; the toolkit also indexes the
+  decay bins with ``uint8``, which wraps for videos over 256 frames: segtrain does not.)
 """
 
 import json
@@ -222,8 +226,8 @@ class VideoEvaluator(DatasetEvaluator):
         unknown = [k for k in preds if k not in set(obj_ids)]
         if unknown:
             logger.warning("video id %s: predictions for unknown object id(s) %s are ignored", vid, unknown[:10])
-        # DAVIS leaves out the prompted first frame and the last frame
-        keep = slice(1, -1) if self._skip_first_last and gt.shape[0] > 2 else slice(None)
+        # DAVIS leaves out the prompted first frame and the last frame, whatever the video's length
+        keep = slice(1, -1) if self._skip_first_last else slice(None)
         for n, oid in enumerate(obj_ids):
             g = gt[:, n]
             p = preds.get(oid)
@@ -308,6 +312,7 @@ class VideoEvaluator(DatasetEvaluator):
         for key in ("J", "F", "J_recall", "F_recall", "J_decay", "F_decay"):
             res[key] = mean(key)
         res["num_objects"] = len(rows)
+        res["num_objects_unscored"] = sum(1 for r in records if not r["J"])
         res["num_videos"] = len({row["video_id"] for row in rows})
 
         what = "" if name == "video" else f", {name[len('video_') :]} prompts"
