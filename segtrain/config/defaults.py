@@ -131,9 +131,25 @@ _C.SOLVER.WEIGHT_DECAY = 0.05
 # No weight decay on normalization layers and on embeddings (query / position tables)
 _C.SOLVER.WEIGHT_DECAY_NORM = 0.0
 _C.SOLVER.WEIGHT_DECAY_EMBED = 0.0
-# Learning-rate multiplier of every parameter under "backbone."
+# Norm-layer class names whose parameters take WEIGHT_DECAY_NORM; empty: every norm layer.
+# SAM 2.1 / SAM 3 recipes: ["LayerNorm"] (their `module_cls_names: ['torch.nn.LayerNorm']`)
+_C.SOLVER.WEIGHT_DECAY_NORM_TYPES = []
+# Parameter-name patterns (fnmatch, full names) that take no weight decay, e.g. ["*bias*"]
+_C.SOLVER.NO_WEIGHT_DECAY_NAMES = []
+# Learning-rate multiplier of every parameter under "backbone." (unless LR_MULTIPLIERS match)
 _C.SOLVER.BACKBONE_MULTIPLIER = 0.1
-# "WarmupMultiStepLR", "WarmupCosineLR", "WarmupStepLR", "WarmupPolyLR"
+# [name_pattern, multiplier] pairs (fnmatch on full parameter names, first match wins), e.g.
+# [["image_encoder.*", 0.6]]: those parameters learn at BASE_LR * 0.6
+_C.SOLVER.LR_MULTIPLIERS = []
+# Layer-wise LR decay over the blocks of one module (ViT / Hiera trunk): block i of n learns at
+# VALUE ** (n - i) times its rate, the embeddings at VALUE ** (n + 1); 1.0 = off
+_C.SOLVER.LAYER_DECAY = CN()
+_C.SOLVER.LAYER_DECAY.VALUE = 1.0
+# module path, e.g. "image_encoder.trunk"
+_C.SOLVER.LAYER_DECAY.APPLY_TO = ""
+# [name_pattern, factor] pairs that replace the decay factor, e.g. [["*pos_embed*", 1.0]]
+_C.SOLVER.LAYER_DECAY.OVERRIDES = []
+# "WarmupMultiStepLR", "WarmupCosineLR", "WarmupStepLR", "WarmupPolyLR", "InverseSquareRootLR"
 _C.SOLVER.LR_SCHEDULER_NAME = "WarmupMultiStepLR"
 _C.SOLVER.MAX_ITER = 1000
 _C.SOLVER.STEPS = (800,)
@@ -143,6 +159,10 @@ _C.SOLVER.STEP_SIZE = 1000
 _C.SOLVER.POLY_POWER = 0.9
 # Cosine / poly schedules end at BASE_LR * BASE_LR_END_FACTOR
 _C.SOLVER.BASE_LR_END_FACTOR = 0.0
+# InverseSquareRootLR (SAM 3): after warm-up the rate falls as 1 / sqrt((it + TIMESCALE -
+# WARMUP_ITERS) / TIMESCALE), and over the last COOLDOWN_ITERS linearly to 0
+_C.SOLVER.INVERSE_SQRT_TIMESCALE = 20
+_C.SOLVER.COOLDOWN_ITERS = 0
 _C.SOLVER.WARMUP_FACTOR = 1.0
 _C.SOLVER.WARMUP_ITERS = 0
 # "linear" or "constant"

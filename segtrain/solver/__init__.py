@@ -14,12 +14,14 @@ from .build import (
 )
 from .lr_scheduler import (
     LR_SCHEDULERS,
+    InverseSquareRootLR,
     WarmupCosineLR,
     WarmupMultiStepLR,
     WarmupPolyLR,
     WarmupStepLR,
     build_lr_scheduler,
 )
+from .param_groups import LayerDecay
 
 __all__ = [
     "build_optimizer",
@@ -34,6 +36,8 @@ __all__ = [
     "WarmupCosineLR",
     "WarmupStepLR",
     "WarmupPolyLR",
+    "InverseSquareRootLR",
+    "LayerDecay",
 ]
 
 register_name_key("SOLVER.OPTIMIZER", "optimizer", lambda: OPTIMIZERS)

@@ -1,8 +1,6 @@
-"""Optimizer with per-group LR / weight decay, gradient clipping, frozen modules, parameter counts."""
+"""Optimizer over the parameter groups, gradient clipping, frozen modules, parameter counts."""
 
 import logging
-import re
-from collections import OrderedDict
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import torch
@@ -11,6 +9,8 @@ from torch import nn
 
 from segtrain.utils.errors import ConfigError
 from segtrain.utils.registry import closest_matches
+
+from .param_groups import get_default_optimizer_params, layer_decay_from_config, lr_multipliers_from_config
 
 __all__ = [
     "build_optimizer",
@@ -30,67 +30,10 @@ logger = logging.getLogger(__name__)
 OPTIMIZERS = ("AdamW", "Adam", "SGD")
 CLIP_TYPES = ("value", "norm", "full_model")
 
-_NORM_TYPES = (
-    nn.modules.batchnorm._BatchNorm,
-    nn.GroupNorm,
-    nn.LayerNorm,
-    nn.LocalResponseNorm,
-    nn.modules.instancenorm._InstanceNorm,
-)
-_EMBED_NAME_KEYS = ("query_feat", "query_embed", "level_embed")
-# "pos" as the start of a name part (pos_embed, absolute_pos_embed, position_embedding) but
-# not "post..." or words that merely contain it (transpose, compose)
-_POS_RE = re.compile(r"(^|[._])pos(?!t)")
-
-
-def _is_norm(module: nn.Module) -> bool:
-    return isinstance(module, _NORM_TYPES) or "Norm" in type(module).__name__
-
-
-def _is_embed(module: nn.Module, param_name: str) -> bool:
-    return (
-        isinstance(module, nn.Embedding)
-        or any(k in param_name for k in _EMBED_NAME_KEYS)
-        or _POS_RE.search(param_name) is not None
-    )
-
-
-def get_default_optimizer_params(
-    model: nn.Module,
-    *,
-    base_lr: float,
-    weight_decay: float,
-    weight_decay_norm: float,
-    weight_decay_embed: float,
-    backbone_multiplier: float = 1.0,
-) -> List[Dict]:
-    """Param groups keyed by (part, kind): part "backbone" (names under ``backbone.``, LR times
-    ``backbone_multiplier``) or "head"; kind "norm" (params of norm layers), "embed"
-    (``nn.Embedding`` and query / level / position tables) or "default". Frozen params are
-    left out. Each group carries ``name``, ``lr``, ``weight_decay`` and ``params``."""
-    wd_of = {"default": weight_decay, "norm": weight_decay_norm, "embed": weight_decay_embed}
-    groups: "OrderedDict[str, Dict]" = OrderedDict()
-    seen = set()
-    for module_name, module in model.named_modules():
-        for pname, p in module.named_parameters(recurse=False):
-            if not p.requires_grad or id(p) in seen:
-                continue
-            seen.add(id(p))
-            full = f"{module_name}.{pname}" if module_name else pname
-            part = "backbone" if full.startswith("backbone.") else "head"
-            kind = "norm" if _is_norm(module) else ("embed" if _is_embed(module, full) else "default")
-            key = f"{part}/{kind}"
-            if key not in groups:
-                lr = base_lr * (backbone_multiplier if part == "backbone" else 1.0)
-                groups[key] = {"name": key, "lr": lr, "weight_decay": wd_of[kind], "params": [], "param_names": []}
-            groups[key]["params"].append(p)
-            groups[key]["param_names"].append(full)
-    return list(groups.values())
-
 
 def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
-    """``SOLVER.OPTIMIZER`` over the groups of ``get_default_optimizer_params``; logs a table
-    of each group's LR, weight decay and parameter count."""
+    """``SOLVER.OPTIMIZER`` over the groups of ``get_default_optimizer_params`` (``param_groups``);
+    logs a table of each group's LR, weight decay and parameter count."""
     name = cfg.SOLVER.OPTIMIZER
     groups = get_default_optimizer_params(
         model,
@@ -99,6 +42,10 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
         weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
         weight_decay_embed=cfg.SOLVER.WEIGHT_DECAY_EMBED,
         backbone_multiplier=cfg.SOLVER.BACKBONE_MULTIPLIER,
+        lr_multipliers=lr_multipliers_from_config(cfg),
+        layer_decay=layer_decay_from_config(cfg),
+        no_weight_decay_names=list(cfg.SOLVER.NO_WEIGHT_DECAY_NAMES),
+        weight_decay_norm_types=list(cfg.SOLVER.WEIGHT_DECAY_NORM_TYPES),
     )
     if not groups:
         raise ConfigError("no trainable parameters: every parameter is frozen (check MODEL.FROZEN_MODULES)")

@@ -5,6 +5,7 @@ iteration (``last_epoch``): ``lr(it) = base_lr * warmup(it) * decay(it)``, so ``
 round trips exactly and every param group keeps its own ``initial_lr`` (backbone multiplier).
 """
 
+import logging
 import math
 from bisect import bisect_right
 from typing import List, Sequence
@@ -21,9 +22,13 @@ __all__ = [
     "WarmupCosineLR",
     "WarmupStepLR",
     "WarmupPolyLR",
+    "InverseSquareRootLR",
     "LR_SCHEDULERS",
     "build_lr_scheduler",
+    "describe_schedule",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 def warmup_factor_at_iter(method: str, it: int, warmup_iters: int, warmup_factor: float) -> float:
@@ -126,6 +131,29 @@ class WarmupPolyLR(WarmupLRBase):
         return self.end_factor + (1 - self.end_factor) * (1.0 - t) ** self.power
 
 
+class InverseSquareRootLR(WarmupLRBase):
+    """SAM 3's schedule: after the warm-up, ``1 / sqrt((it + timescale - warmup_iters) /
+    timescale)``, times ``(max_iters - it) / cooldown_iters`` over the last ``cooldown_iters``.
+    With the "linear" warm-up from ``warmup_factor`` 0 it equals the official
+    ``InverseSquareRootParamScheduler`` at step ``it`` of ``max_iters``."""
+
+    def __init__(self, optimizer: Optimizer, max_iters: int, timescale: float, cooldown_iters: int = 0, **kwargs):
+        if timescale <= 0:
+            raise ConfigError(f"SOLVER.INVERSE_SQRT_TIMESCALE must be > 0, got {timescale}")
+        self.max_iters = max_iters
+        self.timescale = timescale
+        self.cooldown_iters = cooldown_iters
+        super().__init__(optimizer, **kwargs)
+
+    def _decay(self, it: int) -> float:
+        decay = 1.0
+        if it > self.warmup_iters:
+            decay = 1.0 / math.sqrt((it + self.timescale - self.warmup_iters) / self.timescale)
+        if self.cooldown_iters:
+            decay *= min(1.0, (self.max_iters - it) / self.cooldown_iters)
+        return decay
+
+
 def _multistep(cfg, optimizer, **warmup):
     steps = [s for s in cfg.SOLVER.STEPS]
     return WarmupMultiStepLR(optimizer, steps, cfg.SOLVER.GAMMA, **warmup)
@@ -143,12 +171,18 @@ def _poly(cfg, optimizer, **warmup):
     return WarmupPolyLR(optimizer, cfg.SOLVER.MAX_ITER, cfg.SOLVER.POLY_POWER, cfg.SOLVER.BASE_LR_END_FACTOR, **warmup)
 
 
+def _inverse_sqrt(cfg, optimizer, **warmup):
+    s = cfg.SOLVER
+    return InverseSquareRootLR(optimizer, s.MAX_ITER, s.INVERSE_SQRT_TIMESCALE, s.COOLDOWN_ITERS, **warmup)
+
+
 # SOLVER.LR_SCHEDULER_NAME -> builder(cfg, optimizer, **warmup kwargs)
 LR_SCHEDULERS = {
     "WarmupMultiStepLR": _multistep,
     "WarmupCosineLR": _cosine,
     "WarmupStepLR": _step,
     "WarmupPolyLR": _poly,
+    "InverseSquareRootLR": _inverse_sqrt,
 }
 
 
@@ -165,4 +199,17 @@ def build_lr_scheduler(cfg, optimizer: Optimizer) -> LRScheduler:
         warmup_iters=cfg.SOLVER.WARMUP_ITERS,
         warmup_method=cfg.SOLVER.WARMUP_METHOD,
     )
-    return LR_SCHEDULERS[name](cfg, optimizer, **warmup)
+    scheduler = LR_SCHEDULERS[name](cfg, optimizer, **warmup)
+    logger.info(describe_schedule(scheduler, cfg.SOLVER.MAX_ITER))
+    return scheduler
+
+
+def describe_schedule(scheduler: WarmupLRBase, max_iter: int) -> str:
+    """One line: the schedule, its warm-up and its LR multiplier at a few iterations."""
+    marks = sorted({0, scheduler.warmup_iters, max_iter // 4, max_iter // 2, (3 * max_iter) // 4, max(max_iter - 1, 0)})
+    factors = ", ".join(f"{it}: {scheduler._factor(it):.4g}" for it in marks)
+    return (
+        f"LR schedule {type(scheduler).__name__} over {max_iter} iterations (warm-up {scheduler.warmup_method} "
+        f"from {scheduler.warmup_factor:g} over {scheduler.warmup_iters}): each group's LR times, at iteration "
+        f"{factors}"
+    )

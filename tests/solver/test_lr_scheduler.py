@@ -75,7 +75,9 @@ def test_group_multipliers_kept():
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.1, 0.01])
 
 
-@pytest.mark.parametrize("name", ["WarmupMultiStepLR", "WarmupCosineLR", "WarmupStepLR", "WarmupPolyLR"])
+@pytest.mark.parametrize(
+    "name", ["WarmupMultiStepLR", "WarmupCosineLR", "WarmupStepLR", "WarmupPolyLR", "InverseSquareRootLR"]
+)
 def test_state_dict_round_trip(name):
     cfg = get_cfg()
     cfg.SOLVER.LR_SCHEDULER_NAME = name
@@ -90,6 +92,28 @@ def test_state_dict_round_trip(name):
     c.optimizer.load_state_dict(opt_state)
     c.load_state_dict(state)
     assert _lrs(c, 13) == pytest.approx(ref[7:])
+
+
+def test_inverse_square_root_values_at_chosen_iterations():
+    """SAM 3's RF100 schedule shape (warm-up 20 from 0, timescale 20, cool-down 20) over 100
+    iterations: 0 at 0, half at 10, 1 at 20, 1/sqrt(2) at 40, then the cool-down's linear
+    factor times 1/sqrt(it / 20)."""
+    cfg = get_cfg()
+    cfg.SOLVER.LR_SCHEDULER_NAME = "InverseSquareRootLR"
+    cfg.SOLVER.MAX_ITER, cfg.SOLVER.WARMUP_ITERS, cfg.SOLVER.WARMUP_FACTOR = 100, 20, 0.0
+    cfg.SOLVER.INVERSE_SQRT_TIMESCALE, cfg.SOLVER.COOLDOWN_ITERS = 20, 20
+    lrs = _lrs(build_lr_scheduler(cfg, _opt((8e-5,))), 100)
+    expected = {
+        0: 0.0,
+        10: 0.5,
+        20: 1.0,
+        40: 1 / math.sqrt(2),
+        80: 1 / math.sqrt(4),
+        90: 1 / math.sqrt(4.5) * 0.5,
+        99: 1 / math.sqrt(4.95) * 0.05,
+    }
+    for it, factor in expected.items():
+        assert lrs[it] == pytest.approx(8e-5 * factor, rel=1e-12, abs=1e-20), it
 
 
 def test_unknown_scheduler_lists_valid_names():
