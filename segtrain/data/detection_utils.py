@@ -138,14 +138,17 @@ def transform_segmentations(
     """Masks of ``annotations`` after ``transforms``: bool [N, H', W'].
 
     Polygons are transformed as coordinates and rasterized once at the output size;
-    RLEs are decoded at ``image_size`` (h, w) and warped like the image (nearest).
+    RLEs are decoded at ``image_size`` (h, w) and warped like the image (nearest), and so are
+    bool [h, w] arrays.
     """
     h, w = image_size
     out_h, out_w = output_size
     masks = np.zeros((len(annotations), out_h, out_w), dtype=bool)
     for i, ann in enumerate(annotations):
         segm = ann["segmentation"]
-        if isinstance(segm, dict):
+        if isinstance(segm, np.ndarray):
+            masks[i] = transforms.apply_segmentation(segm.astype(np.uint8)).astype(bool)
+        elif isinstance(segm, dict):
             if [int(v) for v in segm["size"]] != [h, w]:
                 raise DatasetError(
                     f"annotation id {ann.get('id')}: RLE size {list(segm['size'])} differs from the image size "

@@ -28,6 +28,7 @@ from tabulate import tabulate
 
 from segtrain.config import configurable
 from segtrain.data.catalog import DatasetCatalog
+from segtrain.data.video.video_objects import video_objects
 from segtrain.structures.masks import segmentation_to_bitmask
 from segtrain.utils import comm
 from segtrain.utils.errors import DatasetError
@@ -55,24 +56,29 @@ _MaskLike = Union[np.ndarray, torch.Tensor]
 def video_gt_masks(
     video: Mapping[str, Any], frame_indices: Optional[Sequence[int]] = None
 ) -> Tuple[List[Any], np.ndarray]:
-    """(object ids [N], bool [T, N, H, W]) of a video dict (``load_ytvis_json`` format) at its
-    original size, for ``frame_indices`` (default: every frame). Absent frames are empty."""
+    """(object ids [N], bool [T, N, H, W]) of a video dict (any of the video readers, read through
+    ``video_objects``) at its original size, for ``frame_indices`` (default: every frame).
+    Absent frames are empty."""
     h, w = int(video["height"]), int(video["width"])
     frames = list(range(len(video["file_names"]))) if frame_indices is None else [int(t) for t in frame_indices]
-    annos = video["annotations"]
-    masks = np.zeros((len(frames), len(annos), h, w), dtype=bool)
-    for n, a in enumerate(annos):
+    objects = video_objects(video)
+    keys = objects.all_objects()
+    masks = np.zeros((len(frames), len(keys), h, w), dtype=bool)
+    for n, key in enumerate(keys):
         for i, t in enumerate(frames):
-            segm = a["segmentations"][t]
+            segm = objects.segmentation(t, key)
             if segm is None:
+                continue
+            if isinstance(segm, np.ndarray):
+                masks[i, n] = segm
                 continue
             try:
                 masks[i, n] = segmentation_to_bitmask(segm, h, w)
             except ValueError as e:
                 raise DatasetError(
-                    f"video id {video.get('video_id')} annotation id {a.get('id')} frame {t}: {e}"
+                    f"video id {video.get('video_id')} object id {objects.object_id(key)} frame {t}: {e}"
                 ) from None
-    return [a["id"] for a in annos], masks
+    return [objects.object_id(k) for k in keys], masks
 
 
 def copy_first_frame_prediction(gt_masks: _MaskLike) -> np.ndarray:

@@ -28,6 +28,7 @@ from ..samplers import TrainingSampler
 from .clip_sampler import as_video_dict
 from .datapoint import BatchedVideoDatapoint, collate_video_clips
 from .mapper import VideoDatasetMapper
+from .video_objects import video_objects
 
 __all__ = [
     "build_video_val_loss_loader",
@@ -50,8 +51,8 @@ def get_video_dataset_dicts(
 ) -> List[Dict[str, Any]]:
     """Concatenated dicts of the datasets ``names`` as video dicts: image datasets become
     one-frame videos (``image_dict_to_video_dict``). ``filter_empty`` drops videos without
-    objects; videos shorter than ``min_length`` frames are dropped (images, one frame, stay:
-    they are one-frame clips)."""
+    objects; videos with fewer than ``min_length`` annotated frames are dropped (images, one
+    frame, stay: they are one-frame clips)."""
     if isinstance(names, str):
         names = [names]
     names = list(names)
@@ -65,9 +66,11 @@ def get_video_dataset_dicts(
                 raise DatasetError(f"dataset {name!r} has no videos or images")
             dicts.extend(as_video_dict(d) for d in part)
     before = len(dicts)
-    if filter_empty:
-        dicts = [d for d in dicts if d["annotations"]]
-    short = [d for d in dicts if 1 < len(d["file_names"]) < min_length]
+    if filter_empty:  # label-map and masklet videos are read lazily; their readers refuse videos without objects
+        dicts = [d for d in dicts if d.get("annotations", True)]
+    # clips are drawn among the annotated frames
+    lengths = {id(d): len(video_objects(d).annotated_frames()) for d in dicts}
+    short = [d for d in dicts if 1 < lengths[id(d)] < min_length]
     if short:
         logger.warning(
             "Dropped %d video(s) shorter than %d frames (INPUT.VIDEO.NUM_FRAMES), e.g. video id %s",
@@ -75,7 +78,7 @@ def get_video_dataset_dicts(
             min_length,
             short[0]["video_id"],
         )
-        dicts = [d for d in dicts if not 1 < len(d["file_names"]) < min_length]
+        dicts = [d for d in dicts if not 1 < lengths[id(d)] < min_length]
     if not dicts:
         raise DatasetError(
             f"no usable video or image left in {', '.join(names)} ({before} before dropping ones without "
@@ -83,11 +86,11 @@ def get_video_dataset_dicts(
         )
     n_img = sum(1 for d in dicts if d.get("is_image"))
     logger.info(
-        "Video dataset(s) %s: %d videos, %d images (one-frame clips), %d object tracks",
+        "Video dataset(s) %s: %d videos, %d images (one-frame clips), %s object tracks",
         ", ".join(names),
         len(dicts) - n_img,
         n_img,
-        sum(len(d["annotations"]) for d in dicts),
+        sum(len(d["annotations"]) for d in dicts) if all("annotations" in d for d in dicts) else "unread",
     )
     return dicts
 

@@ -1,40 +1,25 @@
 """Which frames and which objects of a video make one training clip, and the adapter that
 turns an image dataset dict into a one-frame video dict.
 
-Video dicts are those of ``segtrain.data.datasets.ytvis`` (``"file_names"``, and per object
-``"segmentations"``: one entry per frame, ``None`` when absent).
+Video dicts are those of the video dataset readers (``"file_names"``; the objects as
+``video_objects`` reads them).
 """
 
 import logging
 from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
-import pycocotools.mask as mask_util
 
 from segtrain.utils.errors import ConfigError, DatasetError
 
 from ..datasets.coco import has_segmentation
+from .video_objects import segmentation_present, video_objects
 
 __all__ = ["ClipSampler", "OBJECT_SAMPLING_MODES", "image_dict_to_video_dict", "as_video_dict", "segmentation_present"]
 
 logger = logging.getLogger(__name__)
 
 OBJECT_SAMPLING_MODES = ("first_frame", "any_frame")
-
-
-def segmentation_present(segm: Any, height: int, width: int) -> bool:
-    """Whether a per-frame segmentation (RLE dict, polygon list or None) has any pixel.
-    SA-V stores absent objects as empty RLEs rather than null, hence the area check."""
-    if segm is None:
-        return False
-    if isinstance(segm, dict):
-        counts = segm["counts"]
-        if isinstance(counts, list):
-            rle = mask_util.frPyObjects(segm, height, width)
-        else:
-            rle = {"size": list(segm["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-        return int(mask_util.area(rle)) > 0
-    return len(segm) > 0
 
 
 def image_dict_to_video_dict(image_dict: Dict[str, Any]) -> Dict[str, Any]:
@@ -134,32 +119,30 @@ class ClipSampler:
         start = int(rng.randint(length - (t - 1) * stride))
         return [start + i * stride for i in range(t)]
 
-    def sample(self, video: Dict[str, Any], rng=None) -> Tuple[List[int], List[int]]:
-        """(frame indices [T] into the video, object indices into ``video["annotations"]``)."""
+    def sample(self, video: Dict[str, Any], rng=None) -> Tuple[List[int], List[Any]]:
+        """(frame indices [T] into the video, keys of the chosen objects: annotation indices,
+        label values or masklet indices, see ``video_objects``). Frames are drawn among the
+        annotated frames of the video (all of them unless it is a label-map video with gaps)."""
         rng = np.random if rng is None else rng
-        length = len(video["file_names"])
+        objects = video_objects(video)
+        pool = objects.annotated_frames()
+        length = len(pool)
         # a single image stands for a clip of any length (the image-as-video adapter: T = 1)
         if length < self.num_frames and length != 1:
             raise DatasetError(
-                f"video id {video.get('video_id')} has {length} frames, fewer than INPUT.VIDEO.NUM_FRAMES "
+                f"video id {video.get('video_id')} has {length} annotated frames, fewer than INPUT.VIDEO.NUM_FRAMES "
                 f"({self.num_frames})"
             )
-        h, w = video["height"], video["width"]
-        annos = video["annotations"]
-
-        def visible(k: int, t: int) -> bool:
-            return segmentation_present(annos[k]["segmentations"][t], h, w)
-
         frames: List[int] = []
-        candidates: List[int] = []
+        candidates: List[Any] = []
         for _ in range(max(1, self.max_retries) if self.object_sampling == "first_frame" else 1):
-            frames = self._frames(length, rng)
+            frames = [pool[j] for j in self._frames(length, rng)]
             if self.object_sampling == "first_frame":
-                candidates = [k for k in range(len(annos)) if visible(k, frames[0])]
+                candidates = objects.objects_in(frames[0])
                 if candidates:
                     break
         if not candidates:
-            candidates = [k for k in range(len(annos)) if any(visible(k, t) for t in frames)]
+            candidates = sorted({k for t in frames for k in objects.objects_in(t)})
         return frames, self._choose(candidates, rng)
 
     def _choose(self, candidates: Sequence[int], rng) -> List[int]:
@@ -169,6 +152,6 @@ class ClipSampler:
         return sorted(candidates[int(i)] for i in picked)
 
     @staticmethod
-    def full(video: Dict[str, Any]) -> Tuple[List[int], List[int]]:
+    def full(video: Dict[str, Any]) -> Tuple[List[int], List[Any]]:
         """Every frame and every object (evaluation)."""
-        return list(range(len(video["file_names"]))), list(range(len(video["annotations"])))
+        return list(range(len(video["file_names"]))), video_objects(video).all_objects()

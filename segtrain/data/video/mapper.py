@@ -14,6 +14,7 @@ from ..detection_utils import check_mapper_policy, map_or_skip, read_image_check
 from ..mappers import MAPPER_REGISTRY
 from ..transforms import Augmentation, ColorJitter, RandomFlip, ResizeTransform, Transform, apply_augmentations
 from .clip_sampler import ClipSampler, as_video_dict
+from .video_objects import video_objects
 
 __all__ = ["VideoDatasetMapper", "ResizeSquare", "build_video_augmentations"]
 
@@ -58,8 +59,9 @@ def build_video_augmentations(cfg, is_train: bool) -> List[Augmentation]:
 class VideoDatasetMapper:
     """Read a clip, augment all its frames the same way, and build its per-frame targets.
 
-    Input: a video dict (``load_ytvis_json``) or an image dict (CONTRACTS.md), which is read
-    as a one-frame video (``image_dict_to_video_dict``). Training draws frames and objects
+    Input: a video dict (``load_ytvis_json``, ``load_vos_folder``, ``load_sav_folder``; objects
+    read through ``video_objects``) or an image dict (CONTRACTS.md), which is read as a
+    one-frame video (``image_dict_to_video_dict``). Training draws frames and objects
     with ``clip_sampler``; inference (``is_train=False``) takes every frame and every object.
     The augmentation is drawn ONCE, on the first frame, and its ``Transform`` is replayed on
     every frame and mask, so a flip or resize is identical across the clip.
@@ -67,7 +69,8 @@ class VideoDatasetMapper:
     Returns ``{"video_id", "height", "width", "length"`` (original video), ``"is_image"``,
     ``"file_names"`` [T], ``"frame_indices"``: int64 [T] (indices in the video),
     ``"images"``: uint8 [T, 3, H, W] RGB, ``"masks"``: bool [T, N, H, W] (empty where absent),
-    ``"obj_ids"``: int64 [N] annotation ids, ``"category_ids"``: int64 [N]}.
+    ``"obj_ids"``: int64 [N] object ids (annotation ids, label values or masklet indices),
+    ``"category_ids"``: int64 [N]}.
     In training a clip without any visible object gives ``None`` (the loader draws another);
     so does a bad video under ``on_bad_annotation="skip"``.
     """
@@ -125,7 +128,7 @@ class VideoDatasetMapper:
         else:
             frames, objects = ClipSampler.full(video)
         h, w = int(video["height"]), int(video["width"])
-        annos = [video["annotations"][k] for k in objects]
+        source = video_objects(video)
 
         images: List[np.ndarray] = []
         transforms = None
@@ -140,12 +143,12 @@ class VideoDatasetMapper:
             images.append(img)
         out_h, out_w = images[0].shape[:2]
 
-        masks = np.zeros((len(frames), len(annos), out_h, out_w), dtype=bool)
+        masks = np.zeros((len(frames), len(objects), out_h, out_w), dtype=bool)
         for i, t in enumerate(frames):
             present = [
-                (n, {"id": a["id"], "segmentation": a["segmentations"][t]})
-                for n, a in enumerate(annos)
-                if a["segmentations"][t] is not None
+                (n, {"id": source.object_id(key), "segmentation": segm})
+                for n, key in enumerate(objects)
+                if (segm := source.segmentation(t, key)) is not None
             ]
             if not present:
                 continue
@@ -165,6 +168,6 @@ class VideoDatasetMapper:
             "frame_indices": torch.tensor(frames, dtype=torch.int64),
             "images": torch.from_numpy(np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2))),
             "masks": torch.from_numpy(masks),
-            "obj_ids": torch.tensor([int(a["id"]) for a in annos], dtype=torch.int64),
-            "category_ids": torch.tensor([int(a["category_id"]) for a in annos], dtype=torch.int64),
+            "obj_ids": torch.tensor([source.object_id(k) for k in objects], dtype=torch.int64),
+            "category_ids": torch.tensor([source.category_id(k) for k in objects], dtype=torch.int64),
         }

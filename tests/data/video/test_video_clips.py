@@ -50,7 +50,7 @@ def test_frames_are_strided_and_fit():
     # a stride that does not fit is capped: 4 frames of a 5-frame video are consecutive
     frames, _ = ClipSampler(4, 3, max_frame_stride=5).sample(_video(5, 1, lambda t, k: True), rng)
     assert np.all(np.diff(frames) == 1)
-    with pytest.raises(DatasetError, match="video id 5 has 3 frames, fewer than INPUT.VIDEO.NUM_FRAMES"):
+    with pytest.raises(DatasetError, match="video id 5 has 3 annotated frames, fewer than INPUT.VIDEO.NUM_FRAMES"):
         ClipSampler(4, 3).sample(_video(3, 1, lambda t, k: True), rng)
     with pytest.raises(ConfigError, match="OBJECT_SAMPLING"):
         ClipSampler(4, 3, object_sampling="random")
