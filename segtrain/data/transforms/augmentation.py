@@ -2,13 +2,17 @@
 loader worker) and returns a deterministic ``Transform`` for one image."""
 
 import logging
+import math
 from typing import List, Sequence, Tuple, Union
 
+import cv2
 import numpy as np
+from PIL import Image, ImageEnhance
 
 from segtrain.utils.errors import ConfigError
 
 from .transform import (
+    AffineTransform,
     ColorTransform,
     CropTransform,
     HFlipTransform,
@@ -28,6 +32,8 @@ __all__ = [
     "FixedSizeCrop",
     "RandomCrop",
     "ColorJitter",
+    "RandomAffine",
+    "RandomGrayscale",
     "apply_augmentations",
 ]
 
@@ -185,32 +191,82 @@ class RandomCrop(Augmentation):
 
 
 class ColorJitter(Augmentation):
-    """Random brightness, contrast and saturation; each factor uniform in [1 - v, 1 + v]
-    (0 disables it). Works on uint8 RGB and returns uint8."""
+    """torchvision's ``ColorJitter`` on uint8 RGB: brightness, contrast and saturation factors
+    uniform in [1 - v, 1 + v] (0 disables one), applied in a random order, each as PIL's
+    ``ImageEnhance`` does it (a blend with black, with the mean grey level, with the grey image),
+    which is what torchvision runs on PIL images (the SAM 2 training pipeline).
+    ``per_frame``: a video mapper draws it anew for every frame instead of once per clip."""
 
-    def __init__(self, brightness: float = 0.0, contrast: float = 0.0, saturation: float = 0.0):
+    def __init__(self, brightness: float = 0.0, contrast: float = 0.0, saturation: float = 0.0, per_frame=False):
         for name, v in (("BRIGHTNESS", brightness), ("CONTRAST", contrast), ("SATURATION", saturation)):
             if not 0 <= v <= 1:
                 raise ConfigError(f"INPUT.COLOR_JITTER.{name} must be in [0, 1], got {v}")
         self.brightness, self.contrast, self.saturation = float(brightness), float(contrast), float(saturation)
+        self.per_frame = bool(per_frame)
 
     def get_transform(self, image: np.ndarray) -> Transform:
-        def draw(v):
-            return float(np.random.uniform(1 - v, 1 + v)) if v > 0 else 1.0
-
-        b, c, s = draw(self.brightness), draw(self.contrast), draw(self.saturation)
-        if b == c == s == 1.0:
+        order = [int(i) for i in np.random.permutation(3)]
+        factors = [
+            float(np.random.uniform(1 - v, 1 + v)) if v > 0 else None
+            for v in (self.brightness, self.contrast, self.saturation)
+        ]
+        steps = [(i, factors[i]) for i in order if factors[i] is not None]
+        if not steps:
             return NoOpTransform()
+        enhancers = (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color)
 
         def jitter(img: np.ndarray) -> np.ndarray:
-            out = img.astype(np.float32) * b
-            if img.ndim == 3 and img.shape[2] == 3:
-                gray = out @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-                out = gray[..., None] + (out - gray[..., None]) * s
-                mean = float(gray.mean())
-            else:
-                mean = float(out.mean())
-            out = mean + (out - mean) * c
-            return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+            if img.ndim != 3 or img.shape[2] != 3:
+                raise ValueError(f"ColorJitter needs an HxWx3 uint8 RGB image, got {img.shape}")
+            pil = Image.fromarray(np.ascontiguousarray(img, dtype=np.uint8))
+            for i, f in steps:
+                pil = enhancers[i](pil).enhance(f)
+            return np.asarray(pil)
 
-        return ColorTransform(jitter, name=f"color_jitter(b={b:.3f}, c={c:.3f}, s={s:.3f})")
+        names = ("b", "c", "s")
+        return ColorTransform(jitter, name="color_jitter(" + ", ".join(f"{names[i]}={f:.3f}" for i, f in steps) + ")")
+
+
+class RandomGrayscale(Augmentation):
+    """With probability ``prob``, the grey level (ITU-R 601-2 luma, PIL's "L") in all three
+    channels."""
+
+    def __init__(self, prob: float):
+        if not 0 <= prob <= 1:
+            raise ConfigError(f"INPUT.VIDEO.GRAYSCALE_PROB must be in [0, 1], got {prob}")
+        self.prob = float(prob)
+
+    def get_transform(self, image: np.ndarray) -> Transform:
+        if np.random.uniform() >= self.prob:
+            return NoOpTransform()
+
+        def gray(img: np.ndarray) -> np.ndarray:
+            g = np.asarray(Image.fromarray(np.ascontiguousarray(img, dtype=np.uint8)).convert("L"))
+            return np.repeat(g[..., None], 3, axis=2)
+
+        return ColorTransform(gray, name="grayscale")
+
+
+class RandomAffine(Augmentation):
+    """torchvision's ``RandomAffine`` parameters: a rotation uniform in [-degrees, degrees] and an
+    x-shear uniform in [-shear, shear] (degrees, clockwise) about the image centre, the image
+    size kept; the image interpolated (``interp``) with ``fill`` in the uncovered corners."""
+
+    def __init__(self, degrees: float, shear: float = 0.0, fill=(123, 116, 103), interp: int = cv2.INTER_LINEAR):
+        if degrees < 0 or shear < 0:
+            raise ConfigError(f"RandomAffine: degrees and shear must be >= 0, got {degrees}, {shear}")
+        self.degrees, self.shear, self.fill, self.interp = float(degrees), float(shear), tuple(fill), interp
+
+    def get_transform(self, image: np.ndarray) -> Transform:
+        h, w = image.shape[:2]
+        angle = float(np.random.uniform(-self.degrees, self.degrees))
+        shear = float(np.random.uniform(-self.shear, self.shear)) if self.shear > 0 else 0.0
+        rot, sx = math.radians(angle), math.radians(shear)
+        # rotation times x-shear (torchvision's RSS with y-shear 0 and scale 1)
+        matrix = np.array(
+            [
+                [math.cos(rot), -math.cos(rot) * math.tan(sx) - math.sin(rot)],
+                [math.sin(rot), -math.sin(rot) * math.tan(sx) + math.cos(rot)],
+            ]
+        )
+        return AffineTransform(h, w, matrix, self.fill, self.interp)

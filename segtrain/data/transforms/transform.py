@@ -21,6 +21,7 @@ __all__ = [
     "CropTransform",
     "PadTransform",
     "ColorTransform",
+    "AffineTransform",
 ]
 
 logger = logging.getLogger(__name__)
@@ -226,3 +227,40 @@ class ColorTransform(Transform):
 
     def apply_image(self, img: np.ndarray) -> np.ndarray:
         return self._func(img)
+
+
+class AffineTransform(Transform):
+    """An affine map about the image centre that keeps the image size: ``out = A (p - c) + c``
+    with ``c = (w / 2, h / 2)`` in pixel-edge coordinates; ``interp`` for images (the uncovered
+    corners take ``fill``), nearest for masks (filled with 0)."""
+
+    def __init__(self, h: int, w: int, matrix: np.ndarray, fill=(0, 0, 0), interp: int = cv2.INTER_LINEAR):
+        self.h, self.w = int(h), int(w)
+        self.matrix = np.asarray(matrix, dtype=np.float64).reshape(2, 2)
+        self.fill, self.interp = tuple(float(v) for v in fill), interp
+
+    def _cv2_matrix(self) -> np.ndarray:
+        # cv2 puts pixel centres at integer coordinates: shift by half a pixel on both sides
+        centre = np.array([self.w / 2 - 0.5, self.h / 2 - 0.5])
+        return np.concatenate([self.matrix, (centre - self.matrix @ centre)[:, None]], axis=1)
+
+    def _warp(self, arr: np.ndarray, interp: int, fill) -> np.ndarray:
+        if arr.shape[:2] != (self.h, self.w):
+            raise ValueError(f"AffineTransform for {(self.h, self.w)} got an array of size {arr.shape[:2]}")
+        out = cv2.warpAffine(
+            arr, self._cv2_matrix(), (self.w, self.h), flags=interp, borderMode=cv2.BORDER_CONSTANT, borderValue=fill
+        )
+        return out.reshape(arr.shape)
+
+    def apply_image(self, img: np.ndarray) -> np.ndarray:
+        fill = self.fill if img.ndim == 3 else self.fill[0]
+        return self._warp(img, self.interp, fill)
+
+    def apply_segmentation(self, segmentation: np.ndarray) -> np.ndarray:
+        dtype = segmentation.dtype
+        src = segmentation.astype(np.uint8) if dtype == np.dtype(bool) else segmentation
+        return self._warp(src, cv2.INTER_NEAREST, 0).astype(dtype, copy=False)
+
+    def apply_coords(self, coords: np.ndarray) -> np.ndarray:
+        centre = np.array([self.w / 2, self.h / 2])
+        return (np.asarray(coords, dtype=np.float64) - centre) @ self.matrix.T + centre

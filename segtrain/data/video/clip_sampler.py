@@ -64,6 +64,8 @@ class ClipSampler:
     ``k`` uniform in [1, ``max_frame_stride``] (capped so the clip fits) and ``start`` uniform.
     A video shorter than ``num_frames`` is a ``DatasetError`` (the loader filters them out first).
 
+    With probability ``reverse_time_prob`` the clip runs backwards (frames in decreasing order).
+
     Objects: up to ``max_objects`` (<= 0: all), drawn without replacement among the candidates,
     returned in annotation order:
     - ``"first_frame"`` (default; SAM 2's VOS sampler): objects visible in the clip's FIRST
@@ -86,7 +88,10 @@ class ClipSampler:
         max_frame_stride: int = 1,
         object_sampling: str = "first_frame",
         max_retries: int = 10,
+        reverse_time_prob: float = 0.0,
     ):
+        if not 0.0 <= reverse_time_prob <= 1.0:
+            raise ConfigError(f"INPUT.VIDEO.REVERSE_TIME_PROB must be in [0, 1], got {reverse_time_prob}")
         if num_frames < 1:
             raise ConfigError(f"INPUT.VIDEO.NUM_FRAMES must be >= 1, got {num_frames}")
         if max_frame_stride < 1:
@@ -101,11 +106,13 @@ class ClipSampler:
         self.max_frame_stride = int(max_frame_stride)
         self.object_sampling = object_sampling
         self.max_retries = int(max_retries)
+        self.reverse_time_prob = float(reverse_time_prob)
 
     def __repr__(self) -> str:
         return (
             f"ClipSampler(num_frames={self.num_frames}, max_objects={self.max_objects}, "
-            f"max_frame_stride={self.max_frame_stride}, object_sampling={self.object_sampling!r})"
+            f"max_frame_stride={self.max_frame_stride}, object_sampling={self.object_sampling!r}, "
+            f"reverse_time_prob={self.reverse_time_prob})"
         )
 
     def _frames(self, length: int, rng) -> List[int]:
@@ -137,6 +144,8 @@ class ClipSampler:
         candidates: List[Any] = []
         for _ in range(max(1, self.max_retries) if self.object_sampling == "first_frame" else 1):
             frames = [pool[j] for j in self._frames(length, rng)]
+            if self.reverse_time_prob > 0 and rng.uniform() < self.reverse_time_prob:
+                frames = frames[::-1]  # before the objects are picked: "first frame" is the last in time
             if self.object_sampling == "first_frame":
                 candidates = objects.objects_in(frames[0])
                 if candidates:

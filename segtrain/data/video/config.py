@@ -22,8 +22,25 @@ def add_video_data_config(cfg) -> None:
     cfg.INPUT.VIDEO.PAD_OBJECTS = False
     # Frames are resized to IMAGE_SIZE x IMAGE_SIZE (square, as SAM 2), the same way for a whole clip
     cfg.INPUT.VIDEO.IMAGE_SIZE = 128
+    # Chance that a training clip runs backwards in time (SAM 2's reverse_time_prob)
+    cfg.INPUT.VIDEO.REVERSE_TIME_PROB = 0.0
     # "horizontal", "vertical" or "none"; drawn once per clip
     cfg.INPUT.VIDEO.RANDOM_FLIP = "horizontal"
+    # Random rotation and x-shear about the centre, the same for the whole clip, before the resize
+    # (SAM 2's RandomAffine; the MOSE fine-tuning: 25 / 20 degrees, bilinear). When an object of
+    # the first frame leaves it, the affine is drawn again NUM_TENTATIVES - 1 times, then skipped.
+    cfg.INPUT.VIDEO.AFFINE = CN()
+    cfg.INPUT.VIDEO.AFFINE.ENABLED = False
+    cfg.INPUT.VIDEO.AFFINE.DEGREES = 25.0
+    cfg.INPUT.VIDEO.AFFINE.SHEAR = 20.0
+    # "bilinear" or "bicubic" (images; masks are nearest)
+    cfg.INPUT.VIDEO.AFFINE.INTERPOLATION = "bilinear"
+    cfg.INPUT.VIDEO.AFFINE.NUM_TENTATIVES = 1
+    # After INPUT.COLOR_JITTER (drawn once per clip): grey frames with this chance (whole clip),
+    # then a colour jitter drawn for every frame: [brightness, contrast, saturation] (0 = off;
+    # the MOSE fine-tuning: [0.1, 0.05, 0.05] after a clip-wide [0.1, 0.03, 0.03] and grey 0.05)
+    cfg.INPUT.VIDEO.GRAYSCALE_PROB = 0.0
+    cfg.INPUT.VIDEO.PER_FRAME_COLOR_JITTER = [0.0, 0.0, 0.0]
     # Chance that a training batch is made of images (one-frame clips) when DATASETS.TRAIN mixes
     # image and video datasets; negative = the share of images among all items
     cfg.INPUT.VIDEO.IMAGE_BATCH_PROB = -1.0
