@@ -4,7 +4,7 @@ F-measure, ``db_eval_boundary`` over ``seg2bmap`` boundaries) and their per-obje
 
 Masks are [T, H, W] bool (numpy or torch); each function returns per-frame values [T]."""
 
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -23,12 +23,16 @@ def as_bool_array(x: _MaskLike) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ per-frame measures
-def db_eval_iou(gt: _MaskLike, pred: _MaskLike) -> np.ndarray:
-    """Region similarity J. gt, pred: [T, H, W] or [H, W] (nonzero = foreground).
-    Returns float64 [T] (or a 0-d array): IoU per frame, 1 where both masks are empty."""
+def db_eval_iou(gt: _MaskLike, pred: _MaskLike, void: Optional[_MaskLike] = None) -> np.ndarray:
+    """Region similarity J. gt, pred: [T, H, W] or [H, W] (nonzero = foreground); ``void``: the
+    same shape, pixels left out of both the intersection and the union.
+    Returns float64 [T] (or a 0-d array): IoU per frame, 1 where the union is empty."""
     gt, pred = as_bool_array(gt), as_bool_array(pred)
     if gt.shape != pred.shape:
         raise ValueError(f"db_eval_iou: GT {gt.shape} and prediction {pred.shape} differ in shape")
+    if void is not None:
+        keep = ~as_bool_array(void)
+        gt, pred = gt & keep, pred & keep
     inter = (gt & pred).sum(axis=(-2, -1)).astype(np.float64)
     union = (gt | pred).sum(axis=(-2, -1)).astype(np.float64)
     return np.where(union == 0, 1.0, inter / np.maximum(union, 1.0))
@@ -79,13 +83,19 @@ def _f_measure_frame(gt: np.ndarray, pred: np.ndarray, bound_pix: int) -> float:
     return float(2 * precision * recall / (precision + recall))
 
 
-def db_eval_boundary(gt: _MaskLike, pred: _MaskLike, bound_th: float = 0.008) -> np.ndarray:
-    """Boundary F-measure F. gt, pred: [T, H, W] or [H, W]. ``bound_th`` < 1 is a fraction of
-    the image diagonal (tolerance ``ceil(bound_th * sqrt(H^2 + W^2))`` pixels), >= 1 pixels.
+def db_eval_boundary(
+    gt: _MaskLike, pred: _MaskLike, bound_th: float = 0.008, void: Optional[_MaskLike] = None
+) -> np.ndarray:
+    """Boundary F-measure F. gt, pred: [T, H, W] or [H, W]; ``void`` pixels are removed from both
+    masks before their boundaries are taken (as the DAVIS toolkit). ``bound_th`` < 1 is a fraction
+    of the image diagonal (tolerance ``ceil(bound_th * sqrt(H^2 + W^2))`` pixels), >= 1 pixels.
     Returns float64 [T] (or a 0-d array)."""
     gt, pred = as_bool_array(gt), as_bool_array(pred)
     if gt.shape != pred.shape:
         raise ValueError(f"db_eval_boundary: GT {gt.shape} and prediction {pred.shape} differ in shape")
+    if void is not None:
+        keep = ~as_bool_array(void)
+        gt, pred = gt & keep, pred & keep
     h, w = gt.shape[-2:]
     bound_pix = int(bound_th if bound_th >= 1 else np.ceil(bound_th * np.hypot(h, w)))
     if gt.ndim == 2:

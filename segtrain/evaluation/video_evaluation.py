@@ -6,7 +6,13 @@ Conventions follow the DAVIS 2017 evaluation (and the SA-V evaluator built on it
 - F per frame is the F-measure of the boundary pixels (``seg2bmap``), a boundary pixel counting
   as matched when the other boundary lies within ``ceil(bound_th * image diagonal)`` pixels
   (a disk dilation; ``bound_th=0.008``). Both boundaries empty -> 1; one empty -> 0.
-- The first and last frames of a video are left out (the first one holds the prompt), as the
+- Void pixels of the ground truth (label 255 of a DAVIS-style PNG) are left out of J and F.
+- Overlapping predicted objects are merged into one label per pixel first, the smallest object
+  id on top, as the official SAM 2 VOS inference writes its PNGs; with an ``output_dir`` the
+  label maps are written as indexed PNGs, ``video_predictions/<video>/<frame>.png``, which the
+  DAVIS toolkit scores the same.
+- Only annotated frames are scored (a label-map video may lack PNGs for some frames).
+- The first and last of them are left out (the first one holds the prompt), as the
   toolkit does for every video: an object of a video of 1 or 2 frames has no scored frame, and
   its J, F and J&F are NaN.
 - Per object: mean over frames ("J"), recall (share of frames above 0.5) and decay (mean of
@@ -20,6 +26,7 @@ import json
 import logging
 import os
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -36,6 +43,7 @@ from segtrain.utils.errors import DatasetError
 from .build import EVALUATOR_REGISTRY
 from .davis_metrics import as_bool_array, db_eval_boundary, db_eval_iou, db_statistics, seg2bmap
 from .evaluator import DatasetEvaluator
+from .video_label_maps import merge_object_masks, png_labels, write_label_pngs
 
 __all__ = [
     "VideoEvaluator",
@@ -138,6 +146,20 @@ def _predictions_by_object(output: Mapping[str, Any], video_id: Any) -> Dict[Any
     return {k: pred[:, n] for n, k in enumerate(obj_ids)}
 
 
+@dataclass
+class _VideoTruth:
+    """The ground truth of one processed video: object ids [N], masks bool [T, N, H, W], the
+    video's frame indices [T], void pixels bool [T, H, W] or None, which frames are annotated
+    [T], and each frame's file stem [T] (for the written PNGs)."""
+
+    obj_ids: List[Any]
+    masks: np.ndarray
+    frames: List[int]
+    void: Optional[np.ndarray]
+    annotated: List[bool]
+    names: List[str]
+
+
 @EVALUATOR_REGISTRY.register()
 class VideoEvaluator(DatasetEvaluator):
     """DAVIS-style J, F and J&F of predicted object tracks (module docstring for conventions).
@@ -146,17 +168,18 @@ class VideoEvaluator(DatasetEvaluator):
     - ``inputs[i]``: ``video_id`` and ``frame_indices`` [T] (the frames predicted; the test
       loader's clip dicts have both). The GT comes from the dataset (looked up by video id, at
       the original size) unless the input holds ``gt_masks`` bool [T, N, H, W] with
-      ``gt_obj_ids`` [N].
+      ``gt_obj_ids`` [N] (and optionally ``gt_void`` bool [T, H, W]).
     - ``outputs[i]``: ``pred_masks`` at the original size, either bool [T, N, H, W] with
       ``obj_ids`` [N] (annotation ids of the objects, as the test loader's ``obj_ids``), or a
       dict ``{obj_id: bool [T, H, W]}``. A GT object without a prediction counts as predicted
       empty; predictions for unknown ids are ignored (with a warning).
 
+      ``merge_overlaps=False`` scores each object's masks as predicted (no merging, no PNGs).
       An output may also hold ``pred_masks_by_prompt`` {kind: bool [T, N, H, W]} (the same
       objects prompted another way, ``MODEL.SAM2.TEST.EXTRA_PROMPTS``), scored on its own.
 
     ``evaluate()`` -> ``{"video": {"J&F", "J", "F", "J_recall", "F_recall", "J_decay",
-    "F_decay", "num_objects", "num_videos"}}``, plus ``"video_<kind>"`` with the same keys for
+    "F_decay", "num_objects", "num_objects_unscored", "num_videos"}}``, plus ``"video_<kind>"`` with the same keys for
     each extra prompt kind; metrics in percent. Per-object values are logged as a table and
     written to ``output_dir/video_metrics.json`` (extra kinds under ``"by_prompt"``).
     """
@@ -170,12 +193,16 @@ class VideoEvaluator(DatasetEvaluator):
         *,
         bound_th: float = 0.008,
         skip_first_last: bool = True,
+        merge_overlaps: bool = True,
+        write_pngs: bool = True,
     ):
         self._dataset_name = dataset_name
         self._distributed = distributed
         self._output_dir = output_dir
         self._bound_th = float(bound_th)
         self._skip_first_last = bool(skip_first_last)
+        self._merge_overlaps = bool(merge_overlaps)
+        self._write_pngs = bool(write_pngs)
         self._gt_index: Optional[Dict[Any, Mapping[str, Any]]] = None
         self._records: List[Dict[str, Any]] = []
 
@@ -197,62 +224,74 @@ class VideoEvaluator(DatasetEvaluator):
             raise DatasetError(f"video id {video_id!r} is not in dataset {self._dataset_name!r}")
         return self._gt_index[video_id]
 
-    def _ground_truth(self, inp: Mapping[str, Any]) -> Tuple[List[Any], np.ndarray, List[int]]:
+    def _ground_truth(self, inp: Mapping[str, Any]) -> "_VideoTruth":
         vid = inp.get("video_id")
+        frames = inp.get("frame_indices")
         if "gt_masks" in inp:
             gt = as_bool_array(inp["gt_masks"])
             ids = inp.get("gt_obj_ids")
             ids = list(range(gt.shape[1])) if ids is None else _as_list(ids)
-            frames = inp.get("frame_indices")
-            return ids, gt, [int(t) for t in (range(gt.shape[0]) if frames is None else _as_list(frames))]
+            frames = [int(t) for t in (range(gt.shape[0]) if frames is None else _as_list(frames))]
+            void = None if inp.get("gt_void") is None else as_bool_array(inp["gt_void"])
+            return _VideoTruth(ids, gt, frames, void, [True] * len(frames), [f"{t:05d}" for t in frames])
         video = self._video(vid)
-        frames = inp.get("frame_indices")
         frames = [int(t) for t in (range(len(video["file_names"])) if frames is None else _as_list(frames))]
         ids, gt = video_gt_masks(video, frames)
-        return ids, gt, frames
+        objects = video_objects(video)
+        voids = [objects.void(t) for t in frames]
+        void = None
+        if any(v is not None for v in voids):
+            void = np.stack([np.zeros(gt.shape[2:], bool) if v is None else v for v in voids])
+        annotated = set(objects.annotated_frames())
+        names = [os.path.splitext(os.path.basename(video["file_names"][t]))[0] for t in frames]
+        return _VideoTruth(ids, gt, frames, void, [t in annotated for t in frames], names)
 
     def process(self, inputs: List[Dict[str, Any]], outputs: List[Dict[str, Any]]) -> None:
         for inp, out in zip(inputs, outputs):
             vid = inp.get("video_id")
-            obj_ids, gt, frames = self._ground_truth(inp)
-            self._score(vid, obj_ids, gt, frames, _predictions_by_object(out, vid), prompt=None)
+            truth = self._ground_truth(inp)
+            self._score(vid, truth, _predictions_by_object(out, vid), prompt=None)
             for kind, masks in (out.get("pred_masks_by_prompt") or {}).items():
                 preds = _predictions_by_object({"pred_masks": masks, "obj_ids": out.get("obj_ids")}, vid)
-                self._score(vid, obj_ids, gt, frames, preds, prompt=str(kind))
+                self._score(vid, truth, preds, prompt=str(kind))
 
-    def _score(
-        self,
-        vid: Any,
-        obj_ids: List[Any],
-        gt: np.ndarray,
-        frames: List[int],
-        preds: Mapping[Any, np.ndarray],
-        prompt: Optional[str],
-    ) -> None:
+    def _score(self, vid: Any, truth: "_VideoTruth", preds: Mapping[Any, np.ndarray], prompt: Optional[str]) -> None:
+        obj_ids, gt = truth.obj_ids, truth.masks
         unknown = [k for k in preds if k not in set(obj_ids)]
         if unknown:
             logger.warning("video id %s: predictions for unknown object id(s) %s are ignored", vid, unknown[:10])
-        # DAVIS leaves out the prompted first frame and the last frame, whatever the video's length
-        keep = slice(1, -1) if self._skip_first_last else slice(None)
+        preds = {oid: preds[oid] for oid in obj_ids if oid in preds}
+        for oid, p in preds.items():
+            if p.shape != gt[:, 0].shape:
+                raise DatasetError(
+                    f"video id {vid} object id {oid}: predicted masks are {list(p.shape)} (TxHxW), "
+                    f"GT is {list(gt[:, 0].shape)} at the original size"
+                )
+        if self._merge_overlaps and preds:  # one label per pixel, as the official VOS inference writes
+            labels = merge_object_masks(preds, obj_ids)
+            preds = {oid: labels == n + 1 for n, oid in enumerate(obj_ids) if oid in preds}
+            if prompt is None and self._output_dir and self._write_pngs:
+                folder = os.path.join(self._output_dir, "video_predictions", str(vid))
+                write_label_pngs(folder, truth.names, labels, png_labels(obj_ids))
+        # only annotated frames are scored; DAVIS leaves out the first and the last of them
+        scored = [i for i, a in enumerate(truth.annotated) if a]
+        keep = scored[1:-1] if self._skip_first_last else scored
+        void = None if truth.void is None else truth.void[keep]
         for n, oid in enumerate(obj_ids):
-            g = gt[:, n]
+            g = gt[keep, n]
             p = preds.get(oid)
             if p is None:
                 logger.debug("video id %s: no prediction for object id %s; scored as empty", vid, oid)
-                p = np.zeros_like(g)
-            if p.shape != g.shape:
-                raise DatasetError(
-                    f"video id {vid} object id {oid}: predicted masks are {list(p.shape)} (TxHxW), "
-                    f"GT is {list(g.shape)} at the original size"
-                )
+                p = np.zeros_like(gt[:, n])
+            p = p[keep]
             self._records.append(
                 {
                     "video_id": vid,
                     "obj_id": oid,
                     "prompt": prompt,
-                    "frames": frames[keep],
-                    "J": db_eval_iou(g[keep], p[keep]).tolist(),
-                    "F": db_eval_boundary(g[keep], p[keep], self._bound_th).tolist(),
+                    "frames": [truth.frames[i] for i in keep],
+                    "J": db_eval_iou(g, p, void).tolist(),
+                    "F": db_eval_boundary(g, p, self._bound_th, void).tolist(),
                 }
             )
 

@@ -173,3 +173,15 @@ def short_davis_case() -> Dict[str, Any]:
     gt = np.zeros((2, 16, 16), np.uint8)
     gt[:, 4:12, 4:12] = 1
     return {"name": "two_frames", "gt": gt, "pred": gt.copy()}
+
+
+def void_case() -> Dict[str, np.ndarray]:
+    """One object over 3 frames with a void band (``void`` bool [3, 16, 16]) that the prediction
+    spills into: ``gt``, ``pred`` bool [3, 16, 16]."""
+    gt = np.zeros((3, 16, 16), bool)
+    gt[:, 4:10, 3:9] = True
+    pred = np.zeros_like(gt)
+    pred[:, 5:12, 4:12] = True
+    void = np.zeros_like(gt)
+    void[:, :, 10:13] = True
+    return {"gt": gt, "pred": pred, "void": void}

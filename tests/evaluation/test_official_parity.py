@@ -26,6 +26,7 @@ from pycocotools.cocoeval import COCOeval
 
 from segtrain.data import DatasetCatalog, MetadataCatalog, register_coco_instances, register_coco_panoptic
 from segtrain.evaluation import COCOEvaluator, PanopticEvaluator, SemSegEvaluator, VideoEvaluator
+from segtrain.evaluation.davis_metrics import db_eval_boundary, db_eval_iou
 from segtrain.evaluation.panoptic_evaluation import pq_image_stats
 from segtrain.structures import Instances
 from tests.evaluation import parity_cases as cases
@@ -252,3 +253,16 @@ def test_coco_ap_equals_pycocotools(tmp_path, registered):
         expected = float("nan") if official < 0 else 100 * official
         np.testing.assert_allclose(res[key], expected, rtol=0, atol=1e-9, err_msg=key)
     assert 0 < res["AP"] < 100  # the cases move the number: crowd, IoU 0.5 and the empty image count
+
+
+def test_void_pixels_are_left_out_as_the_davis_toolkit_does():
+    case = cases.void_case()
+    official = OFFICIAL["davis"]["void"]
+    assert db_eval_iou(case["gt"], case["pred"], case["void"]).tolist() == pytest.approx(official["J"], abs=1e-12)
+    assert db_eval_boundary(case["gt"], case["pred"], void=case["void"]).tolist() == pytest.approx(official["F"])
+    assert db_eval_iou(case["gt"], case["pred"]).tolist() == pytest.approx(official["J_without_void"], abs=1e-12)
+    evaluator = VideoEvaluator(None, distributed=False, skip_first_last=False)
+    evaluator.reset()
+    inp = {"video_id": "v", "gt_masks": case["gt"][:, None], "gt_obj_ids": [1], "gt_void": case["void"]}
+    evaluator.process([inp], [{"pred_masks": case["pred"][:, None], "obj_ids": [1]}])
+    assert evaluator.evaluate()["video"]["J"] == pytest.approx(100 * official["J"][0], abs=1e-9)
