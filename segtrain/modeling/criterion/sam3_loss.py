@@ -71,9 +71,9 @@ class Sam3LossWrapper(nn.Module):
     (``""`` main, ``_aux_{i}``, ``_fs``) and each piece ``f``:
     ``core += f(out).core_loss`` and, when ``pred_logits_o2m`` exists,
     ``core += o2m_weight * f(out_o2m).core_loss`` (``Masks`` only if the o2m output has masks).
-    Components are returned unweighted as ``{key}{s}`` / ``{key}{s}_o2m`` (the o2m components are
-    *not* multiplied by ``o2m_weight``; ``core_loss`` is identical to the official one, only the
-    logged o2m components differ by that factor). Extra summaries (detached):
+    Components are returned as ``{key}{s}`` (unweighted) and ``{key}{s}_o2m`` (times
+    ``o2m_weight``, as the official wrapper logs them; their weighted sum is the o2m core, so
+    ``core_loss`` equals the official one up to float round-off). Extra summaries (detached):
     ``core_loss_final`` (main output's one-to-one total) and ``core_loss_aux`` (aux, first-stage
     and o2m totals), after the per-step scaling; with a semantic loss,
     ``core_loss = core_loss_final + core_loss_aux + semantic core``.
@@ -243,8 +243,12 @@ class Sam3LossWrapper(nn.Module):
                             outputs=o2m_out, targets=targets, indices=o2m_indices, num_boxes=num_boxes, is_aux=is_aux
                         )
                     )
-                    total = total + self.o2m_weight * l_dict.pop(CORE_LOSS_KEY)
-                    losses.update({f"{k}{suffix}_o2m": v for k, v in l_dict.items()})
+                    # as the official wrapper: every o2m entry times o2m_weight; the core from the
+                    # scaled components, so that each logged tensor is the one core_loss is built from
+                    core = l_dict.pop(CORE_LOSS_KEY)
+                    scaled = {k: v * self.o2m_weight for k, v in l_dict.items()}
+                    total = total + (loss_fn.reduce_loss(scaled) if scaled else self.o2m_weight * core)
+                    losses.update({f"{k}{suffix}_o2m": v for k, v in scaled.items()})
 
         total = total if torch.is_tensor(total) else torch.tensor(float(total), device=num_boxes.device)
         final_t = final if torch.is_tensor(final) else torch.tensor(float(final), device=total.device)
