@@ -27,8 +27,7 @@ from typing import Any, Dict, List, Optional
 from segtrain.utils.errors import DatasetError
 
 from ..catalog import DatasetCatalog, MetadataCatalog
-from .annotation_checks import ProblemLog, get_bad_annotation_policy
-from .vos_folder import image_size, list_frames, list_videos
+from .vos_folder import image_size, list_frames, list_videos, load_videos
 
 __all__ = ["load_sav_folder", "register_sav_folder", "read_masklet"]
 
@@ -94,16 +93,11 @@ def load_sav_folder(
     """Video dicts of an SA-V folder (see the module doc)."""
     if ann_every < 1:
         raise DatasetError(f"SA-V ann_every must be >= 1, got {ann_every}")
-    problems = ProblemLog(annotation_root, get_bad_annotation_policy(), logger)
-    dicts = []
-    for video in list_videos(image_root, file_list):
-        try:
-            dicts.append(_load_video(video, image_root, annotation_root, ann_every))
-        except DatasetError as e:
-            if problems.policy == "error":
-                raise
-            problems.report(str(e), image=True)
-    problems.log_summary("video")
+
+    def load_one(video: str) -> Dict[str, Any]:
+        return _load_video(video, image_root, annotation_root, ann_every)
+
+    dicts = load_videos(list_videos(image_root, file_list), load_one, annotation_root)
     logger.info(f"Loaded {len(dicts)} SA-V videos from {annotation_root} ({dataset_name or 'unnamed'})")
     return dicts
 

@@ -23,7 +23,7 @@ video's frames (read from the file headers); an unreadable JPEG or PNG is named 
 import logging
 import os
 import shutil
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 from PIL import Image
@@ -39,6 +39,7 @@ __all__ = [
     "image_size",
     "list_frames",
     "list_videos",
+    "load_videos",
     "load_vos_folder",
     "register_vos_folder",
     "write_object_label_map",
@@ -119,20 +120,29 @@ def _load_video(video: str, image_root: str, mask_root: str) -> Dict[str, Any]:
     }
 
 
-def load_vos_folder(
-    image_root: str, mask_root: str, file_list: Optional[str] = None, dataset_name: Optional[str] = None
-) -> List[Dict[str, Any]]:
-    """Video dicts of a DAVIS / MOSE / YouTube-VOS folder (see the module doc)."""
-    problems = ProblemLog(mask_root, get_bad_annotation_policy(), logger)
+def load_videos(videos: List[str], load_one: Callable[[str], Dict[str, Any]], where: str) -> List[Dict[str, Any]]:
+    """``load_one(video)`` for each video name; a ``DatasetError`` stops the loading under the
+    "error" policy (``DATASETS.ON_BAD_ANNOTATION``) or drops the video under "skip" (counted and
+    logged once, with ``where``)."""
+    problems = ProblemLog(where, get_bad_annotation_policy(), logger)
     dicts = []
-    for video in list_videos(image_root, file_list):
+    for video in videos:
         try:
-            dicts.append(_load_video(video, image_root, mask_root))
+            dicts.append(load_one(video))
         except DatasetError as e:
             if problems.policy == "error":
                 raise
             problems.report(str(e), image=True)
     problems.log_summary("video")
+    return dicts
+
+
+def load_vos_folder(
+    image_root: str, mask_root: str, file_list: Optional[str] = None, dataset_name: Optional[str] = None
+) -> List[Dict[str, Any]]:
+    """Video dicts of a DAVIS / MOSE / YouTube-VOS folder (see the module doc)."""
+    videos = list_videos(image_root, file_list)
+    dicts = load_videos(videos, lambda video: _load_video(video, image_root, mask_root), mask_root)
     logger.info(f"Loaded {len(dicts)} videos from {image_root} and {mask_root} ({dataset_name or 'unnamed'})")
     return dicts
 
