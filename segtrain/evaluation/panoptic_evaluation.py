@@ -165,7 +165,8 @@ def pq_image_stats(
 ) -> np.ndarray:
     """One image's per-category ``[num_classes, 4]`` (TP, FP, FN, sum of matched IoUs).
     ``gt_seg`` / ``pred_seg``: int [H, W] segment ids, 0 = void; ``*_info``: the segments
-    (``id``, ``category_id``; ``iscrowd`` and optionally ``area`` for the GT).
+    (``id``, ``category_id``; ``iscrowd`` and optionally ``area``, None or absent when unknown,
+    for the GT).
 
     The counts are those of panopticapi's ``pq_compute_single_core``: a GT segment's area is
     its ``area`` entry when it has one (else its pixels), every unmatched non-crowd GT segment
@@ -192,7 +193,8 @@ def pq_image_stats(
         pred_area[p] = pred_area.get(p, 0) + c
 
     def area_of_gt(g: int) -> float:  # panopticapi takes the GT area from segments_info
-        return float(gt[g]["area"]) if "area" in gt[g] else gt_area.get(g, 0)
+        area = gt[g].get("area")
+        return float(area) if area is not None else gt_area.get(g, 0)
 
     stats = np.zeros((num_classes, 4), dtype=np.float64)
     matched_gt, matched_pred = set(), set()
