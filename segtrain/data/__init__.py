@@ -17,7 +17,9 @@ from .datasets import ytvis as _ytvis  # noqa: F401  (registers the YouTube-VIS 
 from .datasets.builtin import register_shapes, register_shapes_from_cfg
 from .datasets.coco import bad_annotation_policy, load_coco_json, register_coco_instances
 from .datasets.coco_panoptic import load_coco_panoptic_json, register_coco_panoptic
+from .datasets.roboflow import register_roboflow_coco
 from .datasets.sem_seg import load_sem_seg, register_sem_seg
+from .find import load_find_query_json, register_find_query_json
 from .loader_kinds import LoaderKind, register_loader_kind, select_loader_kind
 from .mappers import MAPPER_REGISTRY, InstanceDatasetMapper, build_mapper
 from .samplers import InferenceSampler, TrainingSampler
@@ -31,6 +33,9 @@ __all__ = [
     "register_coco_instances",
     "load_coco_json",
     "register_coco_panoptic",
+    "register_roboflow_coco",
+    "register_find_query_json",
+    "load_find_query_json",
     "load_coco_panoptic_json",
     "register_sem_seg",
     "load_sem_seg",

@@ -69,8 +69,11 @@ def test_box_only_ground_truth_skips_segm(tiny_coco, coco_tools, tmp_path, caplo
     ev = _processed_evaluator(tmp_path, coco_tools, cleanup, "_test_find_box_only", strip, inputs, outputs)
     with caplog.at_level(logging.WARNING):
         res = ev.evaluate()
-    assert list(res) == ["bbox", "presence"]
-    assert res["bbox"]["AP"] == pytest.approx(100.0)
+    assert list(res) == ["bbox", "bbox_positive", "cgF1_bbox", "presence"]
+    assert res["bbox"]["AP"] == pytest.approx(100.0) and res["bbox_positive"]["AP"] == pytest.approx(100.0)
+    # every present concept found exactly, no detection elsewhere (the crowd region is no pair's GT)
+    assert res["cgF1_bbox"]["IL_MCC"] == pytest.approx(1.0, abs=1e-5)
+    assert res["cgF1_bbox"]["cgF1"] == pytest.approx(100.0, abs=1e-2)
     assert res["presence"]["accuracy"] == 100.0 and res["presence"]["num_finds"] == 9
     assert "the ground truth has no segmentation; skipping segm" in caplog.text
 
@@ -95,9 +98,11 @@ def test_mixed_ground_truth_scores_segm_on_images_with_masks(tiny_coco, coco_too
     ev = _processed_evaluator(tmp_path, coco_tools, cleanup, "_test_find_mixed", strip_image_3, inputs, outputs)
     with caplog.at_level(logging.INFO, logger="segtrain.evaluation.find_evaluation"):
         res = ev.evaluate()
-    assert list(res) == ["bbox", "segm", "presence"]
+    assert list(res) == ["bbox", "bbox_positive", "cgF1_bbox", "segm", "segm_positive", "cgF1_segm", "presence"]
     assert res["bbox"]["AP"] == pytest.approx(100.0)
     assert 0.0 < res["segm"]["AP"] < 100.0 and not math.isnan(res["segm"]["AP"])
+    # image 1's wrong mask: a missed instance and a false positive in a positive pair
+    assert res["cgF1_segm"]["positive_micro_F1"] < 100.0 and res["cgF1_segm"]["IL_MCC"] == pytest.approx(1.0, abs=1e-5)
     assert "segm AP over the 2 of 3 images" in caplog.text
 
     # image 1's mask fixed: segm 100 although image 3's masks are still wrong; only image 3: skipped
@@ -109,5 +114,5 @@ def test_mixed_ground_truth_scores_segm_on_images_with_masks(tiny_coco, coco_too
     ev.process(inputs[2:], outputs[2:])
     with caplog.at_level(logging.WARNING):
         res = ev.evaluate()
-    assert "segm" not in res and res["bbox"]["AP"] == pytest.approx(100.0)
+    assert not {"segm", "segm_positive", "cgF1_segm"} & set(res) and res["bbox"]["AP"] == pytest.approx(100.0)
     assert "none of the 1 evaluated images has a mask for every annotation; skipping segm" in caplog.text

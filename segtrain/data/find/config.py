@@ -20,3 +20,6 @@ def add_find_config(cfg) -> None:
     f.TEST_NUM_NEGATIVES = -1
     # Whether a find's annotations list every instance of its concept (SAM 3's is_exhaustive)
     f.IS_EXHAUSTIVE = True
+    # Training finds with more objects than this are dropped whole, as SAM 3's
+    # FilterFindQueriesWithTooManyOut (max_ann_per_img 200) does; -1: no cap. Test finds keep all.
+    f.MAX_OBJECTS_PER_FIND = 200

@@ -57,6 +57,10 @@ class FindDatasetMapper:
     ``"find_categories"``: int64 [F] concept ids of the image's finds (positives first),
     ``"find_is_exhaustive"``: bool [F]}.
 
+    The finds are the ``FindSampler``'s pick, unless the dataset dict lists its own
+    (``"find_categories"``: concept ids, optional ``"find_is_exhaustive"``: one bool each, as
+    the find-query json reader writes them); both honour the sampler's per-find object cap.
+
     Boxes are the tight boxes of the augmented masks when a segmentation exists (so a dataset
     with masks but no ``bbox`` works), else the annotation's ``bbox`` (``bbox_mode``)
     transformed like the image. Masks are decided per annotation: a box-only annotation
@@ -102,6 +106,7 @@ class FindDatasetMapper:
             cfg.MODEL.CONCEPT.NUM_CONCEPTS,
             num_negatives=f.NUM_NEGATIVES if is_train else f.TEST_NUM_NEGATIVES,
             max_positives=f.MAX_POSITIVES if is_train else -1,
+            max_objects_per_find=f.MAX_OBJECTS_PER_FIND if is_train else -1,
         )
         return {
             "is_train": is_train,
@@ -133,7 +138,12 @@ class FindDatasetMapper:
             instances = self._instances(annos, transforms, (h, w), (out_h, out_w))
         except DatasetError as e:
             raise DatasetError(f"{dataset_dict['file_name']}: {e}") from None
-        finds = self.find_sampler(instances.gt_classes.tolist())
+        classes = instances.gt_classes.tolist()
+        if "find_categories" in dataset_dict:  # the dataset fixes its finds (find-query json)
+            finds, exhaustive = self._given_finds(dataset_dict, classes)
+        else:
+            finds = self.find_sampler(classes)
+            exhaustive = [self.is_exhaustive] * len(finds)
         return {
             "file_name": dataset_dict["file_name"],
             "image_id": dataset_dict.get("image_id"),
@@ -142,8 +152,29 @@ class FindDatasetMapper:
             "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
             "instances": instances,
             "find_categories": torch.from_numpy(finds),
-            "find_is_exhaustive": torch.full((len(finds),), self.is_exhaustive, dtype=torch.bool),
+            "find_is_exhaustive": torch.tensor(exhaustive, dtype=torch.bool),
         }
+
+    def _given_finds(self, dataset_dict: Dict[str, Any], classes: List[int]):
+        """The dataset dict's own finds (int64 [F]) within the object cap, and their flags."""
+        given = np.asarray(dataset_dict["find_categories"], dtype=np.int64).reshape(-1)
+        k = self.find_sampler.num_concepts
+        bad = [int(c) for c in given if not 0 <= c < k]
+        if bad:
+            raise DatasetError(
+                f"image_id {dataset_dict.get('image_id')}: find_categories {bad} outside [0, {k}) "
+                "(MODEL.CONCEPT.NUM_CONCEPTS)"
+            )
+        flags = dataset_dict.get("find_is_exhaustive")
+        flags = [self.is_exhaustive] * len(given) if flags is None else [bool(v) for v in flags]
+        if len(flags) != len(given):
+            raise DatasetError(
+                f"image_id {dataset_dict.get('image_id')}: {len(flags)} find_is_exhaustive flags for "
+                f"{len(given)} find_categories"
+            )
+        flag_of = dict(zip(given.tolist(), flags))
+        finds = self.find_sampler.within_object_cap(given, classes)
+        return finds, [flag_of[int(c)] for c in finds]
 
     def _instances(self, annos: List[Dict[str, Any]], transforms, size, out_size) -> Instances:
         out_h, out_w = out_size
