@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+import segtrain.modeling  # noqa: F401  (registers MODEL.CONCEPT, which the mapper reads)
 from segtrain.config import get_cfg
 from segtrain.data.datasets.coco import load_coco_json
 from segtrain.data.find import FindDatasetMapper, FindSampler
