@@ -14,6 +14,7 @@ setup(
         "scipy",
         "pycocotools>=2.0.6",
         "opencv-python-headless",
+        "Pillow",
         "tabulate",
         "PyYAML",
         "tqdm",

@@ -1,15 +1,16 @@
-"""Image encoder of the SAM 2-style tracker: any registered backbone (``build_backbone``)
-followed by an FPN neck, plus the tiny conv backbone the CPU project configs use.
+"""Image encoder of SAM 2 (the official ``backbones/image_encoder.py``): ``ImageEncoder`` =
+trunk (``Hiera``) + ``FpnNeck``, minus the ``scalp`` coarsest levels; plus the tiny conv
+backbone the CPU project configs use as a trunk.
 
-The neck takes three backbone levels, finest first, each half the size of the previous one
-(e.g. strides 2/4/8 of ``build_tiny_conv_backbone`` or res2/res3/res4 of a ResNet). The
-coarsest level is the image embedding the memory attention and the mask decoder work on;
-the two finer levels are the decoder's high-resolution skip features (SAM 2's ``backbone_fpn``).
+The neck's outputs are finest first; the last one kept is the image embedding the memory
+attention and the mask decoder work on, the finer ones are the decoder's high-resolution skip
+features (``backbone_fpn``).
 """
 
 import math
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -17,9 +18,7 @@ from segtrain.modeling.backbone import BACKBONE_REGISTRY, Backbone
 from segtrain.structures.shape_spec import ShapeSpec
 from segtrain.utils.errors import ConfigError
 
-from .common import sine_pos_2d
-
-__all__ = ["TinyConvBackbone", "build_tiny_conv_backbone", "FpnNeck"]
+__all__ = ["TinyConvBackbone", "build_tiny_conv_backbone", "FpnNeck", "ImageEncoder"]
 
 
 def _gn(c: int) -> nn.GroupNorm:
@@ -57,7 +56,7 @@ class TinyConvBackbone(Backbone):
         names = [f"stage{i + 1}" for i in range(len(channels))]
         unknown = [f for f in out_features if f not in names]
         if unknown:
-            raise ConfigError(f"MODEL.SAM2.IN_FEATURES: unknown tiny backbone feature(s) {unknown}; valid: {names}")
+            raise ValueError(f"TinyConvBackbone: unknown output feature(s) {unknown}; valid: {names}")
         self.stages = nn.ModuleList()
         c_in = in_channels
         for c, n in zip(channels, blocks):
@@ -69,6 +68,8 @@ class TinyConvBackbone(Backbone):
         self._out_features = list(out_features)
         self._out_feature_channels = {n: c for n, c in zip(names, channels)}
         self._out_feature_strides = {n: 2 ** (i + 1) for i, n in enumerate(names)}
+        # widths of the outputs, coarsest first (a SAM 2 neck's backbone_channel_list)
+        self.channel_list = [self._out_feature_channels[n] for n in names if n in self._out_features][::-1]
 
     def forward(self, x: Tensor) -> Dict[str, Tensor]:
         out = {}
@@ -81,39 +82,99 @@ class TinyConvBackbone(Backbone):
 
 @BACKBONE_REGISTRY.register()
 def build_tiny_conv_backbone(cfg, input_shape: ShapeSpec = None) -> TinyConvBackbone:
-    """``TinyConvBackbone`` from ``MODEL.SAM2.TINY_BACKBONE`` with ``MODEL.SAM2.IN_FEATURES`` as outputs."""
+    """``TinyConvBackbone`` from ``MODEL.SAM2.TINY_BACKBONE``, every stage an output."""
     tb = cfg.MODEL.SAM2.TINY_BACKBONE
     in_channels = input_shape.channels if input_shape is not None and input_shape.channels else 3
-    return TinyConvBackbone(in_channels, tb.CHANNELS, tb.BLOCKS, cfg.MODEL.SAM2.IN_FEATURES)
+    names = [f"stage{i + 1}" for i in range(len(tb.CHANNELS))]
+    return TinyConvBackbone(in_channels, tb.CHANNELS, tb.BLOCKS, names)
 
 
 class FpnNeck(nn.Module):
-    """Lateral 1x1 convs to ``d_model`` and a top-down pathway (nearest 2x upsampling + sum).
+    """FPN without output convs: a 1x1 lateral conv per level to ``d_model`` channels and a
+    top-down pathway (2x upsampling of the coarser output + sum, or average) on the levels
+    in ``fpn_top_down_levels`` only (default: all).
 
-    in_shapes: ShapeSpec of the three levels, finest first, each of twice the previous stride.
-    forward(features: list of 3 maps, finest first) -> (list of 3 maps [B, d_model, h_i, w_i],
-    list of 3 sine position encodings [d_model, h_i, w_i]).
-    """
+    backbone_channel_list: channels of the trunk levels, coarsest first (``convs[0]`` is the
+    coarsest level's). forward(xs: list of maps, finest first, each half the previous size)
+    -> (outputs [B, d_model, h_i, w_i] finest first, their position encodings)."""
 
-    def __init__(self, in_shapes: Sequence[ShapeSpec], d_model: int):
+    def __init__(
+        self,
+        position_encoding: nn.Module,
+        d_model: int,
+        backbone_channel_list: Sequence[int],
+        kernel_size: int = 1,
+        stride: int = 1,
+        padding: int = 0,
+        fpn_interp_model: str = "bilinear",
+        fuse_type: str = "sum",
+        fpn_top_down_levels: Optional[Sequence[int]] = None,
+    ):
         super().__init__()
-        strides = [s.stride for s in in_shapes]
-        if len(in_shapes) != 3 or any(b != 2 * a for a, b in zip(strides, strides[1:])):
-            raise ConfigError(
-                f"MODEL.SAM2.IN_FEATURES must name 3 backbone levels of strides s, 2s, 4s (finest first); "
-                f"got strides {strides}"
-            )
-        self.strides = strides
-        self.lateral = nn.ModuleList(nn.Conv2d(s.channels, d_model, 1) for s in in_shapes)
+        if fuse_type not in ("sum", "avg"):
+            raise ValueError(f"FpnNeck: fuse_type must be 'sum' or 'avg', got {fuse_type!r}")
+        self.position_encoding = position_encoding
+        self.backbone_channel_list = list(backbone_channel_list)
         self.d_model = d_model
+        self.convs = nn.ModuleList()
+        for dim in backbone_channel_list:
+            current = nn.Sequential()
+            current.add_module("conv", nn.Conv2d(dim, d_model, kernel_size, stride=stride, padding=padding))
+            self.convs.append(current)
+        self.fpn_interp_model = fpn_interp_model
+        self.fuse_type = fuse_type
+        if fpn_top_down_levels is None:
+            fpn_top_down_levels = range(len(self.convs))
+        self.fpn_top_down_levels = list(fpn_top_down_levels)
 
-    def forward(self, features: Sequence[Tensor]):
-        outs: List[Tensor] = [None] * len(features)  # type: ignore[list-item]
+    def forward(self, xs: Sequence[Tensor]):
+        if len(xs) != len(self.convs):
+            raise ValueError(f"FpnNeck: {len(xs)} feature maps for {len(self.convs)} levels")
+        out: List[Tensor] = [None] * len(self.convs)  # type: ignore[list-item]
+        pos: List[Tensor] = [None] * len(self.convs)  # type: ignore[list-item]
         prev = None
-        for i in range(len(features) - 1, -1, -1):
-            lat = self.lateral[i](features[i])
-            if prev is not None:
-                lat = lat + F.interpolate(prev, size=lat.shape[-2:], mode="nearest")
-            outs[i] = prev = lat
-        pos = [sine_pos_2d(self.d_model, o.shape[-2], o.shape[-1], device=o.device).to(o.dtype) for o in outs]
-        return outs, pos
+        n = len(self.convs) - 1
+        for i in range(n, -1, -1):
+            lateral = self.convs[n - i](xs[i])
+            if i in self.fpn_top_down_levels and prev is not None:
+                top_down = F.interpolate(
+                    prev.to(dtype=torch.float32),
+                    scale_factor=2.0,
+                    mode=self.fpn_interp_model,
+                    align_corners=None if self.fpn_interp_model == "nearest" else False,
+                    antialias=False,
+                )
+                prev = lateral + top_down
+                if self.fuse_type == "avg":
+                    prev = prev / 2
+            else:
+                prev = lateral
+            out[i] = prev
+            pos[i] = self.position_encoding(prev).to(prev.dtype)
+        return out, pos
+
+
+class ImageEncoder(nn.Module):
+    """trunk + neck. forward(images [B, 3, H, W] normalized) -> {"vision_features": the
+    coarsest kept level [B, d_model, h, w], "vision_pos_enc": position encodings of the kept
+    levels, "backbone_fpn": the kept levels, finest first}; ``scalp`` drops the coarsest ones."""
+
+    def __init__(self, trunk: nn.Module, neck: nn.Module, scalp: int = 0):
+        super().__init__()
+        if list(trunk.channel_list) != list(neck.backbone_channel_list):
+            raise ValueError(
+                f"ImageEncoder: trunk channels {list(trunk.channel_list)} do not match the neck's "
+                f"backbone_channel_list {list(neck.backbone_channel_list)}"
+            )
+        self.trunk = trunk
+        self.neck = neck
+        self.scalp = scalp
+
+    def forward(self, sample: Tensor) -> Dict[str, object]:
+        features = self.trunk(sample)
+        if isinstance(features, dict):  # a segtrain Backbone: {name: map}, finest first
+            features = list(features.values())
+        features, pos = self.neck(features)
+        if self.scalp > 0:
+            features, pos = features[: -self.scalp], pos[: -self.scalp]
+        return {"vision_features": features[-1], "vision_pos_enc": pos, "backbone_fpn": features}

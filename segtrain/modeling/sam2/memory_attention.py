@@ -1,117 +1,137 @@
-"""SAM 2 memory attention: the current frame's image tokens attend to themselves and to the
-memory bank of PAST frames (memory maps of the conditioning frames and of the last few
-frames, plus object pointers). ``select_memory_frames`` decides which past frames enter."""
+"""SAM 2 memory attention (the official ``memory_attention.py``): the current frame's image
+tokens attend to themselves and to the memory bank (memory maps of other frames, then
+object-pointer tokens; ``memory_conditioning.py`` gathers them).
 
-from typing import Iterable, List, Optional, Tuple
+The official model uses ``RoPEAttention`` for both attentions, position encodings added only
+to the cross-attention keys, and object pointers left out of RoPE. ``locality_bias`` is a
+departure for models trained from scratch (off in the official presets)."""
+
+import math
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .common import Attention
+from .common import get_clones
+from .transformer import RoPEAttention
 
-__all__ = ["MemoryAttentionLayer", "MemoryAttention", "select_memory_frames", "select_obj_ptr_frames"]
-
-
-def select_memory_frames(
-    frame_idx: int, cond_frames: Iterable[int], available: Iterable[int], num_maskmem: int
-) -> List[Tuple[int, int]]:
-    """The frames whose memory frame ``frame_idx`` attends to, as (frame, t_pos) pairs.
-
-    Only frames strictly before ``frame_idx`` (processing runs forward in time, so a later
-    frame has no memory yet and must not leak into the prediction). Every conditioning
-    frame in the past enters with ``t_pos = 0``; then the ``num_maskmem - 1`` previous
-    frames ``frame_idx - i`` (i = 1, 2, ...) that are not conditioning frames enter with
-    ``t_pos = i``. ``available``: frames that have a memory.
-    """
-    available = set(available)
-    cond = sorted(c for c in set(cond_frames) if c < frame_idx and c in available)
-    out = [(c, 0) for c in cond]
-    for i in range(1, num_maskmem):
-        s = frame_idx - i
-        if s < 0:
-            break
-        if s in available and s not in cond:
-            out.append((s, i))
-    return out
-
-
-def select_obj_ptr_frames(
-    frame_idx: int, cond_frames: Iterable[int], available: Iterable[int], max_obj_ptrs: int
-) -> List[Tuple[int, int]]:
-    """Frames whose object pointer enters the memory of ``frame_idx``, as (frame, distance):
-    past conditioning frames, then the previous non-conditioning frames, at most ``max_obj_ptrs``."""
-    available = set(available)
-    cond = sorted((c for c in set(cond_frames) if c < frame_idx and c in available), reverse=True)
-    out = [(c, frame_idx - c) for c in cond]
-    for i in range(1, max_obj_ptrs):
-        s = frame_idx - i
-        if s < 0 or len(out) >= max_obj_ptrs:
-            break
-        if s in available and s not in cond:
-            out.append((s, i))
-    return out[:max_obj_ptrs]
+__all__ = ["MemoryAttentionLayer", "MemoryAttention"]
 
 
 class MemoryAttentionLayer(nn.Module):
-    """Pre-norm layer: self-attention over the frame tokens, cross-attention to the memory
-    (keys and values of width ``mem_dim``), MLP. Position encodings are added to queries and
-    keys (SAM 2 uses RoPE; additive sine encodings give a relative-position cue too).
-    ``attn_bias`` [1, 1, L_q, L_mem] is added to the cross-attention logits."""
+    """Pre-norm layer: self-attention over the frame tokens, cross-attention to the memory,
+    MLP. ``pos_enc_at_*`` choose where position encodings are added (self-attention queries
+    and keys; cross-attention queries; cross-attention keys). Tokens are batch first:
+    tgt [B, L, C], memory [B, L_mem, C_mem]."""
 
-    def __init__(self, d_model: int, mem_dim: int, num_heads: int, dim_feedforward: int, dropout: float = 0.0):
+    def __init__(
+        self,
+        activation: str,
+        cross_attention: nn.Module,
+        d_model: int,
+        dim_feedforward: int,
+        dropout: float,
+        pos_enc_at_attn: bool,
+        pos_enc_at_cross_attn_keys: bool,
+        pos_enc_at_cross_attn_queries: bool,
+        self_attention: nn.Module,
+    ):
         super().__init__()
-        self.self_attn = Attention(d_model, num_heads)
-        self.cross_attn_image = Attention(d_model, num_heads, kv_in_dim=mem_dim)
+        if activation not in _ACTIVATIONS:
+            raise ValueError(
+                f"MemoryAttentionLayer: activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}"
+            )
+        self.d_model = d_model
+        self.dim_feedforward = dim_feedforward
+        self.dropout_value = dropout
+        self.self_attn = self_attention
+        self.cross_attn_image = cross_attention
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.dropout = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
         self.norm3 = nn.LayerNorm(d_model)
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
-        self.dropout = nn.Dropout(dropout)
-        self.activation = nn.ReLU()
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+        self.dropout3 = nn.Dropout(dropout)
+        self.activation_str = activation
+        self.activation = _ACTIVATIONS[activation]
+        self.pos_enc_at_attn = pos_enc_at_attn
+        self.pos_enc_at_cross_attn_queries = pos_enc_at_cross_attn_queries
+        self.pos_enc_at_cross_attn_keys = pos_enc_at_cross_attn_keys
+
+    def _forward_sa(self, tgt: Tensor, query_pos: Tensor) -> Tensor:
+        tgt2 = self.norm1(tgt)
+        q = k = tgt2 + query_pos if self.pos_enc_at_attn else tgt2
+        return tgt + self.dropout1(self.self_attn(q, k, tgt2))
+
+    def _forward_ca(
+        self, tgt: Tensor, memory: Tensor, query_pos: Tensor, pos: Tensor, num_k_exclude_rope: int, attn_bias
+    ) -> Tensor:
+        kwds = {}
+        if num_k_exclude_rope > 0:
+            if not isinstance(self.cross_attn_image, RoPEAttention):
+                raise ValueError("MemoryAttentionLayer: num_k_exclude_rope needs a RoPEAttention cross-attention")
+            kwds["num_k_exclude_rope"] = num_k_exclude_rope
+        if attn_bias is not None:
+            kwds["attn_bias"] = attn_bias
+        tgt2 = self.norm2(tgt)
+        tgt2 = self.cross_attn_image(
+            tgt2 + query_pos if self.pos_enc_at_cross_attn_queries else tgt2,
+            memory + pos if self.pos_enc_at_cross_attn_keys else memory,
+            memory,
+            **kwds,
+        )
+        return tgt + self.dropout2(tgt2)
 
     def forward(
-        self, tgt: Tensor, memory: Tensor, pos: Tensor, memory_pos: Tensor, attn_bias: Optional[Tensor] = None
+        self,
+        tgt: Tensor,
+        memory: Tensor,
+        pos: Optional[Tensor] = None,
+        query_pos: Optional[Tensor] = None,
+        num_k_exclude_rope: int = 0,
+        attn_bias: Optional[Tensor] = None,
     ) -> Tensor:
-        t2 = self.norm1(tgt)
-        q = t2 + pos
-        tgt = tgt + self.dropout(self.self_attn(q, q, t2))
-        t2 = self.norm2(tgt)
-        tgt = tgt + self.dropout(self.cross_attn_image(t2 + pos, memory + memory_pos, memory, attn_bias=attn_bias))
-        t2 = self.norm3(tgt)
-        return tgt + self.dropout(self.linear2(self.dropout(self.activation(self.linear1(t2)))))
+        """attn_bias: added to the cross-attention logits, broadcastable to [B, heads, L, L_mem]."""
+        tgt = self._forward_sa(tgt, query_pos)
+        tgt = self._forward_ca(tgt, memory, query_pos, pos, num_k_exclude_rope, attn_bias)
+        tgt2 = self.linear2(self.dropout(self.activation(self.linear1(self.norm3(tgt)))))
+        return tgt + self.dropout3(tgt2)
 
 
 class MemoryAttention(nn.Module):
-    """forward(curr [N, C, h, w], curr_pos [N, C, h, w], memory [N, L, mem_dim],
-    memory_pos [N, L, mem_dim], num_spatial_memory=0) -> [N, C, h, w].
+    """``num_layers`` copies of ``layer`` and a final LayerNorm.
 
-    The first ``num_spatial_memory`` memory tokens are ``num_spatial_memory / (h w)`` maps of
-    the frame's grid (row-major), the rest object pointers. With ``locality_bias`` every
-    layer adds ``-softplus(s) * d^2`` (d: distance in tokens between a query and a memory
-    map token, s learnable per layer) to its cross-attention logits, pointers unbiased: a
-    prior that an object is near where it was, which a model trained from scratch otherwise
-    needs many iterations to learn (SAM 2 starts from SAM's image weights instead).
+    forward(curr [L, B, C], memory [L_mem, B, C_mem], curr_pos [L, B, C], memory_pos
+    [L_mem, B, C_mem], num_obj_ptr_tokens) -> [L, B, C] (sequence first, as the official
+    model calls it). The current frame is a square map of L tokens (row-major); the memory
+    is whole maps of that size followed by ``num_obj_ptr_tokens`` object-pointer tokens.
+
+    locality_bias (not in SAM 2): every layer adds ``-softplus(s) * d^2`` (d: distance in
+    tokens between a query and a memory map token, s learnable per layer, pointers unbiased)
+    to its cross-attention logits: a prior that an object is near where it was, which a
+    model trained from scratch otherwise needs many iterations to learn.
     """
 
     def __init__(
         self,
         d_model: int,
-        mem_dim: int,
+        pos_enc_at_input: bool,
+        layer: nn.Module,
         num_layers: int,
-        num_heads: int,
-        dim_feedforward: int,
-        dropout: float = 0.0,
-        pos_enc_at_input: bool = True,
+        batch_first: bool = True,
         locality_bias: bool = False,
     ):
         super().__init__()
-        self.layers = nn.ModuleList(
-            MemoryAttentionLayer(d_model, mem_dim, num_heads, dim_feedforward, dropout) for _ in range(num_layers)
-        )
+        self.d_model = d_model
+        self.layers = get_clones(layer, num_layers)
+        self.num_layers = num_layers
         self.norm = nn.LayerNorm(d_model)
         self.pos_enc_at_input = pos_enc_at_input
+        self.batch_first = batch_first
         self.locality_bias = locality_bias
         if locality_bias:
             # softplus(0.0) ~ 0.69: weight e^-0.69 ~ 1/2 one token away, 1/16 two tokens away
@@ -123,25 +143,53 @@ class MemoryAttention(nn.Module):
         p = torch.stack([ys.flatten(), xs.flatten()], dim=1).float()
         return torch.cdist(p, p).pow(2)  # [hw, hw]
 
+    def _locality_dist(self, num_tokens: int, num_mem: int, num_obj_ptr_tokens: int, feat_size, device) -> Tensor:
+        h, w = feat_size if feat_size is not None else (math.isqrt(num_tokens),) * 2
+        num_spatial = num_mem - num_obj_ptr_tokens
+        if h * w != num_tokens or num_spatial % num_tokens != 0:
+            raise ValueError(
+                f"MemoryAttention: {num_spatial} spatial memory tokens are not whole {h}x{w} maps of the "
+                f"{num_tokens} query tokens"
+            )
+        d2 = self._sq_dist(h, w, device).repeat(1, num_spatial // num_tokens)
+        return torch.cat([d2, d2.new_zeros(num_tokens, num_obj_ptr_tokens)], dim=1)
+
     def forward(
-        self, curr: Tensor, curr_pos: Tensor, memory: Tensor, memory_pos: Tensor, num_spatial_memory: int = 0
+        self,
+        curr: Tensor,
+        memory: Tensor,
+        curr_pos: Optional[Tensor] = None,
+        memory_pos: Optional[Tensor] = None,
+        num_obj_ptr_tokens: int = 0,
+        feat_size: Optional[Tuple[int, int]] = None,
     ) -> Tensor:
-        n, c, h, w = curr.shape
-        x = curr.flatten(2).transpose(1, 2)
-        pos = curr_pos.flatten(2).transpose(1, 2)
-        if self.pos_enc_at_input:
-            x = x + 0.1 * pos
+        """feat_size: (h, w) of the current frame's map when it is not square (locality bias only)."""
+        if isinstance(curr, list):
+            curr, curr_pos = curr[0], curr_pos[0]
+        if curr.shape[1] != memory.shape[1]:
+            raise ValueError(f"MemoryAttention: batch {curr.shape[1]} of the frame, {memory.shape[1]} of the memory")
+        output = curr
+        if self.pos_enc_at_input and curr_pos is not None:
+            output = output + 0.1 * curr_pos
+        if self.batch_first:
+            output = output.transpose(0, 1)
+            curr_pos = curr_pos.transpose(0, 1)
+            memory = memory.transpose(0, 1)
+            memory_pos = memory_pos.transpose(0, 1)
         dist = None
         if self.locality_bias:
-            if num_spatial_memory % (h * w) != 0:
-                raise ValueError(
-                    f"MemoryAttention: {num_spatial_memory} spatial memory tokens are not whole {h}x{w} maps"
-                )
-            d2 = self._sq_dist(h, w, curr.device).repeat(1, num_spatial_memory // (h * w))
-            dist = torch.cat([d2, d2.new_zeros(h * w, memory.shape[1] - num_spatial_memory)], dim=1)
+            dist = self._locality_dist(curr.shape[0], memory.shape[-2], num_obj_ptr_tokens, feat_size, curr.device)
         for i, layer in enumerate(self.layers):
-            bias = None
+            kwds = {}
+            if isinstance(layer.cross_attn_image, RoPEAttention):
+                kwds["num_k_exclude_rope"] = num_obj_ptr_tokens
             if dist is not None:
-                bias = (-F.softplus(self.locality_scale[i]) * dist).to(x.dtype)[None, None]
-            x = layer(x, memory, pos, memory_pos, bias)
-        return self.norm(x).transpose(1, 2).reshape(n, c, h, w)
+                kwds["attn_bias"] = (-F.softplus(self.locality_scale[i]) * dist).to(output.dtype)[None, None]
+            output = layer(tgt=output, memory=memory, pos=memory_pos, query_pos=curr_pos, **kwds)
+        normed_output = self.norm(output)
+        if self.batch_first:
+            normed_output = normed_output.transpose(0, 1)
+        return normed_output
+
+
+_ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "glu": F.glu}

@@ -7,8 +7,9 @@ batch (GT masks, or a click / box on 1-2 conditioning frames and corrective clic
 from the error region on the corrected frames), every prediction step of every frame
 recorded under ``multistep_pred_multimasks_high_res`` / ``multistep_pred_ious`` /
 ``multistep_object_score_logits`` and handed to the criterion (``MultiStepMultiMasksAndIous``)
-with the ``[T, N, H, W]`` targets. Frames are processed in temporal order, so a frame never
-sees the memory of a later one.
+with the ``[T, N, H, W]`` targets. As the official ``SAM2Train``, the initial conditioning
+frames are processed first and every other frame attends to all of them; the other frames are
+processed in temporal order, so they never see the memory of a later non-conditioning frame.
 
 Evaluation (``forward(list of whole-video clip dicts)``) prompts every object on the first
 frame where it is visible (``MODEL.SAM2.TEST.PROMPT``) and propagates with
@@ -25,14 +26,22 @@ from torch import Tensor, nn
 
 from segtrain.config import configurable
 from segtrain.data.video.datapoint import BatchedVideoDatapoint, collate_video_clips
-from segtrain.modeling.backbone import build_backbone
-from segtrain.modeling.criterion import build_criterion
+from segtrain.modeling.criterion import CORE_LOSS_KEY, build_criterion
 from segtrain.modeling.meta_arch.build import META_ARCH_REGISTRY
 from segtrain.utils.errors import ConfigError, DatasetError
 
+from .build_sam import sam2_base_kwargs
 from .common import NO_OBJ_SCORE  # noqa: F401  (re-exported: the logit of "no object" in the outputs)
 from .predictor import VideoPredictor
-from .prompt_sampling import PromptPlan, concat_points, get_next_point, sample_box_points, sample_prompt_plan
+from .prompt_sampling import (
+    PromptPlan,
+    concat_points,
+    get_next_point,
+    mask_to_box_inclusive,
+    sample_box_points,
+    sample_one_point_from_error_center,
+    sample_prompt_plan,
+)
 from .sam2_base import SAM2Base
 
 __all__ = ["VideoTracker", "MULTISTEP_KEYS"]
@@ -113,40 +122,14 @@ class VideoTracker(SAM2Base):
     def from_config(cls, cfg) -> Dict[str, Any]:
         s = cfg.MODEL.SAM2
         t = s.TRAIN
+        if cfg.INPUT.VIDEO.IMAGE_SIZE != s.IMAGE_SIZE:
+            raise ConfigError(
+                f"INPUT.VIDEO.IMAGE_SIZE ({cfg.INPUT.VIDEO.IMAGE_SIZE}) must equal MODEL.SAM2.IMAGE_SIZE "
+                f"({s.IMAGE_SIZE}): the video loaders resize frames to the model's input size"
+            )
         return {
-            "backbone": build_backbone(cfg),
-            "in_features": s.IN_FEATURES,
-            "d_model": s.D_MODEL,
-            "mem_dim": s.MEM_DIM,
-            "image_size": cfg.INPUT.VIDEO.IMAGE_SIZE,
+            **sam2_base_kwargs(cfg),
             "criterion": build_criterion(cfg),
-            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
-            "pixel_std": cfg.MODEL.PIXEL_STD,
-            "num_maskmem": s.NUM_MASKMEM,
-            "use_obj_ptrs": s.USE_OBJ_PTRS,
-            "max_obj_ptrs": s.MAX_OBJ_PTRS,
-            "memory_attention_layers": s.MEMORY_ATTENTION.NUM_LAYERS,
-            "memory_attention_heads": s.MEMORY_ATTENTION.NUM_HEADS,
-            "memory_attention_ff": s.MEMORY_ATTENTION.DIM_FEEDFORWARD,
-            "num_fuser_layers": s.MEMORY_ENCODER.NUM_FUSER_LAYERS,
-            "mask_in_chans": s.PROMPT_ENCODER.MASK_IN_CHANS,
-            "decoder_depth": s.MASK_DECODER.DEPTH,
-            "decoder_heads": s.MASK_DECODER.NUM_HEADS,
-            "decoder_mlp_dim": s.MASK_DECODER.MLP_DIM,
-            "num_multimask_outputs": s.MASK_DECODER.NUM_MULTIMASK_OUTPUTS,
-            "iou_head_depth": s.MASK_DECODER.IOU_HEAD_DEPTH,
-            "iou_head_hidden_dim": s.MASK_DECODER.IOU_HEAD_HIDDEN_DIM,
-            "use_high_res_features": s.MASK_DECODER.USE_HIGH_RES_FEATURES,
-            "iou_prediction_use_sigmoid": s.MASK_DECODER.IOU_PREDICTION_USE_SIGMOID,
-            "pred_obj_scores": s.MASK_DECODER.PRED_OBJ_SCORES,
-            "pred_obj_scores_mlp": s.MASK_DECODER.PRED_OBJ_SCORES_MLP,
-            "sigmoid_scale_for_mem_enc": s.SIGMOID_SCALE_FOR_MEM_ENC,
-            "sigmoid_bias_for_mem_enc": s.SIGMOID_BIAS_FOR_MEM_ENC,
-            "multimask_output_in_sam": s.MULTIMASK_OUTPUT,
-            "multimask_min_pt_num": s.MULTIMASK_MIN_PT_NUM,
-            "multimask_max_pt_num": s.MULTIMASK_MAX_PT_NUM,
-            "multimask_output_for_tracking": s.MULTIMASK_OUTPUT_FOR_TRACKING,
-            "use_mask_input_as_output_without_sam": s.USE_MASK_INPUT_AS_OUTPUT,
             "iter_use_prev_mask_pred": s.ITER_USE_PREV_MASK_PRED,
             "prob_to_use_pt_input_for_train": t.PROB_TO_USE_PT_INPUT,
             "prob_to_use_box_input_for_train": t.PROB_TO_USE_BOX_INPUT,
@@ -161,8 +144,6 @@ class VideoTracker(SAM2Base):
             "box_noise_bound": t.BOX_NOISE_BOUND,
             "test_prompt": s.TEST.PROMPT,
             "test_extra_prompts": tuple(s.TEST.EXTRA_PROMPTS),
-            "memory_locality_bias": s.MEMORY_ATTENTION.LOCALITY_BIAS,
-            "prev_mask_as_prompt_for_tracking": s.PREV_MASK_AS_PROMPT_FOR_TRACKING,
         }
 
     # ------------------------------------------------------------------ training
@@ -183,7 +164,9 @@ class VideoTracker(SAM2Base):
         """SAM 2's training forward on a batch (padding objects dropped): a list over T
         frames of ``{multistep_pred_multimasks_high_res: [N, M, H, W] per step,
         multistep_pred_ious: [N, M], multistep_object_score_logits: [N, 1]}``.
-        ``plan``: the prompts (default: drawn with ``sample_prompt_plan``)."""
+        ``plan``: the prompts (default: drawn with ``sample_prompt_plan``). As the official
+        ``SAM2Train``, the initial conditioning frames are processed first (so every other
+        frame attends to all of them), then the other frames in temporal order."""
         num_frames, num_videos = batch.num_frames, batch.num_videos
         keep = batch.obj_valid
         obj_video = batch.obj_batch_idx[keep].to(self.device)
@@ -191,52 +174,76 @@ class VideoTracker(SAM2Base):
         if gt.shape[-2:] != (self.image_size, self.image_size):
             raise DatasetError(f"VideoTracker: masks are {tuple(gt.shape[-2:])}, the model input is {self.image_size}")
         plan = plan or self.sample_prompt_plan(num_frames)
-        feats = self.encode_images(batch.flat_img_batch)
-        memory_bank: Dict[int, Dict[str, Tensor]] = {}
-        cond_frames: List[int] = []
-        outputs = []
-        for t in range(num_frames):
+        _, vision_feats, vision_pos, feat_sizes = self._prepare_backbone_features(
+            self.forward_image(self.normalize_frames(batch.flat_img_batch))
+        )
+        init_cond = list(plan.init_cond_frames)
+        order = init_cond + [t for t in range(num_frames) if t not in init_cond]
+        output_dict: Dict[str, Dict[int, Dict[str, Any]]] = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
+        for t in order:
             idx = t * num_videos + obj_video  # each object's image in the flat [T * B] batch
-            frame = {
-                "vision_features": feats["vision_features"][idx],
-                "vision_pos": feats["vision_pos"],
-                "high_res": None if feats["high_res"] is None else [f[idx] for f in feats["high_res"]],
-            }
-            is_init = t in plan.init_cond_frames
-            points, mask_inputs = None, None
+            feats = [x[:, idx] for x in vision_feats]
+            pos = [x[:, idx] for x in vision_pos]
+            is_init = t in init_cond
+            point_inputs, mask_inputs = None, None
             if is_init and plan.use_pt_input:
                 if plan.use_box_input:
                     points = sample_box_points(gt[t], self.box_noise, self.box_noise_bound)
                 else:
                     points = get_next_point(gt[t], None, "uniform")
+                point_inputs = {"point_coords": points[0], "point_labels": points[1]}
             elif is_init:
                 mask_inputs = gt[t].unsqueeze(1).float()
-            pix, out = self.track_step(
-                t, frame, memory_bank, cond_frames, is_init_cond_frame=is_init, points=points, mask_inputs=mask_inputs
+            out = self._track_frame(
+                t, is_init, feats, pos, feat_sizes, point_inputs, mask_inputs, gt[t], plan, output_dict, num_frames
             )
-            steps = [out]
-            if t in plan.frames_to_correct:
-                for _ in range(self.num_correction_pt_per_frame):
-                    from_gt = float(torch.rand(())) < self.prob_to_sample_from_gt_for_train
-                    pred = None if from_gt else out["high_res_masks"][:, 0] > 0
-                    new_pts = get_next_point(gt[t], pred, "uniform" if from_gt else "center")
-                    points = concat_points(points, *new_pts)
-                    prev = out["low_res_masks"] if self.iter_use_prev_mask_pred else None
-                    out = self.forward_sam_heads(
-                        pix, frame["high_res"], points, prev, self._use_multimask(is_init, points)
+            as_cond = is_init or (self.add_all_frames_to_correct_as_cond and t in plan.frames_to_correct)
+            output_dict["cond_frame_outputs" if as_cond else "non_cond_frame_outputs"][t] = out
+        frames = {**output_dict["cond_frame_outputs"], **output_dict["non_cond_frame_outputs"]}
+        return [{k: frames[t][k] for k in MULTISTEP_KEYS} for t in range(num_frames)]
+
+    def _track_frame(
+        self, t, is_init, feats, pos, feat_sizes, point_inputs, mask_inputs, gt, plan, output_dict, num_frames
+    ):
+        """The official ``SAM2Train.track_step``: one frame, then the corrective clicks on the
+        frames to correct (each step fed the previous step's low-res mask logits), then the
+        memory of the final prediction."""
+        current_out, sam_outputs, high_res_features, pix_feat = self._track_step(
+            t, is_init, feats, pos, feat_sizes, point_inputs, mask_inputs, output_dict, num_frames, False, None
+        )
+        steps = [sam_outputs]
+        if t in plan.frames_to_correct:
+            for _ in range(self.num_correction_pt_per_frame):
+                from_gt = self.prob_to_sample_from_gt_for_train > 0 and float(torch.rand(())) < (
+                    self.prob_to_sample_from_gt_for_train
+                )
+                high_res_masks = steps[-1][4]
+                pred = None if from_gt else high_res_masks[:, 0] > 0
+                new_pts = get_next_point(gt, pred, "uniform" if from_gt else "center")
+                pts = None if point_inputs is None else (point_inputs["point_coords"], point_inputs["point_labels"])
+                pts = concat_points(pts, *new_pts)
+                point_inputs = {"point_coords": pts[0], "point_labels": pts[1]}
+                prev = steps[-1][3] if self.iter_use_prev_mask_pred else None
+                steps.append(
+                    self._forward_sam_heads(
+                        pix_feat, point_inputs, prev, high_res_features, self._use_multimask(is_init, point_inputs)
                     )
-                    steps.append(out)
-            if is_init or (t in plan.frames_to_correct and self.add_all_frames_to_correct_as_cond):
-                cond_frames.append(t)
-            memory_bank[t] = self.memory_entry(frame, out, is_mask_from_pts=points is not None)
-            outputs.append(
-                {
-                    _MASKS: [o["high_res_multimasks"] for o in steps],
-                    _IOUS: [o["ious"] for o in steps],
-                    _OBJ: [o["object_score_logits"] for o in steps],
-                }
-            )
-        return outputs
+                )
+        _, _, _, low_res_masks, high_res_masks, obj_ptr, object_score_logits = steps[-1]
+        current_out.update(
+            {
+                "pred_masks": low_res_masks,
+                "pred_masks_high_res": high_res_masks,
+                "obj_ptr": obj_ptr,
+                _MASKS: [o[1] for o in steps],
+                _IOUS: [o[2] for o in steps],
+                _OBJ: [o[6] for o in steps],
+            }
+        )
+        self._encode_memory_in_output(
+            feats, feat_sizes, point_inputs, True, high_res_masks, object_score_logits, current_out
+        )
+        return current_out
 
     def _uses_multistep_outputs(self) -> bool:
         keys = tuple(getattr(self.criterion, "required_output_keys", ()) or ())
@@ -277,9 +284,16 @@ class VideoTracker(SAM2Base):
             raise ConfigError("VideoTracker was built without a criterion (MODEL.CRITERION.NAME); it cannot train")
         outputs = self.forward_tracking(batch, plan)
         if self._uses_multistep_outputs():
-            return self.criterion(outputs, batch.masks[:, batch.obj_valid].to(self.device).float())
-        preds, targets = self._padded_final_masks(outputs, batch)
-        return self.criterion(preds, targets)
+            losses = self.criterion(outputs, batch.masks[:, batch.obj_valid].to(self.device).float())
+        else:
+            losses = self.criterion(*self._padded_final_masks(outputs, batch))
+        core = losses.get(CORE_LOSS_KEY)
+        if torch.is_grad_enabled() and core is not None and not core.requires_grad:
+            # every frame was a mask-prompted conditioning frame (the prompt is the output):
+            # nothing to learn, but the step must still back-propagate (zero gradients)
+            anchor = sum(p.sum() for p in self.parameters() if p.requires_grad)
+            losses[CORE_LOSS_KEY] = core + 0.0 * anchor
+        return losses
 
     # ------------------------------------------------------------------ entry point
     def forward(self, batched_inputs):
@@ -317,8 +331,9 @@ class VideoTracker(SAM2Base):
 
     def _predict_clip(self, clip: Mapping[str, Any], obj_ids: List[Any], kinds: List[str]) -> Dict[str, Tensor]:
         """{kind: bool [T, N, height, width]}: for each prompt kind, each object prompted that
-        way from its GT on its first visible frame, then propagated. The kinds run frame by
-        frame side by side and share each frame's image features."""
+        way from its GT on its first visible frame, then propagated (the object counts as
+        absent before that frame). The kinds run frame by frame side by side and share each
+        frame's image features."""
         images, gt = clip["images"], clip["masks"].bool()
         shape = (
             images.shape[0],
@@ -327,27 +342,45 @@ class VideoTracker(SAM2Base):
             int(clip.get("width", self.image_size)),
         )
         index = {oid: n for n, oid in enumerate(obj_ids)}
-        features: Dict[int, Dict[str, Any]] = {}
+        frames = images.permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy()
+        features: Dict[int, Any] = {}
         preds = {kind: torch.zeros(shape, dtype=torch.bool) for kind in kinds}
-        runs = []
-        for kind in kinds:
-            predictor = VideoPredictor(self)
-            state = predictor.init_state(images, cached_features=features)
-            for n, oid in enumerate(obj_ids):
-                visible = gt[:, n].flatten(1).any(dim=1).nonzero().flatten()
-                if visible.numel() > 0:
-                    predictor.add_prompt_from_mask(state, int(visible[0]), oid, gt[int(visible[0]), n], kind)
-            runs.append(predictor.propagate_in_video(state))
+        first = {}
+        for n, oid in enumerate(obj_ids):
+            visible = gt[:, n].flatten(1).any(dim=1).nonzero().flatten()
+            if visible.numel() > 0:
+                first[oid] = int(visible[0])
+        if not first:
+            return preds
         was_training = self.training
-        self.eval()  # before the runs start: each one restores the mode it found when it ends
+        self.eval()
         try:
+            runs = []
+            for kind in kinds:
+                predictor = VideoPredictor(self)
+                state = predictor.init_state(frames, cached_features=features)
+                for oid, t in first.items():
+                    _add_prompt_from_gt(predictor, state, t, oid, gt[t, index[oid]], kind)
+                runs.append(predictor.propagate_in_video(state))
             for steps in itertools.zip_longest(*runs):
                 for kind, step in zip(kinds, steps):
-                    if step is None or not step[1]:
-                        continue
                     t, ids, logits = step
                     up = F.interpolate(logits, size=shape[2:], mode="bilinear", align_corners=False)
-                    preds[kind][t, [index[i] for i in ids]] = (up[:, 0] > 0).cpu()
+                    for i, oid in enumerate(ids):
+                        if t >= first[oid]:
+                            preds[kind][t, index[oid]] = (up[i, 0] > 0).cpu()
         finally:
             self.train(was_training)
         return preds
+
+
+def _add_prompt_from_gt(predictor: VideoPredictor, state, frame_idx: int, obj_id: Any, gt: Tensor, kind: str):
+    """Prompt an object from its GT mask [S, S]: the mask itself (``"mask"``), its tight box
+    (``"box"``) or one positive click at the point deepest inside it (``"point"``)."""
+    if kind == "mask":
+        predictor.add_new_mask(state, frame_idx, obj_id, gt)
+    elif kind == "box":
+        predictor.add_new_points_or_box(state, frame_idx, obj_id, box=mask_to_box_inclusive(gt[None])[0].tolist())
+    else:
+        coords, labels = sample_one_point_from_error_center(gt[None], torch.zeros_like(gt[None]))
+        predictor.add_new_points_or_box(state, frame_idx, obj_id, points=coords[0], labels=labels[0])

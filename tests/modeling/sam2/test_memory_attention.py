@@ -1,44 +1,52 @@
-"""Memory selection and the tracker's causality: a frame attends only to PAST frames
-(conditioning frames and the last few), so changing later frames cannot change it."""
+"""Memory selection as the official SAM 2: the conditioning frames (before or after the frame)
+and the last few previous frames, their temporal slots, object-pointer offsets; a frame never
+sees the memory of a later non-conditioning frame."""
 
+import pytest
 import torch
 
-from segtrain.modeling.sam2 import MemoryAttention, PromptPlan, select_memory_frames, select_obj_ptr_frames
+from segtrain.modeling.sam2 import (
+    Attention,
+    MemoryAttention,
+    MemoryAttentionLayer,
+    PromptPlan,
+    select_closest_cond_frames,
+)
+from segtrain.modeling.sam2.common import get_1d_sine_pe
 
 
-def test_select_memory_frames_only_past():
-    # conditioning frames 0 and 6 (6 is in the future of frame 4), every frame has a memory
-    avail = range(10)
-    sel = select_memory_frames(4, [0, 6], avail, num_maskmem=3)
-    assert sel == [(0, 0), (3, 1), (2, 2)]
-    for t in range(10):
-        for s, t_pos in select_memory_frames(t, [0, 6], avail, num_maskmem=7):
-            assert s < t
-            assert t_pos == 0 or t_pos == t - s
-    # a conditioning frame among the recent ones enters once, as a conditioning frame
-    assert select_memory_frames(7, [0, 6], avail, num_maskmem=3) == [(0, 0), (6, 0), (5, 2)]
-    # frames without a memory (not processed yet) never enter
-    assert select_memory_frames(5, [0], [0, 1], num_maskmem=7) == [(0, 0), (1, 4)]
-    assert select_memory_frames(0, [0], avail, num_maskmem=7) == []
-
-
-def test_select_obj_ptr_frames_only_past_and_capped():
-    ptrs = select_obj_ptr_frames(9, [0, 12], range(20), max_obj_ptrs=4)
-    assert ptrs == [(0, 9), (8, 1), (7, 2), (6, 3)]
-    assert all(s < 9 for s, _ in ptrs)
-    assert select_obj_ptr_frames(0, [0], range(3), max_obj_ptrs=4) == []
+def test_select_closest_cond_frames():
+    outs = {t: t for t in (0, 3, 8, 12)}
+    assert select_closest_cond_frames(5, outs, -1) == (outs, {})
+    sel, unsel = select_closest_cond_frames(5, outs, 3)
+    assert sorted(sel) == [0, 3, 8] and sorted(unsel) == [12]  # before, after, then the closest
+    sel, unsel = select_closest_cond_frames(12, outs, 2)
+    assert sorted(sel) == [8, 12] and sorted(unsel) == [0, 3]
 
 
 def test_memory_attention_shapes_and_locality_bias():
     torch.manual_seed(0)
-    attn = MemoryAttention(d_model=16, mem_dim=8, num_layers=2, num_heads=2, dim_feedforward=32, locality_bias=True)
-    curr = torch.randn(3, 16, 4, 5)
-    pos = torch.randn(3, 16, 4, 5)
-    memory = torch.randn(3, 2 * 20 + 2, 8)  # two 4x5 maps + two pointer tokens
-    out = attn(curr, pos, memory, torch.randn_like(memory), num_spatial_memory=40)
-    assert out.shape == (3, 16, 4, 5) and torch.isfinite(out).all()
+    layer = MemoryAttentionLayer(
+        activation="relu",
+        cross_attention=Attention(16, 2, kv_in_dim=8),
+        d_model=16,
+        dim_feedforward=32,
+        dropout=0.0,
+        pos_enc_at_attn=True,
+        pos_enc_at_cross_attn_keys=True,
+        pos_enc_at_cross_attn_queries=True,
+        self_attention=Attention(16, 2),
+    )
+    attn = MemoryAttention(16, True, layer, num_layers=2, locality_bias=True)
+    curr = torch.randn(20, 3, 16)  # a 4x5 map, sequence first
+    pos = torch.randn(20, 3, 16)
+    memory = torch.randn(2 * 20 + 2, 3, 8)  # two 4x5 maps + two pointer tokens
+    out = attn(curr, memory, pos, torch.randn_like(memory), num_obj_ptr_tokens=2, feat_size=(4, 5))
+    assert out.shape == (20, 3, 16) and torch.isfinite(out).all()
     out.sum().backward()
     assert attn.locality_scale.grad is not None and attn.locality_scale.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="not whole 4x5 maps"):
+        attn(curr, memory[:-3], pos, memory_pos=torch.randn_like(memory[:-3]), num_obj_ptr_tokens=2, feat_size=(4, 5))
 
 
 def _flat(frame_out):
@@ -83,13 +91,65 @@ def test_tracked_frames_do_use_the_memory(sam2_tools):
     assert not torch.allclose(_flat(ref[2]), _flat(out[2]))
 
 
-def test_second_conditioning_frame_is_not_used_before_it_is_reached(sam2_tools):
-    """With conditioning frames 0 and 3, frames 1-2 are the same as with frame 0 alone."""
+def test_a_later_conditioning_frame_is_in_the_memory_of_earlier_frames(sam2_tools):
+    """As the official SAM2Train: initial conditioning frames are processed first, so with
+    conditioning frames 0 and 3, frames 1-2 attend to frame 3's memory too."""
     make_tracker, make_batch = sam2_tools.make_tracker, sam2_tools.make_batch
     model = make_tracker().eval()
     batch = make_batch(num_frames=4)
     one = _outputs(model, batch, PromptPlan(False, False, [0]))
     two = _outputs(model, batch, PromptPlan(False, False, [0, 3]))
-    for t in (1, 2):
-        assert torch.equal(_flat(one[t]), _flat(two[t]))
-    assert not torch.equal(_flat(one[3]), _flat(two[3]))
+    assert torch.equal(_flat(one[0]), _flat(two[0]))
+    for t in (1, 2, 3):
+        assert not torch.equal(_flat(one[t]), _flat(two[t]))
+
+
+def _record_memory(model, monkeypatch):
+    """Run-time record of what the memory attention gets: memory_pos and pointer counts."""
+    calls = []
+    forward = model.memory_attention.forward
+
+    def spy(curr, memory, curr_pos=None, memory_pos=None, num_obj_ptr_tokens=0, feat_size=None):
+        calls.append({"memory_pos": memory_pos.clone(), "num_ptr": num_obj_ptr_tokens, "len": memory.shape[0]})
+        return forward(curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens, feat_size)
+
+    monkeypatch.setattr(model.memory_attention, "forward", spy)
+    tpos = []
+    model.obj_ptr_tpos_proj.register_forward_hook(lambda m, i, o: tpos.append(i[0].clone()))
+    return calls, tpos
+
+
+def test_memory_temporal_slots_and_pointer_offsets_are_the_official_ones(sam2_tools, monkeypatch):
+    """Frame 3 of a 4-frame clip prompted on frame 0 (num_maskmem 3): the conditioning frame
+    gets slot maskmem_tpos_enc[2], the previous frame (2) slot [0], frame 1 slot [1]; the
+    pointers of frames 0, 2, 1 get sine encodings of 3, 1, 2 divided by min(T, 4) - 1 = 3."""
+    model = sam2_tools.make_tracker().eval()
+    with torch.no_grad():
+        model.maskmem_tpos_enc.copy_(torch.arange(3.0).view(3, 1, 1, 1) * 100)
+    calls, tpos = _record_memory(model, monkeypatch)
+    _outputs(model, sam2_tools.make_batch(num_frames=4), PromptPlan(False, False, [0]))
+    last = calls[-1]
+    hw = 16  # a 32 px frame at stride 8
+    assert last["len"] == 3 * hw + last["num_ptr"] and last["num_ptr"] == 3 * 2  # 3 pointers of 32 = 2 x 16 ch
+    spatial = last["memory_pos"][: 3 * hw].reshape(3, hw, -1, 16)
+    plain = spatial - torch.tensor([200.0, 100.0, 0.0]).view(3, 1, 1, 1)  # cond (slot 2), frame 1, frame 2
+    assert plain.abs().max() < 2.0  # what is left is the sine encoding, in [-1, 1]
+    expected = get_1d_sine_pe(torch.tensor([3.0, 1.0, 2.0]) / 3, 32)
+    assert torch.allclose(tpos[-1], expected)
+
+
+def test_eval_pointers_come_from_past_conditioning_frames_only(sam2_tools, monkeypatch):
+    """In eval (only_obj_ptrs_in_the_past_for_eval), frame 1 of a clip prompted on frames 0 and 3
+    reads pointers of frame 0 (+1) only; in training also frame 3's (signed offset -2)."""
+    model = sam2_tools.make_tracker()
+    calls, tpos = _record_memory(model, monkeypatch)
+    batch = sam2_tools.make_batch(num_frames=4)
+    plan = PromptPlan(False, False, [0, 3])
+    model.eval()
+    _outputs(model, batch, plan)
+    assert torch.allclose(tpos[0], get_1d_sine_pe(torch.tensor([1.0]) / 3, 32))
+    model.train()
+    tpos.clear()
+    with torch.no_grad():
+        model.forward_tracking(batch, plan)
+    assert torch.allclose(tpos[0], get_1d_sine_pe(torch.tensor([1.0, -2.0]) / 3, 32))

@@ -36,6 +36,8 @@ def test_sam2_project_trains_and_reports_jf(tmp_path):
         "32",
         "INPUT.VIDEO.IMAGE_SIZE",
         "32",
+        "MODEL.SAM2.IMAGE_SIZE",
+        "32",
         "INPUT.VIDEO.NUM_FRAMES",
         "2",
         "SOLVER.MAX_ITER",

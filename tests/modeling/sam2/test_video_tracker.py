@@ -60,14 +60,15 @@ def test_correction_clicks_land_in_the_error_region_of_the_previous_step(sam2_to
     batch = sam2_tools.make_batch(num_frames=2, objects_per_video=(2, 1))
     gt = batch.masks[:, batch.obj_valid]
     calls = []
-    original = type(model).forward_sam_heads
+    original = type(model)._forward_sam_heads
 
-    def spy(self, features, high_res, points, mask_inputs, multimask_output):
-        out = original(self, features, high_res, points, mask_inputs, multimask_output)
-        calls.append((points, out["high_res_masks"][:, 0] > 0))
+    def spy(self, features, point_inputs=None, mask_inputs=None, high_res_features=None, multimask_output=False):
+        out = original(self, features, point_inputs, mask_inputs, high_res_features, multimask_output)
+        points = None if point_inputs is None else (point_inputs["point_coords"], point_inputs["point_labels"])
+        calls.append((points, out[4][:, 0] > 0))  # out[4]: high_res_masks
         return out
 
-    monkeypatch.setattr(type(model), "forward_sam_heads", spy)
+    monkeypatch.setattr(type(model), "_forward_sam_heads", spy)
     torch.manual_seed(0)
     model.forward_tracking(batch, PromptPlan(True, True, [0], [0, 1]))
     # frame 0: box (2 points) + 4 clicks; frame 1: tracked (no points) + 4 clicks
@@ -150,3 +151,15 @@ def test_build_from_project_config():
     cfg.MODEL.SAM2.TEST.PROMPT = "scribble"
     with pytest.raises(ConfigError, match="MODEL.SAM2.TEST.PROMPT.*mask, box, point"):
         build_model(cfg)
+
+
+def test_a_batch_of_mask_prompted_frames_only_still_back_propagates(sam2_tools):
+    """Two frames, both conditioning frames with GT-mask prompts: the outputs are the prompts
+    themselves, the loss is a constant, and the step gets zero gradients instead of failing."""
+    model = sam2_tools.make_tracker()
+    batch = sam2_tools.make_batch(num_frames=2)
+    plan = PromptPlan(use_pt_input=False, use_box_input=False, init_cond_frames=[0, 1])
+    losses = model.losses(batch, plan)
+    losses["core_loss"].backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(float(g.abs().max()) == 0.0 for g in grads)
