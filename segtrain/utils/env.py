@@ -4,6 +4,7 @@ import logging
 import os
 import random
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any, Dict, Iterator, Mapping, Optional
 
@@ -12,7 +13,16 @@ import torch
 
 from .collect_env import collect_env_info
 
-__all__ = ["seed_all_rng", "get_rng_state", "set_rng_state", "seeded_rng", "setup_determinism", "collect_env_info"]
+__all__ = [
+    "seed_all_rng",
+    "get_rng_state",
+    "set_rng_state",
+    "seeded_rng",
+    "setup_determinism",
+    "collect_env_info",
+    "validation_pass",
+    "in_validation_pass",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +82,25 @@ def seeded_rng(seed: int, *, cuda: bool = True, restore: bool = True) -> Iterato
     finally:
         if saved is not None:
             set_rng_state(saved)
+
+
+_VALIDATION_PASS: ContextVar[bool] = ContextVar("segtrain_validation_pass", default=False)
+
+
+@contextmanager
+def validation_pass() -> Iterator[None]:
+    """Marks a validation-loss pass: the model runs in training mode to return its losses, and
+    a model whose training draws random inputs (SAM 2's prompts) uses its evaluation settings."""
+    token = _VALIDATION_PASS.set(True)
+    try:
+        yield
+    finally:
+        _VALIDATION_PASS.reset(token)
+
+
+def in_validation_pass() -> bool:
+    """Whether the code runs inside ``validation_pass()``."""
+    return _VALIDATION_PASS.get()
 
 
 def setup_determinism(deterministic: bool, cudnn_benchmark: bool = False) -> None:

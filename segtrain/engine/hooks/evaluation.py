@@ -13,7 +13,7 @@ from segtrain.checkpoint import unwrap_model
 from segtrain.evaluation.evaluator import flatten_results_dict
 from segtrain.modeling.criterion.build import CORE_LOSS_KEY
 from segtrain.utils import comm
-from segtrain.utils.env import seeded_rng
+from segtrain.utils.env import seeded_rng, validation_pass
 from segtrain.utils.errors import ConfigError
 
 from ..train_loop import HookBase
@@ -90,7 +90,9 @@ class ValidationLoss(HookBase):
     and with the python / numpy / torch RNGs seeded with ``seed`` for the pass and restored after
     (``seeded_rng``: random point sampling in the criterion draws the same points every time, and
     the training streams do not move, so an exact resume stays exact). The value is thus a
-    deterministic function of the weights, and training is not disturbed.
+    deterministic function of the weights, and training is not disturbed. The pass runs under
+    ``validation_pass()``, so a model that draws random training inputs (SAM 2's prompts) can
+    use its evaluation settings instead.
 
     data_loader: a re-iterable loader, or a function returning one (built on first use);
     each batch is a list of model-input dicts that carry training targets (e.g. ``instances``)
@@ -137,7 +139,7 @@ class ValidationLoss(HookBase):
         device_type = next(model.parameters()).device.type
         sums: Dict[str, float] = {}
         counts: Dict[str, int] = {}
-        with seeded_rng(self._seed, cuda=True), torch.no_grad(), loss_mode(model):
+        with seeded_rng(self._seed, cuda=True), torch.no_grad(), loss_mode(model), validation_pass():
             for idx, batch in enumerate(loader):
                 if 0 < self._num_batches <= idx:
                     break

@@ -194,6 +194,19 @@ def add_sam2_config(cfg) -> None:
     s.TRAIN.BOX_NOISE = 0.1
     s.TRAIN.BOX_NOISE_BOUND = 20
 
+    # The same options in eval mode and for the validation loss (the official *_for_eval;
+    # defaults as the official SAM2Train and the MOSE fine-tuning: the GT mask on the first frame)
+    s.FOR_EVAL = CN()
+    s.FOR_EVAL.PROB_TO_USE_PT_INPUT = 0.0
+    s.FOR_EVAL.PROB_TO_USE_BOX_INPUT = 0.0
+    s.FOR_EVAL.NUM_INIT_COND_FRAMES = 1
+    s.FOR_EVAL.RAND_INIT_COND_FRAMES = False
+    s.FOR_EVAL.NUM_FRAMES_TO_CORRECT = 1
+    s.FOR_EVAL.RAND_FRAMES_TO_CORRECT = False
+    # Clicks in eval mode: "center" (the point farthest from the error region's boundary, as the
+    # SAM paper evaluates) or "uniform"; training always samples uniformly from the error region
+    s.FOR_EVAL.PT_SAMPLING = "center"
+
     # Evaluation: each object is prompted on the first frame it is visible in, with its GT
     # "mask" (semi-supervised VOS, DAVIS protocol), its "box" or one "point" (centre click)
     s.TEST = CN()

@@ -19,6 +19,7 @@ from segtrain.structures.masks import masks_to_boxes
 
 __all__ = [
     "PromptPlan",
+    "PromptSettings",
     "sample_prompt_plan",
     "mask_to_box_inclusive",
     "sample_box_points",
@@ -40,19 +41,33 @@ def _randint(low: int, high: int, generator: Optional[torch.Generator]) -> int:
 
 @dataclass
 class PromptPlan:
-    """The prompts of one training batch (drawn once per batch, as SAM 2 does).
+    """The prompts of one batch (drawn once per batch, as SAM 2 does).
 
     use_pt_input: clicks / box on the conditioning frames (else their GT mask).
-    use_box_input: the first prompt is a box (else one click drawn from the GT).
     init_cond_frames: prompted frames (frame 0 first); they are encoded without memory.
     frames_to_correct: frames that get ``num_correction_points`` corrective clicks (empty
     with mask prompts).
+    box_frames: the conditioning frames whose first prompt is a box (drawn per frame, as the
+    official ``prepare_prompt_inputs``); the others get one click drawn from the GT.
     """
 
     use_pt_input: bool
-    use_box_input: bool
     init_cond_frames: List[int]
     frames_to_correct: List[int] = field(default_factory=list)
+    box_frames: List[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PromptSettings:
+    """One set of SAM 2's prompt options: the ``*_for_train`` ones (training) or the
+    ``*_for_eval`` ones (the model in eval mode and the validation loss)."""
+
+    prob_to_use_pt_input: float
+    prob_to_use_box_input: float
+    num_init_cond_frames: int
+    rand_init_cond_frames: bool
+    num_frames_to_correct: int
+    rand_frames_to_correct: bool
 
 
 def sample_prompt_plan(
@@ -68,8 +83,12 @@ def sample_prompt_plan(
 ) -> PromptPlan:
     """SAM 2's ``prepare_prompt_inputs`` draws: points (else GT masks) with ``prob_to_use_pt_input``;
     1..``num_init_cond_frames`` conditioning frames (frame 0 plus random others) when
-    ``rand_init_cond_frames``; the corrected frames are the conditioning frames plus random
-    other frames, ``num_init_cond..num_frames_to_correct`` in all when ``rand_frames_to_correct``."""
+    ``rand_init_cond_frames``; on each conditioning frame a box with ``prob_to_use_box_input``
+    (else a click); the corrected frames are the conditioning frames plus random other frames,
+    ``num_init_cond..num_frames_to_correct`` in all when ``rand_frames_to_correct``. A one-frame
+    clip (an image) always takes points and one corrected frame, as officially."""
+    if num_frames == 1:
+        prob_to_use_pt_input, num_frames_to_correct, num_init_cond_frames = 1.0, 1, 1
     use_pt = _rand(generator) < prob_to_use_pt_input
     n_cond = max(1, min(int(num_init_cond_frames), num_frames))
     if rand_init_cond_frames and n_cond > 1:
@@ -81,11 +100,11 @@ def sample_prompt_plan(
     extra = torch.randperm(len(others), generator=generator)[: n_cond - 1].tolist() if n_cond > 1 else []
     init_cond = [0] + sorted(others[i] for i in extra)
     if not use_pt:
-        return PromptPlan(False, False, init_cond, [])
-    use_box = _rand(generator) < prob_to_use_box_input
+        return PromptPlan(False, init_cond, [])
+    box_frames = [t for t in init_cond if _rand(generator) < prob_to_use_box_input]
     rest = [t for t in range(num_frames) if t not in init_cond]
     pick = torch.randperm(len(rest), generator=generator)[: n_corr - n_cond].tolist() if n_corr > n_cond else []
-    return PromptPlan(True, use_box, init_cond, init_cond + sorted(rest[i] for i in pick))
+    return PromptPlan(True, init_cond, init_cond + sorted(rest[i] for i in pick), box_frames)
 
 
 def mask_to_box_inclusive(masks: Tensor) -> Tensor:

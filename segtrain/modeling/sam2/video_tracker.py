@@ -16,6 +16,7 @@ frame where it is visible (``MODEL.SAM2.TEST.PROMPT``) and propagates with
 ``segtrain.modeling.sam2.VideoPredictor``; outputs are ``VideoEvaluator``'s input.
 """
 
+import dataclasses
 import itertools
 import logging
 from typing import Any, Dict, List, Mapping, Optional, Sequence
@@ -28,6 +29,7 @@ from segtrain.config import configurable
 from segtrain.data.video.datapoint import BatchedVideoDatapoint, collate_video_clips
 from segtrain.modeling.criterion import CORE_LOSS_KEY, build_criterion
 from segtrain.modeling.meta_arch.build import META_ARCH_REGISTRY
+from segtrain.utils.env import in_validation_pass
 from segtrain.utils.errors import ConfigError, DatasetError
 
 from .build_sam import sam2_base_kwargs
@@ -35,6 +37,7 @@ from .common import NO_OBJ_SCORE  # noqa: F401  (re-exported: the logit of "no o
 from .predictor import VideoPredictor
 from .prompt_sampling import (
     PromptPlan,
+    PromptSettings,
     concat_points,
     get_next_point,
     mask_to_box_inclusive,
@@ -79,6 +82,8 @@ class VideoTracker(SAM2Base):
         add_all_frames_to_correct_as_cond: bool = True,
         box_noise: float = 0.1,
         box_noise_bound: int = 20,
+        eval_prompts: Optional[PromptSettings] = None,
+        pt_sampling_for_eval: str = "center",
         test_prompt: str = "mask",
         test_extra_prompts: Sequence[str] = (),
         **model_kwargs: Any,
@@ -91,8 +96,16 @@ class VideoTracker(SAM2Base):
         test_extra_prompts: more prompt kinds, each also predicted at inference (under
         ``pred_masks_by_prompt``) and scored by the evaluator as ``video_<kind>``.
         The training options are SAM 2's of the same names (MODEL.SAM2.TRAIN in the config);
+        eval_prompts: the ``*_for_eval`` ones (MODEL.SAM2.FOR_EVAL), used in eval mode and in a
+        validation-loss pass (``segtrain.utils.env.validation_pass``); default: the GT mask on
+        the first frame, no correction; pt_sampling_for_eval: "center" or "uniform" clicks then
+        (training clicks are always uniform over the error region, as officially);
         model_kwargs: the arguments of ``SAM2Base`` (backbone, sizes, SAM 2's model options).
         """
+        if pt_sampling_for_eval not in ("center", "uniform"):
+            raise ConfigError(
+                f"MODEL.SAM2.FOR_EVAL.PT_SAMPLING must be 'center' or 'uniform'; got {pt_sampling_for_eval!r}"
+            )
         if test_prompt not in _TEST_PROMPTS:
             raise ConfigError(f"MODEL.SAM2.TEST.PROMPT must be one of {', '.join(_TEST_PROMPTS)}; got {test_prompt!r}")
         bad = [k for k in test_extra_prompts if k not in _TEST_PROMPTS]
@@ -114,6 +127,8 @@ class VideoTracker(SAM2Base):
         self.add_all_frames_to_correct_as_cond = add_all_frames_to_correct_as_cond
         self.box_noise = box_noise
         self.box_noise_bound = box_noise_bound
+        self.eval_prompts = eval_prompts or PromptSettings(0.0, 0.0, 1, False, 1, False)
+        self.pt_sampling_for_eval = pt_sampling_for_eval
         self.test_prompt = test_prompt
         # the primary kind is predicted once, under pred_masks
         self.test_extra_prompts = tuple(dict.fromkeys(k for k in test_extra_prompts if k != test_prompt))
@@ -121,7 +136,7 @@ class VideoTracker(SAM2Base):
     @classmethod
     def from_config(cls, cfg) -> Dict[str, Any]:
         s = cfg.MODEL.SAM2
-        t = s.TRAIN
+        t, e = s.TRAIN, s.FOR_EVAL
         if cfg.INPUT.VIDEO.IMAGE_SIZE != s.IMAGE_SIZE:
             raise ConfigError(
                 f"INPUT.VIDEO.IMAGE_SIZE ({cfg.INPUT.VIDEO.IMAGE_SIZE}) must equal MODEL.SAM2.IMAGE_SIZE "
@@ -142,21 +157,41 @@ class VideoTracker(SAM2Base):
             "add_all_frames_to_correct_as_cond": t.ADD_ALL_FRAMES_TO_CORRECT_AS_COND,
             "box_noise": t.BOX_NOISE,
             "box_noise_bound": t.BOX_NOISE_BOUND,
+            "eval_prompts": PromptSettings(
+                e.PROB_TO_USE_PT_INPUT,
+                e.PROB_TO_USE_BOX_INPUT,
+                e.NUM_INIT_COND_FRAMES,
+                e.RAND_INIT_COND_FRAMES,
+                e.NUM_FRAMES_TO_CORRECT,
+                e.RAND_FRAMES_TO_CORRECT,
+            ),
+            "pt_sampling_for_eval": e.PT_SAMPLING,
             "test_prompt": s.TEST.PROMPT,
             "test_extra_prompts": tuple(s.TEST.EXTRA_PROMPTS),
         }
 
     # ------------------------------------------------------------------ training
+    def _training_prompts(self) -> bool:
+        """Whether this forward draws the training prompts (else the ``*_for_eval`` ones): in
+        training mode, except in a validation-loss pass, as the official ``self.training``."""
+        return self.training and not in_validation_pass()
+
     def sample_prompt_plan(self, num_frames: int) -> PromptPlan:
-        return sample_prompt_plan(
-            num_frames,
-            prob_to_use_pt_input=self.prob_to_use_pt_input_for_train,
-            prob_to_use_box_input=self.prob_to_use_box_input_for_train,
-            num_init_cond_frames=self.num_init_cond_frames_for_train,
-            rand_init_cond_frames=self.rand_init_cond_frames_for_train,
-            num_frames_to_correct=self.num_frames_to_correct_for_train,
-            rand_frames_to_correct=self.rand_frames_to_correct_for_train,
-        )
+        if self._training_prompts():
+            settings = PromptSettings(
+                self.prob_to_use_pt_input_for_train,
+                self.prob_to_use_box_input_for_train,
+                self.num_init_cond_frames_for_train,
+                self.rand_init_cond_frames_for_train,
+                self.num_frames_to_correct_for_train,
+                self.rand_frames_to_correct_for_train,
+            )
+        else:
+            settings = self.eval_prompts
+        return sample_prompt_plan(num_frames, **dataclasses.asdict(settings))
+
+    def _click_method(self) -> str:
+        return "uniform" if self._training_prompts() else self.pt_sampling_for_eval
 
     def forward_tracking(
         self, batch: BatchedVideoDatapoint, plan: Optional[PromptPlan] = None
@@ -187,10 +222,10 @@ class VideoTracker(SAM2Base):
             is_init = t in init_cond
             point_inputs, mask_inputs = None, None
             if is_init and plan.use_pt_input:
-                if plan.use_box_input:
+                if t in plan.box_frames:
                     points = sample_box_points(gt[t], self.box_noise, self.box_noise_bound)
                 else:
-                    points = get_next_point(gt[t], None, "uniform")
+                    points = get_next_point(gt[t], None, self._click_method())
                 point_inputs = {"point_coords": points[0], "point_labels": points[1]}
             elif is_init:
                 mask_inputs = gt[t].unsqueeze(1).float()
@@ -214,12 +249,14 @@ class VideoTracker(SAM2Base):
         steps = [sam_outputs]
         if t in plan.frames_to_correct:
             for _ in range(self.num_correction_pt_per_frame):
-                from_gt = self.prob_to_sample_from_gt_for_train > 0 and float(torch.rand(())) < (
-                    self.prob_to_sample_from_gt_for_train
+                from_gt = (
+                    self._training_prompts()
+                    and self.prob_to_sample_from_gt_for_train > 0
+                    and float(torch.rand(())) < self.prob_to_sample_from_gt_for_train
                 )
                 high_res_masks = steps[-1][4]
                 pred = None if from_gt else high_res_masks[:, 0] > 0
-                new_pts = get_next_point(gt, pred, "uniform" if from_gt else "center")
+                new_pts = get_next_point(gt, pred, self._click_method())
                 pts = None if point_inputs is None else (point_inputs["point_coords"], point_inputs["point_labels"])
                 pts = concat_points(pts, *new_pts)
                 point_inputs = {"point_coords": pts[0], "point_labels": pts[1]}

@@ -64,7 +64,7 @@ def test_tracker_frames_do_not_see_the_future(sam2_tools):
     make_tracker, make_batch = sam2_tools.make_tracker, sam2_tools.make_batch
     model = make_tracker().eval()
     batch = make_batch(num_frames=5)
-    plan = PromptPlan(use_pt_input=False, use_box_input=False, init_cond_frames=[0])
+    plan = PromptPlan(use_pt_input=False, init_cond_frames=[0])
     ref = _outputs(model, batch, plan)
     # change frames 3 and 4 completely (images and the GT that is not used as a prompt)
     changed = make_batch(num_frames=5)
@@ -83,7 +83,7 @@ def test_tracked_frames_do_use_the_memory(sam2_tools):
     make_tracker, make_batch = sam2_tools.make_tracker, sam2_tools.make_batch
     model = make_tracker().eval()
     batch = make_batch(num_frames=3)
-    plan = PromptPlan(use_pt_input=False, use_box_input=False, init_cond_frames=[0])
+    plan = PromptPlan(use_pt_input=False, init_cond_frames=[0])
     ref = _outputs(model, batch, plan)
     other = make_batch(num_frames=3)
     other.masks[0] = torch.roll(other.masks[0], shifts=6, dims=-1)  # a different frame-0 prompt
@@ -97,8 +97,8 @@ def test_a_later_conditioning_frame_is_in_the_memory_of_earlier_frames(sam2_tool
     make_tracker, make_batch = sam2_tools.make_tracker, sam2_tools.make_batch
     model = make_tracker().eval()
     batch = make_batch(num_frames=4)
-    one = _outputs(model, batch, PromptPlan(False, False, [0]))
-    two = _outputs(model, batch, PromptPlan(False, False, [0, 3]))
+    one = _outputs(model, batch, PromptPlan(False, [0]))
+    two = _outputs(model, batch, PromptPlan(False, [0, 3]))
     assert torch.equal(_flat(one[0]), _flat(two[0]))
     for t in (1, 2, 3):
         assert not torch.equal(_flat(one[t]), _flat(two[t]))
@@ -127,7 +127,7 @@ def test_memory_temporal_slots_and_pointer_offsets_are_the_official_ones(sam2_to
     with torch.no_grad():
         model.maskmem_tpos_enc.copy_(torch.arange(3.0).view(3, 1, 1, 1) * 100)
     calls, tpos = _record_memory(model, monkeypatch)
-    _outputs(model, sam2_tools.make_batch(num_frames=4), PromptPlan(False, False, [0]))
+    _outputs(model, sam2_tools.make_batch(num_frames=4), PromptPlan(False, [0]))
     last = calls[-1]
     hw = 16  # a 32 px frame at stride 8
     assert last["len"] == 3 * hw + last["num_ptr"] and last["num_ptr"] == 3 * 2  # 3 pointers of 32 = 2 x 16 ch
@@ -144,7 +144,7 @@ def test_eval_pointers_come_from_past_conditioning_frames_only(sam2_tools, monke
     model = sam2_tools.make_tracker()
     calls, tpos = _record_memory(model, monkeypatch)
     batch = sam2_tools.make_batch(num_frames=4)
-    plan = PromptPlan(False, False, [0, 3])
+    plan = PromptPlan(False, [0, 3])
     model.eval()
     _outputs(model, batch, plan)
     assert torch.allclose(tpos[0], get_1d_sine_pe(torch.tensor([1.0]) / 3, 32))

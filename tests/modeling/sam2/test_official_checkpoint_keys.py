@@ -71,7 +71,7 @@ def test_hiera_preset_trains_at_a_small_size(sam2_tools):
     torch.manual_seed(0)
     model = VideoTracker(cfg).train()
     batch = sam2_tools.clip_batch(128)
-    losses = model.losses(batch, PromptPlan(True, False, [0], [0, 2]))
+    losses = model.losses(batch, PromptPlan(True, [0], [0, 2]))
     assert all(torch.isfinite(v) for v in losses.values())
     losses["core_loss"].backward()
     for name in (

@@ -33,7 +33,7 @@ def test_training_forward_matches_official_sam2train(sam2_tools, synthetic_weigh
     model.load_state_dict(synthetic_weights({k: list(v.shape) for k, v in model.state_dict().items()}), strict=True)
     model.train()
     with torch.no_grad():
-        outs = model.forward_tracking(sam2_tools.clip_batch(128), PromptPlan(False, False, [0, 2]))
+        outs = model.forward_tracking(sam2_tools.clip_batch(128), PromptPlan(False, [0, 2]))
     ref = torch.load(FIXTURE, weights_only=True)["results"]
     assert len(outs) == len(ref) == 3
     for t, (out, r) in enumerate(zip(outs, ref)):

@@ -119,7 +119,7 @@ def test_center_click_is_the_deepest_error_pixel():
 
 def test_prompt_plan_follows_sam2_rules():
     torch.manual_seed(0)
-    seen = {"pt": 0, "mask": 0, "box": 0, "two_cond": 0, "extra_corr": 0}
+    seen = {"pt": 0, "mask": 0, "box": 0, "two_cond": 0, "extra_corr": 0, "box_and_click": 0}
     for _ in range(300):
         plan = sample_prompt_plan(
             8,
@@ -135,27 +135,30 @@ def test_prompt_plan_follows_sam2_rules():
         assert all(0 <= t < 8 for t in plan.init_cond_frames + plan.frames_to_correct)
         if plan.use_pt_input:
             seen["pt"] += 1
-            seen["box"] += plan.use_box_input
+            assert set(plan.box_frames) <= set(plan.init_cond_frames)
+            seen["box"] += bool(plan.box_frames)
+            # drawn per conditioning frame: a box on one and a click on the other happens
+            seen["box_and_click"] += 0 < len(plan.box_frames) < len(plan.init_cond_frames)
             # the conditioning frames are always corrected, then up to 3 frames in all
             assert plan.frames_to_correct[: len(plan.init_cond_frames)] == plan.init_cond_frames
             assert len(plan.frames_to_correct) <= 3 and len(set(plan.frames_to_correct)) == len(plan.frames_to_correct)
             seen["extra_corr"] += len(plan.frames_to_correct) > len(plan.init_cond_frames)
         else:
             seen["mask"] += 1
-            assert plan.frames_to_correct == [] and not plan.use_box_input
+            assert plan.frames_to_correct == [] and plan.box_frames == []
         seen["two_cond"] += len(plan.init_cond_frames) == 2
-    assert all(v > 30 for v in seen.values()), seen
-    # a one-frame clip (an image): one conditioning frame, corrected when clicked
+    assert all(v > 30 for k, v in seen.items() if k != "box_and_click") and seen["box_and_click"] > 5, seen
+    # a one-frame clip (an image): points, one conditioning frame, corrected (as officially)
     plan = sample_prompt_plan(
         1,
-        prob_to_use_pt_input=1.0,
+        prob_to_use_pt_input=0.0,
         prob_to_use_box_input=0.0,
         num_init_cond_frames=2,
         rand_init_cond_frames=True,
         num_frames_to_correct=2,
         rand_frames_to_correct=True,
     )
-    assert plan.init_cond_frames == [0] and plan.frames_to_correct == [0]
+    assert plan.use_pt_input and plan.init_cond_frames == [0] and plan.frames_to_correct == [0]
 
 
 def test_concat_points():

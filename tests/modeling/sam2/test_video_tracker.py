@@ -19,7 +19,7 @@ def test_forward_backward_shapes_and_losses(sam2_tools):
     model = sam2_tools.make_tracker()
     batch = sam2_tools.make_batch(num_frames=3, objects_per_video=(2, 1))
     torch.manual_seed(1)
-    plan = PromptPlan(use_pt_input=True, use_box_input=False, init_cond_frames=[0], frames_to_correct=[0, 2])
+    plan = PromptPlan(use_pt_input=True, init_cond_frames=[0], frames_to_correct=[0, 2])
     outs = model.forward_tracking(batch, plan)
     assert len(outs) == 3
     n = 3
@@ -48,7 +48,7 @@ def test_forward_backward_shapes_and_losses(sam2_tools):
 def test_mask_prompts_are_the_output_on_conditioning_frames(sam2_tools):
     model = sam2_tools.make_tracker()
     batch = sam2_tools.make_batch(num_frames=2, objects_per_video=(2,))
-    outs = model.forward_tracking(batch, PromptPlan(False, False, [0]))
+    outs = model.forward_tracking(batch, PromptPlan(False, [0]))
     masks, ious, obj = (outs[0][k] for k in MULTISTEP_KEYS)
     assert len(masks) == 1 and masks[0].shape[1] == 1
     assert torch.equal(masks[0][:, 0] > 0, batch.masks[0])
@@ -70,7 +70,7 @@ def test_correction_clicks_land_in_the_error_region_of_the_previous_step(sam2_to
 
     monkeypatch.setattr(type(model), "_forward_sam_heads", spy)
     torch.manual_seed(0)
-    model.forward_tracking(batch, PromptPlan(True, True, [0], [0, 1]))
+    model.forward_tracking(batch, PromptPlan(True, [0], [0, 1], box_frames=[0]))
     # frame 0: box (2 points) + 4 clicks; frame 1: tracked (no points) + 4 clicks
     frame0, frame1 = calls[0:5], calls[5:10]
     checked = 0
@@ -101,7 +101,7 @@ def test_padding_objects_are_dropped(sam2_tools):
     model = sam2_tools.make_tracker()
     batch = sam2_tools.make_batch(num_frames=2, objects_per_video=(2, 1), pad_to=3)
     assert batch.num_objects == 6 and int(batch.obj_valid.sum()) == 3
-    outs = model.forward_tracking(batch, PromptPlan(False, False, [0]))
+    outs = model.forward_tracking(batch, PromptPlan(False, [0]))
     assert outs[1][MULTISTEP_KEYS[0]][0].shape[0] == 3
     torch.manual_seed(0)
     losses = model(batch)
@@ -112,7 +112,7 @@ def test_simple_criterion_gets_padded_per_video_masks(sam2_tools):
     model = sam2_tools.make_tracker(criterion=VideoSimpleCriterion())
     batch = sam2_tools.make_batch(num_frames=3, objects_per_video=(2, 1))
     torch.manual_seed(0)
-    outs = model.forward_tracking(batch, PromptPlan(False, False, [0]))
+    outs = model.forward_tracking(batch, PromptPlan(False, [0]))
     preds, targets = model._padded_final_masks(outs, batch)
     assert preds["pred_masks"].shape == (2, 3, 2, 32, 32)
     assert targets["valid"].tolist() == [[[True, True]] * 3, [[True, False]] * 3]
@@ -129,7 +129,7 @@ def test_object_score_gates_masks(sam2_tools):
     with torch.no_grad():
         model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(-100.0)
     batch = sam2_tools.make_batch(num_frames=2, objects_per_video=(1,))
-    outs = model.forward_tracking(batch, PromptPlan(False, False, [0]))
+    outs = model.forward_tracking(batch, PromptPlan(False, [0]))
     assert (outs[1][MULTISTEP_KEYS[2]][0] < 0).all()
     assert (outs[1][MULTISTEP_KEYS[0]][0] == NO_OBJ_SCORE).all()
 
@@ -158,8 +158,52 @@ def test_a_batch_of_mask_prompted_frames_only_still_back_propagates(sam2_tools):
     themselves, the loss is a constant, and the step gets zero gradients instead of failing."""
     model = sam2_tools.make_tracker()
     batch = sam2_tools.make_batch(num_frames=2)
-    plan = PromptPlan(use_pt_input=False, use_box_input=False, init_cond_frames=[0, 1])
+    plan = PromptPlan(use_pt_input=False, init_cond_frames=[0, 1])
     losses = model.losses(batch, plan)
     losses["core_loss"].backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(float(g.abs().max()) == 0.0 for g in grads)
+
+
+def test_clicks_uniform_in_training_and_from_the_centre_in_eval(sam2_tools, monkeypatch):
+    """As the official SAM2Train: initial and correction clicks are drawn uniformly from the
+    error region in training, by MODEL.SAM2.FOR_EVAL.PT_SAMPLING ("center") in eval mode and in
+    a validation-loss pass."""
+    import segtrain.modeling.sam2.video_tracker as vt
+    from segtrain.utils.env import validation_pass
+
+    methods = []
+    real = vt.get_next_point
+
+    def spy(gt, pred, method, *args, **kwargs):
+        methods.append(method)
+        return real(gt, pred, method, *args, **kwargs)
+
+    monkeypatch.setattr(vt, "get_next_point", spy)
+    model = sam2_tools.make_tracker()
+    batch = sam2_tools.make_batch(num_frames=3)
+    plan = PromptPlan(use_pt_input=True, init_cond_frames=[0], frames_to_correct=[0, 2])
+    torch.manual_seed(0)
+    model.prob_to_sample_from_gt_for_train = 0.0
+    model.forward_tracking(batch, plan)
+    assert methods and set(methods) == {"uniform"}
+    for mode in ("eval", "validation"):
+        methods.clear()
+        with torch.no_grad(), validation_pass() if mode == "validation" else torch.no_grad():
+            model.train(mode == "validation")
+            model.forward_tracking(batch, plan)
+        assert methods and set(methods) == {"center"}, mode
+
+
+def test_validation_loss_uses_the_eval_prompts(sam2_tools):
+    """In a validation-loss pass the plan follows MODEL.SAM2.FOR_EVAL (default: the GT mask on
+    frame 0, nothing corrected), whatever the training probabilities."""
+    from segtrain.utils.env import validation_pass
+
+    model = sam2_tools.make_tracker()
+    model.train()
+    model.prob_to_use_pt_input_for_train = 1.0
+    assert all(model.sample_prompt_plan(4).use_pt_input for _ in range(5))
+    with validation_pass():
+        plans = [model.sample_prompt_plan(4) for _ in range(5)]
+    assert all(not p.use_pt_input and p.init_cond_frames == [0] and p.frames_to_correct == [] for p in plans)
