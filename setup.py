@@ -3,8 +3,10 @@ from setuptools import find_packages, setup
 setup(
     name="segtrain",
     version="0.1.0",
-    description="Detectron2-style training of Mask2Former, SAM 3-style and SAM 2-style segmentation models",
+    description="Detectron2-style training of Mask2Former, SAM 2.1 and SAM 3 segmentation models",
     packages=find_packages(include=["segtrain", "segtrain.*"]),
+    # the official SAM 3 BPE vocabulary, read by segtrain.modeling.sam3's tokenizer
+    package_data={"segtrain.modeling.sam3": ["bpe_simple_vocab_16e6.txt.gz"]},
     python_requires=">=3.9",
     install_requires=[
         "torch>=2.1,<3",

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from segtrain.layers.position_encoding import PositionEmbeddingSine
 from segtrain.structures.boxes import box_cxcywh_to_xyxy
 
-from .decoder import ConceptDecoder
+from .concept_decoder import ConceptDecoder
 from .fusion_encoder import FusionEncoder
 from .heads import DotProductScoring, MaskHead, PresenceHead
 from .prompt_encoder import ConceptPromptEncoder
