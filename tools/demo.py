@@ -57,7 +57,7 @@ def _expand_inputs(patterns):
 def _run(args) -> int:
     import torch
 
-    from segtrain.checkpoint import Checkpointer
+    from segtrain.checkpoint import Checkpointer, weights_prefixes
     from segtrain.config import load_config
     from segtrain.data import MetadataCatalog, register_shapes_from_cfg
     from segtrain.data.detection_utils import read_image
@@ -77,9 +77,7 @@ def _run(args) -> int:
 
     model = build_model(cfg)
     model.eval()
-    checkpointer = Checkpointer(
-        model, new_prefixes=cfg.MODEL.WEIGHTS_NEW_PREFIXES, ignore_prefixes=cfg.MODEL.WEIGHTS_IGNORE_PREFIXES
-    )
+    checkpointer = Checkpointer(model, **weights_prefixes(cfg))
     checkpointer.load(cfg.MODEL.WEIGHTS, checkpointables=[])
     resize = ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")
 

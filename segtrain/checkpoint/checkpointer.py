@@ -18,7 +18,16 @@ from segtrain.utils.errors import CheckpointError
 
 from .weights_match import WeightsMatch, convert_weights_for, match_weights
 
-__all__ = ["Checkpointer", "PeriodicCheckpointer", "atomic_write_bytes", "unwrap_model"]
+__all__ = [
+    "Checkpointer",
+    "PeriodicCheckpointer",
+    "atomic_write_bytes",
+    "load_model_weights",
+    "load_state_strictly",
+    "read_checkpoint_file",
+    "unwrap_model",
+    "weights_prefixes",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -214,47 +223,87 @@ class Checkpointer:
         return ckpt
 
     def _load_file(self, path: str) -> Dict[str, Any]:
-        """Read a checkpoint; a truncated or corrupt file becomes a one-line ``CheckpointError``."""
-        try:
-            if path.endswith(".pkl"):
-                with open(path, "rb") as f:
-                    data = pickle.load(f, encoding="latin1")
-                if not (isinstance(data, dict) and "model" in data):
-                    data = {"model": data}
-                data["model"] = {
-                    k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in data["model"].items()
-                }
-                return data
-            # segtrain's checkpoints hold numpy RNG states and config strings; these files are trusted
-            data = torch.load(path, map_location="cpu", weights_only=False)
-        except FileNotFoundError as e:
-            raise CheckpointError(f"checkpoint file not found: {path!r}") from e
-        except Exception as e:
-            raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({_one_line(e)})") from e
-        if not isinstance(data, dict):
-            raise CheckpointError(f"checkpoint {path} holds a {type(data).__name__}, not a dict")
-        if "model" not in data:
-            data = {"model": data}  # a bare state_dict
-        return data
+        return read_checkpoint_file(path)
 
     def _load_model(self, state: Dict[str, Any], path: str) -> None:
-        """Load ``state`` into the model strictly (see the class docstring); log what loaded."""
-        state = {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in state.items()}
-        if state and all(k.startswith("module.") for k in state):
-            state = {k[len("module.") :]: v for k, v in state.items()}
-        state, set_aside = convert_weights_for(self.model, state)
-        match, loadable = match_weights(
-            self.model.state_dict(),
-            state,
-            new_prefixes=self.new_prefixes,
-            ignore_prefixes=self.ignore_prefixes,
-            set_aside=set_aside,
+        self.last_match = load_state_strictly(
+            self.model, state, path, new_prefixes=self.new_prefixes, ignore_prefixes=self.ignore_prefixes
         )
-        if not match.ok:
-            raise match.error(path)
-        self.model.load_state_dict(loadable, strict=False)
-        self.last_match = match
-        logger.info(f"Weights from {path}: {match.summary()}")
+
+
+def read_checkpoint_file(path: str) -> Dict[str, Any]:
+    """A checkpoint as ``{"model": state_dict, ...}`` (``.pth``, Detectron2 ``.pkl`` with numpy
+    arrays, or a bare state dict); a missing, truncated or corrupt file is a one-line
+    ``CheckpointError``."""
+    try:
+        if path.endswith(".pkl"):
+            with open(path, "rb") as f:
+                data = pickle.load(f, encoding="latin1")
+            if not (isinstance(data, dict) and "model" in data):
+                data = {"model": data}
+            data["model"] = {
+                k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in data["model"].items()
+            }
+            return data
+        # segtrain's checkpoints hold numpy RNG states and config strings; these files are trusted
+        data = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError as e:
+        raise CheckpointError(f"checkpoint file not found: {path!r}") from e
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({_one_line(e)})") from e
+    if not isinstance(data, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(data).__name__}, not a dict")
+    if "model" not in data:
+        data = {"model": data}  # a bare state_dict
+    return data
+
+
+def load_state_strictly(
+    model: nn.Module,
+    state: Dict[str, Any],
+    path: str,
+    *,
+    new_prefixes: Sequence[str] = (),
+    ignore_prefixes: Sequence[str] = (),
+) -> WeightsMatch:
+    """Load ``state`` (read from ``path``) into ``model`` as the ``Checkpointer`` class doc says:
+    the model's ``convert_weights`` first, then every tensor must fit unless a prefix allows
+    it; a ``CheckpointError`` otherwise (the model untouched). Logs and returns the match."""
+    model = unwrap_model(model)
+    state = {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in state.items()}
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    state, set_aside = convert_weights_for(model, state)
+    match, loadable = match_weights(
+        model.state_dict(), state, new_prefixes=new_prefixes, ignore_prefixes=ignore_prefixes, set_aside=set_aside
+    )
+    if not match.ok:
+        raise match.error(path)
+    model.load_state_dict(loadable, strict=False)
+    logger.info(f"Weights from {path}: {match.summary()}")
+    return match
+
+
+def weights_prefixes(cfg) -> Dict[str, List[str]]:
+    """The keyword arguments ``new_prefixes`` / ``ignore_prefixes`` from the config's
+    ``MODEL.WEIGHTS_NEW_PREFIXES`` / ``MODEL.WEIGHTS_IGNORE_PREFIXES``."""
+    return {
+        "new_prefixes": list(cfg.MODEL.WEIGHTS_NEW_PREFIXES),
+        "ignore_prefixes": list(cfg.MODEL.WEIGHTS_IGNORE_PREFIXES),
+    }
+
+
+def load_model_weights(
+    model: nn.Module, path: str, *, new_prefixes: Sequence[str] = (), ignore_prefixes: Sequence[str] = ()
+) -> WeightsMatch:
+    """The model part of the weights file ``path`` loaded strictly into ``model``
+    (``read_checkpoint_file`` + ``load_state_strictly``): what a family's predictor builder calls
+    for ``MODEL.WEIGHTS``."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"weights file not found: {path!r}")
+    return load_state_strictly(
+        model, read_checkpoint_file(path)["model"], path, new_prefixes=new_prefixes, ignore_prefixes=ignore_prefixes
+    )
 
 
 class PeriodicCheckpointer:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from segtrain.checkpoint import Checkpointer
+from segtrain.checkpoint import Checkpointer, weights_prefixes
 from segtrain.data import MetadataCatalog, build_mapper, get_dataset_dicts, register_shapes_from_cfg
 from segtrain.data.loader_kinds import select_loader_kind
 from segtrain.evaluation.build import build_evaluator
@@ -98,8 +98,7 @@ class DefaultTrainer(TrainerBase):
             model,
             cfg.OUTPUT_DIR,
             cfg=cfg,
-            new_prefixes=cfg.MODEL.WEIGHTS_NEW_PREFIXES,
-            ignore_prefixes=cfg.MODEL.WEIGHTS_IGNORE_PREFIXES,
+            **weights_prefixes(cfg),
             optimizer=optimizer,
             scheduler=self.scheduler,
             trainer=weakref.proxy(self),

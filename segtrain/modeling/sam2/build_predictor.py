@@ -2,13 +2,8 @@
 ``MODEL.SAM2`` with ``MODEL.WEIGHTS`` loaded strictly, in eval mode, wrapped in the official
 predictor calls."""
 
-from typing import Dict
-
-import torch
-from torch import Tensor
-
+from segtrain.checkpoint import WeightsMatch, load_model_weights, weights_prefixes
 from segtrain.modeling.meta_arch.build import resolve_device
-from segtrain.utils.errors import ConfigError
 
 from .build_sam import sam2_base_kwargs
 from .image_predictor import ImagePredictor
@@ -18,27 +13,12 @@ from .sam2_base import SAM2Base
 __all__ = ["build_sam2", "build_video_predictor", "build_image_predictor", "load_sam2_weights"]
 
 
-def load_sam2_weights(model: SAM2Base, path: str) -> None:
-    """Load a checkpoint (``{"model": state_dict}`` as released, or a bare state dict)
-    strictly: any missing, unexpected or mis-shaped tensor is an error naming the first ones."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    state: Dict[str, Tensor] = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict):
-        raise ConfigError(f"MODEL.WEIGHTS {path}: not a state dict or {{'model': state_dict}}")
-    ours = model.state_dict()
-    missing = [k for k in ours if k not in state]
-    unexpected = [k for k in state if k not in ours]
-    shapes = [
-        f"{k} {list(state[k].shape)} vs {list(v.shape)}"
-        for k, v in ours.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if missing or unexpected or shapes:
-        raise ConfigError(
-            f"MODEL.WEIGHTS {path} does not fit the model: {len(missing)} missing (e.g. {missing[:3]}), "
-            f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}), {len(shapes)} mis-shaped (e.g. {shapes[:2]})"
-        )
-    model.load_state_dict(state, strict=True)
+def load_sam2_weights(model: SAM2Base, path: str, cfg=None) -> WeightsMatch:
+    """Load a checkpoint (``{"model": state_dict}`` as released, or a segtrain checkpoint)
+    strictly (``segtrain.checkpoint.load_model_weights``; ``cfg``'s ``MODEL.WEIGHTS_*_PREFIXES``
+    when given): any other missing, unexpected or mis-shaped tensor is a one-line error."""
+    prefixes = weights_prefixes(cfg) if cfg is not None else {}
+    return load_model_weights(model, path, **prefixes)
 
 
 def build_sam2(cfg, apply_postprocessing: bool = False, binarize_mask_from_pts: bool = False) -> SAM2Base:
@@ -56,7 +36,7 @@ def build_sam2(cfg, apply_postprocessing: bool = False, binarize_mask_from_pts: 
         cfg.MODEL.SAM2.BINARIZE_MASK_FROM_PTS_FOR_MEM_ENC = True
     model = SAM2Base(**sam2_base_kwargs(cfg))
     if cfg.MODEL.WEIGHTS:
-        load_sam2_weights(model, cfg.MODEL.WEIGHTS)
+        load_sam2_weights(model, cfg.MODEL.WEIGHTS, cfg)
     return model.to(resolve_device(cfg.MODEL.DEVICE)).eval()
 
 

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from segtrain.checkpoint import load_model_weights, weights_prefixes
 from segtrain.modeling.meta_arch.build import build_model
 from segtrain.structures.instances import Instances
-from segtrain.utils.errors import CheckpointError
 
 from .model_misc import box_cxcywh_to_xyxy
 from .sam3_image import FindStage, Sam3Image
@@ -149,33 +149,13 @@ class Sam3Processor:
         return state
 
 
-def load_sam3_weights(model: Sam3Image, path: str) -> List[str]:
-    """Load ``path`` (the released checkpoint or a segtrain checkpoint) into ``model`` strictly;
-    returns the checkpoint keys the model set aside. Any other mismatch is a one-line error."""
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"SAM 3 weights not found: {path!r}") from None
-    except Exception as e:
-        raise CheckpointError(f"SAM 3 weights {path}: cannot be read ({type(e).__name__}: {e})") from None
-    if isinstance(data, dict) and isinstance(data.get("model"), dict):
-        data = data["model"]
-    if not isinstance(data, dict):
-        raise CheckpointError(f"SAM 3 weights {path}: holds a {type(data).__name__}, not a state dict")
-    state, set_aside = model.convert_weights(data)
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or mismatched:
-        parts = [
-            f"{label} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''} ({len(keys)})"
-            for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", mismatched))
-            if keys
-        ]
-        raise CheckpointError(f"SAM 3 weights {path} do not fit the model: {'; '.join(parts)}")
-    model.load_state_dict(state, strict=True)
-    return set_aside
+def load_sam3_weights(model: Sam3Image, path: str, cfg=None) -> List[str]:
+    """Load ``path`` (the released checkpoint or a segtrain checkpoint) into ``model`` strictly
+    (``segtrain.checkpoint.load_model_weights``, through ``Sam3Image.convert_weights``; ``cfg``'s
+    ``MODEL.WEIGHTS_*_PREFIXES`` when given); returns the checkpoint keys the model set aside.
+    Any other mismatch is a one-line error."""
+    prefixes = weights_prefixes(cfg) if cfg is not None else {}
+    return load_model_weights(model, path, **prefixes).set_aside
 
 
 def build_image_processor(cfg) -> Sam3Processor:
@@ -187,7 +167,7 @@ def build_image_processor(cfg) -> Sam3Processor:
             f"build_image_processor: MODEL.META_ARCHITECTURE must be 'Sam3Image', got {type(model).__name__}"
         )
     if cfg.MODEL.WEIGHTS:
-        load_sam3_weights(model, cfg.MODEL.WEIGHTS)
+        load_sam3_weights(model, cfg.MODEL.WEIGHTS, cfg)
     model.eval()
     return Sam3Processor(
         model,
