@@ -32,6 +32,7 @@ from segtrain.utils.errors import DatasetError
 
 from ..catalog import DatasetCatalog, MetadataCatalog
 from .annotation_checks import ProblemLog, get_bad_annotation_policy
+from .builtin import get_datasets_root
 
 __all__ = [
     "DAVIS_PALETTE",
@@ -42,6 +43,7 @@ __all__ = [
     "load_videos",
     "load_vos_folder",
     "register_vos_folder",
+    "register_vos_builtin",
     "write_object_label_map",
 ]
 
@@ -201,3 +203,34 @@ def export_vos_folder(dicts: List[Dict[str, Any]], out_root: str, label_maps) ->
             shutil.copyfile(src, os.path.join(image_root, video, f"{t:05d}.jpg"))
             write_object_label_map(os.path.join(mask_root, video, f"{t:05d}.png"), labels[t])
     return image_root, mask_root
+
+
+# name -> (image root, mask root, list file) under $SEGTRAIN_DATASETS, as the datasets unpack
+_VOS_BUILTIN = {
+    "davis2017_train": ("DAVIS/JPEGImages/480p", "DAVIS/Annotations/480p", "DAVIS/ImageSets/2017/train.txt"),
+    "davis2017_val": ("DAVIS/JPEGImages/480p", "DAVIS/Annotations/480p", "DAVIS/ImageSets/2017/val.txt"),
+    "mose_train": ("MOSE/train/JPEGImages", "MOSE/train/Annotations", None),
+}
+
+
+def register_vos_builtin(root: Optional[str] = None) -> List[str]:
+    """Register DAVIS 2017 (``davis2017_train`` / ``davis2017_val``) and MOSE (``mose_train``) when
+    their folders exist under ``root`` (default ``$SEGTRAIN_DATASETS``); returns the names."""
+    root = os.path.abspath(root) if root else get_datasets_root()
+    names = []
+    for name, (images, masks, file_list) in _VOS_BUILTIN.items():
+        image_root, mask_root = os.path.join(root, images), os.path.join(root, masks)
+        list_file = os.path.join(root, file_list) if file_list else None
+        if not (os.path.isdir(image_root) and os.path.isdir(mask_root)) or (
+            list_file and not os.path.isfile(list_file)
+        ):
+            continue
+        if name in DatasetCatalog:
+            DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+        register_vos_folder(name, {}, image_root, mask_root, list_file)
+        names.append(name)
+    return names
+
+
+register_vos_builtin()

@@ -10,6 +10,7 @@ from PIL import Image
 
 from segtrain.data import DatasetCatalog, MetadataCatalog, bad_annotation_policy
 from segtrain.data.datasets import load_sav_folder, load_vos_folder, register_vos_folder
+from segtrain.data.datasets.vos_folder import register_vos_builtin
 from segtrain.data.video import ClipSampler, VideoDatasetMapper
 from segtrain.data.video.video_objects import VOID_LABEL, video_objects
 from segtrain.evaluation.video_evaluation import video_gt_masks
@@ -122,6 +123,28 @@ def test_registration_and_bad_files(davis, tmp_path):
     (dog,) = load_vos_folder(str(images), str(masks), _list(tmp_path, "dog"))
     with pytest.raises(DatasetError, match=r"dog/00000.png: a RGB PNG; object masks must be palette-indexed"):
         video_objects(dog).objects_in(0)
+
+
+def test_builtin_davis_and_mose_register_when_present(davis, tmp_path):
+    """$SEGTRAIN_DATASETS/DAVIS/{JPEGImages,Annotations}/480p with ImageSets/2017/{train,val}.txt
+    registers davis2017_train / davis2017_val; nothing else is there, so no mose_train."""
+    images, masks = davis
+    root = tmp_path / "root"
+    (root / "DAVIS" / "JPEGImages").mkdir(parents=True)
+    (root / "DAVIS" / "Annotations").mkdir(parents=True)
+    images.rename(root / "DAVIS" / "JPEGImages" / "480p")
+    masks.rename(root / "DAVIS" / "Annotations" / "480p")
+    (root / "DAVIS" / "ImageSets" / "2017").mkdir(parents=True)
+    (root / "DAVIS" / "ImageSets" / "2017" / "train.txt").write_text("bear\n")
+    (root / "DAVIS" / "ImageSets" / "2017" / "val.txt").write_text("cat\n")
+    names = register_vos_builtin(str(root))
+    try:
+        assert names == ["davis2017_train", "davis2017_val"]
+        assert [d["video_id"] for d in DatasetCatalog.get("davis2017_val")] == ["cat"]
+    finally:
+        for name in names:
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
 
 
 def _list(tmp_path, *names):
