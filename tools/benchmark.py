@@ -17,6 +17,10 @@ as JSON. Times are medians over ``--repeat`` rounds after ``--warmup``; ``--thre
                algorithm (``ms_deform_attn_reference``) at 1 and 2 threads
     masks      peak memory of point-sampled vs full-resolution mask losses (SAM 3 ``Masks``,
                1008x1008 masks, 200 queries)
+    contention the training step and evaluation per image alone and beside N busy single-thread
+               processes it starts and stops itself, segtrain's full step (trainer, hooks, loader)
+               and the same model as plain PyTorch, with segtrain's adaptive threads and with
+               torch's default of a thread per core
 
 Every ratio is against the straightforward form of the same computation, from
 ``tests/reference`` (per-image and per-layer Python loops for the criterion and the matcher,
@@ -44,13 +48,21 @@ from typing import List, Optional
 # the repository root: segtrain, tools.benchmarks and tests.reference import from there
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tools.benchmarks import criterion, data, masks, msda, train  # noqa: E402
+from tools.benchmarks import contention, criterion, data, masks, msda, train  # noqa: E402
 from tools.benchmarks import eval as eval_
 
 __all__ = ["SUBCOMMANDS", "main"]
 
 #: subcommand name -> its module (``add_parser(subparsers)``, ``run(args)``)
-SUBCOMMANDS = {"train": train, "data": data, "eval": eval_, "criterion": criterion, "msda": msda, "masks": masks}
+SUBCOMMANDS = {
+    "train": train,
+    "data": data,
+    "eval": eval_,
+    "criterion": criterion,
+    "msda": msda,
+    "masks": masks,
+    "contention": contention,
+}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -118,6 +118,18 @@ _C.DATALOADER.SAMPLER_TRAIN = "TrainingSampler"
 _C.DATALOADER.ASPECT_RATIO_GROUPING = False
 
 # ---------------------------------------------------------------------------- #
+# CPU threads (segtrain/utils/cpu_share.py; docs/benchmarks.md, "Busy machines")
+# ---------------------------------------------------------------------------- #
+_C.CPU = CN()
+# torch compute threads of each process; 0: the environment's SEGTRAIN_NUM_THREADS or
+# OMP_NUM_THREADS when set, else the cores free at start-up divided among this machine's
+# processes (a fixed value makes runs on a shared machine bit-reproducible)
+_C.CPU.NUM_THREADS = 0
+# with NUM_THREADS 0 and no thread count in the environment: seconds between re-measurements of
+# the free cores during training, the thread count following them (0: the start-up count throughout)
+_C.CPU.REMEASURE_PERIOD = 15.0
+
+# ---------------------------------------------------------------------------- #
 # Solver
 # ---------------------------------------------------------------------------- #
 _C.SOLVER = CN()

@@ -1,14 +1,17 @@
 """Loader builders: dataset dicts -> mapper (in worker processes) -> batches (lists of dicts)."""
 
+import functools
 import logging
+import os
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from segtrain.config import configurable
-from segtrain.utils import comm
+from segtrain.utils import comm, cpu_share
 from segtrain.utils.errors import ConfigError, DatasetError
 
 from .catalog import DatasetCatalog
@@ -115,9 +118,22 @@ class _PositionedItems(Dataset):
         return self.dataset.map_at(*key)
 
 
-def _worker_init_fn(worker_id: int) -> None:
+def _worker_init_fn(worker_id: int, niceness: int = 0) -> None:
     # MapDataset seeds every item itself; this only gives other code in the worker its own stream
     np.random.seed(torch.utils.data.get_worker_info().seed % 2**32)
+    # the worker yields to the main process's compute threads: on a busy CPU a mapping that
+    # preempts one thread of the OpenMP team stalls the whole team at its next barrier
+    if niceness > 0 and hasattr(os, "nice"):
+        os.nice(niceness)
+    cv2.setNumThreads(1)  # no OpenCV thread team per worker beside the compute threads
+
+
+def _worker_init(num_workers: int) -> Callable[[int], None]:
+    """The workers' init function, at the niceness of ``cpu_share.loader_niceness`` (logged)."""
+    niceness = cpu_share.loader_niceness()
+    if num_workers > 0:
+        logger.info(f"{num_workers} data-loader worker process(es) at niceness +{niceness}, one OpenCV thread each")
+    return functools.partial(_worker_init_fn, niceness=niceness)
 
 
 def _collate_counted(batch: List[Tuple[Any, int]]) -> Tuple[List[Any], int]:
@@ -154,7 +170,7 @@ class TrainDataLoader:
             num_workers=self.num_workers,
             collate_fn=_collate_counted,
             drop_last=True,
-            worker_init_fn=_worker_init_fn,
+            worker_init_fn=_worker_init(self.num_workers),
             generator=g,
         )
         return iter(loader)
@@ -329,7 +345,7 @@ def build_test_loader(
         sampler=_PositionedSampler(InferenceSampler(len(dataset))),
         num_workers=num_workers,
         collate_fn=_collate_counted,
-        worker_init_fn=_worker_init_fn,
+        worker_init_fn=_worker_init(num_workers),
     )
     return InferenceDataLoader(loader, skipped_at_load=skipped_at_load)
 

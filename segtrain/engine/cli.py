@@ -1,25 +1,38 @@
-"""Entry-script helpers: argument parser, config loading, run setup, default event writers, ``run_cli``."""
+"""Entry-script helpers: argument parser, config loading, CPU threads, run setup, default event
+writers, ``run_cli``."""
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
 from typing import Any, Callable, List, Optional
 
+import torch
 import yaml
 from torch.multiprocessing import ProcessExitedException
 
 from segtrain.checkpoint import atomic_write_bytes
 from segtrain.config import load_config
-from segtrain.utils import comm
+from segtrain.utils import comm, cpu_share
 from segtrain.utils.env import collect_env_info, seed_all_rng, setup_determinism
 from segtrain.utils.errors import ConfigError, SegtrainError
 from segtrain.utils.events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardXWriter, WandbWriter
+from segtrain.utils.free_core_monitor import FreeCoreMonitor
 from segtrain.utils.logger import setup_logger
 
+from .hooks import CallbackHook
 from .launch import launch
 
-__all__ = ["default_argument_parser", "setup_cfg", "default_setup", "default_writers", "run_cli"]
+__all__ = [
+    "default_argument_parser",
+    "setup_cfg",
+    "configure_cpu_threads",
+    "follow_free_cores",
+    "default_setup",
+    "default_writers",
+    "run_cli",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -76,9 +89,36 @@ def setup_cfg(args: argparse.Namespace):
     return cfg
 
 
-def default_setup(cfg, args: argparse.Namespace) -> None:
+def configure_cpu_threads(cfg) -> cpu_share.ThreadPlan:
+    """Set this process's torch compute threads: ``CPU.NUM_THREADS``, else the environment
+    (``SEGTRAIN_NUM_THREADS``, ``OMP_NUM_THREADS``), else the cores free at start-up divided
+    among this machine's processes (:mod:`segtrain.utils.cpu_share`; the figure the launcher
+    published, measured here when none was). Returns the plan; its ``describe()`` is the
+    start-up log line, with the OpenMP wait policy in effect."""
+    cpu_share.publish_free_cpus()
+    plan = cpu_share.plan_threads(int(cfg.CPU.NUM_THREADS), comm.get_local_size())
+    torch.set_num_threads(plan.threads)
+    wait = cpu_share.prepare_openmp_env()  # torch is loaded: reports the policy, changes nothing
+    return dataclasses.replace(plan, wait_policy=f"{wait['wait_policy']} ({wait['source']})")
+
+
+def follow_free_cores(trainer, plan: cpu_share.ThreadPlan, period_s: float) -> Optional[FreeCoreMonitor]:
+    """Re-measure the free cores every ``period_s`` seconds of training (after a step) and
+    change the thread count with them (:class:`FreeCoreMonitor`), when the free cores decided
+    ``plan`` and ``period_s`` > 0. Returns the monitor, or None when nothing is followed."""
+    if period_s <= 0:
+        return None
+    monitor = FreeCoreMonitor(plan, torch.set_num_threads, period_s=period_s)
+    if not monitor.enabled:
+        return None
+    trainer.register_hooks([CallbackHook(after_step=lambda _: monitor.poll())])
+    return monitor
+
+
+def default_setup(cfg, args: argparse.Namespace, cpu_threads: Optional[str] = None) -> None:
     """Output folder, loggers (console + ``log.txt``), environment / arguments / config in the
-    log, ``OUTPUT_DIR/config.yaml``, per-rank seed and determinism settings."""
+    log, ``OUTPUT_DIR/config.yaml``, per-rank seed and determinism settings. ``cpu_threads``:
+    the description of :func:`configure_cpu_threads`' plan, logged with the environment."""
     output_dir = cfg.OUTPUT_DIR
     rank = comm.get_rank()
     if comm.is_main_process() and output_dir:
@@ -87,6 +127,8 @@ def default_setup(cfg, args: argparse.Namespace) -> None:
     log = setup_logger(output_dir, distributed_rank=rank)
     log.info(f"Rank of current process: {rank}. World size: {comm.get_world_size()}")
     log.info("Environment info:\n" + collect_env_info())
+    if cpu_threads:
+        log.info(cpu_threads)
     log.info(f"Command line arguments: {args}")
     config_file = getattr(args, "config_file", "")
     if config_file:

@@ -2,7 +2,12 @@
 when there is no GPU) with a torch.distributed process group (NCCL on CUDA, Gloo on CPU).
 Under ``torchrun`` (its ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` / ``LOCAL_WORLD_SIZE`` /
 ``MASTER_ADDR`` / ``MASTER_PORT`` environment) the process is already one worker: it joins
-the group through ``env://`` instead of spawning."""
+the group through ``env://`` instead of spawning.
+
+Before it spawns workers, the launcher measures the CPU cores free of other work once
+(``SEGTRAIN_FREE_CPUS``, :mod:`segtrain.utils.cpu_share`), so that every worker divides the
+same figure by the number of workers instead of each running a thread per core (or counting
+its starting siblings as load)."""
 
 import logging
 import os
@@ -14,7 +19,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from segtrain.utils import comm
+from segtrain.utils import comm, cpu_share
 from segtrain.utils.errors import ConfigError
 
 __all__ = ["launch", "torchrun_env", "DEFAULT_TIMEOUT"]
@@ -90,6 +95,7 @@ def launch(
         dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
     if not 0 <= machine_rank < num_machines:
         raise ConfigError(f"--machine-rank {machine_rank} is not in [0, {num_machines})")
+    cpu_share.publish_free_cpus()  # inherited by the workers (nothing measured when already known)
     mp.start_processes(
         _distributed_worker,
         nprocs=num_gpus_per_machine,
