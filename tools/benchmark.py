@@ -17,6 +17,8 @@ as JSON. Times are medians over ``--repeat`` rounds after ``--warmup``; ``--thre
                algorithm (``ms_deform_attn_reference``) at 1 and 2 threads
     masks      peak memory of point-sampled vs full-resolution mask losses (SAM 3 ``Masks``,
                1008x1008 masks, 200 queries)
+    sam2       SAM 2.1 (hiera_t preset, 512 px): the image encoder on one frame and one tracking
+               step per frame with a full memory bank, through the video predictor
     contention the training step and evaluation per image alone and beside N busy single-thread
                processes it starts and stops itself, segtrain's full step (trainer, hooks, loader)
                and the same model as plain PyTorch, with segtrain's adaptive threads and with
@@ -48,7 +50,7 @@ from typing import List, Optional
 # the repository root: segtrain, tools.benchmarks and tests.reference import from there
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tools.benchmarks import contention, criterion, data, masks, msda, train  # noqa: E402
+from tools.benchmarks import contention, criterion, data, masks, msda, sam2, train  # noqa: E402
 from tools.benchmarks import eval as eval_
 
 __all__ = ["SUBCOMMANDS", "main"]
@@ -62,6 +64,7 @@ SUBCOMMANDS = {
     "msda": msda,
     "masks": masks,
     "contention": contention,
+    "sam2": sam2,
 }
 
 

@@ -24,7 +24,7 @@ except SegtrainError as e:  # a bad SEGTRAIN_* variable: one line, as every othe
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
 
-from segtrain.checkpoint import Checkpointer  # noqa: E402
+from segtrain.checkpoint import Checkpointer, weights_prefixes  # noqa: E402
 from segtrain.engine import DefaultTrainer, default_argument_parser, default_setup, run_cli, setup_cfg  # noqa: E402
 from segtrain.engine.cli import configure_cpu_threads, follow_free_cores  # noqa: E402
 from segtrain.engine.startup_check import validate_config  # noqa: E402
@@ -49,12 +49,7 @@ def main(args):
         if not cfg.MODEL.WEIGHTS and not args.resume:
             raise ConfigError("--eval-only needs MODEL.WEIGHTS (a .pth / .pkl file) or --resume")
         model = DefaultTrainer.build_model(cfg)
-        checkpointer = Checkpointer(
-            model,
-            save_dir=cfg.OUTPUT_DIR,
-            new_prefixes=cfg.MODEL.WEIGHTS_NEW_PREFIXES,
-            ignore_prefixes=cfg.MODEL.WEIGHTS_IGNORE_PREFIXES,
-        )
+        checkpointer = Checkpointer(model, save_dir=cfg.OUTPUT_DIR, **weights_prefixes(cfg))
         checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         if not checkpointer.last_loaded_path:
             raise ConfigError(

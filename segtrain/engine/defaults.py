@@ -54,9 +54,12 @@ logger = logging.getLogger(__name__)
 
 
 def create_ddp_model(model: nn.Module, **kwargs: Any) -> nn.Module:
-    """Wrap in ``DistributedDataParallel`` when there is more than one process."""
+    """Wrap in ``DistributedDataParallel`` when there is more than one process. A model whose
+    steps leave some parameters without a gradient (SAM 3's, as the official one) says so with
+    a ``ddp_find_unused_parameters = True`` attribute."""
     if comm.get_world_size() == 1:
         return model
+    kwargs.setdefault("find_unused_parameters", bool(getattr(model, "ddp_find_unused_parameters", False)))
     if "device_ids" not in kwargs and next(model.parameters()).is_cuda:
         kwargs["device_ids"] = [comm.get_local_rank()]
     return DistributedDataParallel(model, **kwargs)

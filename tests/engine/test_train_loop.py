@@ -190,6 +190,7 @@ def test_amp_trainer_cpu_bf16_and_state():
     assert math.isfinite(t.storage.latest()["core_loss"][0])
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 + GradScaler needs CUDA")
 def test_amp_trainer_cuda_fp16_scaler_state():
     m = LinearRegression().cuda()

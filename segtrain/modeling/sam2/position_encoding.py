@@ -4,10 +4,12 @@ prompt coordinates (``PositionEmbeddingRandom``) and the axial 2-D rotary encodi
 memory attention (``compute_axial_cis``, ``apply_rotary_enc``)."""
 
 import math
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
+
+from segtrain.layers.position_encoding import PositionEmbeddingSine as SinePositionEncoding
 
 __all__ = [
     "PositionEmbeddingSine",
@@ -18,48 +20,17 @@ __all__ = [
 ]
 
 
-class PositionEmbeddingSine(nn.Module):
-    """DETR's 2-D sine encoding: ``num_pos_feats / 2`` channels for y, then as many for x.
-    forward(x [B, C, H, W]) -> [B, num_pos_feats, H, W] (depends only on H, W; cached)."""
+class PositionEmbeddingSine(SinePositionEncoding):
+    """The official SAM 2 constructor of the shared sine encoding (``segtrain.layers``):
+    ``num_pos_feats`` is the total channel count, half for y then half for x, normalized by
+    default. forward(x [B, C, H, W]) -> [B, num_pos_feats, H, W] (depends only on H, W; cached)."""
 
     def __init__(
         self, num_pos_feats: int, temperature: float = 10000, normalize: bool = True, scale: Optional[float] = None
     ):
-        super().__init__()
         if num_pos_feats % 2 != 0:
             raise ValueError(f"PositionEmbeddingSine: num_pos_feats must be even, got {num_pos_feats}")
-        if scale is not None and not normalize:
-            raise ValueError("PositionEmbeddingSine: scale needs normalize=True")
-        self.num_pos_feats = num_pos_feats // 2
-        self.temperature = temperature
-        self.normalize = normalize
-        self.scale = 2 * math.pi if scale is None else scale
-        self.cache: Dict[Tuple[int, int], Tensor] = {}
-
-    @torch.no_grad()
-    def _pe(self, h: int, w: int, device) -> Tensor:
-        key = (h, w)
-        if key in self.cache:
-            return self.cache[key].to(device)
-        y_embed = torch.arange(1, h + 1, dtype=torch.float32, device=device).view(-1, 1).expand(h, w)
-        x_embed = torch.arange(1, w + 1, dtype=torch.float32, device=device).view(1, -1).expand(h, w)
-        if self.normalize:
-            eps = 1e-6
-            y_embed = y_embed / (h + eps) * self.scale
-            x_embed = x_embed / (w + eps) * self.scale
-        dim_t = torch.arange(self.num_pos_feats, dtype=torch.float32, device=device)
-        dim_t = self.temperature ** (2 * (dim_t // 2) / self.num_pos_feats)
-        pos_x = x_embed[..., None] / dim_t
-        pos_y = y_embed[..., None] / dim_t
-        pos_x = torch.stack((pos_x[..., 0::2].sin(), pos_x[..., 1::2].cos()), dim=3).flatten(2)
-        pos_y = torch.stack((pos_y[..., 0::2].sin(), pos_y[..., 1::2].cos()), dim=3).flatten(2)
-        pos = torch.cat((pos_y, pos_x), dim=2).permute(2, 0, 1)
-        self.cache[key] = pos
-        return pos
-
-    def forward(self, x: Tensor) -> Tensor:
-        pos = self._pe(x.shape[-2], x.shape[-1], x.device)
-        return pos[None].expand(x.shape[0], -1, -1, -1)
+        super().__init__(num_pos_feats // 2, temperature, normalize, scale)
 
 
 class PositionEmbeddingRandom(nn.Module):
