@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from segtrain.layers.windows import window_partition, window_unpartition
+
 __all__ = ["ViT", "Block", "Attention", "compute_axial_cis", "apply_rotary_enc", "window_partition"]
 
 
@@ -43,28 +45,6 @@ def apply_rotary_enc(xq: Tensor, xk: Tensor, freqs_cis: Tensor) -> Tuple[Tensor,
     xq_out = torch.view_as_real(xq_ * freqs_cis).flatten(3)
     xk_out = torch.view_as_real(xk_ * freqs_cis).flatten(3)
     return xq_out.type_as(xq), xk_out.type_as(xk)
-
-
-def window_partition(x: Tensor, window_size: int) -> Tuple[Tensor, Tuple[int, int]]:
-    """[B, H, W, C] -> windows [B * num_windows, ws, ws, C] (zero-padded to multiples of ws), (Hp, Wp)."""
-    B, H, W, C = x.shape
-    pad_h = (window_size - H % window_size) % window_size
-    pad_w = (window_size - W % window_size) % window_size
-    if pad_h > 0 or pad_w > 0:
-        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-    Hp, Wp = H + pad_h, W + pad_w
-    x = x.view(B, Hp // window_size, window_size, Wp // window_size, window_size, C)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size, window_size, C), (Hp, Wp)
-
-
-def window_unpartition(windows: Tensor, window_size: int, pad_hw: Tuple[int, int], hw: Tuple[int, int]) -> Tensor:
-    """Inverse of :func:`window_partition`: windows -> [B, H, W, C] with the padding removed."""
-    Hp, Wp = pad_hw
-    H, W = hw
-    B = windows.shape[0] // (Hp * Wp // window_size // window_size)
-    x = windows.reshape(B, Hp // window_size, Wp // window_size, window_size, window_size, -1)
-    x = x.permute(0, 1, 3, 2, 4, 5).reshape(B, Hp, Wp, -1)
-    return x[:, :H, :W, :] if (Hp > H or Wp > W) else x
 
 
 def get_abs_pos(abs_pos: Tensor, has_cls_token: bool, hw: Tuple[int, int], tiling: bool = False) -> Tensor:
