@@ -7,11 +7,8 @@ consumes (docs/losses.md, "SAM 3"); a batch of images carries B finds (``FindDat
 """
 
 import logging
-import math
 from typing import Any, Dict, List, Optional, Sequence
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
 from segtrain.config import configurable
@@ -22,11 +19,10 @@ from segtrain.modeling.criterion.build import build_criterion
 from segtrain.modeling.meta_arch.build import META_ARCH_REGISTRY
 from segtrain.modeling.meta_arch.pixel_normalizer import PixelNormalizer
 from segtrain.modeling.pixel_decoder.fpn import BasePixelDecoder
-from segtrain.modeling.postprocessing import sem_seg_postprocess
 from segtrain.structures.image_list import ImageList
-from segtrain.structures.instances import Instances
 from segtrain.utils.errors import ConfigError
 
+from .find_adapter import detections_per_image
 from .head import ConceptHead
 
 __all__ = ["ConceptDetector"]
@@ -194,57 +190,15 @@ class ConceptDetector(PixelNormalizer, nn.Module):
     def inference(
         self, outputs: Dict[str, Any], finds: FindBatch, batched_inputs: List[Dict[str, Any]], images: ImageList
     ) -> List[Dict[str, Any]]:
-        """Per image: detections of its finds with score = presence x query probability."""
-        Hp, Wp = images.tensor.shape[-2:]
-        prob = outputs["pred_logits"][..., 0].float().sigmoid()  # [B, Q]
-        presence = outputs.get("presence_logit_dec")
-        presence = presence.float().sigmoid().reshape(-1) if presence is not None else prob.new_ones(prob.shape[0])
-        scores = prob * presence[:, None]
-        scale = torch.tensor([Wp, Hp, Wp, Hp], dtype=torch.float32, device=prob.device)
-        boxes = outputs["pred_boxes_xyxy"].float() * scale
-        mask_logit_thr = (
-            math.log(self.mask_threshold / (1 - self.mask_threshold))
-            if 0 < self.mask_threshold < 1
-            else (-math.inf if self.mask_threshold == 0 else math.inf)
+        """Per image: detections of its finds with score = presence x query probability
+        (``find_adapter.detections_per_image``)."""
+        return detections_per_image(
+            outputs,
+            finds,
+            batched_inputs,
+            tuple(images.tensor.shape[-2:]),
+            images.image_sizes,
+            self.score_threshold,
+            self.mask_threshold,
+            self.max_dets_per_find,
         )
-
-        results = []
-        for i, inp in enumerate(batched_inputs):
-            h, w = images.image_sizes[i]
-            height, width = int(inp.get("height", h)), int(inp.get("width", w))
-            find_ids = (finds.image_index == i).nonzero().reshape(-1)
-            sel_find, sel_query = [], []
-            for b in find_ids.tolist():
-                s = scores[b]
-                keep = (s > self.score_threshold).nonzero().reshape(-1)
-                if keep.numel() > self.max_dets_per_find:
-                    keep = keep[s[keep].topk(self.max_dets_per_find).indices]
-                sel_find.append(torch.full_like(keep, b))
-                sel_query.append(keep)
-            fb = torch.cat(sel_find) if sel_find else torch.zeros(0, dtype=torch.long, device=prob.device)
-            qb = torch.cat(sel_query) if sel_query else torch.zeros(0, dtype=torch.long, device=prob.device)
-            box = boxes[fb, qb]
-            box[:, 0::2] = box[:, 0::2].clamp(0, w) * (width / w)
-            box[:, 1::2] = box[:, 1::2].clamp(0, h) * (height / h)
-            if fb.numel():
-                m = F.interpolate(
-                    outputs["pred_masks"][fb, qb][None].float(), size=(Hp, Wp), mode="bilinear", align_corners=False
-                )[0]
-                masks = sem_seg_postprocess(m, (h, w), height, width) > mask_logit_thr
-            else:
-                masks = torch.zeros((0, height, width), dtype=torch.bool, device=prob.device)
-            inst = Instances((height, width))
-            inst.pred_boxes = box
-            inst.pred_masks = masks
-            inst.scores = scores[fb, qb]
-            inst.pred_classes = finds.concepts[fb].long()
-            results.append(
-                {
-                    "instances": inst,
-                    "finds": {
-                        "categories": finds.concepts[find_ids].cpu(),
-                        "presence_scores": presence[find_ids].cpu(),
-                    },
-                }
-            )
-        return results

@@ -81,7 +81,8 @@ def detections_per_image(
     ``finds`` (``categories`` [F], ``presence_scores`` [F])."""
     Hp, Wp = pad_hw
     prob = outputs["pred_logits"][..., 0].float().sigmoid()  # [B, Q]
-    presence = outputs["presence_logit_dec"].float().sigmoid().reshape(-1)
+    presence = outputs.get("presence_logit_dec")  # a model without a presence head: presence 1
+    presence = presence.float().sigmoid().reshape(-1) if presence is not None else prob.new_ones(prob.shape[0])
     scores = prob * presence[:, None]
     scale = torch.tensor([Wp, Hp, Wp, Hp], dtype=torch.float32, device=prob.device)
     boxes = outputs["pred_boxes_xyxy"].float() * scale
