@@ -35,7 +35,7 @@ from tabulate import tabulate
 
 from segtrain.config import configurable
 from segtrain.data.catalog import DatasetCatalog
-from segtrain.data.video.video_objects import video_objects
+from segtrain.data.video.video_objects import VideoObjects, video_objects
 from segtrain.structures.masks import segmentation_to_bitmask
 from segtrain.utils import comm
 from segtrain.utils.errors import DatasetError
@@ -62,14 +62,15 @@ _MaskLike = Union[np.ndarray, torch.Tensor]
 
 
 def video_gt_masks(
-    video: Mapping[str, Any], frame_indices: Optional[Sequence[int]] = None
+    video: Mapping[str, Any], frame_indices: Optional[Sequence[int]] = None, objects: Optional[VideoObjects] = None
 ) -> Tuple[List[Any], np.ndarray]:
     """(object ids [N], bool [T, N, H, W]) of a video dict (any of the video readers, read through
     ``video_objects``) at its original size, for ``frame_indices`` (default: every frame).
-    Absent frames are empty."""
+    Absent frames are empty. ``objects``: the video's reader when the caller has one (its files
+    are then read once)."""
     h, w = int(video["height"]), int(video["width"])
     frames = list(range(len(video["file_names"]))) if frame_indices is None else [int(t) for t in frame_indices]
-    objects = video_objects(video)
+    objects = video_objects(video) if objects is None else objects
     keys = objects.all_objects()
     masks = np.zeros((len(frames), len(keys), h, w), dtype=bool)
     for n, key in enumerate(keys):
@@ -236,8 +237,8 @@ class VideoEvaluator(DatasetEvaluator):
             return _VideoTruth(ids, gt, frames, void, [True] * len(frames), [f"{t:05d}" for t in frames])
         video = self._video(vid)
         frames = [int(t) for t in (range(len(video["file_names"])) if frames is None else _as_list(frames))]
-        ids, gt = video_gt_masks(video, frames)
         objects = video_objects(video)
+        ids, gt = video_gt_masks(video, frames, objects)
         voids = [objects.void(t) for t in frames]
         void = None
         if any(v is not None for v in voids):
