@@ -40,7 +40,7 @@ def main(argv=None) -> int:
 def _run(args) -> int:
     import segtrain.modeling  # noqa: F401  (registers the model, criterion and family config keys)
     from segtrain.config import load_config
-    from segtrain.data import DatasetCatalog, MetadataCatalog, build_train_loader, register_shapes_from_cfg
+    from segtrain.data import DatasetCatalog, MetadataCatalog, build_train_loader, register_datasets_from_cfg
     from segtrain.data.detection_utils import read_image
     from segtrain.data.visualize import draw_dataset_dict
     from segtrain.utils.errors import ConfigError
@@ -54,7 +54,7 @@ def _run(args) -> int:
         raise ConfigError("DATASETS.TRAIN is empty; pass --dataset NAME")
     name = cfg.DATASETS.TRAIN[0]
     cfg.freeze()
-    register_shapes_from_cfg(cfg)
+    register_datasets_from_cfg(cfg)
     metadata = MetadataCatalog.get(name)
     os.makedirs(args.output_dir, exist_ok=True)
 

@@ -85,6 +85,16 @@ _C.INPUT.CROP.ENABLED = False
 # "relative_range" / "absolute"
 _C.INPUT.CROP.TYPE = "relative_range"
 _C.INPUT.CROP.SIZE = [0.9, 0.9]
+# SAM 3's fine-tuning resize: a random square size (aspect ratio not kept) from the multiples
+# of STEP in [MIN_SIZE, MAX_SIZE], then padding to PAD_SIZE x PAD_SIZE (0: none) with the image
+# at a random place; at test time a square resize to MAX_SIZE. Replaces MIN_SIZE_* resizing.
+_C.INPUT.SQUARE_RESIZE = CN()
+_C.INPUT.SQUARE_RESIZE.ENABLED = False
+_C.INPUT.SQUARE_RESIZE.MIN_SIZE = 480
+_C.INPUT.SQUARE_RESIZE.MAX_SIZE = 1008
+_C.INPUT.SQUARE_RESIZE.STEP = 32
+_C.INPUT.SQUARE_RESIZE.PAD_SIZE = 1008
+_C.INPUT.SQUARE_RESIZE.PAD_VALUE = 0.0
 _C.INPUT.COLOR_JITTER = CN()
 _C.INPUT.COLOR_JITTER.ENABLED = False
 _C.INPUT.COLOR_JITTER.BRIGHTNESS = 0.2
@@ -100,6 +110,13 @@ _C.DATASETS = CN()
 _C.DATASETS.TRAIN = ("shapes_train",)
 _C.DATASETS.TEST = ("shapes_val",)
 # Built-in shapes sizes (images generated on first use under $SEGTRAIN_DATASETS)
+# A Roboflow COCO export (train/ valid/ test/ with _annotations.coco.json) registered at
+# start-up as <NAME>_train, <NAME>_valid, <NAME>_test (register_roboflow_coco); "" = none
+_C.DATASETS.ROBOFLOW = CN()
+_C.DATASETS.ROBOFLOW.ROOT = ""
+_C.DATASETS.ROBOFLOW.NAME = "roboflow"
+# > 0: train on that many images of train/, SAM 3's few-shot subset (limit_ids); 0 = all
+_C.DATASETS.ROBOFLOW.NUM_TRAIN_IMAGES = 0
 _C.DATASETS.SHAPES = CN()
 _C.DATASETS.SHAPES.NUM_TRAIN = 2000
 _C.DATASETS.SHAPES.NUM_VAL = 200
@@ -164,6 +181,9 @@ _C.SOLVER.LAYER_DECAY.OVERRIDES = []
 # "WarmupMultiStepLR", "WarmupCosineLR", "WarmupStepLR", "WarmupPolyLR", "InverseSquareRootLR"
 _C.SOLVER.LR_SCHEDULER_NAME = "WarmupMultiStepLR"
 _C.SOLVER.MAX_ITER = 1000
+# > 0: the run length in passes over the training images; sets MAX_ITER to MAX_EPOCHS x
+# (training images // IMS_PER_BATCH) at start-up (SAM 3's recipes count epochs)
+_C.SOLVER.MAX_EPOCHS = 0
 _C.SOLVER.STEPS = (800,)
 _C.SOLVER.GAMMA = 0.1
 # WarmupStepLR: decay by GAMMA every STEP_SIZE iterations

@@ -14,7 +14,7 @@ from .catalog import DATASET_REGISTRY, DatasetCatalog, Metadata, MetadataCatalog
 from .datasets import builtin as _builtin  # noqa: F401  (registers the built-in datasets)
 from .datasets import shapes_video as _shapes_video  # noqa: F401  (register video datasets)
 from .datasets import ytvis as _ytvis  # noqa: F401  (registers the YouTube-VIS reader)
-from .datasets.builtin import register_shapes, register_shapes_from_cfg
+from .datasets.builtin import register_datasets_from_cfg, register_shapes, register_shapes_from_cfg
 from .datasets.coco import bad_annotation_policy, load_coco_json, register_coco_instances
 from .datasets.coco_panoptic import load_coco_panoptic_json, register_coco_panoptic
 from .datasets.roboflow import register_roboflow_coco
@@ -42,6 +42,7 @@ __all__ = [
     "bad_annotation_policy",
     "register_shapes",
     "register_shapes_from_cfg",
+    "register_datasets_from_cfg",
     "build_train_loader",
     "build_test_loader",
     "build_val_loss_loader",

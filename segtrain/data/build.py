@@ -17,7 +17,7 @@ from segtrain.utils.errors import ConfigError, DatasetError
 from .catalog import DatasetCatalog
 from .common import DatasetFromList, MapDataset, mix_seed
 from .datasets.annotation_checks import bad_annotation_policy, count_skipped, get_bad_annotation_policy
-from .datasets.builtin import register_shapes_from_cfg
+from .datasets.builtin import register_datasets_from_cfg
 from .loader_kinds import LoaderKind, register_loader_kind
 from .mappers import build_mapper
 from .samplers import InferenceSampler, TrainingSampler
@@ -269,7 +269,7 @@ def per_process_batch_size(total_batch_size: int, num_workers: int) -> int:
 
 
 def _train_loader_from_config(cfg, mapper=None, *, dataset=None, start_iter: int = 0) -> Dict[str, Any]:
-    register_shapes_from_cfg(cfg)
+    register_datasets_from_cfg(cfg)
     if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
         raise ConfigError(f"DATALOADER.SAMPLER_TRAIN must be 'TrainingSampler', got {cfg.DATALOADER.SAMPLER_TRAIN!r}")
     if dataset is None:
@@ -312,7 +312,7 @@ def build_train_loader(
 
 
 def _test_loader_from_config(cfg, dataset_name: Union[str, Sequence[str]], mapper=None) -> Dict[str, Any]:
-    register_shapes_from_cfg(cfg)
+    register_datasets_from_cfg(cfg)
     with count_skipped() as skipped:
         dataset = get_dataset_dicts(dataset_name, filter_empty=False, on_bad_annotation=cfg.DATASETS.ON_BAD_ANNOTATION)
     if mapper is None:
@@ -355,7 +355,7 @@ def build_val_loss_loader(cfg, dataset_name: str, per_process: int, world: int) 
     per_process x world`` images of ``dataset_name`` through the test mapper (deterministic
     resize, annotations kept as ``instances``), sharded over processes, ``per_process``
     images per batch."""
-    register_shapes_from_cfg(cfg)
+    register_datasets_from_cfg(cfg)
     dicts = get_dataset_dicts(
         dataset_name,
         filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,

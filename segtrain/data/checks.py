@@ -9,7 +9,7 @@ from segtrain.utils.registry import format_suggestions
 
 from .catalog import DatasetCatalog, MetadataCatalog
 from .datasets.annotation_checks import BAD_ANNOTATION_POLICIES
-from .datasets.builtin import SHAPES_SPLITS, register_shapes_from_cfg
+from .datasets.builtin import SHAPES_SPLITS, register_datasets_from_cfg
 from .datasets.shapes_video import SHAPES_VIDEO_SPLITS, register_shapes_video_from_cfg
 from .mappers.build import MAPPER_REGISTRY
 
@@ -27,7 +27,7 @@ def dataset_names(cfg, train: bool) -> List[Tuple[str, str]]:
 
 def _check_datasets(cfg, train: bool, problems: List[str]) -> None:
     # the loader builders register the built-in datasets with the config's sizes first
-    register_shapes_from_cfg(cfg)
+    register_datasets_from_cfg(cfg)
     register_shapes_video_from_cfg(cfg)
     if train and not list(get_key(cfg, "DATASETS.TRAIN", ()) or ()):
         problems.append("DATASETS.TRAIN is empty: name at least one training dataset")

@@ -21,6 +21,7 @@ from segtrain.utils.events import CommonMetricPrinter, EventWriter, JSONWriter, 
 from segtrain.utils.free_core_monitor import FreeCoreMonitor
 from segtrain.utils.logger import setup_logger
 
+from .epochs import apply_max_epochs
 from .hooks import CallbackHook
 from .launch import launch
 
@@ -86,7 +87,7 @@ def setup_cfg(args: argparse.Namespace):
         raise ConfigError("no --config-file given (e.g. --config-file projects/m2f/r50.yaml)")
     cfg = load_config(args.config_file or None, args.opts or [], getattr(args, "module", []) or [])
     cfg.freeze()
-    return cfg
+    return apply_max_epochs(cfg)
 
 
 def configure_cpu_threads(cfg) -> cpu_share.ThreadPlan:

@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from segtrain.checkpoint import Checkpointer, weights_prefixes
-from segtrain.data import MetadataCatalog, build_mapper, get_dataset_dicts, register_shapes_from_cfg
+from segtrain.data import MetadataCatalog, build_mapper, get_dataset_dicts, register_datasets_from_cfg
 from segtrain.data.loader_kinds import select_loader_kind
 from segtrain.evaluation.build import build_evaluator
 from segtrain.evaluation.evaluator import inference_on_dataset, print_csv_format
@@ -38,6 +38,7 @@ from segtrain.utils.logger import setup_logger
 
 from . import hooks
 from .cli import default_argument_parser, default_setup, default_writers, run_cli, setup_cfg
+from .epochs import apply_max_epochs
 from .train_loop import AMPTrainer, SimpleTrainer, TrainerBase
 
 __all__ = [
@@ -79,6 +80,7 @@ class DefaultTrainer(TrainerBase):
         super().__init__()
         if not logging.getLogger("segtrain").isEnabledFor(logging.INFO):
             setup_logger()
+        cfg = apply_max_epochs(cfg)
         self.cfg = cfg
         _warn_unofficial_loss_settings(cfg)
         model = self.build_model(cfg)
@@ -297,7 +299,7 @@ class DefaultTrainer(TrainerBase):
         """The fixed inputs of the visualization hook: the first ``TEST.VIS.NUM_IMAGES`` images
         of ``DATASETS.TEST[0]`` through the test mapper."""
         name = _first_test_dataset(cfg, "TEST.VIS.PERIOD > 0")
-        register_shapes_from_cfg(cfg)
+        register_datasets_from_cfg(cfg)
         dicts = get_dataset_dicts(name, filter_empty=False, on_bad_annotation=cfg.DATASETS.ON_BAD_ANNOTATION)
         mapper = build_mapper(cfg, is_train=False)
         mapped = [mapper(d) for d in dicts[: max(cfg.TEST.VIS.NUM_IMAGES, 0)]]

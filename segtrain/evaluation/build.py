@@ -5,7 +5,7 @@ import os
 from typing import Dict, List, Optional
 
 from segtrain.data.catalog import MetadataCatalog
-from segtrain.data.datasets.builtin import register_shapes_from_cfg
+from segtrain.data.datasets.builtin import register_datasets_from_cfg
 from segtrain.utils.errors import ConfigError, UnknownNameError
 from segtrain.utils.registry import Registry, format_suggestions
 
@@ -42,7 +42,7 @@ def build_evaluator(cfg, dataset_name: str, output_dir: Optional[str] = None):
     together as ``DatasetEvaluators``), else the one that the dataset metadata's
     ``evaluator_type`` maps to. ``output_dir`` defaults to ``cfg.OUTPUT_DIR/inference``."""
     # the built-in shapes datasets take their sizes (hence json_file) from the config
-    register_shapes_from_cfg(cfg)
+    register_datasets_from_cfg(cfg)
     if output_dir is None:
         output_dir = os.path.join(cfg.OUTPUT_DIR, "inference")
     names = evaluator_names(cfg)

@@ -1,7 +1,9 @@
 """Built-in datasets, registered at import of ``segtrain.data`` under ``$SEGTRAIN_DATASETS``
 (default ``./datasets``): ``shapes_train`` / ``shapes_val`` (generated on first use) and,
 when ``<root>/coco`` exists, ``coco_2017_train`` / ``coco_2017_val`` and the panoptic
-``coco_2017_train_panoptic`` / ``coco_2017_val_panoptic``."""
+``coco_2017_train_panoptic`` / ``coco_2017_val_panoptic``. The datasets a config describes
+(the shapes sizes, a Roboflow export at ``DATASETS.ROBOFLOW.ROOT``) are registered by
+``register_datasets_from_cfg``."""
 
 import logging
 import os
@@ -11,9 +13,15 @@ from ..catalog import DatasetCatalog, MetadataCatalog
 from .coco import load_coco_json, register_coco_instances
 from .coco_panoptic import panoptic_category_metadata, register_coco_panoptic
 from .coco_panoptic_categories import coco_panoptic_categories
+from .roboflow import ROBOFLOW_SPLITS, register_roboflow_coco
 from .shapes import SHAPES_CLASSES, SHAPES_COLORS, ensure_shapes, shapes_dir
 
-__all__ = ["get_datasets_root", "register_shapes", "register_shapes_from_cfg", "register_coco_2017", "SHAPES_SPLITS"]
+__all__ = [
+    "get_datasets_root",
+    "register_shapes",
+    "register_shapes_from_cfg",
+    "register_roboflow_from_cfg",
+    "register_datasets_from_cfg", "register_coco_2017", "SHAPES_SPLITS"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +89,35 @@ def register_shapes_from_cfg(cfg) -> None:
     ``$SEGTRAIN_DATASETS``); the loader builders call this first."""
     sh = cfg.DATASETS.SHAPES
     register_shapes(num_train=sh.NUM_TRAIN, num_val=sh.NUM_VAL, image_size=sh.IMAGE_SIZE)
+
+
+def register_roboflow_from_cfg(cfg) -> None:
+    """Register the Roboflow export at ``DATASETS.ROBOFLOW.ROOT`` (when set) as
+    ``<NAME>_train`` / ``_valid`` / ``_test``; a second call with the same folder keeps the
+    registration (and the metadata its reading set)."""
+    rf = cfg.DATASETS.ROBOFLOW
+    if not rf.ROOT:
+        return
+    root = os.path.abspath(os.path.expanduser(rf.ROOT))
+    names = [f"{rf.NAME}_{split}" for split in ROBOFLOW_SPLITS]
+    registered = [n for n in names if n in DatasetCatalog]
+    same = all(
+        MetadataCatalog.get(n).get("image_root", "").startswith(root + os.sep)
+        and MetadataCatalog.get(n).get("num_train_images") == int(rf.NUM_TRAIN_IMAGES)
+        for n in registered
+    )
+    if registered and same:
+        return
+    for name in registered:
+        _replace(name)
+    register_roboflow_coco(rf.NAME, root, int(rf.NUM_TRAIN_IMAGES))
+
+
+def register_datasets_from_cfg(cfg) -> None:
+    """Every dataset the config describes: the shapes sizes (``DATASETS.SHAPES``) and a
+    Roboflow export (``DATASETS.ROBOFLOW``); the loader and evaluator builders call this first."""
+    register_shapes_from_cfg(cfg)
+    register_roboflow_from_cfg(cfg)
 
 
 def register_coco_2017(root: Optional[str] = None) -> None:

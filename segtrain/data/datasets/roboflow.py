@@ -15,6 +15,7 @@ does the same. Images without annotations are kept; boxes-only exports (``"segme
 import json
 import logging
 import os
+import random
 import shutil
 import tempfile
 from typing import Any, Dict, List
@@ -27,7 +28,14 @@ from ..catalog import DatasetCatalog, MetadataCatalog
 from .coco import load_coco_json
 from .shapes import SHAPES_CLASSES, draw_background, generate_shapes, write_jpeg
 
-__all__ = ["ROBOFLOW_SPLITS", "ROBOFLOW_JSON", "register_roboflow_coco", "load_roboflow_split", "write_roboflow_shapes"]
+__all__ = [
+    "ROBOFLOW_SPLITS",
+    "ROBOFLOW_JSON",
+    "register_roboflow_coco",
+    "load_roboflow_split",
+    "official_image_subset",
+    "write_roboflow_shapes",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +47,25 @@ def _sibling_names(name: str, split: str) -> List[str]:
     return [f"{name}_{s}" for s in ROBOFLOW_SPLITS if s != split]
 
 
-def load_roboflow_split(name: str, root: str, split: str) -> List[Dict[str, Any]]:
+def official_image_subset(dicts: List[Dict[str, Any]], num_images: int) -> List[Dict[str, Any]]:
+    """The ``num_images`` images SAM 3's ``Sam3ImageDataset(limit_ids=num_images)`` trains on:
+    the images sorted by id, their positions shuffled by ``random.Random(number of images)``,
+    the first ``num_images`` kept (returned in id order). ``num_images`` <= 0 or at least the
+    number of images: all of them."""
+    ordered = sorted(dicts, key=lambda d: d["image_id"])
+    if num_images <= 0 or num_images >= len(ordered):
+        return ordered
+    positions = list(range(len(ordered)))
+    random.Random(len(positions)).shuffle(positions)
+    return [ordered[i] for i in sorted(positions[:num_images])]
+
+
+def load_roboflow_split(name: str, root: str, split: str, num_images: int = 0) -> List[Dict[str, Any]]:
     """Dataset dicts of one split of the export at ``root``, registered as ``<name>_<split>``
-    (``load_coco_json`` with the split folder as image root). The class names must equal those
-    of a sibling split read before (the concept ids are shared by training and evaluation)."""
+    (``load_coco_json`` with the split folder as image root); with ``num_images`` > 0 the
+    official few-shot subset of that many images (:func:`official_image_subset`). The class
+    names must equal those of a sibling split read before (the concept ids are shared by
+    training and evaluation)."""
     dataset_name = f"{name}_{split}"
     folder = os.path.join(root, split)
     json_file = os.path.join(folder, ROBOFLOW_JSON)
@@ -66,12 +89,18 @@ def load_roboflow_split(name: str, root: str, split: str) -> List[Dict[str, Any]
                 json_file,
                 classes[to_contiguous[0]],
             )
+    if num_images > 0:
+        total = len(dicts)
+        dicts = official_image_subset(dicts, num_images)
+        logger.info("%s: %d of its %d images (SAM 3's limit_ids subset)", dataset_name, len(dicts), total)
     return dicts
 
 
-def register_roboflow_coco(name: str, root: str) -> List[str]:
+def register_roboflow_coco(name: str, root: str, num_train_images: int = 0) -> List[str]:
     """Register the Roboflow export at ``root`` as ``<name>_train``, ``<name>_valid`` and
     ``<name>_test`` (the splits whose ``_annotations.coco.json`` exists); returns the names.
+    ``num_train_images`` > 0 keeps that many training images, the subset SAM 3's
+    ``roboflow_v100_full_ft_100_images`` trains on (:func:`official_image_subset`).
 
     Nothing is read until ``DatasetCatalog.get``; reading sets ``thing_classes`` (the category
     names, the text prompts of the finds, category 0 included: module docstring) and
@@ -90,10 +119,14 @@ def register_roboflow_coco(name: str, root: str) -> List[str]:
     names = []
     for split in present:
         dataset_name = f"{name}_{split}"
-        DatasetCatalog.register(dataset_name, lambda split=split: load_roboflow_split(name, root, split))
+        limit = int(num_train_images) if split == "train" else 0
+        DatasetCatalog.register(dataset_name, lambda split=split, limit=limit: load_roboflow_split(name, root, split, limit))
         folder = os.path.join(root, split)
         MetadataCatalog.get(dataset_name).set(
-            json_file=os.path.join(folder, ROBOFLOW_JSON), image_root=folder, evaluator_type="FindEvaluator"
+            json_file=os.path.join(folder, ROBOFLOW_JSON),
+            image_root=folder,
+            evaluator_type="FindEvaluator",
+            num_train_images=int(num_train_images),
         )
         names.append(dataset_name)
     logger.info("Registered the Roboflow export %s as %s", root, ", ".join(names))

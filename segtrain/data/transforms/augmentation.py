@@ -31,6 +31,8 @@ __all__ = [
     "ResizeScale",
     "FixedSizeCrop",
     "RandomCrop",
+    "RandomSquareResize",
+    "RandomPadToSize",
     "ColorJitter",
     "RandomAffine",
     "RandomGrayscale",
@@ -154,6 +156,38 @@ class FixedSizeCrop(Augmentation):
         if h < ch or w < cw:
             tfms.append(PadTransform(ch - h, cw - w, self.pad_value))
         return TransformList(tfms)
+
+
+class RandomSquareResize(Augmentation):
+    """Resize to ``s`` x ``s`` for ``s`` drawn uniformly from ``sizes``, without keeping the
+    aspect ratio (SAM 3's ``RandomResizeAPI`` with ``square=True``)."""
+
+    def __init__(self, sizes: Sequence[int]):
+        self.sizes = tuple(int(s) for s in sizes)
+        if not self.sizes or min(self.sizes) <= 0:
+            raise ConfigError(f"RandomSquareResize needs sizes > 0, got {self.sizes}")
+
+    def get_transform(self, image: np.ndarray) -> Transform:
+        h, w = image.shape[:2]
+        size = self.sizes[int(np.random.randint(len(self.sizes)))]
+        return ResizeTransform(h, w, size, size)
+
+
+class RandomPadToSize(Augmentation):
+    """Pad to ``size`` x ``size`` with the content at a random place (each side's share drawn
+    uniformly, SAM 3's ``PadToSizeAPI``), or at the top left with ``bottom_right``."""
+
+    def __init__(self, size: int, pad_value: float = 0.0, bottom_right: bool = False):
+        self.size, self.pad_value, self.bottom_right = int(size), float(pad_value), bool(bottom_right)
+
+    def get_transform(self, image: np.ndarray) -> Transform:
+        h, w = image.shape[:2]
+        pad_y, pad_x = self.size - h, self.size - w
+        if pad_y < 0 or pad_x < 0:
+            raise ValueError(f"RandomPadToSize({self.size}): the image is larger ({h}x{w})")
+        top = 0 if self.bottom_right else int(np.random.randint(pad_y + 1))
+        left = 0 if self.bottom_right else int(np.random.randint(pad_x + 1))
+        return PadTransform(pad_y - top, pad_x - left, self.pad_value, pad_top=top, pad_left=left)
 
 
 class RandomCrop(Augmentation):

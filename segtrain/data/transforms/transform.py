@@ -196,16 +196,20 @@ class CropTransform(Transform):
 
 
 class PadTransform(Transform):
-    """Pad ``pad_right`` columns and ``pad_bottom`` rows (images with ``pad_value``,
-    masks with 0); coordinates are unchanged."""
+    """Pad ``pad_bottom`` rows and ``pad_right`` columns, and ``pad_top`` / ``pad_left`` before
+    the content (images with ``pad_value``, masks with 0); coordinates move by
+    (``pad_left``, ``pad_top``)."""
 
-    def __init__(self, pad_bottom: int, pad_right: int, pad_value: float = 128.0):
+    def __init__(self, pad_bottom: int, pad_right: int, pad_value: float = 128.0, pad_top: int = 0, pad_left: int = 0):
         self.pad_bottom, self.pad_right, self.pad_value = int(pad_bottom), int(pad_right), pad_value
+        self.pad_top, self.pad_left = int(pad_top), int(pad_left)
+        if min(self.pad_bottom, self.pad_right, self.pad_top, self.pad_left) < 0:
+            raise ValueError(f"PadTransform needs paddings >= 0, got {self!r}")
 
     def _pad(self, arr: np.ndarray, value: float) -> np.ndarray:
-        if self.pad_bottom == 0 and self.pad_right == 0:
+        if not (self.pad_bottom or self.pad_right or self.pad_top or self.pad_left):
             return arr
-        widths = [(0, self.pad_bottom), (0, self.pad_right)] + [(0, 0)] * (arr.ndim - 2)
+        widths = [(self.pad_top, self.pad_bottom), (self.pad_left, self.pad_right)] + [(0, 0)] * (arr.ndim - 2)
         return np.pad(arr, widths, mode="constant", constant_values=value)
 
     def apply_image(self, img: np.ndarray) -> np.ndarray:
@@ -214,8 +218,16 @@ class PadTransform(Transform):
     def apply_segmentation(self, segmentation: np.ndarray) -> np.ndarray:
         return self._pad(segmentation, 0)
 
+    def apply_coords(self, coords: np.ndarray) -> np.ndarray:
+        if not (self.pad_top or self.pad_left):
+            return coords
+        coords = np.array(coords, dtype=np.float64, copy=True)
+        coords[:, 0] += self.pad_left
+        coords[:, 1] += self.pad_top
+        return coords
+
     def output_size(self, height: int, width: int):
-        return height + self.pad_bottom, width + self.pad_right
+        return height + self.pad_top + self.pad_bottom, width + self.pad_left + self.pad_right
 
 
 class ColorTransform(Transform):

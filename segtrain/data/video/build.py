@@ -20,7 +20,7 @@ from ..build import (
     val_loss_loader_of,
 )
 from ..catalog import DatasetCatalog, MetadataCatalog
-from ..datasets.builtin import register_shapes_from_cfg
+from ..datasets.builtin import register_datasets_from_cfg
 from ..datasets.coco import bad_annotation_policy, get_bad_annotation_policy
 from ..datasets.shapes_video import register_shapes_video_from_cfg
 from ..loader_kinds import LoaderKind, register_loader_kind
@@ -158,7 +158,7 @@ class VideoTrainDataLoader:
 
 
 def _video_train_loader_from_config(cfg, mapper=None, *, dataset=None, start_iter: int = 0) -> Dict[str, Any]:
-    register_shapes_from_cfg(cfg)
+    register_datasets_from_cfg(cfg)
     register_shapes_video_from_cfg(cfg)
     v = cfg.INPUT.VIDEO
     if dataset is None:
@@ -241,7 +241,7 @@ def build_video_train_loader(
 
 
 def _video_test_loader_from_config(cfg, dataset_name: Union[str, Sequence[str]], mapper=None) -> Dict[str, Any]:
-    register_shapes_from_cfg(cfg)
+    register_datasets_from_cfg(cfg)
     register_shapes_video_from_cfg(cfg)
     dataset = get_video_dataset_dicts(
         dataset_name, filter_empty=False, on_bad_annotation=cfg.DATASETS.ON_BAD_ANNOTATION

@@ -1,0 +1,61 @@
+"""``SOLVER.MAX_EPOCHS``: a run length in passes over the training images, as SAM 3's recipes
+give it (``max_epochs``), turned into ``SOLVER.MAX_ITER`` once the datasets are known."""
+
+import logging
+
+from segtrain.data import get_dataset_dicts, register_datasets_from_cfg
+from segtrain.utils.errors import ConfigError
+
+__all__ = ["apply_max_epochs", "iterations_per_epoch"]
+
+logger = logging.getLogger(__name__)
+
+
+def iterations_per_epoch(num_images: int, ims_per_batch: int) -> int:
+    """Full batches in one pass over ``num_images`` (the last partial batch dropped, as the
+    official loaders' ``drop_last``), at least 1."""
+    if ims_per_batch <= 0:
+        raise ConfigError(f"SOLVER.IMS_PER_BATCH must be > 0, got {ims_per_batch}")
+    return max(1, num_images // ims_per_batch)
+
+
+def apply_max_epochs(cfg):
+    """``cfg`` itself when ``SOLVER.MAX_EPOCHS`` is 0; otherwise a copy (frozen as ``cfg`` was)
+    with ``SOLVER.MAX_ITER = MAX_EPOCHS x iterations_per_epoch(training images, IMS_PER_BATCH)``.
+    The images are those the training loader reads (``DATASETS.TRAIN`` after
+    ``DATALOADER.FILTER_EMPTY_ANNOTATIONS``)."""
+    epochs = int(cfg.SOLVER.MAX_EPOCHS)
+    if epochs <= 0:
+        return cfg
+    register_datasets_from_cfg(cfg)
+    names = list(cfg.DATASETS.TRAIN)
+    if not names:
+        raise ConfigError("SOLVER.MAX_EPOCHS needs DATASETS.TRAIN (it is empty)")
+    num_images = len(
+        get_dataset_dicts(
+            names,
+            filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+            on_bad_annotation=cfg.DATASETS.ON_BAD_ANNOTATION,
+        )
+    )
+    per_epoch = iterations_per_epoch(num_images, int(cfg.SOLVER.IMS_PER_BATCH))
+    max_iter = epochs * per_epoch
+    logger.info(
+        "SOLVER.MAX_EPOCHS %d over %d training images (%s) at %d per batch: %d iterations per epoch, "
+        "SOLVER.MAX_ITER %d (config: %d)",
+        epochs,
+        num_images,
+        ", ".join(names),
+        cfg.SOLVER.IMS_PER_BATCH,
+        per_epoch,
+        max_iter,
+        cfg.SOLVER.MAX_ITER,
+    )
+    if max_iter == cfg.SOLVER.MAX_ITER:
+        return cfg
+    out = cfg.clone()
+    out.defrost()
+    out.SOLVER.MAX_ITER = max_iter
+    if cfg.is_frozen():
+        out.freeze()
+    return out

@@ -1,0 +1,33 @@
+"""SOLVER.MAX_EPOCHS sets SOLVER.MAX_ITER from the number of training images and the batch."""
+
+import pytest
+
+import segtrain.modeling  # noqa: F401
+from segtrain.config import get_cfg
+from segtrain.engine.epochs import apply_max_epochs, iterations_per_epoch
+from segtrain.utils.errors import ConfigError
+
+
+def _cfg(epochs, batch=4):
+    cfg = get_cfg()
+    cfg.DATASETS.TRAIN = ("shapes_train",)
+    cfg.DATASETS.SHAPES.NUM_TRAIN, cfg.DATASETS.SHAPES.NUM_VAL, cfg.DATASETS.SHAPES.IMAGE_SIZE = 10, 2, 32
+    cfg.SOLVER.IMS_PER_BATCH = batch
+    cfg.SOLVER.MAX_EPOCHS = epochs
+    cfg.freeze()
+    return cfg
+
+
+def test_max_iter_from_epochs(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEGTRAIN_DATASETS", str(tmp_path))
+    cfg = apply_max_epochs(_cfg(3))
+    # 10 images at 4 per batch: 2 full batches per epoch (the partial one dropped)
+    assert cfg.SOLVER.MAX_ITER == 6 and cfg.is_frozen()
+    off = _cfg(0)
+    assert apply_max_epochs(off) is off
+
+
+def test_iterations_per_epoch():
+    assert iterations_per_epoch(100, 2) == 50 and iterations_per_epoch(3, 8) == 1
+    with pytest.raises(ConfigError, match="IMS_PER_BATCH"):
+        iterations_per_epoch(10, 0)
