@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .binary_mask_losses import upsample_adjoint, upsampled_binary_focal_dice_loss
+
 __all__ = [
     "sigmoid_ce_loss",
     "dice_loss",
@@ -276,12 +278,7 @@ def _upsample(x: Tensor, size) -> Tensor:
 
 def _upsample_backward(grad_up: Tensor, in_size) -> Tensor:
     """Adjoint of :func:`_upsample`: [c, H, W] gradient -> [c, h, w]."""
-    if tuple(grad_up.shape[-2:]) == tuple(in_size):
-        return grad_up
-    c = grad_up.shape[0]
-    return torch.ops.aten.upsample_bilinear2d_backward(
-        grad_up[:, None], list(grad_up.shape[-2:]), [c, 1, int(in_size[0]), int(in_size[1])], False, None, None
-    )[:, 0]
+    return upsample_adjoint(grad_up, (int(in_size[0]), int(in_size[1])))
 
 
 def upsampled_focal_dice_loss(
@@ -307,7 +304,10 @@ def upsampled_focal_dice_loss(
     backward (recomputing the upsampling); the formulas need about ten chunk-sized
     temporaries at their peak, so with the default 1/16 at most about 0.6 of one [K, H, W]
     float copy exists at any time (``tools/benchmark.py masks`` measures it; the plain
-    composition peaks at about 9 copies). Returns the two scalars.
+    composition peaks at about 9 copies). Bool targets (SAM 3's masks) take the binary
+    formulas of :func:`~segtrain.layers.binary_mask_losses.upsampled_binary_focal_dice_loss`
+    (one pass, the gradient's low-resolution pieces computed in the forward; same chunks, or
+    4M-pixel ones with several threads). Returns the two scalars.
     """
     rows = tgt_rows if tgt_rows is not None else torch.zeros(0, dtype=torch.int64, device=tgt.device)
     K = src.shape[0]
@@ -320,4 +320,8 @@ def upsampled_focal_dice_loss(
     chunk = max(1, math.ceil(max_upsampled_fraction * K))
     dev_type = src.device.type if src.device.type in ("cuda", "cpu", "xpu", "mps") else "cpu"
     with torch.autocast(device_type=dev_type, enabled=False):  # in src's own (>= float32) precision
+        if tgt.dtype == torch.bool:  # binary GT: the fused formulas of segtrain.layers.binary_mask_losses
+            if not rows.numel():
+                rows = torch.arange(K, device=tgt.device)
+            return upsampled_binary_focal_dice_loss(src, tgt, rows.to(tgt.device), num_masks, alpha, gamma, chunk)
         return _UpsampledFocalDice.apply(src, tgt, rows.to(tgt.device), num_masks, float(alpha), float(gamma), chunk)

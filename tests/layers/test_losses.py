@@ -146,16 +146,18 @@ def test_gradcheck_losses():
     assert torch.autograd.gradcheck(lambda a: batch_dice_loss(a, tq), (x,))
 
 
+@pytest.mark.parametrize("bool_targets", [False, True])
 @pytest.mark.parametrize(
     "K,h,H,alpha,gamma", [(5, 6, 24, 0.25, 2.0), (3, 8, 8, 0.25, 2.0), (4, 5, 17, -1.0, 0.0), (9, 7, 30, 0.4, 1.5)]
 )
-def test_upsampled_focal_dice_equals_interpolate_then_losses(K, h, H, alpha, gamma):
+def test_upsampled_focal_dice_equals_interpolate_then_losses(K, h, H, alpha, gamma, bool_targets):
     """Chunked upsampled focal + dice == interpolate, then sigmoid_focal_loss / dice_loss,
-    in value and gradient (upsampled or already full size; with and without alpha)."""
+    in value and gradient (upsampled or already full size; with and without alpha; float
+    targets through the general formulas, bool targets through the binary ones)."""
     g = torch.Generator().manual_seed(K)
     src = torch.randn(K, h, h, dtype=torch.float64, generator=g, requires_grad=True)
     tgt = (torch.rand(K, H, H, dtype=torch.float64, generator=g) > 0.5).double()
-    a, b = upsampled_focal_dice_loss(src, tgt, 3.0, alpha, gamma)
+    a, b = upsampled_focal_dice_loss(src, tgt.bool() if bool_targets else tgt, 3.0, alpha, gamma)
     ga = torch.autograd.grad(2 * a + 7 * b, src)[0]
     up = src if h == H else F.interpolate(src[:, None], size=(H, H), mode="bilinear", align_corners=False)[:, 0]
     ra = sigmoid_focal_loss(up.flatten(1), tgt.flatten(1), 3.0, alpha, gamma)

@@ -91,13 +91,37 @@ def matched_mask_losses(
             point_labels = sample_gt_grouped(packed, tgt_rows, grid, L, M)  # [L*M, P]
         point_logits = F.grid_sample(src_masks, grid.unsqueeze(2), align_corners=False).view(L * M, -1)  # [L*M, P]
         # per-mask values, then summed per layer in the same order as the loop
-        bce = F.binary_cross_entropy_with_logits(point_logits, point_labels, reduction="none").mean(1)
-        p = point_logits.sigmoid()
-        dice = 1 - (2 * (p * point_labels).sum(-1) + 1) / (p.sum(-1) + point_labels.sum(-1) + 1)
+        bce, dice = _PointCeDice.apply(point_logits, point_labels)
         return [
             {"loss_mask": ce.sum() / num_masks, "loss_dice": d.sum() / num_masks}
             for ce, d in zip(bce.split(M), dice.split(M))
         ]
+
+
+class _PointCeDice(torch.autograd.Function):
+    """Per-mask mean BCE and dice of point logits x [R, P] against soft labels t [R, P]:
+    ``bce_r = mean_P bce(x, t)``, ``dice_r = 1 - (2 sum p t + 1) / (sum p + sum t + 1)``, the
+    same operations as ``sigmoid_ce_loss`` / ``dice_loss`` per row (the same values). The
+    backward is the closed form, from the saved sigmoid: ``g_bce / P * (p - t) + g_dice *
+    (N / D**2 - 2 t / D) * p (1 - p)`` (N = 2 sum p t + 1, D = sum p + sum t + 1), instead of
+    autograd's chain through the BCE, sigmoid, product and sums (about 3x fewer passes)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, t: Tensor):
+        bce = F.binary_cross_entropy_with_logits(x, t, reduction="none").mean(1)
+        p = x.sigmoid()
+        numerator = 2 * (p * t).sum(-1) + 1
+        denominator = p.sum(-1) + t.sum(-1) + 1
+        ctx.save_for_backward(p, t, numerator, denominator)
+        return bce, 1 - numerator / denominator
+
+    @staticmethod
+    def backward(ctx, g_bce: Tensor, g_dice: Tensor):
+        p, t, numerator, denominator = ctx.saved_tensors
+        grad = torch.sub(p, t).mul_((g_bce / p.shape[1])[:, None])
+        dice_a = (g_dice * numerator / (denominator * denominator))[:, None]
+        dice_b = (-2.0 * g_dice / denominator)[:, None]
+        return grad.add_(torch.addcmul(dice_a, t, dice_b).mul_(p).mul_(1 - p)), None
 
 
 def sample_gt_grouped(packed: PackedInstanceTargets, tgt_rows: Tensor, grid: Tensor, L: int, M: int) -> Tensor:

@@ -1,11 +1,12 @@
 """SAM 2's multi-step multi-mask loss (``MultiStepMultiMasksAndIous``), docs/losses.md "SAM 2"."""
 
-from typing import Dict, List, Mapping, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from segtrain.config import configurable
+from segtrain.layers.binary_mask_losses import BinaryTargets, multimask_focal_dice_iou
 from segtrain.layers.losses import dice_loss, iou_loss, mask_ious, sigmoid_focal_loss
 from segtrain.utils import comm
 from segtrain.utils.errors import ConfigError
@@ -141,9 +142,17 @@ class MultiStepMultiMasksAndIous(nn.Module):
                     f"{len(obj_list)} object-score steps; they must match"
                 )
             target_masks = targets.unsqueeze(1).float()  # [N, 1, H, W]
+            # binary GT (the usual case): focal, dice and IoU in one fused pass per step
+            # (segtrain.layers.binary_mask_losses), the per-pixel target terms shared by the steps
+            fused: Dict[torch.dtype, Optional[BinaryTargets]] = {}
             for step, (src, ious, obj) in enumerate(zip(masks_list, ious_list, obj_list)):
                 self._check_shapes(frame, step, src, ious, obj, targets)
-                step, iou_sum, iou_count = self._step_losses(src, target_masks, ious, num_objects, obj)
+                dtype = torch.promote_types(src.dtype, torch.float32)
+                if dtype not in fused:
+                    fused[dtype] = BinaryTargets.of(targets.flatten(1), self.focal_alpha, dtype)
+                step, iou_sum, iou_count = self._step_losses(
+                    src, target_masks, ious, num_objects, obj, fused.get(dtype)
+                )
                 target_iou_sum, target_iou_count = target_iou_sum + iou_sum, target_iou_count + iou_count
                 for k, v in step.items():
                     losses[k] = losses[k] + v
@@ -176,16 +185,26 @@ class MultiStepMultiMasksAndIous(nn.Module):
             )
 
     def _step_losses(
-        self, src: Tensor, target_masks: Tensor, ious: Tensor, num_objects: float, obj
+        self, src: Tensor, target_masks: Tensor, ious: Tensor, num_objects: float, obj, fused=None
     ) -> Tuple[Dict[str, Tensor], Tensor, Tensor]:
         """One prediction step: src [N, M, H, W], target_masks [N, 1, H, W] -> the four scalar
-        losses, and the sum and count of the IoU targets of the supervised objects (detached)."""
+        losses, and the sum and count of the IoU targets of the supervised objects (detached).
+        ``fused``: the frame's :class:`BinaryTargets` when its GT is binary (same values)."""
         # float32 as in the official code, float64 for float64 predictions (e.g. gradcheck)
         target_masks = target_masks.to(torch.promote_types(src.dtype, torch.float32)).expand_as(src)
-        loss_multimask = sigmoid_focal_loss(
-            src, target_masks, num_objects, alpha=self.focal_alpha, gamma=self.focal_gamma, loss_on_multimask=True
-        )  # [N, M]
-        loss_multidice = dice_loss(src, target_masks, num_objects, loss_on_multimask=True)  # [N, M]
+        iou_dtype = ious.dtype if ious.is_floating_point() else torch.float32
+        if fused is not None:
+            loss_multimask, loss_multidice, actual_ious = multimask_focal_dice_iou(
+                src.to(target_masks.dtype), fused, num_objects, gamma=self.focal_gamma
+            )  # [N, M] each
+            actual_ious = actual_ious.to(iou_dtype)
+        else:
+            loss_multimask = sigmoid_focal_loss(
+                src, target_masks, num_objects, alpha=self.focal_alpha, gamma=self.focal_gamma, loss_on_multimask=True
+            )  # [N, M]
+            loss_multidice = dice_loss(src, target_masks, num_objects, loss_on_multimask=True)  # [N, M]
+            with torch.no_grad():
+                actual_ious = mask_ious(src, target_masks, 2, iou_dtype)
         if self.pred_obj_scores:
             target_obj = torch.any((target_masks[:, 0] > 0).flatten(1), dim=-1)[..., None].to(loss_multimask.dtype)
             loss_class = sigmoid_focal_loss(
@@ -200,8 +219,6 @@ class MultiStepMultiMasksAndIous(nn.Module):
                 loss_multimask.shape[0], 1, dtype=loss_multimask.dtype, device=loss_multimask.device
             )
             loss_class = torch.zeros((), dtype=loss_multimask.dtype, device=loss_multimask.device)
-        with torch.no_grad():
-            actual_ious = mask_ious(src, target_masks, 2, ious.dtype if ious.is_floating_point() else torch.float32)
         loss_multiiou = iou_loss(
             src,
             target_masks,

@@ -23,7 +23,8 @@ Batching. :meth:`HungarianMatcher.match_many` matches a list of predictions
   call, predictions in list order), so ``match_many([o0, o1])`` equals
   ``[forward(o0), forward(o1)]`` under the same RNG state;
 * batched over images: per prediction, one ``grid_sample`` of all GT masks at their
-  image's points, one of all predicted masks (channels-last on CPU), and one batched
+  image's points, one of all predicted masks (on the CPU one per image, its Q masks as
+  one-channel planes sharing the image's expanded grid), and one batched
   matmul per cost term (targets padded to the largest ``n_b`` of the batch); then one
   ``linear_sum_assignment`` per (prediction, image) on the CPU copy (scipy's C solver:
   about 10 us for 100 x 8, a fraction of a percent of the call, see the benchmark).
@@ -281,31 +282,37 @@ class HungarianMatcher(nn.Module):
         [B, n, P]; each [B, Q, n] (None when its weight is 0).
 
         The same formulas, accumulated over chunks of ``POINT_CHUNK`` points on the CPU with
-        one torch thread: each
-        chunk's [B, Q, chunk] sampled logits, softplus and sigmoid stay in the core's cache
-        between the sampling, the elementwise functions, the row sums and the products, instead
-        of five round trips to memory for [B, Q, P] (1.2-1.3x faster at Q=100, P=12544;
-        docs/benchmarks.md). Sums are split per chunk: equal to float round-off. One chunk
-        otherwise (identical to the unchunked formulas).
+        one torch thread: each chunk's [B, Q, chunk] softplus and sigmoid stay in the core's
+        cache between the elementwise functions, the row sums and the products, instead of
+        round trips to memory for [B, Q, P] (docs/benchmarks.md). Sums are split per chunk:
+        equal to float round-off. One chunk otherwise (identical to the unchunked formulas).
         """
         want_ce, want_dice = self.cost_mask != 0, self.cost_dice != 0
         B, Q = out_mask.shape[:2]
         P = coords.shape[1]
         on_cpu = out_mask.device.type == "cpu"
-        if on_cpu and Q > 1:
-            # [B, Q, h, w] sampled as Q channels at the image's points -> [B, Q, P]. On CPU
-            # grid_sample loops over the channels of each point: channels-last keeps those
-            # reads in one cache line instead of Q planes apart (same kernel, same values;
-            # 2-4x faster at Q=100, 128x128 masks).
-            out_mask = out_mask.contiguous(memory_format=torch.channels_last)
         grid = (coords.to(out_mask.device, torch.float32) * 2.0).sub_(1.0).unsqueeze(2)  # as point_sample: [B, P, 1, 2]
+        if on_cpu:
+            # each image's Q masks as Q one-channel planes sharing the image's points (the grid
+            # expanded, not copied): the CPU kernel's one-channel path, 2.7x less CPU time than
+            # [B, Q, h, w] as Q channels (channels-last, which also needs a copy of the masks)
+            # at Q=100, 128x128, P=12544 (docs/benchmarks.md); the same values
+            x_all = torch.stack(
+                [
+                    F.grid_sample(out_mask[b].unsqueeze(1), grid[b : b + 1].expand(Q, P, 1, 2), align_corners=False)
+                    for b in range(B)
+                ]
+            ).view(B, Q, P)
         # one torch thread only: with an OpenMP team, every op of every chunk is a parallel
         # region, and a region stalls whenever another process holds a core (measured 3-10x
         # slower on a shared 2-core machine); the team also shares the cache
         chunk = self.POINT_CHUNK if on_cpu and self.POINT_CHUNK > 0 and torch.get_num_threads() == 1 else P
         sp_sum = x_t = p_t = p_sum = None
         for lo in range(0, P, chunk):
-            x = F.grid_sample(out_mask, grid[:, lo : lo + chunk], align_corners=False).squeeze(3)  # [B, Q, c]
+            if on_cpu:
+                x = x_all[:, :, lo : lo + chunk]  # [B, Q, c]
+            else:
+                x = F.grid_sample(out_mask, grid[:, lo : lo + chunk], align_corners=False).squeeze(3)
             t = tgt_pts[:, :, lo : lo + chunk].transpose(1, 2)  # [B, c, n]
             if want_ce:  # bce(x, t) summed = softplus(x) - x t (batch_sigmoid_ce_loss)
                 parts = (F.softplus(x).sum(-1, keepdim=True), x @ t)

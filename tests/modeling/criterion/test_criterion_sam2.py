@@ -206,3 +206,38 @@ def test_from_config_and_official_magnitude():
     targets[5:, 2] = 0  # the third object leaves
     total = float(crit(frames, targets)[CORE_LOSS_KEY])
     assert 1.0 < total < 100.0, total
+
+
+def test_fused_binary_path_equals_general_formulas(monkeypatch):
+    """Binary GT takes the fused focal / dice / IoU pass (segtrain.layers.binary_mask_losses);
+    the losses and gradients equal the general formulas (the path soft GT takes)."""
+    from segtrain.layers import binary_mask_losses
+
+    g = torch.Generator().manual_seed(0)
+    T, N, M, S = 2, 3, 3, 9
+    leaves, outs = [], []
+    for _ in range(T):
+        masks = [(3 * torch.randn(N, M, S, S, generator=g, dtype=torch.float64)).requires_grad_() for _ in range(2)]
+        ious = [torch.rand(N, M, generator=g, dtype=torch.float64).requires_grad_() for _ in range(2)]
+        obj = [torch.randn(N, 1, generator=g, dtype=torch.float64).requires_grad_() for _ in range(2)]
+        leaves += masks + ious + obj
+        keys = ("multistep_pred_multimasks_high_res", "multistep_pred_ious", "multistep_object_score_logits")
+        outs.append(dict(zip(keys, (masks, ious, obj))))
+    targets = (torch.rand(T, N, S, S, generator=g) > 0.5).double()
+    targets[0, 2] = 0  # an absent object
+    crit = MultiStepMultiMasksAndIous(W, supervise_all_iou=True, iou_use_l1_loss=True, pred_obj_scores=True)
+
+    def run():
+        losses = crit(outs, targets)
+        return losses, torch.autograd.grad(losses[CORE_LOSS_KEY], leaves)
+
+    fused, fused_grads = run()
+    calls = []
+    monkeypatch.setattr(binary_mask_losses.BinaryTargets, "of", lambda *a, **k: calls.append(1))  # -> None
+    general, general_grads = run()
+    assert calls  # the general formulas ran
+    for k in general:
+        torch.testing.assert_close(fused[k], general[k], rtol=1e-12, atol=1e-14)
+    assert max(float(x.abs().max()) for x in general_grads) > 1e-3
+    for a, b in zip(fused_grads, general_grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)
