@@ -11,8 +11,8 @@ an unsorted sparse COO product for ``value``, the needed dot products only
 (``sampled_addmm``) for the per-neighbour weights, and the chain rule through the
 separable bilinear factors to the sampling locations and attention weights.
 The value gradient is a scatter of the R*K weighted rows: a COO ``sparse.mm`` sorts and adds
-them on one thread, so with more than one thread :func:`value_grad` sorts the entries itself
-(parallel int16 or int32 sort) and multiplies a CSR matrix (MKL, all threads). Measured figures vs the
+them on one thread, so :func:`value_grad` sorts the entries itself (parallel int16 or int32
+sort) and multiplies a CSR matrix (MKL, all threads); faster at 1 thread too. Measured figures vs the
 official pure-PyTorch algorithm (``ms_deform_attn_core_pytorch``: one ``grid_sample`` per level, stack,
 weighted sum; ``tests/reference/ms_deform_attn.py``) at 1 and 2 threads: ``tools/benchmark.py msda``
 and docs/benchmarks.md. It never allocates the [N*M, D, Lq, L*P] sampled tensor of that algorithm.
@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from segtrain.layers.wrappers import Linear
 from segtrain.utils.errors import ConfigError
 
 __all__ = ["MSDeformAttn", "ms_deform_attn_core", "value_grad"]
@@ -90,12 +91,12 @@ def _bilinear_terms(value_shape, shapes: List[Tuple[int, int]], loc: torch.Tenso
     return rows, wx, wy, vx, vy, W_l.to(loc.dtype), H_l.to(loc.dtype)
 
 
-#: CPU value-gradient algorithm: "auto" (``"sorted"`` with more than one torch thread, else
-#: ``"coo"``), ``"coo"`` (unsorted COO ``sparse.mm``: it coalesces -- sorts -- the entries
+#: CPU value-gradient algorithm: "auto" (``"sorted"``), ``"coo"`` (unsorted COO
+#: ``sparse.mm``: it coalesces -- sorts -- the entries
 #: and adds them on one thread) or ``"sorted"`` (the entries sorted by value row with a
 #: parallel int16 or int32 sort, then a CSR x dense product, which MKL runs on all threads).
-#: Measured (docs/benchmarks.md): at 2 threads "sorted" is 1.6-1.8x faster than "coo"; at
-#: 1 thread "coo" is as fast or faster.
+#: Measured (docs/benchmarks.md): at 2 threads "sorted" is 1.6-1.8x faster than "coo", at
+#: 1 thread 1.2-1.6x (CPU time; int16 keys).
 VALUE_GRAD_PATH = "auto"
 _VALUE_GRAD_PATHS = ("auto", "coo", "sorted")
 
@@ -136,7 +137,7 @@ def value_grad(
     if path not in _VALUE_GRAD_PATHS:
         raise ValueError(f"value_grad: unknown path {path!r}; valid: {', '.join(_VALUE_GRAD_PATHS)}")
     if path == "auto":
-        path = "sorted" if torch.get_num_threads() > 1 else "coo"
+        path = "sorted"
     if path == "sorted" and g.device.type == "cpu" and max(T, flat_rows.numel()) < 2**31 - 1:
         return _value_grad_sorted(flat_rows, weights, g, K, T)
     return _value_grad_coo(flat_rows, weights, g, K, T)
@@ -269,10 +270,10 @@ class MSDeformAttn(nn.Module):
         self.n_heads = n_heads
         self.n_points = n_points
 
-        self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
-        self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
-        self.value_proj = nn.Linear(d_model, d_model)
-        self.output_proj = nn.Linear(d_model, d_model)
+        self.sampling_offsets = Linear(d_model, n_heads * n_levels * n_points * 2)
+        self.attention_weights = Linear(d_model, n_heads * n_levels * n_points)
+        self.value_proj = Linear(d_model, d_model)
+        self.output_proj = Linear(d_model, d_model)
         self._reset_parameters()
 
     def _reset_parameters(self) -> None:

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from segtrain.layers.wrappers import Linear, linear
 from segtrain.utils.errors import ConfigError
 
 __all__ = ["SelfAttentionLayer", "CrossAttentionLayer", "FFNLayer", "MLP"]
@@ -32,6 +33,42 @@ def _xavier_init(module: nn.Module) -> None:
     for p in module.parameters():
         if p.dim() > 1:
             nn.init.xavier_uniform_(p)
+
+
+def _attend(
+    attn: nn.MultiheadAttention,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attn_mask: Optional[Tensor],
+    training: bool,
+) -> Tensor:
+    """Multi-head attention with the weights of ``attn`` (batch first), the mask broadcast
+    over heads.
+
+    query [B, Q, C], key / value [B, S, C], attn_mask bool [B, 1 or nheads, Q, S] True =
+    blocked, or None -> [B, Q, C]. nn.MultiheadAttention wants a [B * nheads, Q, S] mask and
+    turns a boolean one into a float copy of that size; here one [B, 1, Q, S] boolean mask
+    serves every head. The projections go through :func:`segtrain.layers.wrappers.linear`.
+    """
+    B, Q, C = query.shape
+    S = key.shape[1]
+    h = attn.num_heads
+    w, b = attn.in_proj_weight, attn.in_proj_bias
+    if key is query:  # self-attention: one product for q and k
+        q, k = linear(query, w[: 2 * C], b[: 2 * C]).split(C, -1)
+    else:
+        q, k = linear(query, w[:C], b[:C]), linear(key, w[C : 2 * C], b[C : 2 * C])
+    v = linear(value, w[2 * C :], b[2 * C :])
+    q = q.reshape(B, Q, h, C // h).transpose(1, 2)
+    k = k.reshape(B, S, h, C // h).transpose(1, 2)
+    v = v.view(B, S, h, C // h).transpose(1, 2)
+    # SDPA's boolean mask marks the positions that TAKE PART (the opposite of MHA's)
+    keep = None if attn_mask is None else ~attn_mask
+    dropout_p = attn.dropout if training else 0.0
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=dropout_p)
+    out = out.transpose(1, 2).reshape(B, Q, C)
+    return linear(out, attn.out_proj.weight, attn.out_proj.bias)
 
 
 class SelfAttentionLayer(nn.Module):
@@ -56,8 +93,7 @@ class SelfAttentionLayer(nn.Module):
     def forward(self, tgt: Tensor, query_pos: Optional[Tensor] = None) -> Tensor:
         x = self.norm(tgt) if self.normalize_before else tgt
         q = k = _with_pos(x, query_pos)
-        # need_weights=False: the fused kernel, no [B, Q, Q] weight average computed for nothing
-        out = self.self_attn(q, k, value=x, need_weights=False)[0]
+        out = _attend(self.self_attn, q, k, x, None, self.training)
         tgt = tgt + self.dropout(out)
         return tgt if self.normalize_before else self.norm(tgt)
 
@@ -80,28 +116,6 @@ class CrossAttentionLayer(nn.Module):
         self.normalize_before = normalize_before
         _xavier_init(self)
 
-    def _attend(self, query: Tensor, key: Tensor, value: Tensor, attn_mask: Optional[Tensor]) -> Tensor:
-        """Multi-head attention with the module's own weights, the mask broadcast over heads.
-
-        nn.MultiheadAttention wants a [B * nheads, Q, S] mask and turns a boolean one into
-        a float copy of that size; here one [B, 1, Q, S] boolean mask serves every head.
-        """
-        attn = self.multihead_attn
-        B, Q, C = query.shape
-        S = key.shape[1]
-        h = attn.num_heads
-        w_q, w_k, w_v = attn.in_proj_weight.chunk(3)
-        b_q, b_k, b_v = attn.in_proj_bias.chunk(3)
-        q = F.linear(query, w_q, b_q).view(B, Q, h, C // h).transpose(1, 2)
-        k = F.linear(key, w_k, b_k).view(B, S, h, C // h).transpose(1, 2)
-        v = F.linear(value, w_v, b_v).view(B, S, h, C // h).transpose(1, 2)
-        # SDPA's boolean mask marks the positions that TAKE PART (the opposite of MHA's)
-        keep = None if attn_mask is None else ~attn_mask
-        dropout_p = attn.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=dropout_p)
-        out = out.transpose(1, 2).reshape(B, Q, C)
-        return attn.out_proj(out)
-
     def forward(
         self,
         tgt: Tensor,
@@ -111,7 +125,8 @@ class CrossAttentionLayer(nn.Module):
         query_pos: Optional[Tensor] = None,
     ) -> Tensor:
         x = self.norm(tgt) if self.normalize_before else tgt
-        out = self._attend(_with_pos(x, query_pos), _with_pos(memory, pos), memory, attn_mask)
+        q, k = _with_pos(x, query_pos), _with_pos(memory, pos)
+        out = _attend(self.multihead_attn, q, k, memory, attn_mask, self.training)
         tgt = tgt + self.dropout(out)
         return tgt if self.normalize_before else self.norm(tgt)
 
@@ -128,9 +143,9 @@ class FFNLayer(nn.Module):
         normalize_before: bool = False,
     ):
         super().__init__()
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.linear1 = Linear(d_model, dim_feedforward)
         self.dropout = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.linear2 = Linear(dim_feedforward, d_model)
         self.norm = nn.LayerNorm(d_model)
         self.activation = _activation(activation)
         self.normalize_before = normalize_before
@@ -153,7 +168,7 @@ class MLP(nn.Module):
         self.num_layers = num_layers
         dims_in = [input_dim] + [hidden_dim] * (num_layers - 1)
         dims_out = [hidden_dim] * (num_layers - 1) + [output_dim]
-        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims_in, dims_out))
+        self.layers = nn.ModuleList(Linear(i, o) for i, o in zip(dims_in, dims_out))
         self.sigmoid_output = sigmoid_output
 
     def forward(self, x: Tensor) -> Tensor:

@@ -77,3 +77,68 @@ def test_conv2d_takes_matmul_path_only_for_small_outputs_or_strided_1x1(monkeypa
     conv(small)
     conv3(x4)
     assert len(calls) == 3
+
+
+@pytest.mark.parametrize("shape", [(7, 12), (2, 5, 12), (3, 1, 4, 12)])
+@pytest.mark.parametrize("bias", [False, True])
+def test_linear_matches_f_linear_values_and_grads(shape, bias):
+    torch.manual_seed(0)
+    x = torch.randn(*shape, requires_grad=True)
+    w = torch.randn(9, 12, requires_grad=True)
+    b = torch.randn(9, requires_grad=True) if bias else None
+    out, ref = wrappers.linear(x, w, b), F.linear(x, w, b)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(ref)
+    inputs = [x, w] + ([b] if bias else [])
+    for got, want in zip(torch.autograd.grad(out, inputs, g), torch.autograd.grad(ref, inputs, g)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_linear_takes_onednn_path_only_where_it_applies(monkeypatch):
+    x, w = torch.randn(4, 6, requires_grad=True), torch.randn(3, 6, requires_grad=True)
+    onednn = "_OneDNNLinear" in type(wrappers.linear(x, w).grad_fn).__name__
+    assert onednn == wrappers._HAS_ONEDNN
+    assert "_OneDNNLinear" not in type(wrappers.linear(x.double(), w.double()).grad_fn).__name__
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert wrappers.linear(x, w).dtype == torch.bfloat16  # autocast keeps its say
+    monkeypatch.setattr(wrappers, "ONEDNN_MATMUL", False)
+    assert "_OneDNNLinear" not in type(wrappers.linear(x, w).grad_fn).__name__
+
+
+def test_linear_backward_of_an_expanded_gradient():
+    # the gradient of .sum() arrives with stride 0
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 8, requires_grad=True)
+    lin = wrappers.Linear(8, 3)
+    lin(x).sum().backward()
+    gx, gw = x.grad.clone(), lin.weight.grad.clone()
+    x.grad = None
+    lin.weight.grad = None
+    F.linear(x, lin.weight, lin.bias).sum().backward()
+    torch.testing.assert_close(gx, x.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gw, lin.weight.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_linear_of_expanded_and_transposed_inputs():
+    torch.manual_seed(0)
+    w = torch.randn(5, 8)
+    for x in (torch.randn(1, 3, 8).expand(4, 3, 8), torch.randn(8, 3).t(), torch.randn(3, 8, 4).transpose(1, 2)):
+        torch.testing.assert_close(wrappers.linear(x, w), F.linear(x, w), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("a_shape", [(5, 6), (3, 5, 6)])
+def test_matmul_matches_torch_matmul_values_and_grads(a_shape):
+    torch.manual_seed(0)
+    a = torch.randn(*a_shape, requires_grad=True)
+    b = torch.randn(3, 6, 11, requires_grad=True)
+    out, ref = wrappers.matmul(a, b), torch.matmul(a, b)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(ref)
+    for got, want in zip(torch.autograd.grad(out, [a, b], g), torch.autograd.grad(ref, [a, b], g)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_linear_module_keeps_nn_linear_parameters():
+    lin = wrappers.Linear(4, 2)
+    assert isinstance(lin, torch.nn.Linear)
+    assert sorted(lin.state_dict()) == ["bias", "weight"]

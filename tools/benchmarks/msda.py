@@ -1,9 +1,9 @@
-"""``benchmark.py msda``: multi-scale deformable attention forward+backward at Mask2Former
-encoder shapes (M=8 heads, D=32, levels at strides 32, 16, 8, P=4 points, queries = every
-pixel of every level), per thread count: segtrain's ``ms_deform_attn_core`` ("fast"), the
-same with the single-threaded COO value gradient ("fast_coo", ``value_grad_path="coo"``; at
-more than one thread) and the official algorithm ``ms_deform_attn_reference`` of
-``tests/reference`` ("reference": one ``grid_sample`` per level).
+"""``benchmark.py msda``: multi-scale deformable attention forward+backward at Mask2Former encoder
+shapes (M=8 heads, D=32, levels at strides 32, 16, 8, P=4 points, queries = every pixel of
+every level), per thread count: segtrain's ``ms_deform_attn_core`` ("fast"), the same with the
+single-threaded COO value gradient ("fast_coo", ``value_grad_path="coo"``) and the official
+algorithm ``ms_deform_attn_reference`` of ``tests/reference`` ("reference": one ``grid_sample``
+per level).
 """
 
 import argparse
@@ -91,7 +91,7 @@ def run(args) -> int:
     for px, b in sizes:
         shapes, value, loc, attn, grad = _msda_inputs(px, b, args.seed, device)
         for t in threads:
-            for name in ["fast", "reference"] + (["fast_coo"] if t > 1 else []):
+            for name in ("fast", "reference", "fast_coo"):
                 key = f"{px}x{b}/{t}t/{name}"
                 steps[key] = make(functions[name], shapes, value, loc, attn, grad)
                 setting[key] = (px, b, t, name)

@@ -8,7 +8,10 @@ parameters with the reference forms of ``tests/reference`` swapped in as submodu
 the ``ReferenceSetCriterion`` loop with its settings -- and the optimizer as the plain
 per-tensor loop, no fused / foreach kernels); ``no_loss`` (segtrain's model without the
 criterion: backward of the sum of every output, as the official Mask2Former figure is
-defined); ``compiled`` (``MODEL.COMPILE``).
+defined); ``compiled`` (``MODEL.COMPILE``); ``blas`` (segtrain's model and loss with
+``segtrain.layers.wrappers.ONEDNN_MATMUL`` off while its steps run: the linear layers' and
+small convolutions' products on the BLAS behind ``F.linear`` / ``torch.matmul`` instead of
+oneDNN).
 """
 
 import argparse
@@ -18,9 +21,9 @@ from typing import Callable, Dict
 
 from . import timing
 
-__all__ = ["TRAIN_VARIANTS", "add_parser", "model_only_loss", "run", "train_batches", "train_variant"]
+__all__ = ["TRAIN_VARIANTS", "add_parser", "model_only_loss", "run", "train_batches", "train_variant", "variant_step"]
 
-TRAIN_VARIANTS = ("segtrain", "baseline", "no_loss", "compiled")
+TRAIN_VARIANTS = ("segtrain", "baseline", "no_loss", "compiled", "blas")
 
 
 def _train_cfg(args, device, variant: str):
@@ -166,6 +169,27 @@ def _train_step(model, opt, clip, batches, device, breakdown: bool, model_only: 
     return step
 
 
+def _with_blas_products(step: Callable) -> Callable:
+    """``step`` run with ``segtrain.layers.wrappers.ONEDNN_MATMUL`` off (restored after)."""
+    from segtrain.layers import wrappers
+
+    def blas_step():
+        saved = wrappers.ONEDNN_MATMUL
+        wrappers.ONEDNN_MATMUL = False
+        try:
+            return step()
+        finally:
+            wrappers.ONEDNN_MATMUL = saved
+
+    return blas_step
+
+
+def variant_step(model, opt, clip, batches, device, variant: str, breakdown: bool = False) -> Callable:
+    """The timed step of one variant (module docstring) -> {part: seconds}."""
+    step = _train_step(model, opt, clip, batches, device, breakdown, model_only=(variant == "no_loss"))
+    return _with_blas_products(step) if variant == "blas" else step
+
+
 def train_batches(args, device, n: int):
     """The first ``n`` batches of the config's training loader (no workers), and the config."""
     from segtrain.data import build_train_loader
@@ -192,7 +216,8 @@ def add_parser(subparsers) -> None:
         default="segtrain,baseline,no_loss",
         help=f"comma-separated subset of {', '.join(TRAIN_VARIANTS)} (baseline: official MSDeformAttn "
         "algorithm + per-image/per-layer criterion loop + per-tensor AdamW; no_loss: segtrain's model "
-        "without the criterion, backward of the sum of its outputs; compiled: MODEL.COMPILE)",
+        "without the criterion, backward of the sum of its outputs; compiled: MODEL.COMPILE; blas: segtrain "
+        "with the BLAS products instead of oneDNN)",
     )
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
@@ -206,7 +231,7 @@ def _memory_variant(variant: str, args) -> Dict:
     device = timing.resolve_device(args.device)
     batches, _ = train_batches(args, device, 1)
     model, opt, clip = train_variant(args, device, variant, batches)
-    step = _train_step(model, opt, clip, batches, device, breakdown=False, model_only=(variant == "no_loss"))
+    step = variant_step(model, opt, clip, batches, device, variant)
     return {"case": variant, "peak_mb": timing.peak_of_step(step, device, steps=2)}
 
 
@@ -227,7 +252,7 @@ def _summary(results, images: int, image_size, device) -> Dict[str, object]:
     if "no_loss" in by:
         summary["fwd_bwd_no_loss_median_s"] = by["no_loss"]["fwd_bwd_median_ms"] / 1000
         summary["fwd_bwd_no_loss_min_s"] = by["no_loss"]["fwd_bwd_min_ms"] / 1000
-    for other in ("baseline", "compiled"):
+    for other in ("baseline", "compiled", "blas"):
         if seg and other in by:
             summary[f"fwd_bwd_speedup_{other}_over_segtrain"] = (
                 by[other]["fwd_bwd_median_ms"] / seg["fwd_bwd_median_ms"]
@@ -251,9 +276,7 @@ def run(args) -> int:
     steps: "OrderedDict[str, Callable]" = OrderedDict()
     for v in variants:
         model, opt, clip = train_variant(args, device, v, batches)
-        steps[v] = _train_step(
-            model, opt, clip, batches, device, breakdown=(v == "segtrain"), model_only=(v == "no_loss")
-        )
+        steps[v] = variant_step(model, opt, clip, batches, device, v, breakdown=(v == "segtrain"))
     timed = timing.interleaved(steps, device, args.warmup, args.repeat)
     results, rows = [], []
     for v in variants:

@@ -15,7 +15,7 @@ from torch import nn
 from segtrain.config import configurable
 from segtrain.layers.ms_deform_attn import MSDeformAttn
 from segtrain.layers.position_encoding import PositionEmbeddingSine
-from segtrain.layers.wrappers import Conv2d, c2_xavier_fill
+from segtrain.layers.wrappers import Conv2d, Linear, c2_xavier_fill
 from segtrain.modeling.pixel_decoder.build import PIXEL_DECODER_REGISTRY
 from segtrain.modeling.pixel_decoder.fpn import fpn_lateral_and_output_convs
 from segtrain.structures.shape_spec import ShapeSpec
@@ -57,10 +57,10 @@ class MSDeformAttnTransformerEncoderLayer(nn.Module):
         self.self_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points)
         self.dropout1 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
-        self.linear1 = nn.Linear(d_model, d_ffn)
+        self.linear1 = Linear(d_model, d_ffn)
         self.activation = _ACTIVATIONS[activation]
         self.dropout2 = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(d_ffn, d_model)
+        self.linear2 = Linear(d_ffn, d_model)
         self.dropout3 = nn.Dropout(dropout)
         self.norm2 = nn.LayerNorm(d_model)
 

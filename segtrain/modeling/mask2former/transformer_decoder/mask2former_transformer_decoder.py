@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from segtrain.config import configurable
 from segtrain.layers.transformer import MLP, CrossAttentionLayer, FFNLayer, SelfAttentionLayer
-from segtrain.layers.wrappers import Conv2d
+from segtrain.layers.wrappers import Conv2d, Linear, matmul
 from segtrain.structures.boxes import box_cxcywh_to_xyxy
 from segtrain.utils.errors import ConfigError
 
@@ -157,7 +157,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             else:
                 self.input_proj.append(nn.Sequential())  # identity with no parameters
 
-        self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
+        self.class_embed = Linear(hidden_dim, num_classes + 1)
         self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
         # created only when enabled, so the default state_dict keeps the official names
         self.bbox_embed = MLP(hidden_dim, hidden_dim, 4, 3) if box_head else None
@@ -266,7 +266,5 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         outputs_class = self.class_embed(decoder_output)
         mask_embed = self.mask_embed(decoder_output)
         # "bqc,bchw->bqhw" as one batched matmul on the pre-flattened features
-        outputs_mask = torch.bmm(mask_embed, mask_feat_flat).view(
-            output.shape[0], output.shape[1], mask_hw[0], mask_hw[1]
-        )
+        outputs_mask = matmul(mask_embed, mask_feat_flat).view(output.shape[0], output.shape[1], mask_hw[0], mask_hw[1])
         return outputs_class, outputs_mask
