@@ -19,6 +19,9 @@ as JSON. Times are medians over ``--repeat`` rounds after ``--warmup``; ``--thre
                1008x1008 masks, 200 queries)
     sam2       SAM 2.1 (hiera_t preset, 512 px): the image encoder on one frame and one tracking
                step per frame with a full memory bank, through the video predictor
+    sam3       SAM 3 image model (official sizes, 1008 px): one image and one text prompt through
+               the image processor, time per part (ViT, neck, text, encoder+decoder+heads) and peak
+               memory
     contention the training step and evaluation per image alone and beside N busy single-thread
                processes it starts and stops itself, segtrain's full step (trainer, hooks, loader)
                and the same model as plain PyTorch, with segtrain's adaptive threads and with
@@ -50,7 +53,7 @@ from typing import List, Optional
 # the repository root: segtrain, tools.benchmarks and tests.reference import from there
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tools.benchmarks import contention, criterion, data, masks, msda, sam2, train  # noqa: E402
+from tools.benchmarks import contention, criterion, data, masks, msda, sam2, sam3, train  # noqa: E402
 from tools.benchmarks import eval as eval_
 
 __all__ = ["SUBCOMMANDS", "main"]
@@ -65,6 +68,7 @@ SUBCOMMANDS = {
     "masks": masks,
     "contention": contention,
     "sam2": sam2,
+    "sam3": sam3,
 }
 
 

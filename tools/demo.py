@@ -9,6 +9,17 @@ semantic map).
 Images are resized as by the test mapper (INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST); predictions
 come back at the original size and are drawn on the original image. Class names come from
 the metadata of DATASETS.TEST[0] (else DATASETS.TRAIN[0]).
+
+A SAM 3 image model (MODEL.META_ARCHITECTURE "Sam3Image") is prompted instead, through its
+image processor (the official Sam3Processor calls): each ``--text PROMPT`` runs on its own,
+with the ``--box`` (positive) and ``--negative-box`` exemplars, given as x0 y0 x1 y1 pixels of
+the input image, added to it (boxes alone: an exemplar-only prompt). Detections scoring
+above --confidence-threshold (query probability x presence) are drawn with the prompt and
+the score, and the exemplar boxes in green (+) and red (-). MODEL.WEIGHTS may be a segtrain
+checkpoint or the released SAM 3 checkpoint.
+
+    python tools/demo.py --config-file projects/sam3/sam3_image.yaml --input a.jpg --output out/ \\
+        --text "a red car" --box 10 20 110 90 MODEL.WEIGHTS sam3.pt
 """
 
 import argparse
@@ -22,6 +33,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 logger = logging.getLogger("demo")
 
+# the meta-architecture that takes text and exemplar-box prompts
+_PROMPTABLE = "Sam3Image"
+_EXEMPLAR_COLORS = {True: (0, 200, 0), False: (220, 0, 0)}
+
 
 def main(argv=None) -> int:
     from segtrain.utils.cli import add_config_arguments, one_line_errors
@@ -30,6 +45,27 @@ def main(argv=None) -> int:
     parser.add_argument("--input", nargs="+", required=True, help="image files or glob patterns, e.g. 'imgs/*.jpg'")
     parser.add_argument("--output", required=True, help="folder for the PNGs (one per input, same stem)")
     parser.add_argument("--confidence-threshold", type=float, default=0.5, help="minimum score drawn")
+    parser.add_argument(
+        "--text", action="append", default=[], metavar="PROMPT", help="SAM 3: a text prompt (repeatable)"
+    )
+    parser.add_argument(
+        "--box",
+        nargs=4,
+        type=float,
+        action="append",
+        default=[],
+        metavar=("X0", "Y0", "X1", "Y1"),
+        help="SAM 3: a positive exemplar box in pixels (repeatable)",
+    )
+    parser.add_argument(
+        "--negative-box",
+        nargs=4,
+        type=float,
+        action="append",
+        default=[],
+        metavar=("X0", "Y0", "X1", "Y1"),
+        help="SAM 3: a negative exemplar box in pixels (repeatable)",
+    )
     add_config_arguments(parser, "KEY VALUE config overrides, e.g. MODEL.WEIGHTS w.pth")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -71,6 +107,14 @@ def _run(args) -> int:
     if not cfg.MODEL.WEIGHTS:
         raise ConfigError("no weights given: add MODEL.WEIGHTS path/to/model.pth to the command line")
     files = _expand_inputs(args.input)
+    prompted = bool(args.text or args.box or args.negative_box)
+    if cfg.MODEL.META_ARCHITECTURE == _PROMPTABLE:
+        return _run_prompted(args, cfg, files)
+    if prompted:
+        raise ConfigError(
+            f"--text / --box / --negative-box prompt a SAM 3 model (MODEL.META_ARCHITECTURE {_PROMPTABLE!r}); "
+            f"{cfg.MODEL.META_ARCHITECTURE!r} takes no prompts"
+        )
     register_shapes_from_cfg(cfg)
     names = list(cfg.DATASETS.TEST) or list(cfg.DATASETS.TRAIN)
     metadata = MetadataCatalog.get(names[0]) if names else None
@@ -112,6 +156,80 @@ def _run(args) -> int:
             )
         out = os.path.join(args.output, os.path.splitext(os.path.basename(path))[0] + ".png")
         vis.save(out)
+    return len(files)
+
+
+def _normalized_box(box, width: int, height: int, flag: str, path: str):
+    """An x0 y0 x1 y1 pixel box -> normalized [cx, cy, w, h] (clipped to the image); a
+    one-line error when it is empty or outside the image."""
+    from segtrain.utils.errors import ConfigError
+
+    x0, y0, x1, y1 = box
+    text = f"{flag} {x0:g} {y0:g} {x1:g} {y1:g}"
+    if not (x1 > x0 and y1 > y0):
+        raise ConfigError(f"{text}: a box is x0 y0 x1 y1 in pixels with x1 > x0 and y1 > y0")
+    x0, x1 = min(max(x0, 0.0), width), min(max(x1, 0.0), width)
+    y0, y1 = min(max(y0, 0.0), height), min(max(y1, 0.0), height)
+    if not (x1 > x0 and y1 > y0):
+        raise ConfigError(f"{text}: outside the {width}x{height} image {path}")
+    return [(x0 + x1) / 2 / width, (y0 + y1) / 2 / height, (x1 - x0) / width, (y1 - y0) / height]
+
+
+def _run_prompted(args, cfg, files) -> int:
+    """SAM 3: every input image, prompted by each --text (with the exemplar boxes) in turn."""
+    import numpy as np
+
+    from segtrain.data.detection_utils import read_image
+    from segtrain.modeling.sam3 import build_image_processor
+    from segtrain.utils.errors import ConfigError
+    from segtrain.utils.visualizer import PALETTE, Visualizer
+
+    if not (args.text or args.box or args.negative_box):
+        raise ConfigError(f"a {_PROMPTABLE} model needs a prompt: --text PROMPT and / or --box X0 Y0 X1 Y1 (exemplars)")
+    for path in files:  # every input decodes before the model is built
+        read_image(path, format="RGB")
+    processor = build_image_processor(cfg)
+    processor.set_confidence_threshold(args.confidence_threshold)
+    os.makedirs(args.output, exist_ok=True)
+    for path in files:
+        img = read_image(path, format="RGB")  # uint8 [H, W, 3]
+        height, width = img.shape[:2]
+        exemplars = [(b, True, "--box") for b in args.box] + [(b, False, "--negative-box") for b in args.negative_box]
+        prompts = [(_normalized_box(b, width, height, flag, path), label) for b, label, flag in exemplars]
+        state = processor.set_image(img)
+        masks, boxes, labels, colors = [], [], [], []
+        for k, text in enumerate(args.text or [None]):
+            processor.reset_all_prompts(state)
+            start = time.perf_counter()
+            if text is not None:
+                state = processor.set_text_prompt(text, state)
+            for box, positive in prompts:
+                state = processor.add_geometric_prompt(box, positive, state)
+            seconds = time.perf_counter() - start
+            scores = state["scores"].float().cpu().numpy()
+            name = text if text is not None else "exemplar"
+            logger.info(
+                "%s: %d detections for %r above %.2f in %.2fs",
+                path,
+                len(scores),
+                name,
+                args.confidence_threshold,
+                seconds,
+            )
+            masks.extend(state["masks"][:, 0].cpu().numpy())
+            boxes.extend(state["boxes"].float().cpu().numpy())
+            labels.extend(f"{name} {s * 100:.0f}%" for s in scores)
+            colors.extend([PALETTE[k % len(PALETTE)]] * len(scores))
+        vis = Visualizer(img)
+        if labels:
+            vis.overlay_instances(masks=np.stack(masks), boxes=np.stack(boxes), labels=labels, colors=colors)
+        if exemplars:
+            vis.overlay_instances(
+                boxes=np.asarray([b for b, _, _ in exemplars]),
+                labels=["+" if positive else "-" for _, positive, _ in exemplars],
+                colors=[_EXEMPLAR_COLORS[positive] for _, positive, _ in exemplars],
+            )
+        vis.save(os.path.join(args.output, os.path.splitext(os.path.basename(path))[0] + ".png"))
     return len(files)
 
 

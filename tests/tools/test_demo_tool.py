@@ -1,10 +1,12 @@
-"""tools/demo.py on the tiny config: one PNG per input; one-line errors for bad input."""
+"""tools/demo.py on the tiny config: one PNG per input; one-line errors for bad input; a tiny
+SAM 3 image model prompted with text and exemplar boxes."""
 
 import importlib.util
 import os
 
 import cv2
 import numpy as np
+import pytest
 import torch
 
 from segtrain.config import load_config
@@ -12,6 +14,17 @@ from segtrain.modeling import build_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(ROOT, "projects", "m2f", "tiny.yaml")
+SAM3 = os.path.join(ROOT, "projects", "sam3", "sam3_image.yaml")
+# projects/sam3/sam3_image.yaml at the reduced sizes of the SAM 3 parity tests
+TINY_SAM3 = [
+    "MODEL.DEVICE", "cpu", "MODEL.SAM3.IMAGE_SIZE", "112", "MODEL.SAM3.VIT.EMBED_DIM", "48",
+    "MODEL.SAM3.VIT.DEPTH", "2",
+    "MODEL.SAM3.VIT.NUM_HEADS", "4", "MODEL.SAM3.VIT.GLOBAL_ATT_BLOCKS", "[1]", "MODEL.SAM3.VIT.WINDOW_SIZE", "4",
+    "MODEL.SAM3.VIT.PRETRAIN_IMG_SIZE", "28", "MODEL.SAM3.TEXT.WIDTH", "32", "MODEL.SAM3.TEXT.HEADS", "2",
+    "MODEL.SAM3.TEXT.LAYERS", "1", "MODEL.SAM3.D_MODEL", "32", "MODEL.SAM3.NUM_HEADS", "4",
+    "MODEL.SAM3.DIM_FEEDFORWARD", "64", "MODEL.SAM3.ENCODER.NUM_LAYERS", "1", "MODEL.SAM3.DECODER.NUM_LAYERS", "1",
+    "MODEL.SAM3.DECODER.NUM_QUERIES", "8", "MODEL.SAM3.GEOMETRY.NUM_LAYERS", "1",
+]  # fmt: skip
 
 
 def _demo():
@@ -109,3 +122,92 @@ def test_demo_draws_the_panoptic_map_of_a_panoptic_model(tmp_path, monkeypatch):
     assert rc == 0
     drawn = cv2.imread(str(out / "a.png"))
     assert drawn.shape == (64, 64, 3) and (drawn != 200).any(axis=-1).mean() > 0.9  # one segment: the image
+
+
+@pytest.fixture(scope="module")
+def sam3_checkpoint(tmp_path_factory):
+    """A training checkpoint (Checkpointer format) of a tiny Sam3Image with seeded weights."""
+    from segtrain.checkpoint import Checkpointer
+
+    torch.manual_seed(0)
+    model = build_model(load_config(SAM3, TINY_SAM3))
+    return Checkpointer(model, str(tmp_path_factory.mktemp("sam3_run"))).save("model_final", iteration=3)
+
+
+def _sam3_image(path, h=60, w=80):
+    img = np.full((h, w, 3), 90, np.uint8)
+    cv2.rectangle(img, (10, 12), (40, 44), (0, 0, 230), -1)
+    cv2.imwrite(str(path), img)
+    return img
+
+
+def test_demo_prompts_a_sam3_model_with_text(tmp_path, sam3_checkpoint, caplog):
+    caplog.set_level("INFO", logger="demo")
+    img = _sam3_image(tmp_path / "a.jpg")
+    out = tmp_path / "vis"
+    argv = ["--config-file", SAM3, "--input", str(tmp_path / "a.jpg"), "--output", str(out), "--text", "red box"]
+    rc = _demo().main(argv + ["--confidence-threshold", "0.0", "MODEL.WEIGHTS", sam3_checkpoint] + TINY_SAM3)
+    assert rc == 0
+    drawn = cv2.imread(str(out / "a.png"))
+    assert drawn.shape == img.shape
+    assert "8 detections for 'red box'" in caplog.text  # threshold 0: every query of the find
+    assert (np.abs(drawn.astype(int) - cv2.imread(str(tmp_path / "a.jpg")).astype(int)).sum(-1) > 30).mean() > 0.05
+    # nothing above a threshold of 1: the image comes back as it was read
+    rc = _demo().main(argv + ["--confidence-threshold", "1.0", "MODEL.WEIGHTS", sam3_checkpoint] + TINY_SAM3)
+    assert rc == 0 and np.array_equal(cv2.imread(str(out / "a.png")), cv2.imread(str(tmp_path / "a.jpg")))
+
+
+def test_demo_sam3_text_prompts_with_exemplar_boxes(tmp_path, sam3_checkpoint, caplog):
+    caplog.set_level("INFO", logger="demo")
+    _sam3_image(tmp_path / "b.png")
+    out = tmp_path / "vis"
+    rc = _demo().main(
+        ["--config-file", SAM3, "--input", str(tmp_path / "b.png"), "--output", str(out)]
+        + ["--text", "red box", "--text", "a green disc", "--box", "10", "12", "40", "44"]
+        + ["--negative-box", "50", "5", "75", "30", "--confidence-threshold", "0.0"]
+        + ["MODEL.WEIGHTS", sam3_checkpoint]
+        + TINY_SAM3
+    )
+    assert rc == 0 and cv2.imread(str(out / "b.png")).shape == (60, 80, 3)
+    assert "for 'red box'" in caplog.text and "for 'a green disc'" in caplog.text
+    # exemplar boxes alone
+    rc = _demo().main(
+        ["--config-file", SAM3, "--input", str(tmp_path / "b.png"), "--output", str(out)]
+        + ["--box", "10", "12", "40", "44", "MODEL.WEIGHTS", sam3_checkpoint]
+        + TINY_SAM3
+    )
+    assert rc == 0 and "for 'exemplar'" in caplog.text
+
+
+def test_demo_prompt_errors_are_one_line(tmp_path, sam3_checkpoint, capsys):
+    _sam3_image(tmp_path / "a.png")
+    base = ["--input", str(tmp_path / "a.png"), "--output", str(tmp_path / "vis")]
+    cases = [
+        (["--config-file", TINY] + base + ["--text", "cat", "MODEL.WEIGHTS", "w.pth"], "takes no prompts"),
+        (["--config-file", SAM3] + base + ["MODEL.WEIGHTS", sam3_checkpoint] + TINY_SAM3, "needs a prompt"),
+        (
+            ["--config-file", SAM3, "--input", str(tmp_path / "nope.jpg"), "--output", str(tmp_path), "--text", "cat"]
+            + ["MODEL.WEIGHTS", sam3_checkpoint]
+            + TINY_SAM3,
+            "nope.jpg",
+        ),
+        (
+            ["--config-file", SAM3]
+            + base
+            + ["--box", "30", "10", "20", "40", "MODEL.WEIGHTS", sam3_checkpoint]
+            + TINY_SAM3,
+            "--box 30 10 20 40",
+        ),
+        (
+            ["--config-file", SAM3]
+            + base
+            + ["--negative-box", "200", "10", "220", "40"]
+            + ["MODEL.WEIGHTS", sam3_checkpoint]
+            + TINY_SAM3,
+            "outside the 80x60 image",
+        ),
+    ]
+    for argv, message in cases:
+        rc = _demo().main(argv)
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and "\n" not in err and message in err, (message, err)
