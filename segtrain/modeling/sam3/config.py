@@ -104,6 +104,10 @@ def add_sam3_config(cfg) -> None:
     s.GEOMETRY.NUM_LAYERS = 3
     # Recompute activations in the backward pass (ViT blocks, text layers, encoder, decoder)
     s.USE_ACT_CHECKPOINT = True
+    # False: no segmentation head (boxes only, the official RF100 / ODinW recipes); the "Masks"
+    # loss of MODEL.CRITERION.SAM3.LOSS_FNS is then not built, and a checkpoint's
+    # segmentation_head.* tensors are set aside
+    s.ENABLE_SEGMENTATION = True
     s.TEST = CN()
     # Sam3Processor's confidence threshold on query probability x presence probability
     s.TEST.CONFIDENCE_THRESHOLD = 0.5

@@ -65,6 +65,17 @@ def find_captions(
     return captions, torch.tensor([index[t] for t in texts], dtype=torch.long, device=finds.concepts.device)
 
 
+def _masks_at_input_size(
+    logits: Tensor, pad_hw: Tuple[int, int], image_hw: Tuple[int, int], out_hw: Tuple[int, int], logit_thr: float
+) -> Tensor:
+    """Mask logits [K, h', w'] -> bool masks [K, height, width]: resized to the padded batch
+    frame, cropped to the image and resized to the input's original size."""
+    if not logits.shape[0]:
+        return torch.zeros((0, *out_hw), dtype=torch.bool, device=logits.device)
+    m = F.interpolate(logits[None].float(), size=pad_hw, mode="bilinear", align_corners=False)[0]
+    return sem_seg_postprocess(m, image_hw, *out_hw) > logit_thr
+
+
 def detections_per_image(
     outputs: Dict[str, Any],
     finds: FindBatch,
@@ -76,9 +87,9 @@ def detections_per_image(
     max_dets_per_find: int,
 ) -> List[Dict[str, Any]]:
     """Per image: ``instances`` (its finds' detections with score = presence probability x query
-    probability above ``score_threshold``, at most ``max_dets_per_find`` per find, boxes XYXY and
-    masks at the input's ``height`` x ``width``, ``pred_classes`` = the find's concept) and
-    ``finds`` (``categories`` [F], ``presence_scores`` [F])."""
+    probability above ``score_threshold``, at most ``max_dets_per_find`` per find, boxes XYXY,
+    masks at the input's ``height`` x ``width`` when the outputs have ``pred_masks``,
+    ``pred_classes`` = the find's concept) and ``finds`` (``categories`` [F], ``presence_scores`` [F])."""
     Hp, Wp = pad_hw
     prob = outputs["pred_logits"][..., 0].float().sigmoid()  # [B, Q]
     presence = outputs.get("presence_logit_dec")  # a model without a presence head: presence 1
@@ -106,16 +117,12 @@ def detections_per_image(
         box = boxes[fb, qb]
         box[:, 0::2] = box[:, 0::2].clamp(0, w) * (width / w)
         box[:, 1::2] = box[:, 1::2].clamp(0, h) * (height / h)
-        if fb.numel():
-            m = F.interpolate(
-                outputs["pred_masks"][fb, qb][None].float(), size=(Hp, Wp), mode="bilinear", align_corners=False
-            )[0]
-            masks = sem_seg_postprocess(m, (h, w), height, width) > mask_logit_thr
-        else:
-            masks = torch.zeros((0, height, width), dtype=torch.bool, device=prob.device)
         inst = Instances((height, width))
         inst.pred_boxes = box
-        inst.pred_masks = masks
+        if "pred_masks" in outputs:  # a model without a segmentation head predicts boxes only
+            inst.pred_masks = _masks_at_input_size(
+                outputs["pred_masks"][fb, qb], (Hp, Wp), (h, w), (height, width), mask_logit_thr
+            )
         inst.scores = scores[fb, qb]
         inst.pred_classes = finds.concepts[fb].long()
         finds_out = {"categories": finds.concepts[find_ids].cpu(), "presence_scores": presence[find_ids].cpu()}

@@ -65,9 +65,11 @@ def sam3_components(
     geometry_layers: int = 3,
     tokenizer: Optional[SimpleTokenizer] = None,
     use_act_checkpoint: bool = True,
+    enable_segmentation: bool = True,
 ) -> Dict[str, nn.Module]:
     """``Sam3Image``'s constructor arguments: backbone, transformer, geometry encoder,
-    segmentation head and dot-product scoring, with fresh weights (no SAM 2 tracker)."""
+    segmentation head (``None`` without ``enable_segmentation``, as the official builder) and
+    dot-product scoring, with fresh weights (no SAM 2 tracker)."""
     vit = ViT(
         img_size=img_size,
         pretrain_img_size=vit_pretrain_img_size,
@@ -143,13 +145,15 @@ def sam3_components(
         d_model, dim_feedforward, d_model, 2, dropout=dropout, residual=True, out_norm=nn.LayerNorm(d_model)
     )
     dot_prod_scoring = DotProductScoring(d_model=d_model, d_proj=d_model, prompt_mlp=prompt_mlp)
-    segmentation_head = UniversalSegmentationHead(
-        hidden_dim=d_model,
-        upsampling_stages=3,
-        pixel_decoder=PixelDecoder(d_model, 3, interpolation_mode="nearest"),
-        cross_attend_prompt=MultiheadAttention(num_heads=num_heads, dropout=0, embed_dim=d_model),
-        act_ckpt=use_act_checkpoint,
-    )
+    segmentation_head = None
+    if enable_segmentation:
+        segmentation_head = UniversalSegmentationHead(
+            hidden_dim=d_model,
+            upsampling_stages=3,
+            pixel_decoder=PixelDecoder(d_model, 3, interpolation_mode="nearest"),
+            cross_attend_prompt=MultiheadAttention(num_heads=num_heads, dropout=0, embed_dim=d_model),
+            act_ckpt=use_act_checkpoint,
+        )
     geometry_encoder = SequenceGeometryEncoder(
         d_model=d_model,
         pos_enc=PositionEmbeddingSine(num_pos_feats=d_model, normalize=True, temperature=10000),

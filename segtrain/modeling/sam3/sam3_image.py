@@ -2,6 +2,7 @@
 decoder with presence token scoring the queries against the prompt, and a segmentation head.
 Module tree and parameter names are the official ``Sam3Image``'s."""
 
+import logging
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -21,7 +22,9 @@ from .model_builder import sam3_components
 from .model_misc import box_cxcywh_to_xyxy, inverse_sigmoid
 from .tokenizer_ve import SimpleTokenizer
 
-__all__ = ["Sam3Image", "FindStage", "build_sam3_image_model", "sam3_sizes_from_cfg"]
+__all__ = ["Sam3Image", "FindStage", "build_sam3_image_model", "sam3_sizes_from_cfg", "criterion_for_model"]
+
+logger = logging.getLogger(__name__)
 
 # Prefixes of the released checkpoint: the image model under "detector.", and parts of the video
 # model that the image model does not have (the tracker, the SAM 2 copy of the neck).
@@ -57,7 +60,26 @@ def sam3_sizes_from_cfg(cfg) -> Dict:
         geometry_layers=s.GEOMETRY.NUM_LAYERS,
         tokenizer=SimpleTokenizer(bpe_path=s.TEXT.BPE_PATH or None),
         use_act_checkpoint=s.USE_ACT_CHECKPOINT,
+        enable_segmentation=s.ENABLE_SEGMENTATION,
     )
+
+
+def criterion_for_model(cfg):
+    """The configured criterion; without a segmentation head (``MODEL.SAM3.ENABLE_SEGMENTATION``
+    False) the ``Masks`` loss of ``Sam3LossWrapper``'s ``LOSS_FNS`` is left out, and the log
+    says so: one key switches masks on and off."""
+    crit = cfg.MODEL.CRITERION
+    if cfg.MODEL.SAM3.ENABLE_SEGMENTATION or crit.NAME != "Sam3LossWrapper" or "Masks" not in crit.SAM3.LOSS_FNS:
+        return build_criterion(cfg)
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.CRITERION.SAM3.LOSS_FNS = [name for name in crit.SAM3.LOSS_FNS if name != "Masks"]
+    logger.info(
+        "MODEL.SAM3.ENABLE_SEGMENTATION False: no segmentation head, so the Masks loss of "
+        "MODEL.CRITERION.SAM3.LOSS_FNS is not built (losses: %s)",
+        ", ".join(cfg.MODEL.CRITERION.SAM3.LOSS_FNS),
+    )
+    return build_criterion(cfg)
 
 
 @dataclass
@@ -148,10 +170,11 @@ class Sam3Image(nn.Module):
         # under DDP this model needs find_unused_parameters=True.
         self.ddp_find_unused_parameters = True
         #: top-level keys of the prediction dict handed to the criterion
-        self.output_keys = frozenset(
-            {"pred_logits", "pred_boxes", "pred_boxes_xyxy", "pred_masks", "presence_logit_dec", "aux_outputs"}
-            | ({"pred_logits_o2m", "pred_boxes_o2m", "pred_boxes_xyxy_o2m", "pred_masks_o2m"} if self.dac else set())
-        )
+        keys = {"pred_logits", "pred_boxes", "pred_boxes_xyxy", "presence_logit_dec", "aux_outputs"}
+        keys |= {f"{k}_o2m" for k in ("pred_logits", "pred_boxes", "pred_boxes_xyxy")} if self.dac else set()
+        if segmentation_head is not None:
+            keys |= {"pred_masks"} | ({"pred_masks_o2m"} if self.dac else set())
+        self.output_keys = frozenset(keys)
 
     @classmethod
     def from_config(cls, cfg) -> Dict:
@@ -164,7 +187,7 @@ class Sam3Image(nn.Module):
         t = cfg.MODEL.SAM3.TEST
         return dict(
             **sam3_components(**sam3_sizes_from_cfg(cfg)),
-            criterion=build_criterion(cfg),
+            criterion=criterion_for_model(cfg),
             class_names=class_names,
             image_size=cfg.MODEL.SAM3.IMAGE_SIZE,
             pixel_mean=cfg.MODEL.PIXEL_MEAN,
@@ -177,13 +200,18 @@ class Sam3Image(nn.Module):
     def convert_weights(self, state: Dict[str, Tensor]) -> Tuple[Dict[str, Tensor], List[str]]:
         """The released SAM 3 checkpoint (one flat dict: ``detector.*``, ``tracker.*``) under this
         model's names: ``detector.`` stripped, the tracker and the SAM 2 neck copy
-        (``detector.backbone.vision_backbone.sam2_convs.*``) set aside and returned by name. A
-        state without ``detector.`` keys (segtrain's own checkpoints) is returned as it is."""
+        (``detector.backbone.vision_backbone.sam2_convs.*``) set aside and returned by name, and
+        ``segmentation_head.*`` too when this model has no segmentation head. A state without
+        ``detector.`` keys (segtrain's own checkpoints) keeps its names."""
+        set_aside_prefixes = _SET_ASIDE_PREFIXES
+        if self.segmentation_head is None:
+            set_aside_prefixes += ("detector.segmentation_head.", "segmentation_head.")
         if not any(k.startswith(_CHECKPOINT_PREFIX) for k in state):
-            return state, []
+            kept = {k: v for k, v in state.items() if not k.startswith(set_aside_prefixes)}
+            return kept, [k for k in state if k not in kept]
         converted, set_aside = {}, []
         for key, value in state.items():
-            if key.startswith(_SET_ASIDE_PREFIXES):
+            if key.startswith(set_aside_prefixes):
                 set_aside.append(key)
             elif key.startswith(_CHECKPOINT_PREFIX):
                 converted[key[len(_CHECKPOINT_PREFIX) :]] = value
