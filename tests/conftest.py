@@ -1,7 +1,9 @@
 """Suite-wide settings: one intra-op thread (CI has 2 cores; oversubscription makes tiny ops 10-40x slower),
-and the repository root on ``sys.path`` so that ``tests.reference`` (the reference forms the tests compare
-against) imports under any pytest invocation."""
+the repository root on ``sys.path`` so that ``tests.reference`` (the reference forms the tests compare
+against) imports under any pytest invocation, and every test ends with the logging state it found (a
+trainer or tool run by a test calls setup_logger, whose handlers stop propagation to caplog)."""
 
+import logging
 import os
 import sys
 
@@ -13,6 +15,24 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 torch.set_num_threads(1)
+
+_LOGGER_NAMES = ("segtrain", "fvcore")
+
+
+@pytest.fixture(autouse=True)
+def _restore_loggers():
+    saved = {
+        n: (list(logging.getLogger(n).handlers), logging.getLogger(n).propagate, logging.getLogger(n).level)
+        for n in _LOGGER_NAMES
+    }
+    yield
+    for n, (handlers, propagate, level) in saved.items():
+        lg = logging.getLogger(n)
+        for h in list(lg.handlers):
+            if h not in handlers:
+                lg.removeHandler(h)
+                h.close()
+        lg.propagate, lg.level = propagate, level
 
 
 @pytest.fixture

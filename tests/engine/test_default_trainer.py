@@ -190,8 +190,10 @@ def test_loss_trends_logged_and_in_final_metrics(tmp_path, caplog):
     metrics_final.json."""
     _SCRIPT[:] = [1.0]
     cfg = _cfg(tmp_path, **{"SOLVER.MAX_ITER": 24, "SOLVER.STEPS": (30,), "LOG_PERIOD": 1})
-    t = _trainer(cfg, ScriptedEvalTrainer)
+    # built inside the capture: a trainer built while "segtrain" logs nothing at INFO sets up its
+    # own handlers (setup_logger), which do not propagate to caplog's
     with caplog.at_level("INFO", logger="segtrain"):
+        t = _trainer(cfg, ScriptedEvalTrainer)
         t.train()
     final = json.load(open(tmp_path / "metrics_final.json"))
     lines = [json.loads(x) for x in open(tmp_path / "metrics.json")]
