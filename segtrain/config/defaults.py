@@ -15,7 +15,7 @@ _C.MODULES = []
 # Model
 # ---------------------------------------------------------------------------- #
 _C.MODEL = CN()
-# META_ARCH registry name, e.g. "MaskFormer", "VideoTracker", "ConceptDetector"
+# META_ARCH registry name, e.g. "MaskFormer", "VideoTracker", "Sam3Image"
 _C.MODEL.META_ARCHITECTURE = ""
 # "auto": cuda when available, else cpu
 _C.MODEL.DEVICE = "auto"

@@ -117,7 +117,7 @@ class FindEvaluator(COCOEvaluator):
     """COCO AP with absent-concept detections as false positives, AP over positive finds, the
     SA-Co metrics and presence metrics (module docstring).
 
-    Reads the model's eval outputs of ``ConceptDetector``: ``"instances"`` (``pred_classes``
+    Reads a find model's eval outputs (``Sam3Image``'s): ``"instances"`` (``pred_classes``
     = the find's concept, contiguous id; ``scores`` = presence x query probability) and
     ``"finds"`` (``categories`` [F], ``presence_scores`` [F]); an input's
     ``find_is_exhaustive`` (aligned with its ``find_categories``) marks finds left out of the
@@ -163,7 +163,7 @@ class FindEvaluator(COCOEvaluator):
             if "finds" not in out:
                 raise DatasetError(
                     f"FindEvaluator({self._dataset_name}): the model output of image {image_id} has no 'finds' "
-                    "(categories, presence_scores); evaluate a concept detector (ConceptDetector)"
+                    "(categories, presence_scores); evaluate a find model such as Sam3Image"
                 )
             present = self._present_concepts(image_id)
             exhaustive = {}

@@ -16,7 +16,7 @@ from .matcher import MATCHER_REGISTRY, build_matcher
 from .meta_arch import META_ARCH_REGISTRY, build_model
 from .pixel_decoder import PIXEL_DECODER_REGISTRY, build_pixel_decoder
 from .sam2 import VideoTracker
-from .sam3 import ConceptDetector
+from .sam3 import Sam3Image
 
 __all__ = [
     "META_ARCH_REGISTRY",
@@ -33,5 +33,5 @@ __all__ = [
     "Backbone",
     "MaskFormer",
     "VideoTracker",
-    "ConceptDetector",
+    "Sam3Image",
 ]

@@ -96,7 +96,7 @@ def test_needs_find_outputs_and_is_registered(tiny_coco, coco_tools):
     ev = FindEvaluator(name, distributed=False)
     ev.reset()
     inputs, outputs = coco_tools.gt_as_outputs(json_file, dict(zip(coco_tools.DATASET_IDS, range(3))))
-    with pytest.raises(DatasetError, match="has no 'finds'.*ConceptDetector"):
+    with pytest.raises(DatasetError, match="has no 'finds'.*Sam3Image"):
         ev.process(inputs[:1], outputs[:1])
     cfg = get_cfg()
     cfg.TEST.EVALUATOR = "FindEvaluator"

@@ -57,7 +57,7 @@ def _processed_evaluator(tmp_path, coco_tools, cleanup, name, edit, inputs, outp
 
 def test_box_only_ground_truth_skips_segm(tiny_coco, coco_tools, tmp_path, caplog, cleanup):
     _, full_json, _ = tiny_coco
-    inputs, outputs = _outputs(coco_tools, full_json)  # detections carry masks, as ConceptDetector's do
+    inputs, outputs = _outputs(coco_tools, full_json)  # detections carry masks, as Sam3Image's do
 
     def strip(data):
         for k, a in enumerate(data["annotations"]):

@@ -12,7 +12,7 @@ from segtrain.modeling import (
 
 
 def test_every_built_in_component_is_registered():
-    assert {"MaskFormer", "VideoTracker", "ConceptDetector"} <= set(META_ARCH_REGISTRY.names())
+    assert {"MaskFormer", "VideoTracker", "Sam3Image"} <= set(META_ARCH_REGISTRY.names())
     assert {"build_resnet_backbone", "build_tiny_conv_backbone"} <= set(BACKBONE_REGISTRY.names())
     assert {"SetCriterion", "Sam3LossWrapper", "MultiStepMultiMasksAndIous", "VideoSimpleCriterion"} <= set(
         CRITERION_REGISTRY.names()
@@ -23,5 +23,5 @@ def test_every_built_in_component_is_registered():
 
 
 def test_family_classes_come_from_their_folders():
-    for name, package in (("MaskFormer", "mask2former"), ("VideoTracker", "sam2"), ("ConceptDetector", "sam3")):
+    for name, package in (("MaskFormer", "mask2former"), ("VideoTracker", "sam2"), ("Sam3Image", "sam3")):
         assert META_ARCH_REGISTRY.get(name).__module__.startswith(f"segtrain.modeling.{package}."), name

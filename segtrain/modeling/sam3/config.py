@@ -1,13 +1,9 @@
-"""SAM 3 family config: ``MODEL.CONCEPT`` (the SAM 3-style ``ConceptDetector``) and
-``MODEL.SAM3`` (the official SAM 3 image model, ``Sam3Image``).
-
-``MODEL.CONCEPT`` shapes the ``ConceptDetector`` meta-architecture (backbone from
-``MODEL.BACKBONE`` / ``MODEL.RESNETS``, an FPN pixel decoder, a fusion encoder, a DETR-style
-decoder with a presence token); how an instance dataset becomes finds is ``INPUT.FIND``
-(``segtrain.data.find``). Loss weights and matcher costs are NOT here: they
-belong to the criterion (``MODEL.CRITERION.SAM3``, ``MODEL.MATCHER``; ``segtrain/modeling/criterion/config.py``).
-Defaults follow SAM 3's detector where a value carries over (200 queries, 6 encoder and
-6 decoder layers, width 256, presence token); the project configs shrink them for CPU runs.
+"""SAM 3 family config: ``MODEL.SAM3`` (the sizes of the official SAM 3 image model,
+``Sam3Image``, and its evaluation thresholds) and ``MODEL.CONCEPT.NUM_CONCEPTS`` (the concept
+vocabulary that ``FindDatasetMapper`` draws finds from). How an instance dataset becomes finds
+is ``INPUT.FIND`` (``segtrain.data.find``). Loss weights and matcher costs are NOT here: they
+belong to the criterion (``MODEL.CRITERION.SAM3``, ``MODEL.MATCHER``;
+``segtrain/modeling/criterion/config.py``).
 """
 
 from segtrain.config import CfgNode as CN
@@ -18,49 +14,11 @@ __all__ = ["add_concept_config", "add_sam3_config"]
 
 @register_config_addition
 def add_concept_config(cfg) -> None:
-    """Add ``MODEL.CONCEPT`` with its defaults."""
+    """Add ``MODEL.CONCEPT.NUM_CONCEPTS``: a find's concept is a category id in [0, K) (K = the
+    dataset's number of categories); ``FindDatasetMapper`` makes the absent ones of [0, K) the
+    presence negatives of an image."""
     c = cfg.MODEL.CONCEPT = CN()
-    # Size K of the concept vocabulary: a find's prompt is a category id in [0, K)
     c.NUM_CONCEPTS = 80
-    # Learned prompt tokens per concept (the "text" tokens the encoder and decoder attend to)
-    c.PROMPT_TOKENS = 2
-    c.HIDDEN_DIM = 256
-    c.NHEADS = 8
-    c.DIM_FEEDFORWARD = 2048
-    c.DROPOUT = 0.0
-    # Fusion encoder layers (image self-attention, cross-attention to the prompt, FFN)
-    c.ENC_LAYERS = 6
-    # Decoder layers; every layer gives one prediction (the last is the main output, the
-    # others are aux_outputs)
-    c.DEC_LAYERS = 6
-    # One-to-one queries Q
-    c.NUM_QUERIES = 200
-    # One-to-many queries (0 = none): a separate query group, hidden from the one-to-one
-    # queries in self-attention, whose outputs are the ``*_o2m`` keys
-    c.NUM_O2M_QUERIES = 0
-    # Presence token in the decoder -> presence_logit_dec [B, 1]
-    c.PRESENCE_TOKEN = True
-    # Two-stage: encoder tokens propose boxes (``first_stage`` output, supervised as an aux
-    # output) and the top-Q proposals initialize the decoder's reference boxes
-    c.TWO_STAGE = False
-    # Backbone features the pixel decoder (BasePixelDecoder FPN) reads, finest to coarsest
-    c.IN_FEATURES = ["res2", "res3", "res4", "res5"]
-    c.CONVS_DIM = 256
-    c.MASK_DIM = 256
-    # Norm of the FPN convs: "GN", "BN", "FrozenBN" or ""
-    c.NORM = "GN"
-    # Stride of the FPN level the fusion encoder reads: 8, 16 or 32
-    c.ENCODER_STRIDE = 16
-    # Pad the image batch to a multiple of this (< 0: the backbone's size_divisibility)
-    c.SIZE_DIVISIBILITY = 32
-
-    c.TEST = CN()
-    # A detection is kept when presence probability x query probability exceeds this
-    c.TEST.SCORE_THRESHOLD = 0.05
-    # Mask probability threshold for the binary masks
-    c.TEST.MASK_THRESHOLD = 0.5
-    # At most this many detections per find (highest scores first)
-    c.TEST.MAX_DETS_PER_FIND = 100
 
 
 @register_config_addition

@@ -69,3 +69,31 @@ def tiny_sam3_cfg():
         return cfg
 
     return make
+
+
+# Overrides that shrink projects/sam3/tiny.yaml further for tests (same keys, smaller numbers):
+# 32 px inputs, a 4 x 4 token map, width 32, 8 queries
+TINY_PRESET_TEST = [
+    "MODEL.SAM3.IMAGE_SIZE", 32, "MODEL.SAM3.VIT.EMBED_DIM", 32, "MODEL.SAM3.VIT.DEPTH", 2,
+    "MODEL.SAM3.VIT.NUM_HEADS", 2, "MODEL.SAM3.VIT.GLOBAL_ATT_BLOCKS", [1], "MODEL.SAM3.VIT.WINDOW_SIZE", 2,
+    "MODEL.SAM3.VIT.PRETRAIN_IMG_SIZE", 32, "MODEL.SAM3.TEXT.WIDTH", 32, "MODEL.SAM3.TEXT.LAYERS", 1,
+    "MODEL.SAM3.D_MODEL", 32, "MODEL.SAM3.DIM_FEEDFORWARD", 64, "MODEL.SAM3.ENCODER.NUM_LAYERS", 1,
+    "MODEL.SAM3.DECODER.NUM_LAYERS", 2, "MODEL.SAM3.DECODER.NUM_QUERIES", 8, "MODEL.SAM3.GEOMETRY.NUM_LAYERS", 1,
+    "DATASETS.SHAPES.NUM_TRAIN", 8, "DATASETS.SHAPES.NUM_VAL", 4, "SOLVER.IMS_PER_BATCH", 2,
+    "SOLVER.WARMUP_ITERS", 0, "WRITERS.TENSORBOARD", False,
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_preset_cfg():
+    """``make(*overrides)``: ``projects/sam3/tiny.yaml`` shrunk by ``TINY_PRESET_TEST``, then
+    ``overrides`` (a flat key / value list) merged; not frozen."""
+    from segtrain.config import get_cfg
+
+    def make(*overrides):
+        cfg = get_cfg()
+        cfg.merge_from_file(os.path.join(PROJECT, "tiny.yaml"))
+        cfg.merge_from_list(TINY_PRESET_TEST + list(overrides))
+        return cfg
+
+    return make
