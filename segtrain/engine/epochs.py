@@ -42,14 +42,13 @@ def apply_max_epochs(cfg):
     max_iter = epochs * per_epoch
     logger.info(
         "SOLVER.MAX_EPOCHS %d over %d training images (%s) at %d per batch: %d iterations per epoch, "
-        "SOLVER.MAX_ITER %d (config: %d)",
+        "SOLVER.MAX_ITER %d",
         epochs,
         num_images,
         ", ".join(names),
         cfg.SOLVER.IMS_PER_BATCH,
         per_epoch,
         max_iter,
-        cfg.SOLVER.MAX_ITER,
     )
     if max_iter == cfg.SOLVER.MAX_ITER:
         return cfg

@@ -201,12 +201,21 @@ def build_lr_scheduler(cfg, optimizer: Optimizer) -> LRScheduler:
     )
     scheduler = LR_SCHEDULERS[name](cfg, optimizer, **warmup)
     logger.info(describe_schedule(scheduler, cfg.SOLVER.MAX_ITER))
+    cooldown = cfg.SOLVER.COOLDOWN_ITERS if name == "InverseSquareRootLR" else 0
+    if cfg.SOLVER.WARMUP_ITERS + cooldown > cfg.SOLVER.MAX_ITER:
+        logger.warning(
+            f"SOLVER.WARMUP_ITERS {cfg.SOLVER.WARMUP_ITERS}"
+            + (f" and SOLVER.COOLDOWN_ITERS {cooldown}" if cooldown else "")
+            + f" take more than the run's SOLVER.MAX_ITER {cfg.SOLVER.MAX_ITER} iterations: the LR never reaches "
+            "BASE_LR"
+        )
     return scheduler
 
 
 def describe_schedule(scheduler: WarmupLRBase, max_iter: int) -> str:
     """One line: the schedule, its warm-up and its LR multiplier at a few iterations."""
-    marks = sorted({0, scheduler.warmup_iters, max_iter // 4, max_iter // 2, (3 * max_iter) // 4, max(max_iter - 1, 0)})
+    last = max(max_iter - 1, 0)
+    marks = sorted({0, min(scheduler.warmup_iters, last), max_iter // 4, max_iter // 2, (3 * max_iter) // 4, last})
     factors = ", ".join(f"{it}: {scheduler._factor(it):.4g}" for it in marks)
     return (
         f"LR schedule {type(scheduler).__name__} over {max_iter} iterations (warm-up {scheduler.warmup_method} "

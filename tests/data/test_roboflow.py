@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-import segtrain.modeling  # noqa: F401  (registers MODEL.CONCEPT, which FindDatasetMapper reads)
+import segtrain.modeling  # noqa: F401  (the model config keys the configs here read)
 from segtrain.config import get_cfg
 from segtrain.data import DatasetCatalog, MetadataCatalog
 from segtrain.data import register_roboflow_coco as reexported
@@ -98,7 +98,7 @@ def test_every_image_times_every_category_is_a_find(export, registered):
     registered("_rf_finds", export)
     cfg = get_cfg()
     cfg.INPUT.DATASET_MAPPER_NAME = "FindDatasetMapper"
-    cfg.MODEL.CONCEPT.NUM_CONCEPTS = 7
+    cfg.INPUT.FIND.NUM_CONCEPTS = 7
     cfg.INPUT.FIND.NUM_NEGATIVES = -1
     cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TEST = (48,), 48
     mapper = build_mapper(cfg, is_train=True)
@@ -126,7 +126,7 @@ def _crowded_dict(tmp_path, n_circles):
 def test_finds_with_more_than_200_objects_are_dropped_in_training(tmp_path):
     cfg = get_cfg()
     cfg.INPUT.DATASET_MAPPER_NAME = "FindDatasetMapper"
-    cfg.MODEL.CONCEPT.NUM_CONCEPTS = 4
+    cfg.INPUT.FIND.NUM_CONCEPTS = 4
     cfg.INPUT.FIND.NUM_NEGATIVES = -1
     cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TEST = (64,), 64
     train, test = build_mapper(cfg, is_train=True), build_mapper(cfg, is_train=False)

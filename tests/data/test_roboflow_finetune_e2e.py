@@ -12,7 +12,7 @@ The same run from the command line (docs/sam3.md, "End to end on a CPU"):
     python tools/train_net.py --config-file projects/sam3/tiny.yaml
     python tools/train_net.py --config-file projects/sam3/tiny.yaml \
         DATASETS.ROBOFLOW.ROOT datasets/roboflow_shapes DATASETS.TRAIN "('roboflow_train',)" \
-        DATASETS.TEST "('roboflow_valid',)" MODEL.CONCEPT.NUM_CONCEPTS 7 \
+        DATASETS.TEST "('roboflow_valid',)" \
         MODEL.WEIGHTS output/sam3_tiny/model_final.pth SOLVER.MAX_ITER 40 SOLVER.STEPS "()" \
         SOLVER.WARMUP_ITERS 0 SOLVER.CHECKPOINT_PERIOD 20 OUTPUT_DIR output/sam3_tiny_roboflow
     (then the same command with --resume before the overrides and a larger SOLVER.MAX_ITER)
@@ -93,7 +93,7 @@ def test_fine_tune_from_weights_evaluate_save_and_resume_exactly(roboflow_shapes
     assert os.path.isfile(weights)
 
     fine_tune = [
-        "MODEL.WEIGHTS", weights, "MODEL.CONCEPT.NUM_CONCEPTS", 7, "DATASETS.TRAIN", (SPLITS[0],),
+        "MODEL.WEIGHTS", weights, "DATASETS.TRAIN", (SPLITS[0],),
         "DATASETS.TEST", (SPLITS[1],), "SOLVER.MAX_ITER", 4, "SOLVER.CHECKPOINT_PERIOD", 2,
     ]  # fmt: skip
     full_cfg = _cfg(*fine_tune, "OUTPUT_DIR", str(tmp_path / "full"))

@@ -9,7 +9,8 @@ from segtrain.config import get_cfg
 from segtrain.data import DatasetCatalog, MetadataCatalog, get_dataset_dicts, register_datasets_from_cfg
 from segtrain.data.datasets import write_roboflow_shapes
 from segtrain.data.datasets.roboflow import official_image_subset
-from segtrain.utils.errors import DatasetError
+from segtrain.data.find.mapper import num_concepts_from_cfg
+from segtrain.utils.errors import ConfigError, DatasetError
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +70,16 @@ def test_official_subset_positions():
 def test_missing_folder_is_one_line_error(cfg_for, tmp_path):
     with pytest.raises(DatasetError, match="Roboflow export folder not found"):
         register_datasets_from_cfg(cfg_for(name="rfmissing", root=str(tmp_path / "nope")))
+
+
+def test_concept_vocabulary_from_the_datasets(cfg_for):
+    cfg = cfg_for(name="rfvocab")
+    register_datasets_from_cfg(cfg)
+    cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = ("rfvocab_train",), ("rfvocab_test",)
+    # the 6 shapes and Roboflow's category 0, read from the (lazy) json reader
+    assert num_concepts_from_cfg(cfg, True) == 7 and num_concepts_from_cfg(cfg, False) == 7
+    cfg.DATASETS.TRAIN = ("rfvocab_train", "shapes_train")
+    with pytest.raises(ConfigError, match="different numbers of categories"):
+        num_concepts_from_cfg(cfg, True)
+    cfg.INPUT.FIND.NUM_CONCEPTS = 9
+    assert num_concepts_from_cfg(cfg, True) == 9

@@ -128,3 +128,15 @@ def test_unknown_scheduler_lists_valid_names():
 def test_unknown_warmup_method():
     with pytest.raises(ConfigError, match="WARMUP_METHOD"):
         WarmupMultiStepLR(_opt(), [1], warmup_method="exp")
+
+
+def test_warmup_and_cooldown_longer_than_the_run_warn(caplog):
+    cfg = get_cfg()
+    cfg.SOLVER.LR_SCHEDULER_NAME = "InverseSquareRootLR"
+    cfg.SOLVER.WARMUP_ITERS, cfg.SOLVER.COOLDOWN_ITERS, cfg.SOLVER.MAX_ITER = 20, 20, 16
+    with caplog.at_level("INFO", logger="segtrain"):
+        sched = build_lr_scheduler(cfg, _opt())
+    assert "take more than the run's SOLVER.MAX_ITER 16" in caplog.text
+    # the description lists iterations of the run only (never past its last, 15)
+    assert ", 20:" not in caplog.text and "15: " in caplog.text
+    assert sched._factor(15) >= 0

@@ -92,7 +92,8 @@ def load_roboflow_split(name: str, root: str, split: str, num_images: int = 0) -
     if num_images > 0:
         total = len(dicts)
         dicts = official_image_subset(dicts, num_images)
-        logger.info("%s: %d of its %d images (SAM 3's limit_ids subset)", dataset_name, len(dicts), total)
+        if len(dicts) < total:
+            logger.info("%s: %d of its %d images (SAM 3's limit_ids subset)", dataset_name, len(dicts), total)
     return dicts
 
 

@@ -11,6 +11,10 @@ __all__ = ["add_find_config"]
 def add_find_config(cfg) -> None:
     """Add ``INPUT.FIND`` with its defaults."""
     f = cfg.INPUT.FIND = CN()
+    # Size K of the concept vocabulary: a find's concept is a category id in [0, K).
+    # 0: the number of categories (thing_classes) of the datasets, category 0 of a Roboflow
+    # export included
+    f.NUM_CONCEPTS = 0
     # Absent concepts sampled per training image as presence negatives (-1: every absent one)
     f.NUM_NEGATIVES = 2
     # Present concepts kept per training image (-1: all); a random subset when fewer

@@ -17,15 +17,16 @@ import torch
 from segtrain.config import configurable
 from segtrain.structures import Instances
 from segtrain.structures.masks import BoxMode, masks_to_boxes
-from segtrain.utils.errors import DatasetError
+from segtrain.utils.errors import ConfigError, DatasetError
 
+from ..catalog import DatasetCatalog, MetadataCatalog
 from ..datasets.coco import BAD_ANNOTATION_POLICIES, has_segmentation
 from ..detection_utils import check_image_size, read_image, transform_segmentations
 from ..mappers.build import MAPPER_REGISTRY
 from ..transforms import Augmentation, apply_augmentations, build_augmentations
 from .sampler import FindSampler
 
-__all__ = ["FindDatasetMapper"]
+__all__ = ["FindDatasetMapper", "num_concepts_from_cfg"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,36 @@ def _transform_boxes(boxes_xyxy: np.ndarray, transforms, out_h: int, out_w: int)
     out[:, 0::2] = out[:, 0::2].clip(0, out_w)
     out[:, 1::2] = out[:, 1::2].clip(0, out_h)
     return out.astype(np.float32)
+
+
+def num_concepts_from_cfg(cfg, is_train: bool) -> int:
+    """``INPUT.FIND.NUM_CONCEPTS``, or when it is 0 the number of ``thing_classes`` of the
+    datasets the mapper serves (``DATASETS.TRAIN`` or ``DATASETS.TEST``; a lazily read dataset
+    is read for it). The datasets must agree."""
+    k = int(cfg.INPUT.FIND.NUM_CONCEPTS)
+    if k != 0:
+        return k
+    key = "DATASETS.TRAIN" if is_train else "DATASETS.TEST"
+    counts = {}
+    for name in cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST:
+        classes = MetadataCatalog.get(name).get("thing_classes")
+        if classes is None and name in DatasetCatalog:
+            DatasetCatalog.get(name)  # COCO-json and Roboflow readers set thing_classes on reading
+            classes = MetadataCatalog.get(name).get("thing_classes")
+        if classes is None:
+            raise ConfigError(
+                f"INPUT.FIND.NUM_CONCEPTS is 0 (the datasets' number of categories), but {key} dataset {name!r} has no "
+                "thing_classes; set INPUT.FIND.NUM_CONCEPTS"
+            )
+        counts[name] = len(classes)
+    if not counts:
+        raise ConfigError(f"INPUT.FIND.NUM_CONCEPTS is 0 (the datasets' number of categories), but {key} is empty")
+    if len(set(counts.values())) > 1:
+        raise ConfigError(
+            f"{key}: the datasets have different numbers of categories {counts}; finds need one concept "
+            "vocabulary (set INPUT.FIND.NUM_CONCEPTS)"
+        )
+    return next(iter(counts.values()))
 
 
 @MAPPER_REGISTRY.register()
@@ -103,7 +134,7 @@ class FindDatasetMapper:
     def from_config(cls, cfg, is_train: bool = True) -> Dict[str, Any]:
         f = cfg.INPUT.FIND
         sampler = FindSampler(
-            cfg.MODEL.CONCEPT.NUM_CONCEPTS,
+            num_concepts_from_cfg(cfg, is_train),
             num_negatives=f.NUM_NEGATIVES if is_train else f.TEST_NUM_NEGATIVES,
             max_positives=f.MAX_POSITIVES if is_train else -1,
             max_objects_per_find=f.MAX_OBJECTS_PER_FIND if is_train else -1,
@@ -163,7 +194,7 @@ class FindDatasetMapper:
         if bad:
             raise DatasetError(
                 f"image_id {dataset_dict.get('image_id')}: find_categories {bad} outside [0, {k}) "
-                "(MODEL.CONCEPT.NUM_CONCEPTS)"
+                "(INPUT.FIND.NUM_CONCEPTS)"
             )
         flags = dataset_dict.get("find_is_exhaustive")
         flags = [self.is_exhaustive] * len(given) if flags is None else [bool(v) for v in flags]

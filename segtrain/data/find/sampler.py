@@ -35,7 +35,7 @@ class FindSampler:
         self, num_concepts: int, num_negatives: int = -1, max_positives: int = -1, max_objects_per_find: int = -1
     ):
         if int(num_concepts) < 1:
-            raise ConfigError(f"MODEL.CONCEPT.NUM_CONCEPTS must be >= 1, got {num_concepts}")
+            raise ConfigError(f"INPUT.FIND.NUM_CONCEPTS must be >= 1, got {num_concepts}")
         if int(num_negatives) < -1:
             raise ConfigError(f"INPUT.FIND.NUM_NEGATIVES must be >= -1 (-1: all absent concepts), got {num_negatives}")
         if int(max_positives) < -1 or int(max_positives) == 0:
@@ -65,7 +65,7 @@ class FindSampler:
         bad = [c for c in pos if not 0 <= c < self.num_concepts]
         if bad:
             raise DatasetError(
-                f"category id(s) {bad} outside [0, {self.num_concepts}) (MODEL.CONCEPT.NUM_CONCEPTS); "
+                f"category id(s) {bad} outside [0, {self.num_concepts}) (INPUT.FIND.NUM_CONCEPTS); "
                 "does the concept vocabulary match the dataset's classes?"
             )
         pos = self.within_object_cap(pos, present).tolist()

@@ -5,7 +5,7 @@ its parts under their official module names (``vitdet``, ``necks``, ``text_encod
 processor (``build_image_processor``) and the adapter between segtrain's find inputs and the
 model (``find_adapter``). Importing this package registers them."""
 
-from .config import add_concept_config, add_sam3_config
+from .config import add_sam3_config
 from .geometry_encoders import Prompt
 from .sam3_image import FindStage, Sam3Image, build_sam3_image_model
 from .sam3_image_processor import Sam3Processor, build_image_processor, predict_instances
@@ -13,7 +13,6 @@ from .text_encoder_ve import TextTransformer, VETextEncoder
 from .tokenizer_ve import DEFAULT_BPE_PATH, SimpleTokenizer
 
 __all__ = [
-    "add_concept_config",
     "add_sam3_config",
     "Sam3Image",
     "FindStage",

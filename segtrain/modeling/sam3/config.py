@@ -1,24 +1,14 @@
 """SAM 3 family config: ``MODEL.SAM3`` (the sizes of the official SAM 3 image model,
-``Sam3Image``, and its evaluation thresholds) and ``MODEL.CONCEPT.NUM_CONCEPTS`` (the concept
-vocabulary that ``FindDatasetMapper`` draws finds from). How an instance dataset becomes finds
-is ``INPUT.FIND`` (``segtrain.data.find``). Loss weights and matcher costs are NOT here: they
-belong to the criterion (``MODEL.CRITERION.SAM3``, ``MODEL.MATCHER``;
-``segtrain/modeling/criterion/config.py``).
+``Sam3Image``, and its evaluation thresholds). How an instance dataset becomes finds, the
+concept vocabulary included, is ``INPUT.FIND`` (``segtrain.data.find``). Loss weights and
+matcher costs are NOT here: they belong to the criterion (``MODEL.CRITERION.SAM3``,
+``MODEL.MATCHER``; ``segtrain/modeling/criterion/config.py``).
 """
 
 from segtrain.config import CfgNode as CN
 from segtrain.config import register_config_addition
 
-__all__ = ["add_concept_config", "add_sam3_config"]
-
-
-@register_config_addition
-def add_concept_config(cfg) -> None:
-    """Add ``MODEL.CONCEPT.NUM_CONCEPTS``: a find's concept is a category id in [0, K) (K = the
-    dataset's number of categories); ``FindDatasetMapper`` makes the absent ones of [0, K) the
-    presence negatives of an image."""
-    c = cfg.MODEL.CONCEPT = CN()
-    c.NUM_CONCEPTS = 80
+__all__ = ["add_sam3_config"]
 
 
 @register_config_addition

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-import segtrain.modeling  # noqa: F401  (registers MODEL.CONCEPT, which the mapper reads)
+import segtrain.modeling  # noqa: F401  (the model config keys the configs here read)
 from segtrain.config import get_cfg
 from segtrain.data.datasets.coco import load_coco_json
 from segtrain.data.find import FindDatasetMapper, FindSampler
@@ -84,7 +84,7 @@ def test_bad_category_and_missing_geometry(dicts):
 def test_registered_and_built_from_config(dicts):
     cfg = get_cfg()
     cfg.INPUT.DATASET_MAPPER_NAME = "FindDatasetMapper"
-    cfg.MODEL.CONCEPT.NUM_CONCEPTS = 2
+    cfg.INPUT.FIND.NUM_CONCEPTS = 2
     cfg.INPUT.FIND.NUM_NEGATIVES = 1
     cfg.INPUT.MIN_SIZE_TEST = 0
     train, test = build_mapper(cfg, is_train=True), build_mapper(cfg, is_train=False)

@@ -69,7 +69,7 @@ def test_tiny_preset_is_sam3_image_at_other_sizes_with_the_official_loss():
     assert (tiny.MODEL.PIXEL_MEAN, tiny.MODEL.PIXEL_STD) == (full.MODEL.PIXEL_MEAN, full.MODEL.PIXEL_STD)
     assert tiny.INPUT.DATASET_MAPPER_NAME == "FindDatasetMapper" and tiny.TEST.EVALUATOR == ("FindEvaluator",)
     # every category a find of every image, as the official training builds them
-    assert tiny.INPUT.FIND.NUM_NEGATIVES == -1 and tiny.MODEL.CONCEPT.NUM_CONCEPTS == len(SHAPES_CLASSES)
+    assert tiny.INPUT.FIND.NUM_NEGATIVES == -1 and tiny.INPUT.FIND.NUM_CONCEPTS == 0
     s = tiny.MODEL.SAM3
     assert 8 <= s.IMAGE_SIZE // s.PATCH_SIZE <= 16  # the token map
 
@@ -157,7 +157,7 @@ def test_box_only_dataset_trains_and_evaluates(tiny_preset_cfg, tmp_path):
     register_coco_instances(BOX_ONLY, {}, _write_box_only_coco(str(tmp_path)), str(tmp_path))
     try:
         cfg = tiny_preset_cfg(
-            "MODEL.CONCEPT.NUM_CONCEPTS", 3, "DATASETS.TRAIN", (BOX_ONLY,), "DATASETS.TEST", (BOX_ONLY,),
+            "DATASETS.TRAIN", (BOX_ONLY,), "DATASETS.TEST", (BOX_ONLY,),
             "INPUT.MIN_SIZE_TRAIN", (32,), "INPUT.MAX_SIZE_TRAIN", 32, "INPUT.MIN_SIZE_TEST", 32,
             "INPUT.MAX_SIZE_TEST", 32, "OUTPUT_DIR", str(tmp_path / "out"),
         )  # fmt: skip
