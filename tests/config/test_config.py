@@ -190,7 +190,7 @@ def test_single_value_for_a_tuple_and_flags_among_overrides(tmp_path):
 
 def test_families_register_their_config_nodes():
     cfg = get_cfg()
-    for node in ("CRITERION", "MATCHER", "MASK_FORMER", "SEM_SEG_HEAD", "SAM2", "CONCEPT"):
+    for node in ("CRITERION", "MATCHER", "MASK_FORMER", "SEM_SEG_HEAD", "SAM2", "SAM3"):
         assert node in cfg.MODEL, node
     assert "VIDEO" in cfg.INPUT and "FIND" in cfg.INPUT
     assert cfg.MODEL.META_ARCHITECTURE == ""  # the core names no family; every config chooses one
