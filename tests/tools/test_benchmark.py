@@ -9,6 +9,7 @@ import os
 import pytest
 import torch
 
+from tests.tools.sam3_tiny_sizes import TINY_SAM3
 from tools.benchmarks import criterion as criterion_bench
 from tools.benchmarks import masks as masks_bench
 from tools.benchmarks import timing
@@ -313,21 +314,10 @@ def test_unknown_case_is_an_error(tool, capsys):
     assert "nope" in capsys.readouterr().err
 
 
-# projects/sam3/sam3_image.yaml at the reduced sizes of the SAM 3 parity tests
-_TINY_SAM3 = [
-    "MODEL.SAM3.IMAGE_SIZE", "112", "MODEL.SAM3.VIT.EMBED_DIM", "48", "MODEL.SAM3.VIT.DEPTH", "2",
-    "MODEL.SAM3.VIT.NUM_HEADS", "4", "MODEL.SAM3.VIT.GLOBAL_ATT_BLOCKS", "[1]", "MODEL.SAM3.VIT.WINDOW_SIZE", "4",
-    "MODEL.SAM3.VIT.PRETRAIN_IMG_SIZE", "28", "MODEL.SAM3.TEXT.WIDTH", "32", "MODEL.SAM3.TEXT.HEADS", "2",
-    "MODEL.SAM3.TEXT.LAYERS", "1", "MODEL.SAM3.D_MODEL", "32", "MODEL.SAM3.NUM_HEADS", "4",
-    "MODEL.SAM3.DIM_FEEDFORWARD", "64", "MODEL.SAM3.ENCODER.NUM_LAYERS", "1", "MODEL.SAM3.DECODER.NUM_LAYERS", "1",
-    "MODEL.SAM3.DECODER.NUM_QUERIES", "8", "MODEL.SAM3.GEOMETRY.NUM_LAYERS", "1",
-]  # fmt: skip
-
-
 def test_sam3_tiny_parts_and_memory_in_subprocess(tool, tmp_path):
     out = tmp_path / "sam3.json"
     argv = ["sam3", "--device", "cpu", "--threads", "1", "--warmup", "0", "--repeat", "2", "--input-size", "50x70"]
-    assert tool.main(argv + ["--output", str(out)] + _TINY_SAM3 + ["MODEL.SAM3.TEST.CONFIDENCE_THRESHOLD", "0.0"]) == 0
+    assert tool.main(argv + ["--output", str(out)] + TINY_SAM3 + ["MODEL.SAM3.TEST.CONFIDENCE_THRESHOLD", "0.0"]) == 0
     rep = _json(out)
     (res,) = rep["results"]
     assert res["case"] == "image_and_text_prompt" and res["image_size"] == 112

@@ -11,20 +11,12 @@ import torch
 
 from segtrain.config import load_config
 from segtrain.modeling import build_model
+from tests.tools.sam3_tiny_sizes import TINY_SAM3 as SAM3_SIZES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(ROOT, "projects", "m2f", "tiny.yaml")
 SAM3 = os.path.join(ROOT, "projects", "sam3", "sam3_image.yaml")
-# projects/sam3/sam3_image.yaml at the reduced sizes of the SAM 3 parity tests
-TINY_SAM3 = [
-    "MODEL.DEVICE", "cpu", "MODEL.SAM3.IMAGE_SIZE", "112", "MODEL.SAM3.VIT.EMBED_DIM", "48",
-    "MODEL.SAM3.VIT.DEPTH", "2",
-    "MODEL.SAM3.VIT.NUM_HEADS", "4", "MODEL.SAM3.VIT.GLOBAL_ATT_BLOCKS", "[1]", "MODEL.SAM3.VIT.WINDOW_SIZE", "4",
-    "MODEL.SAM3.VIT.PRETRAIN_IMG_SIZE", "28", "MODEL.SAM3.TEXT.WIDTH", "32", "MODEL.SAM3.TEXT.HEADS", "2",
-    "MODEL.SAM3.TEXT.LAYERS", "1", "MODEL.SAM3.D_MODEL", "32", "MODEL.SAM3.NUM_HEADS", "4",
-    "MODEL.SAM3.DIM_FEEDFORWARD", "64", "MODEL.SAM3.ENCODER.NUM_LAYERS", "1", "MODEL.SAM3.DECODER.NUM_LAYERS", "1",
-    "MODEL.SAM3.DECODER.NUM_QUERIES", "8", "MODEL.SAM3.GEOMETRY.NUM_LAYERS", "1",
-]  # fmt: skip
+TINY_SAM3 = ["MODEL.DEVICE", "cpu"] + SAM3_SIZES
 
 
 def _demo():
