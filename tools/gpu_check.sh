@@ -9,12 +9,12 @@
 #   tests   the CUDA-marked tests (pytest -m cuda: AMP fp16 + GradScaler and bf16 through
 #           DefaultTrainer, a one-GPU NCCL group through the launcher, tools/train_net.py
 #           --num-gpus 1 on the GPU, the train benchmark's CUDA timing and peak memory)
-#   bench   tools/benchmark.py criterion and train (projects/m2f/r50.yaml) with --device cuda:
-#           synchronised times and torch.cuda.max_memory_allocated peaks, as JSON
+#   bench   tools/benchmark.py criterion, train (projects/m2f/r50.yaml), sam2 and sam3 (official
+#           sizes) with --device cuda: synchronised times and max_memory_allocated peaks, as JSON
 #   sam2    each SAM 2.1 preset at official size (projects/sam2/sam2.1_hiera_*.yaml): a few
 #           training iterations through tools/train_net.py on the GPU (time and max_mem)
 #   sam3    the same for the SAM 3 presets at official size (projects/sam3/*.yaml other than
-#           Base-* and tiny*), when there are any
+#           tiny*; the *_ft fine-tuning recipes on the shapes written as a Roboflow export)
 # Every step runs under a time limit (GPU_CHECK_STEP_TIMEOUT seconds, default 420) with its
 # output in OUT_DIR/<step>.log; OUT_DIR/summary.txt gets one line per step and the figures.
 # Exit status: 0 when every step passed or there is no CUDA device, 1 otherwise.
@@ -63,11 +63,13 @@ step() {
     printf '%-26s %-18s %5ss  %s\n' "$name" "$status" $((SECONDS - t0)) "$OUT/$name.log" >> "$SUMMARY"
 }
 
-# train_preset NAME CONFIG: a few training iterations of CONFIG on the GPU (no evaluation)
+# train_preset NAME CONFIG [KEY VALUE ...]: a few training iterations of CONFIG on the GPU (no evaluation)
 train_preset() {
-    step "$1" "$PY" tools/train_net.py --config-file "$2" --num-gpus 1 MODEL.DEVICE cuda \
-        SOLVER.MAX_ITER "$ITERS" LOG_PERIOD 1 TEST.EVAL_PERIOD 0 SOLVER.CHECKPOINT_PERIOD 100000 \
-        OUTPUT_DIR "$OUT/$1"
+    local name=$1 cfg=$2
+    shift 2
+    step "$name" "$PY" tools/train_net.py --config-file "$cfg" --num-gpus 1 MODEL.DEVICE cuda \
+        SOLVER.MAX_ITER "$ITERS" SOLVER.MAX_EPOCHS 0 LOG_PERIOD 1 TEST.EVAL_PERIOD 0 \
+        SOLVER.CHECKPOINT_PERIOD 100000 OUTPUT_DIR "$OUT/$name" "$@"
 }
 
 for part in $PARTS; do
@@ -84,6 +86,8 @@ for part in $PARTS; do
     bench)
         step bench_criterion "$PY" tools/benchmark.py criterion --device cuda --output "$OUT/bench_criterion.json"
         step bench_train_r50 "$PY" tools/benchmark.py train --device cuda --output "$OUT/bench_train_r50.json"
+        step bench_sam2 "$PY" tools/benchmark.py sam2 --device cuda --output "$OUT/bench_sam2.json"
+        step bench_sam3 "$PY" tools/benchmark.py sam3 --device cuda --output "$OUT/bench_sam3.json"
         ;;
     sam2 | sam3)
         found=0
@@ -91,7 +95,14 @@ for part in $PARTS; do
             base=$(basename "$cfg" .yaml)
             case $base in Base-* | tiny* | simple_loss | sam2.1_tiny) continue ;; esac
             found=1
-            train_preset "${part}_${base}" "$cfg"
+            case $base in
+            *_ft)  # the fine-tuning recipes read a Roboflow export: the shapes written in that layout
+                [ -d "$OUT/roboflow_shapes" ] || "$PY" tools/write_roboflow_shapes.py --output-dir "$OUT/roboflow_shapes" \
+                    >> "$OUT/roboflow_shapes.log" 2>&1
+                train_preset "${part}_${base}" "$cfg" DATASETS.ROBOFLOW.ROOT "$OUT/roboflow_shapes"
+                ;;
+            *) train_preset "${part}_${base}" "$cfg" ;;
+            esac
         done
         [ "$found" -eq 0 ] && printf '%-26s %s\n' "$part" "no preset at official size in projects/$part: skipped" \
             >> "$SUMMARY"
