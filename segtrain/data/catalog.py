@@ -10,7 +10,14 @@ from typing import Any, Callable, Dict, List, Optional
 from segtrain.utils.errors import DatasetError, SegtrainError, UnknownNameError
 from segtrain.utils.registry import format_suggestions
 
-__all__ = ["DatasetCatalog", "MetadataCatalog", "DATASET_REGISTRY", "Metadata", "MetadataAttributeError"]
+__all__ = [
+    "DatasetCatalog",
+    "MetadataCatalog",
+    "DATASET_REGISTRY",
+    "Metadata",
+    "MetadataAttributeError",
+    "thing_classes_of",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -163,3 +170,13 @@ DatasetCatalog = _DatasetCatalog()
 MetadataCatalog = _MetadataCatalog()
 # The DATASET registry of SPEC.md is the dataset catalog itself.
 DATASET_REGISTRY = DatasetCatalog
+
+
+def thing_classes_of(name: str) -> Optional[List[str]]:
+    """The ``thing_classes`` of dataset ``name``, or None. A dataset whose reader sets them when
+    it reads (a COCO json, a Roboflow export) is read for them once they are asked for."""
+    classes = MetadataCatalog.get(name).get("thing_classes")
+    if classes is None and name in DatasetCatalog:
+        DatasetCatalog.get(name)
+        classes = MetadataCatalog.get(name).get("thing_classes")
+    return None if classes is None else list(classes)

@@ -19,7 +19,7 @@ from segtrain.structures import Instances
 from segtrain.structures.masks import BoxMode, masks_to_boxes
 from segtrain.utils.errors import ConfigError, DatasetError
 
-from ..catalog import DatasetCatalog, MetadataCatalog
+from ..catalog import thing_classes_of
 from ..datasets.coco import BAD_ANNOTATION_POLICIES, has_segmentation
 from ..detection_utils import check_image_size, read_image, transform_segmentations
 from ..mappers.build import MAPPER_REGISTRY
@@ -56,10 +56,7 @@ def num_concepts_from_cfg(cfg, is_train: bool) -> int:
     key = "DATASETS.TRAIN" if is_train else "DATASETS.TEST"
     counts = {}
     for name in cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST:
-        classes = MetadataCatalog.get(name).get("thing_classes")
-        if classes is None and name in DatasetCatalog:
-            DatasetCatalog.get(name)  # COCO-json and Roboflow readers set thing_classes on reading
-            classes = MetadataCatalog.get(name).get("thing_classes")
+        classes = thing_classes_of(name)
         if classes is None:
             raise ConfigError(
                 f"INPUT.FIND.NUM_CONCEPTS is 0 (the datasets' number of categories), but {key} dataset {name!r} has no "

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from segtrain.config import configurable
-from segtrain.data import DatasetCatalog, MetadataCatalog
+from segtrain.data.catalog import thing_classes_of
 from segtrain.data.find.collate import collate_find_targets, find_batch_from_inputs
 from segtrain.modeling.criterion.build import build_criterion
 from segtrain.modeling.meta_arch.build import META_ARCH_REGISTRY
@@ -180,10 +180,7 @@ class Sam3Image(nn.Module):
     def from_config(cls, cfg) -> Dict:
         class_names = None
         for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
-            names = MetadataCatalog.get(name).get("thing_classes")
-            if names is None and name in DatasetCatalog:
-                DatasetCatalog.get(name)  # lazy readers (COCO json, Roboflow) set thing_classes on reading
-                names = MetadataCatalog.get(name).get("thing_classes")
+            names = thing_classes_of(name)
             if names:
                 class_names = list(names)
                 break
