@@ -43,11 +43,6 @@ CHUNK_ELEMENTS = 1 << 16
 #: step 2x slower than the plain formulas, 4M-element ones 1.5x slower than 16M), so far
 #: fewer, larger ops
 CHUNK_ELEMENTS_THREADED = 1 << 24
-#: with several threads, the upsampled losses take at least this many pixels per chunk of
-#: masks (16 masks at 1008 x 1008: SAM 3's matched masks at once, about a dozen [K, H, W]
-#: float temporaries at the peak, as the plain composition; 4M-pixel chunks measured 1.7x the
-#: plain formulas' time at 2 threads on a loaded 2-core machine, 16M 0.83x)
-UPSAMPLED_PIXELS_THREADED = 1 << 24
 
 
 def is_binary(t: Tensor) -> bool:
@@ -286,7 +281,10 @@ class _UpsampledBinaryFocalDice(torch.autograd.Function):
     """The gradient is computed in the forward, while the upsampled logits of a chunk exist:
     per mask, the low-resolution adjoints of the three images ``a sgn q**g (q + g ce (1-q))``
     (focal), ``u = p (1 - p)`` and ``t u`` (dice), so that the backward only combines them with
-    the scalars it receives (no second upsampling, sigmoid or softplus)."""
+    the scalars it receives (no second upsampling, sigmoid or softplus). Chunks are ``chunk``
+    masks at any thread count: at 2 threads on a quiet machine, 16-mask chunks at 1008 x 1008
+    (out of cache) made SAM 3's loss wrapper 1.3x slower than 1-3-mask ones; on a busy machine
+    the adaptive thread count (``segtrain.utils.cpu_share``) runs one thread anyway."""
 
     @staticmethod
     def forward(ctx, src, tgt, rows, num_masks, alpha, gamma, chunk):
@@ -294,8 +292,6 @@ class _UpsampledBinaryFocalDice(torch.autograd.Function):
         size = tuple(tgt.shape[-2:])
         P = size[0] * size[1]
         want_grad = src.requires_grad
-        if torch.get_num_threads() > 1:  # fewer, larger ops (see CHUNK_ELEMENTS_THREADED)
-            chunk = max(chunk, UPSAMPLED_PIXELS_THREADED // P)
         sums = src.new_zeros(4, K)  # focal sum, sum p t, sum p, sum t
         images = src.new_empty(3, K, h, w) if want_grad else None  # adjoints of focal grad, u, t u
         for lo in range(0, K, chunk):
@@ -352,8 +348,7 @@ def upsampled_binary_focal_dice_loss(
     """``sigmoid_focal_loss`` and ``dice_loss`` of ``src`` [K, h, w] logits bilinearly upsampled
     to the size of the bool targets ``tgt`` [T, H, W] (rows ``rows`` [K] int64), ``chunk`` masks
     at a time (the upsampled logits are never kept: the gradient's low-resolution pieces are
-    computed in the forward, three [K, h, w] tensors; with several torch threads the chunks
-    hold at least ``UPSAMPLED_PIXELS_THREADED`` pixels). Returns the two
+    computed in the forward, three [K, h, w] tensors). Returns the two
     scalars (focal: mean over H*W, summed over masks, / num_masks; dice: summed, / num_masks)."""
     if tgt.dtype != torch.bool:
         raise ValueError(f"upsampled_binary_focal_dice_loss expects bool targets, got {tgt.dtype}")

@@ -306,8 +306,8 @@ def upsampled_focal_dice_loss(
     float copy exists at any time (``tools/benchmark.py masks`` measures it; the plain
     composition peaks at about 9 copies). Bool targets (SAM 3's masks) take the binary
     formulas of :func:`~segtrain.layers.binary_mask_losses.upsampled_binary_focal_dice_loss`
-    (one pass, the gradient's low-resolution pieces computed in the forward; same chunks, or
-    4M-pixel ones with several threads). Returns the two scalars.
+    (one pass, the gradient's low-resolution pieces computed in the forward; same chunks).
+    Returns the two scalars.
     """
     rows = tgt_rows if tgt_rows is not None else torch.zeros(0, dtype=torch.int64, device=tgt.device)
     K = src.shape[0]
