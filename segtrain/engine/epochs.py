@@ -2,6 +2,8 @@
 give it (``max_epochs``), turned into ``SOLVER.MAX_ITER`` once the datasets are known."""
 
 import logging
+import weakref
+from typing import Dict, Tuple
 
 from segtrain.data import get_dataset_dicts, register_datasets_from_cfg
 from segtrain.utils.errors import ConfigError
@@ -9,6 +11,21 @@ from segtrain.utils.errors import ConfigError
 __all__ = ["apply_max_epochs", "iterations_per_epoch"]
 
 logger = logging.getLogger(__name__)
+
+#: configs this module has resolved: id -> (weak reference, the config's text then).
+#: ``setup_cfg`` resolves the epochs and ``DefaultTrainer`` gets the same config, which need not
+#: be counted (the training json read) again
+_RESOLVED: Dict[int, Tuple[weakref.ref, str]] = {}
+
+
+def _resolved(cfg):
+    _RESOLVED[id(cfg)] = (weakref.ref(cfg), cfg.dump())
+    return cfg
+
+
+def _already_resolved(cfg) -> bool:
+    ref, text = _RESOLVED.get(id(cfg), (None, None))
+    return ref is not None and ref() is cfg and text == cfg.dump()
 
 
 def iterations_per_epoch(num_images: int, ims_per_batch: int) -> int:
@@ -23,9 +40,10 @@ def apply_max_epochs(cfg):
     """``cfg`` itself when ``SOLVER.MAX_EPOCHS`` is 0; otherwise a copy (frozen as ``cfg`` was)
     with ``SOLVER.MAX_ITER = MAX_EPOCHS x iterations_per_epoch(training images, IMS_PER_BATCH)``.
     The images are those the training loader reads (``DATASETS.TRAIN`` after
-    ``DATALOADER.FILTER_EMPTY_ANNOTATIONS``)."""
+    ``DATALOADER.FILTER_EMPTY_ANNOTATIONS``). A config this function returned before, unchanged
+    since, is returned as it is, without counting again."""
     epochs = int(cfg.SOLVER.MAX_EPOCHS)
-    if epochs <= 0:
+    if epochs <= 0 or _already_resolved(cfg):
         return cfg
     register_datasets_from_cfg(cfg)
     names = list(cfg.DATASETS.TRAIN)
@@ -51,10 +69,10 @@ def apply_max_epochs(cfg):
         max_iter,
     )
     if max_iter == cfg.SOLVER.MAX_ITER:
-        return cfg
+        return _resolved(cfg)
     out = cfg.clone()
     out.defrost()
     out.SOLVER.MAX_ITER = max_iter
     if cfg.is_frozen():
         out.freeze()
-    return out
+    return _resolved(out)

@@ -31,3 +31,20 @@ def test_iterations_per_epoch():
     assert iterations_per_epoch(100, 2) == 50 and iterations_per_epoch(3, 8) == 1
     with pytest.raises(ConfigError, match="IMS_PER_BATCH"):
         iterations_per_epoch(10, 0)
+
+
+def test_resolved_config_is_not_counted_again(tmp_path, monkeypatch):
+    """setup_cfg and DefaultTrainer both resolve the epochs: the second call on the config the
+    first returned reads no dataset; a changed config is counted again."""
+    import segtrain.engine.epochs as epochs
+
+    monkeypatch.setenv("SEGTRAIN_DATASETS", str(tmp_path))
+    calls = []
+    real = epochs.get_dataset_dicts
+    monkeypatch.setattr(epochs, "get_dataset_dicts", lambda *a, **k: calls.append(a) or real(*a, **k))
+    cfg = apply_max_epochs(_cfg(3))
+    assert apply_max_epochs(cfg) is cfg and len(calls) == 1
+    cfg.defrost()
+    cfg.SOLVER.IMS_PER_BATCH = 2
+    cfg.freeze()
+    assert apply_max_epochs(cfg).SOLVER.MAX_ITER == 15 and len(calls) == 2
