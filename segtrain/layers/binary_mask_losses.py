@@ -8,7 +8,7 @@ autograd's backward). Sums run over chunks of pixels that stay in the core's cac
 multimask backward (SAM 2) recomputes the pixel terms, only for the (object, mask) rows whose
 losses received a gradient (SAM 2 back-propagates one mask of M per object); the upsampled
 form (SAM 3) computes its gradient's low-resolution pieces in the forward, with the bilinear
-adjoint of :func:`upsample_adjoint`. The gradients:
+adjoint of :mod:`~segtrain.layers.bilinear_upsampling`. The gradients:
 
 * focal ``a * ce * q**gamma`` (``q = |p - t|``, ``a = alpha*t + (1-alpha)*(1-t)``):
   ``d/dx = a * sgn * q**gamma * (q + gamma * ce * (1 - q))``;
@@ -27,11 +27,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .bilinear_upsampling import add_row_adjoint, upsample_adjoint, upsample_bilinear
+
 __all__ = [
     "BinaryTargets",
     "is_binary",
     "multimask_focal_dice_iou",
-    "upsample_adjoint",
     "upsampled_binary_focal_dice_loss",
 ]
 
@@ -203,68 +204,6 @@ def multimask_focal_dice_iou(
     return _MultimaskFocalDiceIoU.apply(xf.contiguous(), targets, float(gamma), float(num_objects))
 
 
-def _bilinear_taps(n_in: int, n_out: int, dtype: torch.dtype, device) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Source rows and weights of bilinear resizing n_in -> n_out (``align_corners=False``, as
-    PyTorch computes them): output i = l0[i] * input[i0[i]] + l1[i] * input[i1[i]]."""
-    scale = torch.tensor(n_in, dtype=dtype) / n_out  # in the data's precision, as PyTorch's kernel
-    src = ((torch.arange(n_out, dtype=dtype, device=device) + 0.5) * scale.to(device) - 0.5).clamp_(min=0)
-    i0 = src.floor().long().clamp_(max=n_in - 1)
-    i1 = (i0 + 1).clamp_(max=n_in - 1)
-    l1 = (src - i0).clamp_(0, 1)
-    return i0, i1, 1 - l1, l1
-
-
-def _adjoint_rows_integer(g: Tensor, n: int, s: int) -> Tensor:
-    """Adjoint of bilinear upsampling along dim -2 by an integer factor s (align_corners=False):
-    g [..., n*s, L] -> [..., n, L]. Output row s*i + k reads input rows i + floor(f_k) and
-    i + floor(f_k) + 1 with f_k = (k + 0.5) / s - 0.5 (clamped at the borders), so the adjoint
-    is 2s scaled adds of [..., n, L] slices, no temporaries and no scatter."""
-    gv = g.unflatten(-2, (n, s))  # [..., n, s, L]
-    out = g.new_zeros(*g.shape[:-2], n, g.shape[-1])
-    for k in range(s):
-        f = (k + 0.5) / s - 0.5
-        plane = gv[..., k, :]  # [..., n, L]: output rows s*i + k
-        if f < 0:  # rows i - 1 (weight -f) and i (1 + f); row 0 keeps all of it (clamped source)
-            out.add_(plane, alpha=1 + f)
-            out[..., :-1, :].add_(plane[..., 1:, :], alpha=-f)
-            out[..., 0, :].add_(plane[..., 0, :], alpha=-f)
-        else:  # rows i (1 - f) and i + 1 (f); the last row keeps all of it
-            out.add_(plane, alpha=1 - f)
-            out[..., 1:, :].add_(plane[..., :-1, :], alpha=f)
-            out[..., -1, :].add_(plane[..., -1, :], alpha=f)
-    return out
-
-
-def upsample_adjoint(grad: Tensor, in_size: Tuple[int, int]) -> Tensor:
-    """Adjoint of bilinear upsampling [c, h, w] -> [c, H, W] (``align_corners=False``): the
-    gradient [c, H, W] -> [c, h, w], separably (4-5x faster on the CPU than
-    ``upsample_bilinear2d_backward`` at 252 -> 1008; equal to float round-off): scaled adds
-    for integer factors, scatter-adds otherwise."""
-    c, H, W = grad.shape
-    h, w = int(in_size[0]), int(in_size[1])
-    if (H, W) == (h, w):
-        return grad
-    if H % h == 0 and W % w == 0:
-        rows = _adjoint_rows_integer(grad, h, H // h)  # [c, h, W]
-        return _adjoint_rows_integer(rows.transpose(-1, -2), w, W // w).transpose(-1, -2)
-    y0, y1, wy0, wy1 = _bilinear_taps(h, H, grad.dtype, grad.device)
-    x0, x1, wx0, wx1 = _bilinear_taps(w, W, grad.dtype, grad.device)
-    # the row weights as full [H, W] planes: a product broadcast along the last axis is
-    # vectorized, one broadcast from a [H, 1] column is not (3-4x slower on the CPU)
-    wy0, wy1 = (v[:, None].expand(H, W).contiguous() for v in (wy0, wy1))
-    rows = grad.new_zeros(c, h, W)
-    rows.index_add_(1, y0, grad * wy0).index_add_(1, y1, grad * wy1)
-    out = grad.new_zeros(c, h, w)
-    return out.index_add_(2, x0, rows * wx0).index_add_(2, x1, rows * wx1)
-
-
-def _upsample(x: Tensor, size: Tuple[int, int]) -> Tensor:
-    """[c, h, w] -> [c, H, W] bilinear (align_corners=False), or x itself when already H x W."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
-
-
 def _target_terms(tb: Tensor, alpha: float, dtype: torch.dtype) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
     """t (float), sgn = 1 - 2t and a = alpha*t + (1-alpha)*(1-t) (None when alpha < 0) of bool tb."""
     t = tb.to(dtype)
@@ -281,45 +220,65 @@ class _UpsampledBinaryFocalDice(torch.autograd.Function):
     """The gradient is computed in the forward, while the upsampled logits of a chunk exist:
     per mask, the low-resolution adjoints of the three images ``a sgn q**g (q + g ce (1-q))``
     (focal), ``u = p (1 - p)`` and ``t u`` (dice), so that the backward only combines them with
-    the scalars it receives (no second upsampling, sigmoid or softplus). Chunks are ``chunk``
-    masks at any thread count: at 2 threads on a quiet machine, 16-mask chunks at 1008 x 1008
-    (out of cache) made SAM 3's loss wrapper 1.3x slower than 1-3-mask ones; on a busy machine
-    the adaptive thread count (``segtrain.utils.cpu_share``) runs one thread anyway."""
+    the scalars it receives (no second upsampling, sigmoid or softplus). With an integer
+    factor the row half of each adjoint is taken band by band while the band is in the cache.
+    Chunks are ``chunk`` masks at any thread count: at 2 threads on a quiet machine, 16-mask
+    chunks at 1008 x 1008 (out of cache) made SAM 3's loss wrapper 1.3x slower than 1-3-mask
+    ones. Two threads forced on a busy machine stall more on the smaller operations (1.6-2.5x
+    the official wrapper's time beside a test run, 0.64x with 16-mask chunks); there the
+    adaptive thread count (``segtrain.utils.cpu_share``) runs one thread."""
 
     @staticmethod
     def forward(ctx, src, tgt, rows, num_masks, alpha, gamma, chunk):
         K, h, w = src.shape
         size = tuple(tgt.shape[-2:])
-        P = size[0] * size[1]
+        H, W = size
+        P = H * W
         want_grad = src.requires_grad
+        # integer factors: the row adjoint is taken band by band while a band's gradient images
+        # are in the cache (bands of whole multiples of the factor), only the column adjoint at
+        # the end of a chunk; otherwise the [3, c, H, W] images go through upsample_adjoint
+        s = H // h if H % h == 0 and W % w == 0 and (H, W) != (h, w) else 0
         sums = src.new_zeros(4, K)  # focal sum, sum p t, sum p, sum t
         images = src.new_empty(3, K, h, w) if want_grad else None  # adjoints of focal grad, u, t u
         for lo in range(0, K, chunk):
-            x = _upsample(src[lo : lo + chunk], size).flatten(1)
-            tb = tgt[rows[lo : lo + chunk]].flatten(1)
+            x = upsample_bilinear(src[lo : lo + chunk], size)  # [c, H, W]
+            tb = tgt[rows[lo : lo + chunk]]
             c = x.shape[0]
-            full = x.new_empty(3, c, P) if want_grad else None
-            # mask by mask (every slice contiguous), or the whole chunk at once when it fits
+            if want_grad:
+                # rows adjoint [3, c, h, W] (integer factors) or the full images [3, c, H, W]
+                acc = x.new_zeros(3, c, h, W) if s else x.new_empty(3, c, H, W)
+            # mask by mask in bands of rows (every slice contiguous), or the whole chunk at once
             step = _chunk_elements()
             if step >= c * P:
-                pieces = [(slice(None), slice(None))]
+                pieces = [(slice(None), 0, H)]
             else:
-                pieces = [(slice(r, r + 1), slice(lo_p, lo_p + step)) for r in range(c) for lo_p in range(0, P, step)]
-            for r, sl in pieces:
-                t, sgn, a = _target_terms(tb[r, sl], alpha, x.dtype)
-                p, q, ce = _pixel_terms(x[r, sl], t, sgn)
+                band = max(1, step // W)
+                band = max(s, band - band % s) if s else band
+                pieces = [(slice(r, r + 1), y, min(H, y + band)) for r in range(c) for y in range(0, H, band)]
+            for r, y0, y1 in pieces:
+                xr = x[r, y0:y1].flatten(1)  # [c', rows * W]
+                t, sgn, a = _target_terms(tb[r, y0:y1].flatten(1), alpha, x.dtype)
+                p, q, ce = _pixel_terms(xr, t, sgn)
                 qg = q * q if gamma == 2 else q.pow(gamma)
                 wq = qg * a if a is not None else qg
                 part = torch.stack([(wq * ce).sum(-1), (p * t).sum(-1), p.sum(-1), t.sum(-1)])
                 sums[:, lo : lo + c][:, r] += part
                 if want_grad:
-                    u = torch.sub(q, q * q, out=full[1, r, sl])  # q (1 - q) = p (1 - p)
-                    torch.mul(t, u, out=full[2, r, sl])
+                    g = x.new_empty(3, *xr.shape) if s else acc[:, r, y0:y1].view(3, *xr.shape)
+                    torch.sub(q, qg if gamma == 2 else q * q, out=g[1])  # q (1 - q) = p (1 - p)
+                    torch.mul(t, g[1], out=g[2])
                     # a sgn q^g (q + g ce (1 - q)) = (a sgn) q^g q + g (a sgn) q^g ce (1 - q)
-                    torch.addcmul(q, ce, torch.sub(1, q), value=gamma, out=full[0, r, sl]).mul_(wq).mul_(sgn)
+                    torch.addcmul(q, ce, torch.sub(1, q), value=gamma, out=g[0]).mul_(wq).mul_(sgn)
+                    if s:
+                        add_row_adjoint(acc[:, r], g.view(3, -1, y1 - y0, W), y0 // s, s)
             if want_grad:
-                images[:, lo : lo + c] = upsample_adjoint(full.view(3 * c, *size), (h, w)).view(3, c, h, w)
-            del x, tb, full
+                if s:  # the column adjoint of the rows adjoint: [3c, h, W] -> [3c, h, w]
+                    cols = add_row_adjoint(x.new_zeros(3 * c, w, h), acc.view(3 * c, h, W).transpose(-1, -2), 0, W // w)
+                    images[:, lo : lo + c] = cols.transpose(-1, -2).view(3, c, h, w)
+                else:
+                    images[:, lo : lo + c] = upsample_adjoint(acc.view(3 * c, H, W), (h, w)).view(3, c, h, w)
+            del x, tb
         focal_sum, inter, psum, tsum = sums.unbind(0)
         numerator = 2 * inter + 1
         denominator = psum + tsum + 1

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .binary_mask_losses import upsample_adjoint, upsampled_binary_focal_dice_loss
+from .bilinear_upsampling import upsample_adjoint, upsample_bilinear
+from .binary_mask_losses import upsampled_binary_focal_dice_loss
 
 __all__ = [
     "sigmoid_ce_loss",
@@ -215,7 +216,7 @@ class _UpsampledFocalDice(torch.autograd.Function):
         size = tgt.shape[-2:]
         per_chunk = []  # (focal mean, sum p*t, sum p, sum t) per mask, for each chunk
         for lo in range(0, K, chunk):
-            x = _upsample(src[lo : lo + chunk], size).flatten(1)
+            x = upsample_bilinear(src[lo : lo + chunk], size).flatten(1)
             t = _target_chunk(tgt, tgt_rows, lo, chunk, x.dtype)
             per_chunk.append(_focal_dice_terms(x, t, alpha, gamma, need_grad=False)[0])
             del x, t
@@ -240,7 +241,7 @@ class _UpsampledFocalDice(torch.autograd.Function):
         scale_mask = g_mask / (num_masks * P)  # focal: mean over P, sum over masks, / n
         scale_dice = g_dice / num_masks
         for lo in range(0, K, chunk):
-            x = _upsample(src[lo : lo + chunk], size).flatten(1)
+            x = upsample_bilinear(src[lo : lo + chunk], size).flatten(1)
             t = _target_chunk(tgt, tgt_rows, lo, chunk, x.dtype)
             _, (p, ce, one_minus_pt, a) = _focal_dice_terms(x, t, alpha, gamma, need_grad=True)
             del x
@@ -258,7 +259,7 @@ class _UpsampledFocalDice(torch.autograd.Function):
             d_i = denominator[lo : lo + chunk, None]
             gx -= scale_dice * (2 * t * d_i - n_i) / (d_i * d_i) * dp
             del p, dp, t, one_minus_pt, a
-            grad[lo : lo + chunk] = _upsample_backward(gx.view(-1, *size), (h, w))
+            grad[lo : lo + chunk] = upsample_adjoint(gx.view(-1, *size), (h, w))
         return grad, None, None, None, None, None, None
 
 
@@ -267,18 +268,6 @@ def _target_chunk(tgt: Tensor, rows: Tensor, lo: int, chunk: int, dtype) -> Tens
     it is not empty, so the caller never copies all K targets)."""
     t = tgt[rows[lo : lo + chunk]] if rows.numel() else tgt[lo : lo + chunk]
     return t.flatten(1).to(dtype)
-
-
-def _upsample(x: Tensor, size) -> Tensor:
-    """[c, h, w] -> [c, H, W] bilinear (align_corners=False), or x itself when already H x W."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
-
-
-def _upsample_backward(grad_up: Tensor, in_size) -> Tensor:
-    """Adjoint of :func:`_upsample`: [c, H, W] gradient -> [c, h, w]."""
-    return upsample_adjoint(grad_up, (int(in_size[0]), int(in_size[1])))
 
 
 def upsampled_focal_dice_loss(

@@ -9,7 +9,6 @@ from segtrain.layers.binary_mask_losses import (
     BinaryTargets,
     is_binary,
     multimask_focal_dice_iou,
-    upsample_adjoint,
     upsampled_binary_focal_dice_loss,
 )
 from segtrain.layers.losses import dice_loss, mask_ious, sigmoid_focal_loss
@@ -72,41 +71,20 @@ def test_multimask_shape_error_and_is_binary():
     assert not is_binary(torch.tensor([0.0, 0.5]))
 
 
-@pytest.mark.parametrize(
-    "h,w,H,W",
-    [
-        (6, 5, 24, 20),
-        (4, 3, 12, 9),
-        (7, 5, 14, 10),
-        (5, 7, 10, 30),
-        (5, 7, 17, 30),
-        (8, 8, 8, 8),
-        (252, 252, 1008, 1008),
-    ],
-)
-def test_upsample_adjoint_equals_aten_backward(h, w, H, W):
-    g = torch.Generator().manual_seed(h)
-    grad = torch.randn(2, H, W, generator=g, dtype=torch.float64)
-    ref = torch.ops.aten.upsample_bilinear2d_backward(grad[:, None], [H, W], [2, 1, h, w], False, None, None)[:, 0]
-    torch.testing.assert_close(upsample_adjoint(grad, (h, w)), ref, rtol=1e-12, atol=1e-12)
-    # and it is the adjoint of F.interpolate: <up(x), g> = <x, up^T(g)>
-    x = torch.randn(2, h, w, generator=g, dtype=torch.float64)
-    up = F.interpolate(x[:, None], size=(H, W), mode="bilinear", align_corners=False)[:, 0]
-    torch.testing.assert_close((up * grad).sum(), (x * upsample_adjoint(grad, (h, w))).sum())
-
-
 @pytest.mark.parametrize("chunk_elements", [None, 150])
-def test_upsampled_binary_focal_dice_rows_and_errors(chunk_elements, monkeypatch):
-    """Whole chunks of masks, or mask by mask in pixel pieces (chunk_elements=150)."""
+@pytest.mark.parametrize("low,high", [((5, 5), (20, 20)), ((4, 5), (12, 10)), ((5, 5), (17, 19)), ((6, 6), (6, 6))])
+def test_upsampled_binary_focal_dice_rows_and_errors(chunk_elements, low, high, monkeypatch):
+    """Whole chunks of masks, or mask by mask in bands of rows (chunk_elements=150); integer
+    factors (the row adjoint taken band by band), another factor, and no upsampling."""
     if chunk_elements:
         monkeypatch.setattr(binary_mask_losses, "CHUNK_ELEMENTS", chunk_elements)
         monkeypatch.setattr(binary_mask_losses, "CHUNK_ELEMENTS_THREADED", chunk_elements)
     g = torch.Generator().manual_seed(1)
-    src = torch.randn(3, 5, 5, dtype=torch.float64, generator=g, requires_grad=True)
-    pool = torch.rand(6, 20, 20, generator=g) > 0.5
+    src = torch.randn(3, *low, dtype=torch.float64, generator=g, requires_grad=True)
+    pool = torch.rand(6, *high, generator=g) > 0.5
     rows = torch.tensor([4, 0, 4])
     a, b = upsampled_binary_focal_dice_loss(src, pool, rows, 2.0, 0.25, 2.0, chunk=2)
-    up = F.interpolate(src[:, None], size=(20, 20), mode="bilinear", align_corners=False)[:, 0].flatten(1)
+    up = F.interpolate(src[:, None], size=high, mode="bilinear", align_corners=False)[:, 0].flatten(1)
     t = pool[rows].flatten(1).double()
     torch.testing.assert_close(a, sigmoid_focal_loss(up, t, 2.0, 0.25, 2.0))
     torch.testing.assert_close(b, dice_loss(up, t, 2.0))
