@@ -5,7 +5,8 @@ The catalog stores recipes, not data: nothing is read until ``DatasetCatalog.get
 """
 
 import logging
-from typing import Any, Callable, Dict, List, Optional
+from contextlib import contextmanager
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from segtrain.utils.errors import DatasetError, SegtrainError, UnknownNameError
 from segtrain.utils.registry import format_suggestions
@@ -17,6 +18,7 @@ __all__ = [
     "Metadata",
     "MetadataAttributeError",
     "thing_classes_of",
+    "catalogs_restored",
 ]
 
 logger = logging.getLogger(__name__)
@@ -73,6 +75,16 @@ class _DatasetCatalog:
     def remove(self, name: str) -> None:
         self._lookup(name)
         del self._funcs[name]
+
+    def snapshot(self) -> Dict[str, Callable[[], List[dict]]]:
+        """A copy of the registrations (name -> loader) for ``restore``."""
+        return dict(self._funcs)
+
+    def restore(self, snapshot: Dict[str, Callable[[], List[dict]]]) -> None:
+        """Make the registrations exactly ``snapshot``: names registered since are removed, and
+        names removed or replaced since get their loader of then back (the same function)."""
+        self._funcs.clear()
+        self._funcs.update(snapshot)
 
     def __contains__(self, name: str) -> bool:
         return name in self._funcs
@@ -162,6 +174,19 @@ class _MetadataCatalog:
     def remove(self, name: str) -> None:
         self._meta.pop(name, None)
 
+    def snapshot(self) -> Dict[str, Tuple[Metadata, Dict[str, Any]]]:
+        """name -> (the ``Metadata`` object, a copy of its attributes) for ``restore``."""
+        return {name: (meta, dict(meta.__dict__)) for name, meta in self._meta.items()}
+
+    def restore(self, snapshot: Dict[str, Tuple[Metadata, Dict[str, Any]]]) -> None:
+        """Make the entries exactly ``snapshot``: entries created since are removed, removed or
+        replaced ones come back as the same object, and attributes set since are undone."""
+        self._meta.clear()
+        for name, (meta, attributes) in snapshot.items():
+            meta.__dict__.clear()
+            meta.__dict__.update(attributes)
+            self._meta[name] = meta
+
     def __contains__(self, name: str) -> bool:
         return name in self._meta
 
@@ -170,6 +195,18 @@ DatasetCatalog = _DatasetCatalog()
 MetadataCatalog = _MetadataCatalog()
 # The DATASET registry of SPEC.md is the dataset catalog itself.
 DATASET_REGISTRY = DatasetCatalog
+
+
+@contextmanager
+def catalogs_restored() -> Iterator[None]:
+    """Undo at the end of the block every dataset registration and metadata change made in it
+    (added names removed, removed or replaced ones put back as the same loader / object)."""
+    datasets, metadata = DatasetCatalog.snapshot(), MetadataCatalog.snapshot()
+    try:
+        yield
+    finally:
+        DatasetCatalog.restore(datasets)
+        MetadataCatalog.restore(metadata)
 
 
 def thing_classes_of(name: str) -> Optional[List[str]]:

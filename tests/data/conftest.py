@@ -3,7 +3,6 @@ config, and a factory that writes small COCO files with real images."""
 
 import copy
 import json
-import os
 
 import cv2
 import numpy as np
@@ -19,16 +18,11 @@ TINY = {"num_train": 8, "num_val": 4, "image_size": 64}
 @pytest.fixture
 def shapes_root(tmp_path, monkeypatch):
     """``$SEGTRAIN_DATASETS`` in tmp_path and shapes registered there at tiny sizes;
-    the default registration is restored afterwards."""
-    before = os.environ.get("SEGTRAIN_DATASETS")
+    the registration the test found is put back afterwards (tests/conftest.py)."""
     root = tmp_path / "datasets"
     monkeypatch.setenv("SEGTRAIN_DATASETS", str(root))
     register_shapes(str(root), **TINY)
-    yield root
-    os.environ.pop("SEGTRAIN_DATASETS", None)
-    if before is not None:
-        os.environ["SEGTRAIN_DATASETS"] = before
-    register_shapes()
+    return root
 
 
 @pytest.fixture

@@ -24,43 +24,36 @@ def _by_id(dicts):
 def test_polygons_and_rle_load(coco_factory):
     json_file, root = coco_factory()
     dicts = load_coco_json(json_file, root, "test_coco_formats")
-    try:
-        assert [d["image_id"] for d in dicts] == [1, 2]
-        d0 = dicts[0]
-        assert os.path.isabs(d0["file_name"]) and d0["file_name"].endswith("a.jpg")
-        assert (d0["height"], d0["width"]) == (40, 50)
-        anns = _by_id(dicts)
-        # sorted dataset ids 5, 9 -> contiguous 0, 1
-        assert anns[11]["category_id"] == 0 and anns[12]["category_id"] == 1
-        assert anns[11]["bbox_mode"] == BoxMode.XYWH_ABS
-        # a missing bbox is computed from the mask
-        assert anns[12]["bbox"] == [25.0, 5.0, 20.0, 15.0]
-        assert anns[22]["iscrowd"] == 1
-        m_poly = segmentation_to_bitmask(anns[11]["segmentation"], 40, 50)
-        assert m_poly.sum() == 400 and m_poly[10:30, 10:30].all()
-        m_unc = segmentation_to_bitmask(anns[21]["segmentation"], 40, 50)
-        assert m_unc.sum() == 15 * 18 and m_unc[20:35, 30:48].all()
-        meta = MetadataCatalog.get("test_coco_formats")
-        assert meta.thing_classes == ["a", "b"]
-        assert meta.thing_dataset_id_to_contiguous_id == {5: 0, 9: 1}
-    finally:
-        MetadataCatalog.remove("test_coco_formats")
+    assert [d["image_id"] for d in dicts] == [1, 2]
+    d0 = dicts[0]
+    assert os.path.isabs(d0["file_name"]) and d0["file_name"].endswith("a.jpg")
+    assert (d0["height"], d0["width"]) == (40, 50)
+    anns = _by_id(dicts)
+    # sorted dataset ids 5, 9 -> contiguous 0, 1
+    assert anns[11]["category_id"] == 0 and anns[12]["category_id"] == 1
+    assert anns[11]["bbox_mode"] == BoxMode.XYWH_ABS
+    # a missing bbox is computed from the mask
+    assert anns[12]["bbox"] == [25.0, 5.0, 20.0, 15.0]
+    assert anns[22]["iscrowd"] == 1
+    m_poly = segmentation_to_bitmask(anns[11]["segmentation"], 40, 50)
+    assert m_poly.sum() == 400 and m_poly[10:30, 10:30].all()
+    m_unc = segmentation_to_bitmask(anns[21]["segmentation"], 40, 50)
+    assert m_unc.sum() == 15 * 18 and m_unc[20:35, 30:48].all()
+    meta = MetadataCatalog.get("test_coco_formats")
+    assert meta.thing_classes == ["a", "b"]
+    assert meta.thing_dataset_id_to_contiguous_id == {5: 0, 9: 1}
 
 
 def test_register_coco_instances_is_lazy(coco_factory):
     json_file, root = coco_factory()
     os.rename(json_file, json_file + ".later")
     register_coco_instances("test_coco_lazy", {"extra": 1}, json_file, root)
-    try:
-        meta = MetadataCatalog.get("test_coco_lazy")
-        assert meta.evaluator_type == "coco" and meta.json_file == json_file and meta.extra == 1
-        os.rename(json_file + ".later", json_file)
-        assert len(DatasetCatalog.get("test_coco_lazy")) == 2
-        with pytest.raises(DatasetError, match="already registered"):
-            register_coco_instances("test_coco_lazy", {}, json_file, root)
-    finally:
-        DatasetCatalog.remove("test_coco_lazy")
-        MetadataCatalog.remove("test_coco_lazy")
+    meta = MetadataCatalog.get("test_coco_lazy")
+    assert meta.evaluator_type == "coco" and meta.json_file == json_file and meta.extra == 1
+    os.rename(json_file + ".later", json_file)
+    assert len(DatasetCatalog.get("test_coco_lazy")) == 2
+    with pytest.raises(DatasetError, match="already registered"):
+        register_coco_instances("test_coco_lazy", {}, json_file, root)
 
 
 def test_missing_and_malformed_json(tmp_path):

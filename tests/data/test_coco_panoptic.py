@@ -67,26 +67,22 @@ def test_load_and_register(panoptic_folder):
     root = panoptic_folder
     name = "_test_coco_panoptic"
     register_coco_panoptic(name, {}, str(root / "images"), str(root / "pan"), str(root / "panoptic.json"))
-    try:
-        meta = MetadataCatalog.get(name)  # categories known before any image is read
-        assert meta.stuff_classes == ["cat", "dog", "grass"] and meta.thing_classes == ["cat", "dog"]
-        assert meta.thing_dataset_id_to_contiguous_id == {1: 0, 5: 1} and meta.evaluator_type == "panoptic_seg"
-        dicts = DatasetCatalog.get(name)
-        assert [d["image_id"] for d in dicts] == [1, 2]
-        assert dicts[0]["pan_seg_file_name"] == str(root / "pan" / "a.png")
-        assert [(s["id"], s["category_id"], s["iscrowd"]) for s in dicts[0]["segments_info"]] == [
-            (300, 0, 0),
-            (7, 1, 1),
-            (9, 2, 0),
-        ]
-        # the empty-image filter keeps images with a non-crowd segment and drops crowd-only ones
-        assert [d["image_id"] for d in get_dataset_dicts([name], filter_empty=True)] == [1]
-        # tools/visualize_data.py draws the segments (stuff included) in their class colours
-        drawn = draw_dataset_dict(Visualizer(np.full((8, 12, 3), 90, np.uint8), meta, alpha=1.0), dicts[0])
-        assert (drawn != 90).any(axis=-1).mean() > 0.9
-    finally:
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
+    meta = MetadataCatalog.get(name)  # categories known before any image is read
+    assert meta.stuff_classes == ["cat", "dog", "grass"] and meta.thing_classes == ["cat", "dog"]
+    assert meta.thing_dataset_id_to_contiguous_id == {1: 0, 5: 1} and meta.evaluator_type == "panoptic_seg"
+    dicts = DatasetCatalog.get(name)
+    assert [d["image_id"] for d in dicts] == [1, 2]
+    assert dicts[0]["pan_seg_file_name"] == str(root / "pan" / "a.png")
+    assert [(s["id"], s["category_id"], s["iscrowd"]) for s in dicts[0]["segments_info"]] == [
+        (300, 0, 0),
+        (7, 1, 1),
+        (9, 2, 0),
+    ]
+    # the empty-image filter keeps images with a non-crowd segment and drops crowd-only ones
+    assert [d["image_id"] for d in get_dataset_dicts([name], filter_empty=True)] == [1]
+    # tools/visualize_data.py draws the segments (stuff included) in their class colours
+    drawn = draw_dataset_dict(Visualizer(np.full((8, 12, 3), 90, np.uint8), meta, alpha=1.0), dicts[0])
+    assert (drawn != 90).any(axis=-1).mean() > 0.9
 
 
 def test_unknown_category_and_image_are_one_line_errors(panoptic_folder):
@@ -164,23 +160,16 @@ def test_builtin_coco_panoptic_registration(tmp_path):
         "categories": coco_panoptic_categories(),
     }
     (coco / "annotations" / "panoptic_val2017.json").write_text(json.dumps(data))
-    names = ("coco_2017_train", "coco_2017_val", "coco_2017_train_panoptic", "coco_2017_val_panoptic")
-    try:
-        register_coco_2017(str(tmp_path))
-        meta = MetadataCatalog.get("coco_2017_val_panoptic")
-        assert len(meta.stuff_classes) == 133 and len(meta.thing_classes) == 80
-        assert meta.thing_dataset_id_to_contiguous_id[90] == 79 and meta.stuff_classes[80] == "banner"
-        (d,) = DatasetCatalog.get("coco_2017_val_panoptic")
-        assert d["segments_info"][0]["category_id"] == meta.stuff_classes.index("sky-other-merged") == 119
-        cfg = load_config("projects/m2f/r50_coco_panoptic.yaml")
-        assert check_config(cfg, train=False) == []  # 133 classes, PNG folder, evaluators and switches agree
-        data["categories"][0]["name"] = "human"  # a JSON that disagrees with the table is a loud error
-        (coco / "annotations" / "panoptic_val2017.json").write_text(json.dumps(data))
-        register_coco_2017(str(tmp_path))
-        with pytest.raises(DatasetError, match="'stuff_classes' of dataset 'coco_2017_val_panoptic' is already"):
-            DatasetCatalog.get("coco_2017_val_panoptic")
-    finally:
-        for name in names:
-            if name in DatasetCatalog:
-                DatasetCatalog.remove(name)
-            MetadataCatalog.remove(name)
+    register_coco_2017(str(tmp_path))
+    meta = MetadataCatalog.get("coco_2017_val_panoptic")
+    assert len(meta.stuff_classes) == 133 and len(meta.thing_classes) == 80
+    assert meta.thing_dataset_id_to_contiguous_id[90] == 79 and meta.stuff_classes[80] == "banner"
+    (d,) = DatasetCatalog.get("coco_2017_val_panoptic")
+    assert d["segments_info"][0]["category_id"] == meta.stuff_classes.index("sky-other-merged") == 119
+    cfg = load_config("projects/m2f/r50_coco_panoptic.yaml")
+    assert check_config(cfg, train=False) == []  # 133 classes, PNG folder, evaluators and switches agree
+    data["categories"][0]["name"] = "human"  # a JSON that disagrees with the table is a loud error
+    (coco / "annotations" / "panoptic_val2017.json").write_text(json.dumps(data))
+    register_coco_2017(str(tmp_path))
+    with pytest.raises(DatasetError, match="'stuff_classes' of dataset 'coco_2017_val_panoptic' is already"):
+        DatasetCatalog.get("coco_2017_val_panoptic")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from segtrain.data import DatasetCatalog, build_test_loader, build_train_loader, get_dataset_dicts
+from segtrain.data import build_test_loader, build_train_loader, get_dataset_dicts
 from segtrain.structures import Instances
 from segtrain.utils.errors import ConfigError, DatasetError
 
@@ -130,25 +130,20 @@ def test_skip_policy_through_the_config(tiny_cfg, coco_factory, caplog):
     # an image whose size differs from its JSON entry is only found when decoded, in the mapper
     cv2.imwrite(os.path.join(root, "b.png"), np.zeros((45, 50, 3), np.uint8))
     from segtrain.data import register_coco_instances
-    from segtrain.data.catalog import MetadataCatalog
 
     register_coco_instances("test_loader_bad", {}, json_file, root)
-    try:
-        tiny_cfg.DATASETS.TRAIN = ("test_loader_bad",)
-        tiny_cfg.DATASETS.TEST = ("test_loader_bad",)
-        with pytest.raises(DatasetError, match="annotation id 11"):
-            build_train_loader(tiny_cfg)
-        tiny_cfg.DATASETS.ON_BAD_ANNOTATION = "skip"
-        with caplog.at_level(logging.WARNING):
-            loader = build_train_loader(tiny_cfg)
-            batch = next(iter(loader))
-        assert "Skipped 1 bad annotation(s)" in caplog.text
-        assert [x["image_id"] for x in batch] == [1, 1]  # image 2 has the wrong size: replaced
-        test_batches = list(build_test_loader(tiny_cfg, "test_loader_bad"))
-        assert [b[0]["image_id"] for b in test_batches] == [1]
-    finally:
-        DatasetCatalog.remove("test_loader_bad")
-        MetadataCatalog.remove("test_loader_bad")
+    tiny_cfg.DATASETS.TRAIN = ("test_loader_bad",)
+    tiny_cfg.DATASETS.TEST = ("test_loader_bad",)
+    with pytest.raises(DatasetError, match="annotation id 11"):
+        build_train_loader(tiny_cfg)
+    tiny_cfg.DATASETS.ON_BAD_ANNOTATION = "skip"
+    with caplog.at_level(logging.WARNING):
+        loader = build_train_loader(tiny_cfg)
+        batch = next(iter(loader))
+    assert "Skipped 1 bad annotation(s)" in caplog.text
+    assert [x["image_id"] for x in batch] == [1, 1]  # image 2 has the wrong size: replaced
+    test_batches = list(build_test_loader(tiny_cfg, "test_loader_bad"))
+    assert [b[0]["image_id"] for b in test_batches] == [1]
 
 
 def test_get_dataset_dicts(tiny_cfg, shapes_root):

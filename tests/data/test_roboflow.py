@@ -25,23 +25,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SHAPES = ["circle", "square", "triangle", "star", "ellipse", "hexagon"]
 
 
-@pytest.fixture
-def registered():
-    """Registers exports under unique names and removes them afterwards."""
-    names = []
-
-    def register(name, root):
-        got = register_roboflow_coco(name, root)
-        names.extend(got)
-        return got
-
-    yield register
-    for n in names:
-        if n in DatasetCatalog:
-            DatasetCatalog.remove(n)
-        MetadataCatalog.remove(n)
-
-
 @pytest.fixture(scope="module")
 def export(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("rf") / "shapes")
@@ -64,8 +47,8 @@ def test_layout_as_roboflow_writes_it(export):
     assert all(os.path.isfile(os.path.join(export, "train", i["file_name"])) for i in data["images"])
 
 
-def test_splits_category_zero_and_empty_image(export, registered):
-    assert registered("_rf_masks", export) == ["_rf_masks_train", "_rf_masks_valid", "_rf_masks_test"]
+def test_splits_category_zero_and_empty_image(export):
+    assert register_roboflow_coco("_rf_masks", export) == ["_rf_masks_train", "_rf_masks_valid", "_rf_masks_test"]
     meta = MetadataCatalog.get("_rf_masks_train")
     assert meta.evaluator_type == "FindEvaluator" and meta.image_root == os.path.join(export, "train")
     dicts = DatasetCatalog.get("_rf_masks_train")
@@ -78,24 +61,24 @@ def test_splits_category_zero_and_empty_image(export, registered):
     assert len(DatasetCatalog.get("_rf_masks_test")) == 3
 
 
-def test_boxes_only_export(box_export, registered):
-    registered("_rf_boxes", box_export)
+def test_boxes_only_export(box_export):
+    register_roboflow_coco("_rf_boxes", box_export)
     dicts = DatasetCatalog.get("_rf_boxes_valid")
     anns = [a for d in dicts for a in d["annotations"]]
     assert anns and not any("segmentation" in a for a in anns)
     assert all(a["bbox_mode"] == BoxMode.XYWH_ABS and len(a["bbox"]) == 4 for a in anns)
 
 
-def test_only_present_splits_and_reexported(tmp_path, registered):
+def test_only_present_splits_and_reexported(tmp_path):
     root = write_roboflow_shapes(str(tmp_path / "rf"), num_train=2, num_valid=1, num_test=1, image_size=48)
     os.remove(os.path.join(root, "test", "_annotations.coco.json"))
     assert reexported is register_roboflow_coco
-    assert registered("_rf_two", root) == ["_rf_two_train", "_rf_two_valid"]
+    assert register_roboflow_coco("_rf_two", root) == ["_rf_two_train", "_rf_two_valid"]
     assert "_rf_two_test" not in DatasetCatalog
 
 
-def test_every_image_times_every_category_is_a_find(export, registered):
-    registered("_rf_finds", export)
+def test_every_image_times_every_category_is_a_find(export):
+    register_roboflow_coco("_rf_finds", export)
     cfg = get_cfg()
     cfg.INPUT.DATASET_MAPPER_NAME = "FindDatasetMapper"
     cfg.INPUT.FIND.NUM_CONCEPTS = 7
@@ -140,7 +123,7 @@ def test_finds_with_more_than_200_objects_are_dropped_in_training(tmp_path):
     assert build_mapper(cfg, is_train=True)(_crowded_dict(tmp_path, 201))["find_categories"].tolist() == [1, 2, 0, 3]
 
 
-def test_bad_exports_are_one_line_errors(tmp_path, export, registered):
+def test_bad_exports_are_one_line_errors(tmp_path, export):
     with pytest.raises(DatasetError, match="Roboflow export folder not found"):
         register_roboflow_coco("_rf_missing", str(tmp_path / "nowhere"))
     os.makedirs(tmp_path / "empty" / "train")
@@ -153,7 +136,7 @@ def test_bad_exports_are_one_line_errors(tmp_path, export, registered):
     data["annotations"][1]["category_id"] = 42
     with open(path, "w") as f:
         json.dump(data, f)
-    registered("_rf_bad", root)
+    register_roboflow_coco("_rf_bad", root)
     with pytest.raises(DatasetError, match=rf"^{path}: image id \d+ annotation id 1: unknown category_id 42") as e:
         DatasetCatalog.get("_rf_bad_train")
     assert "\n" not in str(e.value)

@@ -77,11 +77,7 @@ def _run(cfg, resume=False, kill_after=None):
 def roboflow_shapes(tmp_path):
     root = write_roboflow_shapes(str(tmp_path / "roboflow"), num_train=6, num_valid=3, num_test=2, image_size=32)
     register_roboflow_coco(NAME, root)
-    yield root
-    for name in SPLITS:
-        if name in DatasetCatalog:
-            DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
+    return root
 
 
 @pytest.mark.slow

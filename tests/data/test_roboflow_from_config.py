@@ -6,7 +6,7 @@ import random
 import pytest
 
 from segtrain.config import get_cfg
-from segtrain.data import DatasetCatalog, MetadataCatalog, get_dataset_dicts, register_datasets_from_cfg
+from segtrain.data import MetadataCatalog, get_dataset_dicts, register_datasets_from_cfg
 from segtrain.data.datasets import write_roboflow_shapes
 from segtrain.data.datasets.roboflow import official_image_subset
 from segtrain.data.find.mapper import num_concepts_from_cfg
@@ -21,22 +21,14 @@ def export(tmp_path_factory):
 
 @pytest.fixture
 def cfg_for(export):
-    used = []
-
     def make(name="rfcfg", num=0, root=export):
         cfg = get_cfg()
         cfg.DATASETS.ROBOFLOW.ROOT = root
         cfg.DATASETS.ROBOFLOW.NAME = name
         cfg.DATASETS.ROBOFLOW.NUM_TRAIN_IMAGES = num
-        used.append(name)
         return cfg
 
-    yield make
-    for name in used:
-        for split in ("train", "valid", "test"):
-            if f"{name}_{split}" in DatasetCatalog:
-                DatasetCatalog.remove(f"{name}_{split}")
-            MetadataCatalog.remove(f"{name}_{split}")
+    return make
 
 
 def test_registers_once_and_reads(cfg_for):

@@ -27,12 +27,8 @@ def test_pairs_by_relative_stem_and_registers(tmp_path):
         ("city/b", f"{gt}/city/b.png"),
     ]
     register_sem_seg("_test_semseg_folder", {"stuff_classes": ["x"]}, img, gt)
-    try:
-        assert MetadataCatalog.get("_test_semseg_folder").evaluator_type == "sem_seg"
-        assert len(DatasetCatalog.get("_test_semseg_folder")) == 2
-    finally:
-        DatasetCatalog.remove("_test_semseg_folder")
-        MetadataCatalog.remove("_test_semseg_folder")
+    assert MetadataCatalog.get("_test_semseg_folder").evaluator_type == "sem_seg"
+    assert len(DatasetCatalog.get("_test_semseg_folder")) == 2
 
 
 def test_unpaired_files_missing_folders_and_classes_are_one_line_errors(tmp_path):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from segtrain.config import load_config
-from segtrain.data import DatasetCatalog, MetadataCatalog, register_coco_panoptic, register_sem_seg
+from segtrain.data import register_coco_panoptic, register_sem_seg
 from segtrain.engine import DefaultTrainer
 from segtrain.utils.env import seed_all_rng
 
@@ -64,9 +64,7 @@ def panoptic_dataset(tmp_path):
     ]
     (tmp_path / "pan.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
     register_coco_panoptic(NAME, {}, str(tmp_path / "images"), str(tmp_path / "pan"), str(tmp_path / "pan.json"))
-    yield tmp_path
-    DatasetCatalog.remove(NAME)
-    MetadataCatalog.remove(NAME)
+    return tmp_path
 
 
 @pytest.fixture
@@ -83,9 +81,7 @@ def semantic_dataset(tmp_path):
         str(tmp_path / "labels"),
         image_ext="png",
     )
-    yield tmp_path
-    DatasetCatalog.remove(NAME)
-    MetadataCatalog.remove(NAME)
+    return tmp_path
 
 
 def _train(out_dir, *opts):

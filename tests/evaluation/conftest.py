@@ -93,9 +93,8 @@ def coco_to_dataset_dicts(coco_dict):
 
 
 def register(name, coco_dict=None, json_file=None, **meta):
-    if name in DatasetCatalog:
-        DatasetCatalog.remove(name)
-    MetadataCatalog.remove(name)
+    """Register ``name`` (its dicts only when ``coco_dict`` is given) with the tiny dataset's
+    metadata; tests/conftest.py removes it after the test."""
     if coco_dict is not None:
         dicts = coco_to_dataset_dicts(coco_dict)
         DatasetCatalog.register(name, lambda: dicts)
@@ -118,9 +117,7 @@ def tiny_coco(tmp_path):
     path.write_text(json.dumps(coco_dict))
     name = "_test_tiny_coco"
     register(name, coco_dict, json_file=path)
-    yield name, str(path), coco_dict
-    DatasetCatalog.remove(name)
-    MetadataCatalog.remove(name)
+    return name, str(path), coco_dict
 
 
 def gt_as_outputs(json_file, to_contiguous, skip_crowd=True):

@@ -39,14 +39,8 @@ def test_unknown_names_are_one_line_errors(tiny_coco, coco_tools):
     cfg.TEST.EVALUATOR = ""
     other = "_test_unknown_type"
     coco_tools.register(other, evaluator_type="cityscapes_instance")
-    try:
-        with pytest.raises(UnknownNameError, match="evaluator_type 'cityscapes_instance'.*COCOEvaluator"):
-            build_evaluator(cfg, other)
-    finally:
-        MetadataCatalog.remove(other)
+    with pytest.raises(UnknownNameError, match="evaluator_type 'cityscapes_instance'.*COCOEvaluator"):
+        build_evaluator(cfg, other)
     MetadataCatalog.get("_test_no_type")
-    try:
-        with pytest.raises(ConfigError, match="'_test_no_type' has no evaluator_type.*set TEST.EVALUATOR"):
-            build_evaluator(cfg, "_test_no_type")
-    finally:
-        MetadataCatalog.remove("_test_no_type")
+    with pytest.raises(ConfigError, match="'_test_no_type' has no evaluator_type.*set TEST.EVALUATOR"):
+        build_evaluator(cfg, "_test_no_type")

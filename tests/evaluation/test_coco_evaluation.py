@@ -53,24 +53,19 @@ def test_ground_truth_as_predictions_gives_ap_100(tiny_coco, coco_tools, tmp_pat
 
 
 def test_dataset_without_json_is_converted(coco_tools, tmp_path):
-    from segtrain.data.catalog import DatasetCatalog, MetadataCatalog
 
     coco_dict = coco_tools.make_coco_dict()
     name = "_test_tiny_coco_nojson"
     coco_tools.register(name, coco_dict)
     gt_path = tmp_path / "gt.json"
     gt_path.write_text(json.dumps(coco_dict))
-    try:
-        inputs, outputs = coco_tools.gt_as_outputs(str(gt_path), TO_CONTIG)
-        ev = COCOEvaluator(name, output_dir=str(tmp_path / "out"), distributed=False)
-        res = _run(ev, inputs, outputs)
-        _assert_perfect(res, coco_tools.CLASSES)
-        cached = json.loads((tmp_path / "out" / f"{name}_coco_format.json").read_text())
-        assert sorted(c["id"] for c in cached["categories"]) == [3, 7, 11]
-        assert len(cached["annotations"]) == 8
-    finally:
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
+    inputs, outputs = coco_tools.gt_as_outputs(str(gt_path), TO_CONTIG)
+    ev = COCOEvaluator(name, output_dir=str(tmp_path / "out"), distributed=False)
+    res = _run(ev, inputs, outputs)
+    _assert_perfect(res, coco_tools.CLASSES)
+    cached = json.loads((tmp_path / "out" / f"{name}_coco_format.json").read_text())
+    assert sorted(c["id"] for c in cached["categories"]) == [3, 7, 11]
+    assert len(cached["annotations"]) == 8
 
 
 def _perturbed_outputs(json_file, seed=0):
@@ -250,20 +245,15 @@ def test_bad_predictions_give_one_line_errors(tiny_coco, coco_tools):
 
 
 def test_missing_json_file_is_a_dataset_error(coco_tools, tmp_path):
-    from segtrain.data.catalog import MetadataCatalog
 
     name = "_test_missing_json"
     coco_tools.register(name, json_file=tmp_path / "nope.json")
-    try:
-        with pytest.raises(DatasetError, match="COCO json not found: .*nope.json"):
-            COCOEvaluator(name)
-    finally:
-        MetadataCatalog.remove(name)
+    with pytest.raises(DatasetError, match="COCO json not found: .*nope.json"):
+        COCOEvaluator(name)
 
 
 def test_annotation_id_zero_is_not_a_false_positive(coco_tools, tmp_path):
     """pycocotools reads a matched GT id of 0 as 'unmatched'; ids are renumbered for evaluation."""
-    from segtrain.data.catalog import MetadataCatalog
 
     coco_dict = coco_tools.make_coco_dict()
     for i, a in enumerate(coco_dict["annotations"]):
@@ -273,12 +263,9 @@ def test_annotation_id_zero_is_not_a_false_positive(coco_tools, tmp_path):
     path.write_text(json.dumps(coco_dict))
     name = "_test_zero_ids"
     coco_tools.register(name, json_file=path)
-    try:
-        inputs, outputs = coco_tools.gt_as_outputs(str(path), TO_CONTIG)
-        res = _run(COCOEvaluator(name), inputs, outputs)
-        _assert_perfect(res, coco_tools.CLASSES)
-    finally:
-        MetadataCatalog.remove(name)
+    inputs, outputs = coco_tools.gt_as_outputs(str(path), TO_CONTIG)
+    res = _run(COCOEvaluator(name), inputs, outputs)
+    _assert_perfect(res, coco_tools.CLASSES)
 
 
 @pytest.mark.parametrize("cat_ids", [(1, 2), (3, 7)])
@@ -286,7 +273,7 @@ def test_evaluator_built_before_the_dataset_is_read_maps_categories(tmp_path, ca
     """``register_coco_instances`` fills ``thing_dataset_id_to_contiguous_id`` only when the
     dataset is read; an evaluator built before that (as ``DefaultTrainer.test(cfg, model,
     evaluators=[COCOEvaluator(name)])`` does) must still map class 1 to the second category."""
-    from segtrain.data import DatasetCatalog, MetadataCatalog, register_coco_instances
+    from segtrain.data import MetadataCatalog, register_coco_instances
 
     mask = np.zeros((8, 8), np.uint8, order="F")
     mask[2:6, 1:5] = 1
@@ -313,23 +300,19 @@ def test_evaluator_built_before_the_dataset_is_read_maps_categories(tmp_path, ca
     cv2.imwrite(str(tmp_path / "images" / "a.jpg"), np.zeros((8, 8, 3), np.uint8))
     name = f"coco_mapping_probe_{cat_ids[1]}"
     register_coco_instances(name, {}, str(json_file), str(tmp_path / "images"))
-    try:
-        assert MetadataCatalog.get(name).get("thing_dataset_id_to_contiguous_id") is None  # not read yet
-        evaluator = COCOEvaluator(name, distributed=False)
-        inst = Instances((8, 8))
-        inst.pred_classes = torch.tensor([1])  # contiguous id of category "b"
-        inst.scores = torch.tensor([0.9])
-        inst.pred_masks = torch.from_numpy(mask.astype(bool))[None]
-        inst.pred_boxes = torch.tensor([[1.0, 2.0, 5.0, 6.0]])
-        res = _run(evaluator, [{"image_id": 1}], [{"instances": inst}])
-        assert res["segm"]["AP"] == pytest.approx(100.0) and res["bbox"]["AP"] == pytest.approx(100.0)
-        # pycocotools on the same files gives the same number
-        gt = COCO(str(json_file))
-        dt = gt.loadRes([{"image_id": 1, "category_id": cat_ids[1], "segmentation": rle, "score": 0.9}])
-        ev = COCOeval(gt, dt, "segm")
-        with contextlib.redirect_stdout(io.StringIO()):
-            ev.evaluate(), ev.accumulate(), ev.summarize()
-        assert res["segm"]["AP"] == pytest.approx(100 * ev.stats[0])
-    finally:
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
+    assert MetadataCatalog.get(name).get("thing_dataset_id_to_contiguous_id") is None  # not read yet
+    evaluator = COCOEvaluator(name, distributed=False)
+    inst = Instances((8, 8))
+    inst.pred_classes = torch.tensor([1])  # contiguous id of category "b"
+    inst.scores = torch.tensor([0.9])
+    inst.pred_masks = torch.from_numpy(mask.astype(bool))[None]
+    inst.pred_boxes = torch.tensor([[1.0, 2.0, 5.0, 6.0]])
+    res = _run(evaluator, [{"image_id": 1}], [{"instances": inst}])
+    assert res["segm"]["AP"] == pytest.approx(100.0) and res["bbox"]["AP"] == pytest.approx(100.0)
+    # pycocotools on the same files gives the same number
+    gt = COCO(str(json_file))
+    dt = gt.loadRes([{"image_id": 1, "category_id": cat_ids[1], "segmentation": rle, "score": 0.9}])
+    ev = COCOeval(gt, dt, "segm")
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev.evaluate(), ev.accumulate(), ev.summarize()
+    assert res["segm"]["AP"] == pytest.approx(100 * ev.stats[0])

@@ -9,7 +9,7 @@ import pycocotools.mask as mask_util
 import pytest
 import torch
 
-from segtrain.data import DatasetCatalog, MetadataCatalog, register_coco_instances
+from segtrain.data import MetadataCatalog, register_coco_instances
 from segtrain.evaluation import PanopticEvaluator, SemSegEvaluator
 
 
@@ -41,9 +41,7 @@ def unread_coco(tmp_path):
     name = "_test_unread_coco"
     register_coco_instances(name, {}, str(tmp_path / "gt.json"), str(tmp_path / "images"))
     assert MetadataCatalog.get(name).get("thing_classes") is None
-    yield name, mask.astype(bool)
-    DatasetCatalog.remove(name)
-    MetadataCatalog.remove(name)
+    return name, mask.astype(bool)
 
 
 def test_sem_seg_evaluator(unread_coco):

@@ -8,7 +8,6 @@ import math
 import pytest
 import torch
 
-from segtrain.data.catalog import DatasetCatalog, MetadataCatalog
 from segtrain.evaluation.find_evaluation import FindEvaluator
 
 
@@ -34,20 +33,9 @@ def _register_variant(tmp_path, coco_tools, name, edit):
     return str(path)
 
 
-@pytest.fixture
-def cleanup():
-    names = []
-    yield names
-    for n in names:
-        if n in DatasetCatalog:
-            DatasetCatalog.remove(n)
-        MetadataCatalog.remove(n)
-
-
-def _processed_evaluator(tmp_path, coco_tools, cleanup, name, edit, inputs, outputs):
+def _processed_evaluator(tmp_path, coco_tools, name, edit, inputs, outputs):
     """A FindEvaluator on the tiny COCO json edited by ``edit``, registered as ``name``, that
     has processed ``inputs`` / ``outputs``."""
-    cleanup.append(name)
     _register_variant(tmp_path, coco_tools, name, edit)
     ev = FindEvaluator(name, distributed=False)
     ev.reset()
@@ -55,7 +43,7 @@ def _processed_evaluator(tmp_path, coco_tools, cleanup, name, edit, inputs, outp
     return ev
 
 
-def test_box_only_ground_truth_skips_segm(tiny_coco, coco_tools, tmp_path, caplog, cleanup):
+def test_box_only_ground_truth_skips_segm(tiny_coco, coco_tools, tmp_path, caplog):
     _, full_json, _ = tiny_coco
     inputs, outputs = _outputs(coco_tools, full_json)  # detections carry masks, as Sam3Image's do
 
@@ -66,7 +54,7 @@ def test_box_only_ground_truth_skips_segm(tiny_coco, coco_tools, tmp_path, caplo
             else:
                 del a["segmentation"]
 
-    ev = _processed_evaluator(tmp_path, coco_tools, cleanup, "_test_find_box_only", strip, inputs, outputs)
+    ev = _processed_evaluator(tmp_path, coco_tools, "_test_find_box_only", strip, inputs, outputs)
     with caplog.at_level(logging.WARNING):
         res = ev.evaluate()
     assert list(res) == ["bbox", "bbox_positive", "cgF1_bbox", "presence"]
@@ -78,7 +66,7 @@ def test_box_only_ground_truth_skips_segm(tiny_coco, coco_tools, tmp_path, caplo
     assert "the ground truth has no segmentation; skipping segm" in caplog.text
 
 
-def test_mixed_ground_truth_scores_segm_on_images_with_masks(tiny_coco, coco_tools, tmp_path, caplog, cleanup):
+def test_mixed_ground_truth_scores_segm_on_images_with_masks(tiny_coco, coco_tools, tmp_path, caplog):
     _, full_json, _ = tiny_coco
     inputs, outputs = _outputs(coco_tools, full_json)
     # image 3's detections get wrong masks: they must not count (its GT is box-only)
@@ -95,7 +83,7 @@ def test_mixed_ground_truth_scores_segm_on_images_with_masks(tiny_coco, coco_too
             if a["image_id"] == 3:
                 a["segmentation"] = []
 
-    ev = _processed_evaluator(tmp_path, coco_tools, cleanup, "_test_find_mixed", strip_image_3, inputs, outputs)
+    ev = _processed_evaluator(tmp_path, coco_tools, "_test_find_mixed", strip_image_3, inputs, outputs)
     with caplog.at_level(logging.INFO, logger="segtrain.evaluation.find_evaluation"):
         res = ev.evaluate()
     assert list(res) == ["bbox", "bbox_positive", "cgF1_bbox", "segm", "segm_positive", "cgF1_segm", "presence"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from segtrain.data import DatasetCatalog, MetadataCatalog, register_find_query_json
+from segtrain.data import DatasetCatalog, register_find_query_json
 from segtrain.evaluation.find_evaluation import FindEvaluator
 from segtrain.structures import Instances
 
@@ -40,29 +40,25 @@ def test_pairs_of_a_find_query_dataset(tmp_path):
     (tmp_path / "q.json").write_text(json.dumps(data))
     name = "_test_find_query_eval"
     register_find_query_json(name, str(tmp_path / "q.json"), str(tmp_path))
-    try:
-        dicts = DatasetCatalog.get(name)
-        ev = FindEvaluator(name, distributed=False)
-        ev.reset()
-        # pair 10: its mug found (IL_TP); pair 11: a cat "found" on an image without one (IL_FP);
-        # pair 12: its mug missed, but the pair is not exhaustive
-        dets = {10: ([5.0, 10.0, 15.0, 30.0], 0.9), 11: ([20.0, 20.0, 30.0, 30.0], 0.8)}
-        for d in dicts:
-            concept = d["find_categories"][0]
-            box, score = dets.get(d["image_id"], (None, None))
-            inst = Instances(
-                (H, W),
-                pred_boxes=torch.tensor([box] if box else [], dtype=torch.float32).reshape(-1, 4),
-                scores=torch.tensor([score] if box else [], dtype=torch.float32),
-                pred_classes=torch.full((1 if box else 0,), concept, dtype=torch.int64),
-            )
-            finds = {"categories": torch.tensor([concept]), "presence_scores": torch.tensor([0.7])}
-            inp = {k: d[k] for k in ("image_id", "find_categories", "find_is_exhaustive")}
-            ev.process([inp], [{"instances": inst, "finds": finds}])
-        res = ev.evaluate()
-    finally:
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
+    dicts = DatasetCatalog.get(name)
+    ev = FindEvaluator(name, distributed=False)
+    ev.reset()
+    # pair 10: its mug found (IL_TP); pair 11: a cat "found" on an image without one (IL_FP);
+    # pair 12: its mug missed, but the pair is not exhaustive
+    dets = {10: ([5.0, 10.0, 15.0, 30.0], 0.9), 11: ([20.0, 20.0, 30.0, 30.0], 0.8)}
+    for d in dicts:
+        concept = d["find_categories"][0]
+        box, score = dets.get(d["image_id"], (None, None))
+        inst = Instances(
+            (H, W),
+            pred_boxes=torch.tensor([box] if box else [], dtype=torch.float32).reshape(-1, 4),
+            scores=torch.tensor([score] if box else [], dtype=torch.float32),
+            pred_classes=torch.full((1 if box else 0,), concept, dtype=torch.int64),
+        )
+        finds = {"categories": torch.tensor([concept]), "presence_scores": torch.tensor([0.7])}
+        inp = {k: d[k] for k in ("image_id", "find_categories", "find_is_exhaustive")}
+        ev.process([inp], [{"instances": inst, "finds": finds}])
+    res = ev.evaluate()
     m = res["cgF1_bbox"]
     assert (m["num_pairs"], m["IL_TP"], m["IL_FP"], m["IL_TN"], m["IL_FN"]) == (2, 1, 1, 0, 0)
     assert m["positive_micro_F1"] == pytest.approx(100.0, abs=0.05)  # the crowd mug is no pair's ground truth

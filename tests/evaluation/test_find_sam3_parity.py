@@ -30,7 +30,7 @@ import pycocotools.mask as mask_util
 import pytest
 import torch
 
-from segtrain.data.catalog import DatasetCatalog, MetadataCatalog
+from segtrain.data.catalog import DatasetCatalog, MetadataCatalog, catalogs_restored
 from segtrain.evaluation.find_evaluation import FindEvaluator
 from segtrain.structures import Instances
 
@@ -46,18 +46,27 @@ def fixture():
 
 
 @pytest.fixture(scope="module")
-def results(fixture, tmp_path_factory):
+def registered_gt(fixture, tmp_path_factory):
+    """The fixture's json as the metadata of NAME for the module (its own scope: the per-test
+    restore of tests/conftest.py takes its snapshot after this setup)."""
     gt = fixture["gt"]
     path = tmp_path_factory.mktemp("parity") / "gt.json"
     path.write_text(json.dumps(gt))
     cat_ids = sorted(c["id"] for c in gt["categories"])
-    MetadataCatalog.remove(NAME)
-    MetadataCatalog.get(NAME).set(
-        json_file=str(path),
-        thing_classes=[c["name"] for c in sorted(gt["categories"], key=lambda c: c["id"])],
-        thing_dataset_id_to_contiguous_id={d: i for i, d in enumerate(cat_ids)},
-    )
-    to_contiguous = {d: i for i, d in enumerate(cat_ids)}
+    with catalogs_restored():
+        MetadataCatalog.get(NAME).set(
+            json_file=str(path),
+            thing_classes=[c["name"] for c in sorted(gt["categories"], key=lambda c: c["id"])],
+            thing_dataset_id_to_contiguous_id={d: i for i, d in enumerate(cat_ids)},
+        )
+        yield
+        assert NAME not in DatasetCatalog
+
+
+@pytest.fixture(scope="module")
+def results(fixture, registered_gt):
+    gt = fixture["gt"]
+    to_contiguous = {d: i for i, d in enumerate(sorted(c["id"] for c in gt["categories"]))}
     ev = FindEvaluator(NAME, distributed=False)
     ev.reset()
     for img in gt["images"]:
@@ -86,9 +95,7 @@ def results(fixture, tmp_path_factory):
             {"instances": inst, "finds": {"categories": concepts, "presence_scores": torch.full((len(finds),), 0.5)}}
         ]
         ev.process(inputs, outputs)
-    yield ev.evaluate()
-    MetadataCatalog.remove(NAME)
-    assert NAME not in DatasetCatalog
+    return ev.evaluate()
 
 
 @pytest.mark.parametrize("task", ["bbox", "bbox_positive", "segm", "segm_positive"])

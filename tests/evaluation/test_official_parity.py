@@ -34,15 +34,6 @@ from tests.evaluation import parity_cases as cases
 OFFICIAL = json.load(open(os.path.join(os.path.dirname(__file__), "data", "official_parity.json")))
 
 
-@pytest.fixture
-def registered():
-    names = []
-    yield names
-    for name in names:
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
-
-
 def _nan_or(value):
     return float("nan") if value is None else value
 
@@ -64,10 +55,9 @@ def _write_panoptic(tmp_path):
     return str(png_dir), str(path)
 
 
-def test_panoptic_quality_equals_panopticapi(tmp_path, registered):
+def test_panoptic_quality_equals_panopticapi(tmp_path):
     png_dir, json_file = _write_panoptic(tmp_path)
     register_coco_panoptic("parity_panoptic", {}, str(tmp_path), png_dir, json_file)
-    registered.append("parity_panoptic")
     evaluator = PanopticEvaluator("parity_panoptic", distributed=False)  # built before the dataset is read
     contiguous = {c["id"]: k for k, c in enumerate(cases.PANOPTIC_CATEGORIES)}
     per_image = {}
@@ -112,7 +102,7 @@ def test_crowd_segments_follow_panopticapi():
 
 
 # ---------------------------------------------------------------------------- Detectron2 sem seg
-def test_semantic_segmentation_equals_detectron2(tmp_path, registered):
+def test_semantic_segmentation_equals_detectron2(tmp_path):
     dicts = []
     for i, case in enumerate(cases.sem_seg_cases()):
         path = tmp_path / f"label{i}.png"
@@ -121,7 +111,6 @@ def test_semantic_segmentation_equals_detectron2(tmp_path, registered):
             {"image_id": i, "file_name": f"img{i}.jpg", "sem_seg_file_name": str(path), "height": 12, "width": 12}
         )
     DatasetCatalog.register("parity_sem_seg", lambda: dicts)
-    registered.append("parity_sem_seg")
     k = cases.SEM_SEG_NUM_CLASSES
     MetadataCatalog.get("parity_sem_seg").set(stuff_classes=[f"c{i}" for i in range(k)], ignore_label=255)
     evaluator = SemSegEvaluator("parity_sem_seg", distributed=False)
@@ -227,10 +216,9 @@ def _coco_case(tmp_path):
     return str(path), dets, rle
 
 
-def test_coco_ap_equals_pycocotools(tmp_path, registered):
+def test_coco_ap_equals_pycocotools(tmp_path):
     json_file, dets, rle = _coco_case(tmp_path)
     register_coco_instances("parity_coco", {}, json_file, str(tmp_path))
-    registered.append("parity_coco")
     evaluator = COCOEvaluator("parity_coco", tasks=("segm",), distributed=False)  # before the dataset is read
     contiguous = {2: 0, 5: 1, 9: 2}
     for img in range(3):

@@ -78,9 +78,7 @@ def panoptic_dataset(tmp_path):
         thing_dataset_id_to_contiguous_id={1: 0, 2: 1},
         evaluator_type="panoptic_seg",
     )
-    yield name
-    DatasetCatalog.remove(name)
-    MetadataCatalog.remove(name)
+    return name
 
 
 def test_image_statistics_by_hand():

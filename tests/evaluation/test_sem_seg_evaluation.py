@@ -25,9 +25,7 @@ def two_class_dataset(tmp_path):
         name, lambda: [{"file_name": "img.png", "image_id": 7, "height": 4, "width": 4, "sem_seg_file_name": str(path)}]
     )
     MetadataCatalog.get(name).set(stuff_classes=["a", "b"], ignore_label=255, evaluator_type="sem_seg")
-    yield name
-    DatasetCatalog.remove(name)
-    MetadataCatalog.remove(name)
+    return name
 
 
 def _logits(labels, k=2):

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segtrain.data import DatasetCatalog, MetadataCatalog
 from segtrain.data.datasets import register_vos_folder, write_object_label_map
 from segtrain.evaluation import VideoEvaluator
 from segtrain.evaluation.video_label_maps import merge_object_masks, png_labels
@@ -65,16 +64,12 @@ def test_frames_without_annotation_are_not_scored(tmp_path):
         if t != 2:
             write_object_label_map(str(masks / f"{t:05d}.png"), gt[t])
     register_vos_folder("protocol_vos", {}, str(tmp_path / "JPEGImages"), str(tmp_path / "Annotations"))
-    try:
-        evaluator = VideoEvaluator("protocol_vos", distributed=False, output_dir=str(tmp_path / "out"))
-        evaluator.reset()
-        pred = gt[:, None] == 1
-        pred[2] = False  # wrong on the unannotated frame only
-        evaluator.process([{"video_id": "v"}], [{"pred_masks": pred, "obj_ids": [1]}])
-        res = evaluator.evaluate()["video"]
-    finally:
-        DatasetCatalog.remove("protocol_vos")
-        MetadataCatalog.remove("protocol_vos")
+    evaluator = VideoEvaluator("protocol_vos", distributed=False, output_dir=str(tmp_path / "out"))
+    evaluator.reset()
+    pred = gt[:, None] == 1
+    pred[2] = False  # wrong on the unannotated frame only
+    evaluator.process([{"video_id": "v"}], [{"pred_masks": pred, "obj_ids": [1]}])
+    res = evaluator.evaluate()["video"]
     assert res["J&F"] == pytest.approx(100.0)
     written = sorted(p.name for p in (tmp_path / "out" / "video_predictions" / "v").iterdir())
     assert written == [f"{t:05d}.png" for t in range(length)]  # every frame predicted is written

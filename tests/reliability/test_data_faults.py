@@ -16,7 +16,6 @@ import torch
 from segtrain.config import get_cfg, load_config
 from segtrain.data import (
     DatasetCatalog,
-    MetadataCatalog,
     build_test_loader,
     build_train_loader,
     register_coco_instances,
@@ -124,14 +123,6 @@ def _register(tmp_path, fault=None, raw_json=None):
     return str(json_file)
 
 
-@pytest.fixture
-def unregister():
-    yield
-    if NAME in DatasetCatalog:
-        DatasetCatalog.remove(NAME)
-    MetadataCatalog.remove(NAME)
-
-
 def _cfg(policy, **extra):
     cfg = get_cfg()
     cfg.DATASETS.TRAIN = (NAME,)
@@ -166,7 +157,7 @@ def _one_line_with(err, words):
 
 
 @pytest.mark.parametrize("policy", ["error", "skip"])
-def test_malformed_json_is_one_line_under_both_policies(tmp_path, unregister, policy):
+def test_malformed_json_is_one_line_under_both_policies(tmp_path, policy):
     json_file = _register(tmp_path, raw_json='{"images": [\n  {"id": 1,, }\n]}')
     with pytest.raises(DatasetError) as e:
         build_train_loader(_cfg(policy))
@@ -174,7 +165,7 @@ def test_malformed_json_is_one_line_under_both_policies(tmp_path, unregister, po
 
 
 @pytest.mark.parametrize("fault", sorted(FAULTS))
-def test_error_policy_names_file_and_id(tmp_path, unregister, fault):
+def test_error_policy_names_file_and_id(tmp_path, fault):
     stage, _, _, words = FAULTS[fault]
     json_file = _register(tmp_path, fault)
     cfg = _cfg("error")
@@ -192,7 +183,7 @@ def test_error_policy_names_file_and_id(tmp_path, unregister, fault):
 
 
 @pytest.mark.parametrize("fault", sorted(FAULTS))
-def test_skip_policy_drops_the_item_and_counts_it(tmp_path, unregister, fault, records):
+def test_skip_policy_drops_the_item_and_counts_it(tmp_path, fault, records):
     stage = FAULTS[fault][0]
     _register(tmp_path, fault)
     cfg = _cfg("skip")
@@ -224,7 +215,7 @@ def test_skip_policy_drops_the_item_and_counts_it(tmp_path, unregister, fault, r
     assert "for 2 images (+1 skipped as bad, DATASETS.ON_BAD_ANNOTATION='skip')" in summary
 
 
-def test_trainer_logs_skipped_items_at_the_end(tmp_path, unregister, records):
+def test_trainer_logs_skipped_items_at_the_end(tmp_path, records):
     """DefaultTrainer reports the training loader's skip count when training ends."""
     from segtrain.engine import DefaultTrainer
 
@@ -249,7 +240,7 @@ def test_trainer_logs_skipped_items_at_the_end(tmp_path, unregister, records):
     assert f"Training skipped {skipped} bad item(s) (DATASETS.ON_BAD_ANNOTATION='skip')" in records.text()
 
 
-def test_empty_images_train_mask2former_without_nan(tmp_path, unregister):
+def test_empty_images_train_mask2former_without_nan(tmp_path):
     """A tiny Mask2Former (projects/m2f/tiny.yaml) on mapper outputs of images without instances,
     alone and mixed with an annotated one: every loss and every gradient is finite."""
     _register(tmp_path)

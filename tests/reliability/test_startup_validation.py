@@ -10,7 +10,7 @@ import pytest
 
 from segtrain.config import checks as config_checks
 from segtrain.config import load_config
-from segtrain.data import DatasetCatalog, MetadataCatalog, register_coco_instances, register_coco_panoptic
+from segtrain.data import register_coco_instances, register_coco_panoptic
 from segtrain.engine.startup_check import check_config, register_name_key, validate_config
 from segtrain.utils.errors import ConfigError
 
@@ -116,11 +116,7 @@ def test_solver_and_policy_names():
 
 def test_dataset_files_and_weights(tmp_path):
     register_coco_instances("startup_missing_files", {}, str(tmp_path / "gone.json"), str(tmp_path / "no_images"))
-    try:
-        problems = _problems("DATASETS.TRAIN", "('startup_missing_files',)", "MODEL.WEIGHTS", str(tmp_path / "w.pth"))
-    finally:
-        DatasetCatalog.remove("startup_missing_files")
-        MetadataCatalog.remove("startup_missing_files")
+    problems = _problems("DATASETS.TRAIN", "('startup_missing_files',)", "MODEL.WEIGHTS", str(tmp_path / "w.pth"))
     assert problems == [
         "DATASETS.TRAIN: annotation file of dataset 'startup_missing_files' not found: "
         f"{str(tmp_path / 'gone.json')!r}",
@@ -131,13 +127,9 @@ def test_dataset_files_and_weights(tmp_path):
     pan_json = tmp_path / "pan.json"
     pan_json.write_text('{"images": [], "annotations": [], "categories": [{"id": 1, "name": "a"}]}')
     register_coco_panoptic("startup_missing_png", {}, str(tmp_path), str(tmp_path / "no_pngs"), str(pan_json))
-    try:
-        problems = _problems(
-            "DATASETS.TRAIN", "('startup_missing_png',)", "DATASETS.TEST", "()", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "1"
-        )
-    finally:
-        DatasetCatalog.remove("startup_missing_png")
-        MetadataCatalog.remove("startup_missing_png")
+    problems = _problems(
+        "DATASETS.TRAIN", "('startup_missing_png',)", "DATASETS.TEST", "()", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "1"
+    )
     assert problems == [
         f"DATASETS.TRAIN: panoptic PNG folder of dataset 'startup_missing_png' not found: {str(tmp_path / 'no_pngs')!r}"
     ]

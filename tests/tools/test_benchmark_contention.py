@@ -36,6 +36,8 @@ def test_tiny_run_alone_and_beside_one(tmp_path, monkeypatch):
     start_busy = contention._start_busy
     monkeypatch.setattr(contention, "_start_busy", lambda n: started.extend(start_busy(n)) or started[-n:])
     monkeypatch.setenv("SEGTRAIN_DATASETS", str(tmp_path / "datasets"))
+    for key in ("OMP_NUM_THREADS", "SEGTRAIN_NUM_THREADS"):  # a fixed count would skip the measurement
+        monkeypatch.delenv(key, raising=False)
     spec = importlib.util.spec_from_file_location("benchmark_tool", _TOOL)
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)

@@ -57,10 +57,7 @@ def saco_files(tmp_path):
 def test_pairs_vocabulary_and_boxes(saco_files):
     json_file, root = saco_files()
     dicts = load_find_query_json(json_file, root, "_test_saco_load")
-    try:
-        assert MetadataCatalog.get("_test_saco_load").thing_classes == ["a cat", "red mug"]
-    finally:
-        MetadataCatalog.remove("_test_saco_load")
+    assert MetadataCatalog.get("_test_saco_load").thing_classes == ["a cat", "red mug"]
     assert [d["image_id"] for d in dicts] == [10, 11, 12]
     assert [d["find_categories"] for d in dicts] == [[1], [0], [1]]
     assert [d["find_is_exhaustive"] for d in dicts] == [[True], [True], [False]]
@@ -93,14 +90,10 @@ def test_registered(saco_files):
     json_file, root = saco_files()
     assert reexported is register_find_query_json
     register_find_query_json("_test_saco", json_file, root)
-    try:
-        assert len(DatasetCatalog.get("_test_saco")) == 3
-        meta = MetadataCatalog.get("_test_saco")
-        assert meta.evaluator_type == "FindEvaluator" and meta.thing_classes == ["a cat", "red mug"]
-        assert not hasattr(meta, "json_file")  # evaluators convert the dicts (one COCO image per pair)
-    finally:
-        DatasetCatalog.remove("_test_saco")
-        MetadataCatalog.remove("_test_saco")
+    assert len(DatasetCatalog.get("_test_saco")) == 3
+    meta = MetadataCatalog.get("_test_saco")
+    assert meta.evaluator_type == "FindEvaluator" and meta.thing_classes == ["a cat", "red mug"]
+    assert not hasattr(meta, "json_file")  # evaluators convert the dicts (one COCO image per pair)
 
 
 @pytest.mark.parametrize(

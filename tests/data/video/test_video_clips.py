@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from segtrain.data import DatasetCatalog, MetadataCatalog, register_coco_instances
+from segtrain.data import DatasetCatalog, register_coco_instances
 from segtrain.data.datasets.ytvis import load_ytvis_json
 from segtrain.data.transforms import RandomFlip
 from segtrain.data.video import (
@@ -167,22 +167,18 @@ def test_images_are_one_frame_clips(coco_factory, tiny_cfg):
     json_file, image_root = coco_factory()
     name = "_test_video_coco_images"
     register_coco_instances(name, {}, json_file, image_root)
-    try:
-        dicts = DatasetCatalog.get(name)
-        v = image_dict_to_video_dict(dicts[1])
-        assert v["is_image"] and v["length"] == 1 and len(v["annotations"]) == 1  # the crowd region is dropped
-        mapper = VideoDatasetMapper(tiny_cfg, is_train=True)
-        out = mapper(dicts[0])  # the image dict itself goes through the video mapper
-        assert out["is_image"] and out["images"].shape == (1, 3, 128, 128)
-        assert out["masks"].shape == (1, 2, 128, 128) and out["obj_ids"].tolist() == [11, 12]
+    dicts = DatasetCatalog.get(name)
+    v = image_dict_to_video_dict(dicts[1])
+    assert v["is_image"] and v["length"] == 1 and len(v["annotations"]) == 1  # the crowd region is dropped
+    mapper = VideoDatasetMapper(tiny_cfg, is_train=True)
+    out = mapper(dicts[0])  # the image dict itself goes through the video mapper
+    assert out["is_image"] and out["images"].shape == (1, 3, 128, 128)
+    assert out["masks"].shape == (1, 2, 128, 128) and out["obj_ids"].tolist() == [11, 12]
 
-        tiny_cfg.DATASETS.TRAIN = (name,)
-        tiny_cfg.INPUT.VIDEO.IMAGE_SIZE = 32
-        batch = next(iter(build_video_train_loader(tiny_cfg)))
-        assert batch.img_batch.shape == (1, 2, 3, 32, 32) and batch.is_image.all()
-    finally:
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
+    tiny_cfg.DATASETS.TRAIN = (name,)
+    tiny_cfg.INPUT.VIDEO.IMAGE_SIZE = 32
+    batch = next(iter(build_video_train_loader(tiny_cfg)))
+    assert batch.img_batch.shape == (1, 2, 3, 32, 32) and batch.is_image.all()
 
 
 @pytest.fixture
@@ -192,10 +188,7 @@ def video_cfg(tiny_cfg):
     tiny_cfg.INPUT.VIDEO.NUM_FRAMES = 3
     tiny_cfg.INPUT.VIDEO.IMAGE_SIZE = 32
     tiny_cfg.DATASETS.TRAIN = ("shapes_video_train",)
-    yield tiny_cfg
-    from segtrain.data.datasets.shapes_video import register_shapes_video
-
-    register_shapes_video()
+    return tiny_cfg
 
 
 def test_shapes_video_loader_and_resume(video_cfg):

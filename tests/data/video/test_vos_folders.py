@@ -99,12 +99,8 @@ def test_clips_use_annotated_frames_and_label_masks(davis):
 def test_registration_and_bad_files(davis, tmp_path):
     images, masks = davis
     register_vos_folder("vos_test", {}, str(images), str(masks))
-    try:
-        assert len(DatasetCatalog.get("vos_test")) == 2
-        assert MetadataCatalog.get("vos_test").evaluator_type == "video"
-    finally:
-        DatasetCatalog.remove("vos_test")
-        MetadataCatalog.remove("vos_test")
+    assert len(DatasetCatalog.get("vos_test")) == 2
+    assert MetadataCatalog.get("vos_test").evaluator_type == "video"
 
     bad = masks / "bear" / "00001.png"
     _write_png(bad, np.zeros((H + 1, W), np.uint8))
@@ -138,13 +134,8 @@ def test_builtin_davis_and_mose_register_when_present(davis, tmp_path):
     (root / "DAVIS" / "ImageSets" / "2017" / "train.txt").write_text("bear\n")
     (root / "DAVIS" / "ImageSets" / "2017" / "val.txt").write_text("cat\n")
     names = register_vos_builtin(str(root))
-    try:
-        assert names == ["davis2017_train", "davis2017_val"]
-        assert [d["video_id"] for d in DatasetCatalog.get("davis2017_val")] == ["cat"]
-    finally:
-        for name in names:
-            DatasetCatalog.remove(name)
-            MetadataCatalog.remove(name)
+    assert names == ["davis2017_train", "davis2017_val"]
+    assert [d["video_id"] for d in DatasetCatalog.get("davis2017_val")] == ["cat"]
 
 
 def _list(tmp_path, *names):

@@ -16,7 +16,6 @@ from segtrain.utils.errors import DatasetError
 def test_load_formats_and_metadata(ytvis_factory, ytvis_tools):
     json_file, root = ytvis_factory()
     name = "_test_ytvis_load"
-    MetadataCatalog.remove(name)
     dicts = load_ytvis_json(json_file, root, name)
     assert [d["video_id"] for d in dicts] == [1, 2]
     v1 = dicts[0]
@@ -36,20 +35,15 @@ def test_load_formats_and_metadata(ytvis_factory, ytvis_tools):
     meta = MetadataCatalog.get(name)
     assert meta.thing_classes == ["a", "b"] and meta.evaluator_type == "video"
     assert meta.thing_dataset_id_to_contiguous_id == {4: 0, 8: 1}
-    MetadataCatalog.remove(name)
 
 
 def test_register_is_lazy(ytvis_factory):
     json_file, root = ytvis_factory()
     name = "_test_ytvis_register"
     register_ytvis_instances(name, {"extra": 1}, json_file, root)
-    try:
-        assert MetadataCatalog.get(name).evaluator_type == "video"
-        assert MetadataCatalog.get(name).extra == 1
-        assert len(DatasetCatalog.get(name)) == 2
-    finally:
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
+    assert MetadataCatalog.get(name).evaluator_type == "video"
+    assert MetadataCatalog.get(name).extra == 1
+    assert len(DatasetCatalog.get(name)) == 2
 
 
 def _set(path, value):

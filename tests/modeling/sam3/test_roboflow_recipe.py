@@ -11,7 +11,6 @@ import pytest
 
 import segtrain.modeling  # noqa: F401  (registers the SAM 3 config keys)
 from segtrain.config import load_config
-from segtrain.data import DatasetCatalog, MetadataCatalog
 from segtrain.data.datasets import write_roboflow_shapes
 from segtrain.data.transforms import RandomPadToSize, RandomSquareResize, build_augmentations
 from segtrain.engine.epochs import apply_max_epochs
@@ -40,18 +39,10 @@ def export(tmp_path_factory):
 
 @pytest.fixture
 def recipe(export):
-    names = []
-
     def load(file, *overrides):
-        cfg = load_config(os.path.join(_PROJECT, file), ["DATASETS.ROBOFLOW.ROOT", export] + _SMALL + list(overrides))
-        names.extend(f"{cfg.DATASETS.ROBOFLOW.NAME}_{s}" for s in ("train", "valid", "test"))
-        return cfg
+        return load_config(os.path.join(_PROJECT, file), ["DATASETS.ROBOFLOW.ROOT", export] + _SMALL + list(overrides))
 
-    yield load
-    for name in names:
-        if name in DatasetCatalog:
-            DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
+    return load
 
 
 def _lr_wd(optimizer, model):

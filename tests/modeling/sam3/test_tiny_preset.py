@@ -15,8 +15,6 @@ import torch
 
 from segtrain.config import get_cfg
 from segtrain.data import (
-    DatasetCatalog,
-    MetadataCatalog,
     build_test_loader,
     build_train_loader,
     register_coco_instances,
@@ -155,35 +153,31 @@ def _write_box_only_coco(root):
 
 def test_box_only_dataset_trains_and_evaluates(tiny_preset_cfg, tmp_path):
     register_coco_instances(BOX_ONLY, {}, _write_box_only_coco(str(tmp_path)), str(tmp_path))
-    try:
-        cfg = tiny_preset_cfg(
-            "DATASETS.TRAIN", (BOX_ONLY,), "DATASETS.TEST", (BOX_ONLY,),
-            "INPUT.MIN_SIZE_TRAIN", (32,), "INPUT.MAX_SIZE_TRAIN", 32, "INPUT.MIN_SIZE_TEST", 32,
-            "INPUT.MAX_SIZE_TEST", 32, "OUTPUT_DIR", str(tmp_path / "out"),
-        )  # fmt: skip
-        torch.manual_seed(0)
-        model = build_model(cfg).train()
-        assert model.class_names == ["red", "green", "blue"]
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        loader = iter(build_train_loader(cfg))
-        for _ in range(2):
-            batch = next(loader)
-            assert all(not x["instances"].has("gt_masks") for x in batch)
-            losses = model(batch)
-            for k in ("loss_mask", "loss_dice", "loss_mask_o2m", "loss_dice_o2m"):
-                assert float(losses[k].detach()) == 0.0, k
-            for k in ("loss_bbox", "loss_giou", "loss_ce", "presence_loss"):
-                assert math.isfinite(float(losses[k].detach())) and float(losses[k].detach()) > 0, k
-            opt.zero_grad()
-            losses[CORE_LOSS_KEY].backward()
-            grad = model.backbone.vision_backbone.trunk.patch_embed.proj.weight.grad
-            assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
-            opt.step()
-        evaluator = build_evaluator(cfg, BOX_ONLY, str(tmp_path / "inference"))
-        res = inference_on_dataset(model, build_test_loader(cfg, BOX_ONLY), evaluator)
-        # box-only ground truth: the box and presence metrics, nothing computed on masks
-        assert set(res) == {"bbox", "bbox_positive", "cgF1_bbox", "presence"}
-        assert 0.0 <= res["bbox"]["AP"] <= 100.0 and res["presence"]["num_finds"] == 6 * 3
-    finally:
-        DatasetCatalog.remove(BOX_ONLY)
-        MetadataCatalog.remove(BOX_ONLY)
+    cfg = tiny_preset_cfg(
+        "DATASETS.TRAIN", (BOX_ONLY,), "DATASETS.TEST", (BOX_ONLY,),
+        "INPUT.MIN_SIZE_TRAIN", (32,), "INPUT.MAX_SIZE_TRAIN", 32, "INPUT.MIN_SIZE_TEST", 32,
+        "INPUT.MAX_SIZE_TEST", 32, "OUTPUT_DIR", str(tmp_path / "out"),
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    assert model.class_names == ["red", "green", "blue"]
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    loader = iter(build_train_loader(cfg))
+    for _ in range(2):
+        batch = next(loader)
+        assert all(not x["instances"].has("gt_masks") for x in batch)
+        losses = model(batch)
+        for k in ("loss_mask", "loss_dice", "loss_mask_o2m", "loss_dice_o2m"):
+            assert float(losses[k].detach()) == 0.0, k
+        for k in ("loss_bbox", "loss_giou", "loss_ce", "presence_loss"):
+            assert math.isfinite(float(losses[k].detach())) and float(losses[k].detach()) > 0, k
+        opt.zero_grad()
+        losses[CORE_LOSS_KEY].backward()
+        grad = model.backbone.vision_backbone.trunk.patch_embed.proj.weight.grad
+        assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+        opt.step()
+    evaluator = build_evaluator(cfg, BOX_ONLY, str(tmp_path / "inference"))
+    res = inference_on_dataset(model, build_test_loader(cfg, BOX_ONLY), evaluator)
+    # box-only ground truth: the box and presence metrics, nothing computed on masks
+    assert set(res) == {"bbox", "bbox_positive", "cgF1_bbox", "presence"}
+    assert 0.0 <= res["bbox"]["AP"] <= 100.0 and res["presence"]["num_finds"] == 6 * 3
