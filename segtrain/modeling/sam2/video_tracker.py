@@ -17,12 +17,10 @@ frame where it is visible (``MODEL.SAM2.TEST.PROMPT``) and propagates with
 """
 
 import dataclasses
-import itertools
 import logging
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from segtrain.config import configurable
@@ -33,16 +31,14 @@ from segtrain.utils.env import in_validation_pass
 from segtrain.utils.errors import ConfigError, DatasetError
 
 from .build_sam import sam2_base_kwargs
+from .clip_inference import predict_clip_from_gt
 from .common import NO_OBJ_SCORE  # noqa: F401  (re-exported: the logit of "no object" in the outputs)
-from .predictor import VideoPredictor
 from .prompt_sampling import (
     PromptPlan,
     PromptSettings,
     concat_points,
     get_next_point,
-    mask_to_box_inclusive,
     sample_box_points,
-    sample_one_point_from_error_center,
     sample_prompt_plan,
 )
 from .sam2_base import SAM2Base
@@ -360,64 +356,8 @@ class VideoTracker(SAM2Base):
         obj_ids = clip.get("obj_ids", torch.arange(clip["masks"].shape[1]))
         obj_ids = obj_ids.tolist() if torch.is_tensor(obj_ids) else list(obj_ids)
         kinds = [self.test_prompt, *self.test_extra_prompts]  # the extra kinds exclude the primary one
-        preds = self._predict_clip(clip, obj_ids, kinds)
+        preds = predict_clip_from_gt(self, clip, obj_ids, kinds)
         out: Dict[str, Any] = {"pred_masks": preds[self.test_prompt], "obj_ids": obj_ids}
         if self.test_extra_prompts:
             out["pred_masks_by_prompt"] = {k: preds[k] for k in self.test_extra_prompts}
         return out
-
-    def _predict_clip(self, clip: Mapping[str, Any], obj_ids: List[Any], kinds: List[str]) -> Dict[str, Tensor]:
-        """{kind: bool [T, N, height, width]}: for each prompt kind, each object prompted that
-        way from its GT on its first visible frame, then propagated (the object counts as
-        absent before that frame). The kinds run frame by frame side by side and share each
-        frame's image features."""
-        images, gt = clip["images"], clip["masks"].bool()
-        shape = (
-            images.shape[0],
-            len(obj_ids),
-            int(clip.get("height", self.image_size)),
-            int(clip.get("width", self.image_size)),
-        )
-        index = {oid: n for n, oid in enumerate(obj_ids)}
-        frames = images.permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy()
-        features: Dict[int, Any] = {}
-        preds = {kind: torch.zeros(shape, dtype=torch.bool) for kind in kinds}
-        first = {}
-        for n, oid in enumerate(obj_ids):
-            visible = gt[:, n].flatten(1).any(dim=1).nonzero().flatten()
-            if visible.numel() > 0:
-                first[oid] = int(visible[0])
-        if not first:
-            return preds
-        was_training = self.training
-        self.eval()
-        try:
-            runs = []
-            for kind in kinds:
-                predictor = VideoPredictor(self)
-                state = predictor.init_state(frames, cached_features=features)
-                for oid, t in first.items():
-                    _add_prompt_from_gt(predictor, state, t, oid, gt[t, index[oid]], kind)
-                runs.append(predictor.propagate_in_video(state))
-            for steps in itertools.zip_longest(*runs):
-                for kind, step in zip(kinds, steps):
-                    t, ids, logits = step
-                    up = F.interpolate(logits, size=shape[2:], mode="bilinear", align_corners=False)
-                    for i, oid in enumerate(ids):
-                        if t >= first[oid]:
-                            preds[kind][t, index[oid]] = (up[i, 0] > 0).cpu()
-        finally:
-            self.train(was_training)
-        return preds
-
-
-def _add_prompt_from_gt(predictor: VideoPredictor, state, frame_idx: int, obj_id: Any, gt: Tensor, kind: str):
-    """Prompt an object from its GT mask [S, S]: the mask itself (``"mask"``), its tight box
-    (``"box"``) or one positive click at the point deepest inside it (``"point"``)."""
-    if kind == "mask":
-        predictor.add_new_mask(state, frame_idx, obj_id, gt)
-    elif kind == "box":
-        predictor.add_new_points_or_box(state, frame_idx, obj_id, box=mask_to_box_inclusive(gt[None])[0].tolist())
-    else:
-        coords, labels = sample_one_point_from_error_center(gt[None], torch.zeros_like(gt[None]))
-        predictor.add_new_points_or_box(state, frame_idx, obj_id, points=coords[0], labels=labels[0])
