@@ -113,7 +113,9 @@ def _torchrun_worker(env: Dict[str, int], main_func: Callable, args: Sequence[An
     try:
         comm.create_local_process_group(env["local_world_size"])
         comm.synchronize()
-        return main_func(*args)
+        result = main_func(*args)
+        comm.synchronize()  # no rank tears its connections down while another still uses them
+        return result
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -148,6 +150,9 @@ def _distributed_worker(
             torch.cuda.set_device(local_rank)
         comm.synchronize()
         main_func(*args)
+        # every rank done before any destroys its group: a two-rank Gloo run ended, rarely, with a
+        # SIGABRT ("terminate called without an active exception") after one rank had exited
+        comm.synchronize()
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
