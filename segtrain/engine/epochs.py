@@ -3,7 +3,7 @@ give it (``max_epochs``), turned into ``SOLVER.MAX_ITER`` once the datasets are 
 
 import logging
 import weakref
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 from segtrain.data import get_dataset_dicts, register_datasets_from_cfg
 from segtrain.utils.errors import ConfigError
@@ -12,20 +12,21 @@ __all__ = ["apply_max_epochs", "iterations_per_epoch"]
 
 logger = logging.getLogger(__name__)
 
-#: configs this module has resolved: id -> (weak reference, the config's text then).
-#: ``setup_cfg`` resolves the epochs and ``DefaultTrainer`` gets the same config, which need not
-#: be counted (the training json read) again
-_RESOLVED: Dict[int, Tuple[weakref.ref, str]] = {}
+#: configs this module has resolved: id -> (weak reference, the config's text then, the log
+#: line). ``setup_cfg`` resolves the epochs before logging is set up and ``DefaultTrainer`` gets
+#: the same config: it logs the line again instead of counting (reading the training json) again
+_RESOLVED: Dict[int, Tuple[weakref.ref, str, str]] = {}
 
 
-def _resolved(cfg):
-    _RESOLVED[id(cfg)] = (weakref.ref(cfg), cfg.dump())
+def _resolved(cfg, message: str):
+    _RESOLVED[id(cfg)] = (weakref.ref(cfg), cfg.dump(), message)
     return cfg
 
 
-def _already_resolved(cfg) -> bool:
-    ref, text = _RESOLVED.get(id(cfg), (None, None))
-    return ref is not None and ref() is cfg and text == cfg.dump()
+def _resolution_of(cfg) -> Optional[str]:
+    """The log line of an earlier resolution of this very config, unchanged since, or None."""
+    ref, text, message = _RESOLVED.get(id(cfg), (None, None, None))
+    return message if ref is not None and ref() is cfg and text == cfg.dump() else None
 
 
 def iterations_per_epoch(num_images: int, ims_per_batch: int) -> int:
@@ -41,9 +42,14 @@ def apply_max_epochs(cfg):
     with ``SOLVER.MAX_ITER = MAX_EPOCHS x iterations_per_epoch(training images, IMS_PER_BATCH)``.
     The images are those the training loader reads (``DATASETS.TRAIN`` after
     ``DATALOADER.FILTER_EMPTY_ANNOTATIONS``). A config this function returned before, unchanged
-    since, is returned as it is, without counting again."""
+    since, is returned as it is, without counting again (its log line is logged again: the
+    first call, from ``setup_cfg``, comes before the log is set up)."""
     epochs = int(cfg.SOLVER.MAX_EPOCHS)
-    if epochs <= 0 or _already_resolved(cfg):
+    if epochs <= 0:
+        return cfg
+    earlier = _resolution_of(cfg)
+    if earlier is not None:
+        logger.info(earlier)
         return cfg
     register_datasets_from_cfg(cfg)
     names = list(cfg.DATASETS.TRAIN)
@@ -58,21 +64,16 @@ def apply_max_epochs(cfg):
     )
     per_epoch = iterations_per_epoch(num_images, int(cfg.SOLVER.IMS_PER_BATCH))
     max_iter = epochs * per_epoch
-    logger.info(
-        "SOLVER.MAX_EPOCHS %d over %d training images (%s) at %d per batch: %d iterations per epoch, "
-        "SOLVER.MAX_ITER %d",
-        epochs,
-        num_images,
-        ", ".join(names),
-        cfg.SOLVER.IMS_PER_BATCH,
-        per_epoch,
-        max_iter,
+    message = (
+        f"SOLVER.MAX_EPOCHS {epochs} over {num_images} training images ({', '.join(names)}) at "
+        f"{cfg.SOLVER.IMS_PER_BATCH} per batch: {per_epoch} iterations per epoch, SOLVER.MAX_ITER {max_iter}"
     )
+    logger.info(message)
     if max_iter == cfg.SOLVER.MAX_ITER:
-        return _resolved(cfg)
+        return _resolved(cfg, message)
     out = cfg.clone()
     out.defrost()
     out.SOLVER.MAX_ITER = max_iter
     if cfg.is_frozen():
         out.freeze()
-    return _resolved(out)
+    return _resolved(out, message)

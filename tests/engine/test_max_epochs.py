@@ -1,5 +1,7 @@
 """SOLVER.MAX_EPOCHS sets SOLVER.MAX_ITER from the number of training images and the batch."""
 
+import logging
+
 import pytest
 
 import segtrain.modeling  # noqa: F401
@@ -33,9 +35,10 @@ def test_iterations_per_epoch():
         iterations_per_epoch(10, 0)
 
 
-def test_resolved_config_is_not_counted_again(tmp_path, monkeypatch):
+def test_resolved_config_is_not_counted_again(tmp_path, monkeypatch, caplog):
     """setup_cfg and DefaultTrainer both resolve the epochs: the second call on the config the
-    first returned reads no dataset; a changed config is counted again."""
+    first returned reads no dataset but logs the resolution again (the first came before the
+    log was set up); a changed config is counted again."""
     import segtrain.engine.epochs as epochs
 
     monkeypatch.setenv("SEGTRAIN_DATASETS", str(tmp_path))
@@ -43,7 +46,10 @@ def test_resolved_config_is_not_counted_again(tmp_path, monkeypatch):
     real = epochs.get_dataset_dicts
     monkeypatch.setattr(epochs, "get_dataset_dicts", lambda *a, **k: calls.append(a) or real(*a, **k))
     cfg = apply_max_epochs(_cfg(3))
-    assert apply_max_epochs(cfg) is cfg and len(calls) == 1
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="segtrain.engine.epochs"):
+        assert apply_max_epochs(cfg) is cfg and len(calls) == 1
+    assert "SOLVER.MAX_EPOCHS 3 over 10 training images (shapes_train) at 4 per batch" in caplog.text
     cfg.defrost()
     cfg.SOLVER.IMS_PER_BATCH = 2
     cfg.freeze()
